@@ -1,0 +1,135 @@
+"""The ``ifu-extract`` command line: one click group, one module per verb.
+
+Verbs are imported lazily (``ifu-extract info`` does not import matplotlib or SEP).  User errors
+(:class:`~ifu_extract.errors.InputError`) become one stderr line and exit code 1; usage errors
+exit 2; per-object warnings are printed as ``warning: object ID: ...`` lines.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import warnings
+
+import click
+
+from . import __version__
+from .errors import InputError, ObjectWarning
+
+#: verb -> "module:attribute" of its click command, under ifu_extract.commands.
+COMMANDS = {
+    "info": "info:cmd",
+    "image": "image:cmd",
+    "detect": "detect:cmd",
+    "cutout": "cutout:cmd",
+    "mask": "mask:cmd",
+    "extract": "extract:cmd",
+    "run": "run:cmd",
+    "report": "report:cmd",
+    "split": "split:cmd",
+    "merge": "merge:cmd",
+    "demo": "demo:cmd",
+    "contsub": "contsub:cmd",
+    "xcorr": "xcorr:cmd",
+    "deblend": "deblend:cmd",
+    "pixtable": "pixtable:group",
+    "spectra": "spectra:group",
+}
+
+log = logging.getLogger("ifu_extract")
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when used (and listed if importable)."""
+
+    def list_commands(self, ctx):
+        return [name for name in COMMANDS if self._load(name) is not None]
+
+    def get_command(self, ctx, name):
+        return self._load(name)
+
+    @staticmethod
+    def _load(name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        try:
+            mod = importlib.import_module(f"ifu_extract.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"ifu_extract.commands.{module}":
+                return None  # verb not built yet
+            raise
+        return getattr(mod, attr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, ObjectWarning):
+        click.echo(f"warning: {message}", err=True)
+    elif log.isEnabledFor(logging.DEBUG):
+        click.echo(f"warning: {category.__name__}: {message} ({filename}:{lineno})", err=True)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                              "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="ifu-extract")
+@click.option("-q", "--quiet", is_flag=True, help="Print errors and warnings only.")
+@click.option("-v", "--verbose", is_flag=True, help="Print debugging details and library warnings.")
+@click.pass_context
+def cli(ctx, quiet, verbose):
+    """Turn IFU datacubes into clean 1D spectra of every object in the field.
+
+    Each verb is one step (a Galaxy tool); `ifu-extract run` chains them.
+    """
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    log.setLevel(level)
+    for name in ("mpdaf", "astropy", "matplotlib", "PIL"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.ERROR)
+    ctx.ensure_object(dict)
+    ctx.obj["quiet"] = quiet
+    ctx.obj["verbose"] = verbose
+
+
+def main(argv=None):
+    """Entry point of the ``ifu-extract`` console script."""
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("always", ObjectWarning)
+    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    prog = "ifu-extract"
+    try:
+        rv = cli.main(args=argv, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        cmd = exc.ctx.command_path if exc.ctx else prog
+        click.echo(f"{cmd}: usage error: {exc.format_message()} (see '{cmd} --help')", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"{prog}: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except InputError as exc:
+        click.echo(f"{prog}: error: {exc.oneline()}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except MemoryError:
+        click.echo(f"{prog}: error: out of memory; process a smaller window or fewer objects "
+                   "at once (--wave-range, split)", err=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, traceback on -v
+        if verbose:
+            raise
+        click.echo(f"{prog}: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                   " (rerun with --verbose for the traceback and report it)", err=True)
+        sys.exit(3)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Click commands, one module per verb; each parses, calls the library and reports."""

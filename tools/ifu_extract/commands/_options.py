@@ -1,0 +1,57 @@
+"""Options shared by several verbs, so that every verb (and Galaxy wrapper) spells them alike."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import click
+
+from ..catalog import FORMATS
+
+log = logging.getLogger("ifu_extract")
+
+
+def cube_options(func):
+    """``--data-ext/--var-ext/--dq-ext``: override the cube layout detection."""
+    options = [
+        click.option("--data-ext", default=None, metavar="NAME|INDEX",
+                     help="Extension holding the flux (default: detected: DATA, FLUX, SCI or the "
+                          "first 3-D HDU)."),
+        click.option("--var-ext", default=None, metavar="NAME|INDEX",
+                     help="Extension holding the variance (STAT), inverse variance (IVAR) or error "
+                          "(ERR); the kind follows the name."),
+        click.option("--dq-ext", default=None, metavar="NAME|INDEX",
+                     help="Extension holding data-quality flags; flagged voxels are ignored."),
+    ]
+    for opt in reversed(options):
+        func = opt(func)
+    return func
+
+
+def cube_kwargs(kwargs: dict) -> dict:
+    """Pop the cube options from a command's kwargs, as open_cube keyword arguments."""
+    return {k: kwargs.pop(k) for k in ("data_ext", "var_ext", "dq_ext")}
+
+
+def wave_range_option(func):
+    return click.option("--wave-range", nargs=2, type=float, default=None, metavar="MIN MAX",
+                        help="Wavelength range, Angstrom (channel centres inside are used).")(func)
+
+
+def catalog_format_option(func):
+    return click.option("--catalog-format", type=click.Choice(FORMATS), default="auto",
+                        show_default=True,
+                        help="Catalogue format; 'auto' detects it from the content.")(func)
+
+
+def report(message: str) -> None:
+    """Progress/result line (suppressed by --quiet)."""
+    log.info(message)
+
+
+def batch_exit(n_ok: int, n_total: int, what: str = "object") -> None:
+    """Exit 1 when no object of a batch could be processed (row problems were warned)."""
+    if n_total and n_ok == 0:
+        raise click.ClickException(f"no {what} could be processed ({n_total} tried); "
+                                   "see the warnings above")

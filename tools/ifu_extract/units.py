@@ -1,0 +1,92 @@
+"""Lenient parsing of the flux units found in IFU cube headers.
+
+Pipelines write units astropy's strict FITS parser refuses: MUSE ``10**(-20)*erg/s/cm**2/
+Angstrom``, MaNGA ``1E-17 erg/s/cm^2/Ang/spaxel``, KCWI ``FLAM16``, and surface-brightness
+cubes ``.../arcsec2``.  :func:`parse_flux_unit` normalises the string and separates the
+per-area part, so that sums over spaxels are done on per-spaxel values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from astropy import units as u
+
+__all__ = ["FluxUnit", "parse_flux_unit"]
+
+_PER_SPAXEL = re.compile(r"\s*/\s*(spaxel|spx|pix(el)?)\b", re.I)
+_PER_ARCSEC2 = re.compile(r"\s*/\s*(arcsec\s*(\*\*\s*2|\^\s*2|2)|arcsec\s*\*\*\s*\(2\)|sq\.?\s*arcsec)",
+                          re.I)
+_KNOWN_ALIASES = {
+    "FLAM": "erg/s/cm2/Angstrom",
+    "FLAM16": "1e-16 erg/s/cm2/Angstrom",
+    "FLAM17": "1e-17 erg/s/cm2/Angstrom",
+    "FLAM20": "1e-20 erg/s/cm2/Angstrom",
+}
+
+
+@dataclass(frozen=True)
+class FluxUnit:
+    """A parsed flux unit.
+
+    Attributes
+    ----------
+    unit : astropy.units.UnitBase or None
+        The per-spaxel (or per-object) unit; None when the string could not be understood.
+    per_area : str or None
+        ``"arcsec2"`` for surface-brightness cubes, ``"spaxel"`` when the unit said so
+        explicitly, None otherwise.
+    text : str
+        The header's original string.
+    """
+
+    unit: u.UnitBase | None
+    per_area: str | None
+    text: str
+
+    def to_string(self) -> str:
+        """The unit as a FITS-friendly string ('' when unknown)."""
+        if self.unit is None:
+            return self.text
+        return self.unit.to_string("fits")
+
+
+def parse_flux_unit(text: str | None) -> FluxUnit:
+    """Parse a BUNIT string leniently.
+
+    Parameters
+    ----------
+    text : str or None
+        The BUNIT card value.
+
+    Returns
+    -------
+    FluxUnit
+    """
+    raw = (text or "").strip()
+    if not raw:
+        return FluxUnit(None, None, "")
+    s = raw
+    per_area = None
+    if _PER_ARCSEC2.search(s):
+        per_area = "arcsec2"
+        s = _PER_ARCSEC2.sub("", s)
+    elif _PER_SPAXEL.search(s):
+        per_area = "spaxel"
+        s = _PER_SPAXEL.sub("", s)
+    s = _KNOWN_ALIASES.get(s.strip().upper(), s)
+    # 10**(-20)*erg..., 10^-17 erg..., 1.0E-20 erg...
+    s = re.sub(r"10\s*(\*\*|\^)\s*\(?\s*([+-]?\d+)\s*\)?", r"1e\2", s)
+    s = re.sub(r"\bAng\b", "Angstrom", s)
+    s = re.sub(r"\bA\b(?!\w)", "Angstrom", s) if "erg" in s else s
+    s = s.replace("^", "")
+    s = re.sub(r"\s*\*\s*", " ", s)
+    unit = None
+    for fmt in ("generic", "fits", "cds"):
+        try:
+            unit = u.Unit(s, format=fmt, parse_strict="raise")
+            break
+        except (ValueError, TypeError):
+            continue
+    return FluxUnit(unit, per_area, raw)
