@@ -1,0 +1,77 @@
+"""Shared fixtures: the real MUSE data shipped in the mpdaf wheel, and synthetic cubes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import mpdaf
+
+from ifu_extract import synth
+from ifu_extract.cli import cli
+
+MPDAF_DATA = Path(mpdaf.__file__).parent / "data" / "sdetect"
+REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = REPO / "test-data"
+
+
+@pytest.fixture(autouse=True)
+def _reproducible_dates(monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01T00:00:00
+
+
+@pytest.fixture(scope="session")
+def minicube() -> Path:
+    """Abell 478 MUSE cube, 3681 x 40 x 40, DATA/STAT/DQ."""
+    return MPDAF_DATA / "minicube.fits"
+
+
+@pytest.fixture(scope="session")
+def mosaic() -> Path:
+    """Two touching UDF galaxies, 500 x 30 x 30, with MUSE FSF keywords."""
+    return MPDAF_DATA / "subcub_mosaic.fits"
+
+
+@pytest.fixture(scope="session")
+def hst_cutout() -> Path:
+    """HST image of Abell 478 covering the minicube (SCI/WHT/CTX)."""
+    return MPDAF_DATA / "a478hst-cutout.fits"
+
+
+@pytest.fixture(scope="session")
+def muselet_cat() -> Path:
+    """mpdaf's cat.txt: ID RA DEC Z Z_MIN Z_MAX with '--' for missing values."""
+    return MPDAF_DATA / "cat.txt"
+
+
+def run_cli(args, **kwargs):
+    """Invoke the CLI in-process; returns the click Result (stderr kept apart)."""
+    runner = CliRunner()
+    return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+
+def write_synth(path, sources, layout="MUSE", **kwargs):
+    """Write a synthetic cube to *path*; returns its Truth."""
+    data, var, dq, header, truth = synth.make_cube(sources, **kwargs)
+    synth.cube_hdulist(data, var, dq, header, layout=layout).writeto(path, overwrite=True)
+    return truth
+
+
+@pytest.fixture(scope="session")
+def point_field(tmp_path_factory):
+    """A 200 x 40 x 40 cube with three isolated point sources of known spectra."""
+    wave = 4750.0 + 1.25 * np.arange(200)
+    srcs = [
+        synth.SynthSource("1", 10.3, 12.7, synth.continuum_spectrum(wave, 40.0, 0.3)),
+        synth.SynthSource("2", 28.6, 25.2, synth.continuum_spectrum(wave, 25.0, -0.2)
+                          + synth.emission_line(wave, 4850.0, 2.0, 400.0)),
+        synth.SynthSource("3", 14.1, 31.4, synth.continuum_spectrum(wave, 15.0, 0.0),
+                          kind="sersic", re_arcsec=0.6, n=1.0, q=0.7, pa_deg=30.0),
+    ]
+    path = tmp_path_factory.mktemp("synth") / "point_field.fits"
+    truth = write_synth(path, srcs, shape=(200, 40, 40), sigma=1.0, nan_fraction=0.001, seed=1)
+    return path, truth

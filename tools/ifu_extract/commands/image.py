@@ -1,0 +1,48 @@
+"""``ifu-extract image CUBE -o IMAGE.fits``."""
+
+import click
+
+from ..cubeio import open_cube
+from ..image import band_image, narrowband_image, write_image
+from ._options import cube_kwargs, cube_options, report, wave_range_option
+
+
+def image_options(func):
+    """Band selection shared by ``image`` and ``detect`` (cube input)."""
+    for opt in reversed([
+        wave_range_option,
+        click.option("--line", type=click.FloatRange(min=0, min_open=True), default=None,
+                     metavar="CENTRE", help="Continuum-subtracted narrow band centred here, Angstrom."),
+        click.option("--width", type=click.FloatRange(min=0, min_open=True), default=10.0,
+                     show_default=True, help="Full width of the narrow band, Angstrom (with --line)."),
+        click.option("--side-width", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Width of each continuum side band, Angstrom [default: --width]."),
+        click.option("--gap", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Gap between the line band and each side band, Angstrom."),
+    ]):
+        func = opt(func)
+    return func
+
+
+def make_image(cube, wave_range, line, width, side_width, gap):
+    """The image the band options ask for (white light by default)."""
+    if line is not None:
+        if wave_range:
+            raise click.UsageError("--line and --wave-range are exclusive")
+        return narrowband_image(cube, line, width, side_width=side_width, gap=gap)
+    return band_image(cube, tuple(wave_range) if wave_range else None)
+
+
+@click.command("image")
+@click.argument("cube", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output FITS image (DATA and STAT with the celestial WCS).")
+@image_options
+@cube_options
+def cmd(cube, output, wave_range, line, width, side_width, gap, **kwargs):
+    """Collapse CUBE into a white-light, band, or continuum-subtracted narrow-band image."""
+    with open_cube(cube, **cube_kwargs(kwargs)) as c:
+        img = make_image(c, wave_range, line, width, side_width, gap)
+    params = {"wave_range": wave_range, "line": line, "width": width if line else None}
+    write_image(img, output, "image", {"cube": cube}, {k: v for k, v in params.items() if v})
+    report(f"wrote {output} ({img.meta['IMGTYPE'][0]} image, {img.shape[1]} x {img.shape[0]} spaxels)")
