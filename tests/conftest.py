@@ -54,6 +54,35 @@ def run_cli(args, **kwargs):
     return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False, **kwargs)
 
 
+class MainResult:
+    """Outcome of :func:`run_main`: exit code and the captured streams."""
+
+    def __init__(self, code, out, err):
+        self.exit_code, self.stdout, self.stderr = code, out, err
+
+    @property
+    def err_lines(self):
+        return [ln for ln in self.stderr.splitlines() if ln.strip()]
+
+
+def run_main(args, capfd):
+    """Run the real entry point (error handling and exit codes included) in-process.
+
+    Use with pytest's ``capfd`` fixture: ``res = run_main([...], capfd)``; then
+    ``res.exit_code``, ``res.stderr``, ``res.err_lines``.
+    """
+    from ifu_extract.cli import main
+
+    capfd.readouterr()
+    code = 0
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capfd.readouterr()
+    return MainResult(code, out, err)
+
+
 def write_synth(path, sources, layout="MUSE", **kwargs):
     """Write a synthetic cube to *path*; returns its Truth."""
     data, var, dq, header, truth = synth.make_cube(sources, **kwargs)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import SkyCoord
+from astropy.coordinates import Angle
 from astropy.io import fits
 from astropy.table import MaskedColumn, Table
 
@@ -170,7 +170,7 @@ def _coords(values, is_ra: bool):
             out[i] = float(s)
         elif re.fullmatch(r"[+-]?\d{1,3}[:hd ]\d{1,2}[:m' ]\d{1,2}(\.\d*)?s?\"?", s):
             try:
-                ang = u.Angle(s, unit=u.hourangle if is_ra else u.deg)
+                ang = Angle(s, unit=u.hourangle if is_ra else u.deg)
                 out[i] = ang.to_value(u.deg)
             except (ValueError, u.UnitsError):
                 pass

@@ -295,7 +295,8 @@ class Cube:
         """Half-open channel range whose centres lie within [wmin, wmax] Angstrom."""
         lo = -np.inf if wmin is None else wmin
         hi = np.inf if wmax is None else wmax
-        inside = np.flatnonzero((self.wave >= lo) & (self.wave <= hi))
+        eps = 1e-6 * float(np.median(np.abs(self.dwave)))  # bounds on a channel centre count
+        inside = np.flatnonzero((self.wave >= lo - eps) & (self.wave <= hi + eps))
         if inside.size == 0:
             raise InputError(self.path, f"no channel between {lo:g} and {hi:g} Angstrom "
                              f"(the cube covers {self.wave[0]:.1f}-{self.wave[-1]:.1f})",

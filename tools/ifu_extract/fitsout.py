@@ -78,7 +78,11 @@ def atomic_path(dest, suffix: str | None = None):
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise InputError(dest, f"cannot be written ({exc.strerror})",
+                             "choose a writable output path") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

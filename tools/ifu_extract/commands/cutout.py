@@ -1,0 +1,39 @@
+"""``ifu-extract cutout CUBE (CATALOG | --ra --dec) -o DIR --size ARCSEC``."""
+
+import click
+
+from ..catalog import catalog_from_position, read_catalog
+from ..cubeio import open_cube
+from ..cutout import cutout_catalog
+from ._options import (batch_exit, catalog_format_option, cube_kwargs, cube_options, report,
+                       wave_range_option)
+
+
+@click.command("cutout")
+@click.argument("cube", type=click.Path(dir_okay=False))
+@click.argument("catalog", required=False, type=click.Path(dir_okay=False))
+@click.option("--ra", type=click.FloatRange(0, 360), default=None, help="Right ascension, degrees "
+              "(instead of a catalogue).")
+@click.option("--dec", type=click.FloatRange(-90, 90), default=None, help="Declination, degrees.")
+@click.option("--id", "obj_id", default="1", show_default=True, help="ID of the --ra/--dec object.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Output folder: one <ID>.fits per object and cutouts.tsv.")
+@click.option("--size", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Full side of the square box, arcsec (a catalogue SIZE column wins).")
+@wave_range_option
+@catalog_format_option
+@cube_options
+def cmd(cube, catalog, ra, dec, obj_id, output, size, wave_range, catalog_format, **kwargs):
+    """Cut sub-cubes (DATA, STAT, full WCS) around catalogue objects or one position.
+
+    Boxes crossing the cube edge are padded with NaN and flagged edge_partial; objects off the
+    field are reported and skipped.
+    """
+    if (catalog is None) == (ra is None or dec is None):
+        raise click.UsageError("give either a CATALOG or both --ra and --dec")
+    table = (read_catalog(catalog, catalog_format) if catalog else catalog_from_position(ra, dec, obj_id))
+    with open_cube(cube, **cube_kwargs(kwargs)) as c:
+        summary = cutout_catalog(c, table, output, size, tuple(wave_range) if wave_range else None)
+    n_ok = int(sum(bool(f) for f in summary["FILE"]))
+    report(f"wrote {n_ok} cut-outs of {len(summary)} objects to {output}")
+    batch_exit(n_ok, len(summary))
