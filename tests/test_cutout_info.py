@@ -13,7 +13,7 @@ from ifu_extract.wcsutil import quiet_wcs
 
 
 def _world(path, ext, pix):
-    """World coordinates of 0-based (x, y, z) pixels of extension *ext* of *path*."""
+    """World coordinates (N, 3) of 0-based (x, y, z) pixel rows *pix* (N, 3)."""
     hdr = fits.getheader(path, ext)
     return np.array(quiet_wcs(hdr).all_pix2world(pix, 0))
 
@@ -40,11 +40,11 @@ def test_cutouts_equal_cube_values_and_wcs(point_field, tmp_path, capfd):
                 np.testing.assert_array_equal(d, ref)
                 np.testing.assert_array_equal(sub["STAT"].data, pstat[z0:z0 + 81, y0:y0 + 11, x0:x0 + 11])
             # Same sky position and wavelength for the same voxel, to 1e-9 deg / 1e-6 A.
-            pix = np.array([[0, 10, 3], [0, 10, 5], [0, 80, 40]], dtype=float)
-            sub_w = _world(out / row["FILE"], "DATA", pix.T)
-            par_w = _world(path, "DATA", np.array([pix[0] + x0, pix[1] + y0, pix[2] + z0]))
-            np.testing.assert_allclose(sub_w[:2], par_w[:2], atol=1e-9)
-            np.testing.assert_allclose(sub_w[2], par_w[2], atol=1e-6)
+            pts = np.array([[0, 0, 0], [10, 10, 80], [3, 5, 40]], dtype=float)  # (x, y, z) rows
+            sub_w = _world(out / row["FILE"], "DATA", pts)
+            par_w = _world(path, "DATA", pts + [x0, y0, z0])
+            np.testing.assert_allclose(sub_w[:, :2], par_w[:, :2], rtol=0, atol=1e-9)
+            np.testing.assert_allclose(sub_w[:, 2], par_w[:, 2], rtol=0, atol=1e-12)
             # The object's sky position lands on the stamp's central spaxel.
             x, y = quiet_wcs(fits.getheader(out / row["FILE"], "DATA")).celestial.all_world2pix(
                 [row["RA"]], [row["DEC"]], 0)
