@@ -61,7 +61,7 @@ def cube_wcs_header(cube: Cube, x0: int = 0, y0: int = 0, z0: int = 0) -> fits.H
     for src in sources:
         for card in src.cards:
             if _WCS_KEY.match(card.keyword) and card.keyword not in hdr:
-                hdr.append(card)
+                hdr.append((card.keyword, card.value, card.comment))  # a copy, never the cube's card
     for new, old in (("RADESYS", "RADECSYS"), ("EQUINOX", "EPOCH")):
         if new in hdr and old in hdr:  # deprecated aliases from another header would conflict
             del hdr[old]
