@@ -36,7 +36,7 @@ from astropy.wcs import WCS
 
 from .errors import InputError
 from .units import FluxUnit, parse_flux_unit
-from .wcsutil import celestial_from_header, pixel_scale_arcsec, wave_axis
+from .wcsutil import celestial_from_header, pixel_scale_arcsec, wave_axis, wcs_cards
 
 __all__ = ["Cube", "open_cube", "open_fits", "LAYOUTS", "MANGA_DONOTUSE_BITS"]
 
@@ -261,19 +261,21 @@ class Cube:
         return data, var
 
     def _apply_quality(self, data, var, src, dst) -> None:
-        bad = ~np.isfinite(data[dst])
+        d = data[dst]  # a view: edits land in *data*
+        bad = ~np.isfinite(d)
         if self.dq_ext is not None:
             dq = np.asarray(self._read(self.dq_ext, src))
-            bad |= (dq.astype(np.int64) & self.dq_bits) != 0
+            if self.dq_bits == -1:
+                bad |= dq != 0
+            else:
+                bad |= (dq.astype(np.int64) & self.dq_bits) != 0
         if var is not None:
             v = var[dst]
-            bad |= ~np.isfinite(v) | (v < 0)
-        if bad.any():
-            data[dst] = np.where(bad, np.nan, data[dst])
-            if var is not None:
-                var[dst] = np.where(bad, np.nan, var[dst])
+            bad |= ~(v >= 0)  # NaN or negative variance
+            np.copyto(v, np.nan, where=bad)
+        np.copyto(d, np.nan, where=bad)
         if self.area_factor != 1.0:
-            data[dst] *= self.area_factor
+            d *= self.area_factor
             if var is not None:
                 var[dst] *= self.area_factor ** 2
 
@@ -405,9 +407,10 @@ def open_cube(path, *, data_ext=None, var_ext=None, dq_ext=None,
         if q is not None and tuple(hdul[q].shape or ()) != shape:
             q = None  # a quality HDU of another shape (e.g. MaNGA 2-D masks) cannot flag voxels
         # Celestial keywords may sit in the primary header of some layouts: merge them.
-        merged = hdul[0].header.copy() if d != 0 else fits.Header()
-        merged.update(hdr)
+        merged = wcs_cards(hdr, hdul[0].header if d != 0 else None)
         merged["NAXIS"] = 3
+        for k in (1, 2, 3):
+            merged[f"NAXIS{k}"] = hdr[f"NAXIS{k}"]
         wcs = celestial_from_header(merged)
         if wcs is None:
             raise InputError(path, "has no celestial WCS (RA/Dec axes) in its data header",

@@ -9,7 +9,6 @@ status says so.  Objects entirely off the field are reported and skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-import re
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from .catalog import write_catalog
 from .cubeio import Cube
 from .errors import OK, warn_object
 from .fitsout import add_provenance, ensure_dir, write_hdulist
-from .wcsutil import stamp_box, world_to_pixel
+from .wcsutil import stamp_box, wcs_cards, world_to_pixel
 
 __all__ = ["SubCube", "cut_box", "object_box", "cube_wcs_header", "cutout_catalog", "EDGE", "OFF_FIELD"]
 
@@ -45,26 +44,13 @@ class SubCube:
         return self.data.shape
 
 
-_WCS_KEY = re.compile(r"^(WCSAXES|CTYPE\d|CUNIT\d|CRPIX\d|CRVAL\d|CDELT\d|CROTA\d|CD\d_\d|PC\d_\d|"
-                      r"PV\d_\d+|CSYER\d|CRDER\d|RADESYS|RADECSYS|EQUINOX|EPOCH|LONPOLE|LATPOLE|"
-                      r"SPECSYS|RESTFRQ|RESTWAV|MJD-OBS|DATE-OBS)$")
-
-
 def cube_wcs_header(cube: Cube, x0: int = 0, y0: int = 0, z0: int = 0) -> fits.Header:
     """The cube's 3-D WCS cards for a window whose first voxel is (*z0*, *y0*, *x0*).
 
     The cube's own cards are copied (units and conventions kept, so MPDAF reads the cut-out
     exactly as it reads the cube) and only the reference pixels are shifted.
     """
-    hdr = fits.Header()
-    sources = [cube.data_header] + ([cube.primary_header] if cube.data_ext != 0 else [])
-    for src in sources:
-        for card in src.cards:
-            if _WCS_KEY.match(card.keyword) and card.keyword not in hdr:
-                hdr.append((card.keyword, card.value, card.comment))  # a copy, never the cube's card
-    for new, old in (("RADESYS", "RADECSYS"), ("EQUINOX", "EPOCH")):
-        if new in hdr and old in hdr:  # deprecated aliases from another header would conflict
-            del hdr[old]
+    hdr = wcs_cards(cube.data_header, cube.primary_header if cube.data_ext != 0 else None)
     for axis, offset in ((1, x0), (2, y0), (3, z0)):
         hdr[f"CRPIX{axis}"] = hdr.get(f"CRPIX{axis}", 0.0) - offset
     if cube.unit_string:

@@ -6,6 +6,7 @@ coordinates are 0-based with ``x`` the fast axis, as in SEP and photutils.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -14,6 +15,8 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 __all__ = [
+    "WCS_KEY",
+    "wcs_cards",
     "quiet_wcs",
     "celestial_from_header",
     "pixel_scale_arcsec",
@@ -24,6 +27,31 @@ __all__ = [
     "same_grid",
     "stamp_box",
 ]
+
+
+#: Header keywords that describe a WCS (copied between headers, never anything else).
+WCS_KEY = re.compile(r"^(WCSAXES|CTYPE\d|CUNIT\d|CRPIX\d|CRVAL\d|CDELT\d|CROTA\d|CD\d_\d|PC\d_\d|"
+                     r"PV\d_\d+|CSYER\d|CRDER\d|RADESYS|RADECSYS|EQUINOX|EPOCH|LONPOLE|LATPOLE|"
+                     r"SPECSYS|RESTFRQ|RESTWAV|MJD-OBS|DATE-OBS)$")
+
+
+def wcs_cards(*headers) -> fits.Header:
+    """A header of the WCS cards of *headers* (first header wins), copied, never shared.
+
+    Deprecated aliases (RADECSYS, EPOCH) are dropped when the modern keyword is present, so that
+    cards from a primary and an extension header never conflict.
+    """
+    out = fits.Header()
+    for src in headers:
+        if src is None:
+            continue
+        for card in src.cards:
+            if WCS_KEY.match(card.keyword) and card.keyword not in out:
+                out.append((card.keyword, card.value, card.comment))
+    for new, old in (("RADESYS", "RADECSYS"), ("EQUINOX", "EPOCH")):
+        if new in out and old in out:
+            del out[old]
+    return out
 
 
 def quiet_wcs(header, **kwargs) -> WCS:

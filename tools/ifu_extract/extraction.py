@@ -1,0 +1,338 @@
+"""The ``extract`` step over a catalogue: masks in, Source files and a summary table out.
+
+For each catalogue row, the object's window is read from the memory-mapped cube, every
+configured spectrum is extracted (:mod:`ifu_extract.extract`), and ``OUTDIR/sources/<ID>.fits``
+is written atomically in MPDAF's Source layout.  One row per catalogue ID goes to
+``OUTDIR/summary.tsv``; an object that fails gets a status there and the others go on.
+
+The summary values are also stored in each Source file's primary header (``NSPAX NSKY SNRTAG
+SNRMED WFLUX WFLUXERR STATUS``), so that ``--resume`` and ``merge`` rebuild the summary from the
+files alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from .catalog import write_catalog
+from .cubeio import Cube, open_cube
+from .errors import OK, InputError, warn_object
+from .extract import ExtractConfig, ObjectRegion, extract_object
+from .fitsout import ensure_dir, file_checksum
+from .image import band_image
+from .masks import read_masks
+from .sourcefile import best_tag, stamp_wcs_for, write_source
+
+__all__ = ["SUMMARY_COLUMNS", "ExtractJob", "extract_catalog", "summary_from_sources", "write_summary"]
+
+log = logging.getLogger("ifu_extract")
+
+SUMMARY_COLUMNS = ("ID", "RA", "DEC", "STATUS", "N_SPAXELS", "N_SKY", "SNR_TAG", "SNR_MEDIAN",
+                   "WHITE_FLUX", "WHITE_FLUX_ERR", "FLUX_UNIT", "MASKUSED", "FILE", "NOTES")
+_EXTRA_KEYS = ("Z", "SIZE", "REF")
+
+
+@dataclass
+class ExtractJob:
+    """Everything a worker needs to extract a list of objects (picklable)."""
+
+    cube_path: str
+    cube_kwargs: dict
+    masks_path: str
+    outdir: str
+    cfg: ExtractConfig
+    rows: list = field(default_factory=list)          # catalogue rows as dicts
+    white: np.ndarray | None = None
+    white_var: np.ndarray | None = None
+    checksum: str = ""
+    wave_range: tuple | None = None
+    weight_images: dict = field(default_factory=dict)  # tag -> (ny, nx) image on the cube grid
+
+
+def _snr_median(flux, var) -> float:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = flux / np.sqrt(var)
+    snr = snr[np.isfinite(snr)]
+    return float(np.median(snr)) if snr.size else float("nan")
+
+
+def _row_result(row, status, **kw) -> dict:
+    out = {"ID": str(row["ID"]), "RA": float(row["RA"]), "DEC": float(row["DEC"]), "STATUS": status,
+           "N_SPAXELS": 0, "N_SKY": 0, "SNR_TAG": "", "SNR_MEDIAN": float("nan"),
+           "WHITE_FLUX": float("nan"), "WHITE_FLUX_ERR": float("nan"), "FLUX_UNIT": "",
+           "MASKUSED": "", "FILE": "", "NOTES": ""}
+    out.update(kw)
+    return out
+
+
+def _extract_one(cube: Cube, masks, job: ExtractJob, row: dict, z0: int, z1: int) -> dict:
+    obj_id = str(row["ID"])
+    if row["STATUS"] != OK:
+        return _row_result(row, row["STATUS"])
+    try:
+        m = masks.get(obj_id)
+    except KeyError:
+        return _row_result(row, "no_mask: object not in the masks file")
+    if m is None:
+        mrow = masks.objects[masks.row_of(obj_id)]
+        return _row_result(row, str(mrow["STATUS"]) or "no_mask")
+    x0, x1, y0, y1 = m.box
+    data, var = cube.window(x0, x1, y0, y1, z0, z1)
+    seg = masks.segmap(1) if ("SEGMAP", 1) in masks._index else None
+    neighbours = None
+    if seg is not None:
+        seg_stamp = np.zeros(m.shape, dtype=np.int32)
+        cx0, cx1, cy0, cy1 = max(x0, 0), min(x1, cube.nx), max(y0, 0), min(y1, cube.ny)
+        seg_stamp[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = seg[cy0:cy1, cx0:cx1]
+        neighbours = (seg_stamp > 0) & ~m.union
+    mrow = masks.objects[m.row]
+    region = ObjectRegion(obj_id, float(row["RA"]), float(row["DEC"]), float(mrow["X"]) - x0,
+                          float(mrow["Y"]) - y0, m.box, m.obj, m.sky, neighbours, m.status, m.used)
+    white = wvar = None
+    if job.white is not None:
+        white = _stamp(job.white, m.box)
+        wvar = None if job.white_var is None else _stamp(job.white_var, m.box)
+    weights = {tag: _stamp(img, m.box) for tag, img in job.weight_images.items()}
+    res = extract_object(data, var, cube.wave[z0:z1], cube.pixscale, region, job.cfg,
+                         white=white, white_var=wvar, weight_images=weights)
+    tag = best_tag(res.spectra)
+    snr = _snr_median(res.spectra[tag].flux, res.spectra[tag].var) if tag else float("nan")
+    wflux = wferr = float("nan")
+    if white is not None:
+        wflux = float(np.nansum(np.where(m.obj, white, 0.0)))
+        if wvar is not None:
+            wferr = float(np.sqrt(np.nansum(np.where(m.obj, wvar, 0.0))))
+    status = m.status
+    spec_hdr = cube.spectral_header()
+    spec_hdr["CRPIX1"] = spec_hdr["CRPIX1"] - z0
+    keywords = {
+        "X": (float(mrow["X"]), "[pix] 0-based cube x"), "Y": (float(mrow["Y"]), "[pix] 0-based cube y"),
+        "STATUS": (status[:68], "ok or the fallback used"), "MASKUSED": (m.used, "object mask used"),
+        "NSPAX": (res.n_spaxels, "spaxels in the object mask"), "NSKY": (res.n_sky, "sky spaxels"),
+        "SNRTAG": (tag or "", "tag of SNRMED"), "SNRMED": (_finite(snr), "median S/N over channels"),
+        "WFLUX": (_finite(wflux), "white-light flux density summed over the object mask"),
+        "WFLUXERR": (_finite(wferr), "its error"),
+        "WAVEMED": (cube.medium, "air or vacuum wavelengths"),
+    }
+    for key in _EXTRA_KEYS:
+        if key in row and row[key] is not None and str(row[key]) not in ("", "--", "nan"):
+            value = row[key]
+            keywords[key] = (float(value) if isinstance(value, (int, float, np.number)) else str(value)[:60],
+                             "from the input catalogue")
+    if res.notes:
+        keywords["NOTES"] = ("; ".join(res.notes)[:68], "extraction notes")
+    if job.cfg.psf is not None:
+        keywords["PSFFWHM"] = (round(float(np.median(job.cfg.psf.fwhm(cube.wave[z0:z1]))), 4),
+                               "[arcsec] median PSF FWHM used")
+    masks_img = {"MASK_UNION": m.union, "MASK_INTER": m.inter, "MASK_SKY": m.sky}
+    images = dict(res.images)
+    for t, img in weights.items():
+        images[t] = (img.astype(np.float32), None)
+    fname = f"{obj_id}.fits"
+    write_source(Path(job.outdir) / "sources" / fname, obj_id=obj_id, ra=row["RA"], dec=row["DEC"],
+                 cube_name=cube.path.name, cube_version=_cube_version(cube), cube_checksum=job.checksum,
+                 spec_header=spec_hdr, flux_unit=cube.unit_string, spectra=res.spectra, images=images,
+                 masks=masks_img, stamp_wcs=stamp_wcs_for(cube.wcs, m.box), keywords=keywords,
+                 inputs={"cube": cube.path, "masks": job.masks_path})
+    return _row_result(row, status, N_SPAXELS=res.n_spaxels, N_SKY=res.n_sky, SNR_TAG=tag or "",
+                       SNR_MEDIAN=snr, WHITE_FLUX=wflux, WHITE_FLUX_ERR=wferr, FLUX_UNIT=cube.unit_string,
+                       MASKUSED=m.used, FILE=f"sources/{fname}", NOTES="; ".join(res.notes))
+
+
+def _finite(v):
+    return float(v) if np.isfinite(v) else "nan"
+
+
+def _cube_version(cube: Cube) -> str:
+    for key in ("CUBE_V", "PIPEVERS", "HIERARCH ESO PRO REC1 PIPE ID", "VERSDRP3", "DATE"):
+        for hdr in (cube.primary_header, cube.data_header):
+            if key in hdr:
+                return str(hdr[key])
+    return ""
+
+
+def _stamp(image: np.ndarray, box) -> np.ndarray:
+    x0, x1, y0, y1 = box
+    ny, nx = image.shape
+    out = np.full((y1 - y0, x1 - x0), np.nan, dtype=np.float32)
+    cx0, cx1, cy0, cy1 = max(x0, 0), min(x1, nx), max(y0, 0), min(y1, ny)
+    if cx1 > cx0 and cy1 > cy0:
+        out[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = image[cy0:cy1, cx0:cx1]
+    return out
+
+
+def _safe_extract(cube, masks, job, row, z0, z1) -> dict:
+    """One object; any failure becomes its status (one bad object never stops a batch)."""
+    try:
+        return _extract_one(cube, masks, job, row, z0, z1)
+    except InputError as exc:
+        warn_object(row["ID"], exc.oneline())
+        return _row_result(row, f"failed: {exc.oneline()}"[:200])
+    except Exception as exc:  # noqa: BLE001 - reported per object, with its type
+        warn_object(row["ID"], f"{type(exc).__name__}: {exc}")
+        return _row_result(row, f"failed: {type(exc).__name__}: {exc}"[:200])
+
+
+def _work(job: ExtractJob) -> list[dict]:
+    with open_cube(job.cube_path, **job.cube_kwargs, require_finite=False) as cube:
+        z0, z1 = cube.channel_range(*(job.wave_range or (None, None)))
+        _, masks = read_masks(job.masks_path)
+        with masks:
+            return [_safe_extract(cube, masks, job, row, z0, z1) for row in job.rows]
+
+
+def _done_row(path: Path, row: dict, checksum: str) -> dict | None:
+    """Summary row of an object already written by an earlier run on the same cube, else None."""
+    try:
+        hdr = fits.getheader(path, 0)
+    except Exception:  # noqa: BLE001 - unreadable: extract it again
+        return None
+    if hdr.get("CUBECSUM") != checksum:
+        return None
+    return _row_from_header(hdr, f"sources/{path.name}", row)
+
+
+def _row_from_header(hdr, fname, row=None) -> dict:
+    base = row or {"ID": str(hdr["ID"]), "RA": hdr["RA"], "DEC": hdr["DEC"]}
+
+    def num(k):
+        v = hdr.get(k, "nan")
+        return float(v) if v not in ("nan", None, "") else float("nan")
+
+    return _row_result(base, str(hdr.get("STATUS", OK)), N_SPAXELS=int(hdr.get("NSPAX", 0)),
+                       N_SKY=int(hdr.get("NSKY", 0)), SNR_TAG=str(hdr.get("SNRTAG", "")),
+                       SNR_MEDIAN=num("SNRMED"), WHITE_FLUX=num("WFLUX"), WHITE_FLUX_ERR=num("WFLUXERR"),
+                       FLUX_UNIT=str(hdr.get("BUNIT", "")), MASKUSED=str(hdr.get("MASKUSED", "")),
+                       FILE=fname, NOTES=str(hdr.get("NOTES", "")))
+
+
+def summary_from_sources(sources_dir) -> list[dict]:
+    """Summary rows rebuilt from the Source files of a folder (for merge and report)."""
+    rows = []
+    for path in sorted(Path(sources_dir).glob("*.fits")):
+        try:
+            hdr = fits.getheader(path, 0)
+        except Exception:  # noqa: BLE001 - a corrupt file is listed as such
+            rows.append(_row_result({"ID": path.stem, "RA": np.nan, "DEC": np.nan}, "failed: unreadable Source file"))
+            continue
+        row = _row_from_header(hdr, f"sources/{path.name}")
+        if not row["FLUX_UNIT"]:
+            with fits.open(path) as hdul:
+                spe = next((h for h in hdul if h.name.startswith("SPE_") and h.name.endswith("_DATA")), None)
+                row["FLUX_UNIT"] = "" if spe is None else str(spe.header.get("BUNIT", ""))
+        rows.append(row)
+    return rows
+
+
+def write_summary(rows: list[dict], path) -> Path:
+    """Write the summary table (TSV, one row per catalogue ID, in catalogue order)."""
+    tab = Table(rows=[[r[c] for c in SUMMARY_COLUMNS] for r in rows], names=SUMMARY_COLUMNS,
+                dtype=(str, float, float, str, int, int, str, float, float, float, str, str, str, str)) \
+        if rows else Table(names=SUMMARY_COLUMNS,
+                           dtype=(str, float, float, str, int, int, str, float, float, float, str, str, str, str))
+    for col in ("RA", "DEC"):
+        tab[col].format = ".7f"
+    for col in ("SNR_MEDIAN",):
+        tab[col].format = ".3f"
+    for col in ("WHITE_FLUX", "WHITE_FLUX_ERR"):
+        tab[col].format = ".6g"
+    return write_catalog(tab, path, "tsv")
+
+
+def _chunks(seq, n):
+    k, r = divmod(len(seq), n)
+    out, start = [], 0
+    for i in range(n):
+        stop = start + k + (1 if i < r else 0)
+        if stop > start:
+            out.append(seq[start:stop])
+        start = stop
+    return out
+
+
+def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractConfig, *,
+                    cube_kwargs: dict | None = None, wave_range=None, threads: int = 1,
+                    resume: bool = False, weight_images: dict | None = None,
+                    progress=None) -> list[dict]:
+    """Extract every catalogue object; write Source files and ``summary.tsv``.
+
+    Parameters
+    ----------
+    cube_path : str or os.PathLike
+    catalog : astropy.table.Table
+        From :func:`~ifu_extract.catalog.read_catalog`.
+    masks_path : str or os.PathLike
+        ``MASKS.fits`` from the ``mask`` step.
+    outdir : str or os.PathLike
+    cfg : ExtractConfig
+    cube_kwargs : dict, optional
+        Extension overrides for :func:`~ifu_extract.cubeio.open_cube`.
+    wave_range : (float, float), optional
+        Restrict the spectra to this range, Angstrom.
+    threads : int
+        Worker processes (objects are shared out in contiguous blocks).
+    resume : bool
+        Keep Source files already written for this cube (same checksum).
+    weight_images : dict, optional
+        ``{tag: (ny, nx) image on the cube grid}`` for ancillary-image weighting.
+    progress : callable, optional
+        Called with the number of objects finished, as they finish.
+
+    Returns
+    -------
+    list of dict
+        Summary rows in catalogue order.
+    """
+    outdir = ensure_dir(outdir)
+    ensure_dir(Path(outdir) / "sources")
+    cube_kwargs = cube_kwargs or {}
+    with open_cube(cube_path, **cube_kwargs) as cube:
+        white_img = band_image(cube, wave_range)
+        checksum = file_checksum(cube.path)
+    _, masks = read_masks(masks_path)
+    masks.close()
+    rows = [{c: (row[c] if not np.ma.is_masked(row[c]) else None) for c in catalog.colnames} for row in catalog]
+    results: dict[str, dict] = {}
+    todo = []
+    for row in rows:
+        path = Path(outdir) / "sources" / f"{row['ID']}.fits"
+        done = _done_row(path, row, checksum) if (resume and path.exists()) else None
+        if done is not None:
+            results[str(row["ID"])] = done
+        else:
+            todo.append(row)
+    if resume and results:
+        log.info(f"resume: {len(results)} objects already extracted, {len(todo)} to go")
+    base = ExtractJob(str(cube_path), cube_kwargs, str(masks_path), str(outdir), cfg, [],
+                      white_img.data, white_img.var, checksum, wave_range, dict(weight_images or {}))
+    threads = max(1, min(int(threads), len(todo) or 1))
+    # Small blocks keep the progress bar moving; contiguous blocks keep reads local.
+    nblocks = min(len(todo), threads * 8) if threads > 1 else 1
+    blocks = [ExtractJob(**{**base.__dict__, "rows": chunk}) for chunk in _chunks(todo, max(nblocks, 1))]
+    if threads == 1:
+        for job in blocks:
+            for r in _work(job):
+                results[r["ID"]] = r
+            if progress:
+                progress(len(job.rows))
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if os.name == "posix" else None
+        with ProcessPoolExecutor(max_workers=threads, mp_context=ctx) as pool:
+            for job, out in zip(blocks, pool.map(_work, blocks)):
+                for r in out:
+                    results[r["ID"]] = r
+                if progress:
+                    progress(len(job.rows))
+    ordered = [results[str(r["ID"])] for r in rows]
+    write_summary(ordered, Path(outdir) / "summary.tsv")
+    return ordered

@@ -1,0 +1,158 @@
+"""Per-object output files in MPDAF's ``Source`` layout, written fast with astropy.
+
+Layout (what ``mpdaf.sdetect.Source.from_file`` reads):
+
+- PRIMARY: ``ID RA DEC FROM FROM_V CUBE CUBE_V`` (MPDAF's mandatory keywords), ``FORMAT``,
+  ``CUBECSUM`` (input checksum), ``X Y`` (0-based cube pixels), ``STATUS``, ``MASKUSED``,
+  provenance (``IFXVER``, ``IFXTOOL``, ``DATE`` from ``SOURCE_DATE_EPOCH`` when set).
+- ``SPE_<TAG>_DATA`` / ``SPE_<TAG>_STAT``: spectra (float32) with a linear spectral WCS.
+- ``IMA_<TAG>_DATA`` / ``IMA_<TAG>_STAT``: stamps with the celestial WCS of the stamp
+  (``MUSE_WHITE``, ancillary images, and the masks ``MASK_UNION``, ``MASK_INTER``,
+  ``MASK_SKY`` as 0/1 images, MPDAF's names for them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from . import __version__
+from .fitsout import add_provenance, header_cards, image_hdu_bytes, write_fast_fits
+from .wcsutil import shifted_wcs
+
+__all__ = ["SOURCE_FORMAT", "build_source", "write_source", "read_source_spectrum",
+           "BEST_TAGS", "best_tag"]
+
+#: MPDAF Source format version we follow.
+SOURCE_FORMAT = "0.6"
+#: Preferred tags for "the" spectrum of an object, best first.
+BEST_TAGS = ("DEBLEND", "XCOR_SKYSUB", "XCOR", "MUSE_PSF_SKYSUB", "MUSE_PSF", "MUSE_WHITE_SKYSUB",
+             "MUSE_WHITE", "MUSE_TOT_SKYSUB", "MUSE_TOT")
+
+
+def best_tag(tags) -> str | None:
+    """The preferred spectrum tag among *tags*."""
+    tags = set(tags)
+    return next((t for t in BEST_TAGS if t in tags), None)
+
+
+def _spectrum_hdus(tag, flux, var, spec_cards, unit, meta):
+    cards = list(spec_cards) + ([("BUNIT", unit, "")] if unit else [])
+    cards += [(k, v[0], v[1]) if isinstance(v, tuple) else (k, v, "") for k, v in (meta or {}).items()]
+    out = [image_hdu_bytes(f"SPE_{tag}_DATA", np.asarray(flux, dtype=np.float32), cards)]
+    if var is not None:
+        vcards = list(spec_cards) + ([("BUNIT", f"({unit})**2", "")] if unit else [])
+        out.append(image_hdu_bytes(f"SPE_{tag}_STAT", np.asarray(var, dtype=np.float32), vcards))
+    return out
+
+
+def _image_hdus(tag, data, var, wcs_cards_, unit=None):
+    cards = list(wcs_cards_) + ([("BUNIT", unit, "")] if unit else [])
+    out = [image_hdu_bytes(f"IMA_{tag}_DATA", data, cards)]
+    if var is not None:
+        vcards = list(wcs_cards_) + ([("BUNIT", f"({unit})**2", "")] if unit else [])
+        out.append(image_hdu_bytes(f"IMA_{tag}_STAT", var, vcards))
+    return out
+
+
+def build_source(*, obj_id, ra, dec, cube_name, cube_version, cube_checksum,
+                 spec_header: fits.Header, flux_unit: str, spectra: dict, images: dict,
+                 masks: dict, stamp_wcs: WCS, keywords: dict | None = None,
+                 inputs: dict | None = None) -> tuple[fits.Header, list]:
+    """The primary header and the extensions (bytes) of one Source file.
+
+    Parameters
+    ----------
+    obj_id : str
+    ra, dec : float
+        Degrees.
+    cube_name, cube_version, cube_checksum : str
+    spec_header : astropy.io.fits.Header
+        Spectral WCS cards on axis 1 (CTYPE1/CUNIT1/CRVAL1/CRPIX1/CDELT1).
+    flux_unit : str
+        Unit of the spectra (per spaxel sums: flux density).
+    spectra : dict
+        ``{tag: Spectrum1D}`` (flux, var, meta).
+    images : dict
+        ``{tag: (data, var)}`` stamps.
+    masks : dict
+        ``{"MASK_UNION": bool array, ...}`` stamps.
+    stamp_wcs : astropy.wcs.WCS
+        Celestial WCS of the stamps.
+    keywords : dict, optional
+        Extra primary cards ``{key: (value, comment)}``.
+    """
+    h = fits.Header()
+    h["ID"] = (_id_value(obj_id), "object ID")
+    h["RA"] = (float(ra), "[deg] right ascension")
+    h["DEC"] = (float(dec), "[deg] declination")
+    h["FROM"] = ("ifu-extract", "software that created this source")
+    h["FROM_V"] = (__version__, "version of the software")
+    h["CUBE"] = (str(cube_name)[:60], "datacube")
+    h["CUBE_V"] = (str(cube_version)[:60], "datacube version")
+    h["CUBECSUM"] = (cube_checksum, "SHA-256 fingerprint of the datacube file")
+    h["FORMAT"] = (SOURCE_FORMAT, "version of the Source format")
+    for key, value in (keywords or {}).items():
+        h[key] = value
+    add_provenance(h, "extract", inputs)
+    del h["ORIGIN"]  # MPDAF reads ORIGIN in a Source as an old name of FROM
+    spec_cards = header_cards(spec_header)
+    exts = []
+    for tag in sorted(spectra):
+        sp = spectra[tag]
+        exts += _spectrum_hdus(tag, sp.flux, sp.var, spec_cards, flux_unit, sp.meta)
+    wcs_cards_ = header_cards(stamp_wcs.to_header(relax=True))
+    for tag in sorted(images):
+        data, var = images[tag]
+        exts += _image_hdus(tag, np.asarray(data, dtype=np.float32),
+                            None if var is None else np.asarray(var, dtype=np.float32), wcs_cards_, flux_unit)
+    for tag in sorted(masks):
+        exts += _image_hdus(tag, np.asarray(masks[tag], dtype=np.uint8), None, wcs_cards_)
+    return h, exts
+
+
+def _id_value(obj_id):
+    """IDs that are integers are stored as integers (MPDAF's convention)."""
+    text = str(obj_id)
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def write_source(path, **kwargs) -> Path:
+    """Build (:func:`build_source`) and write a Source file atomically."""
+    primary, exts = build_source(**kwargs)
+    return write_fast_fits(path, primary, exts)
+
+
+def stamp_wcs_for(cube_wcs: WCS, box) -> WCS:
+    """Celestial WCS of the stamp ``box = (x0, x1, y0, y1)`` of a cube."""
+    x0, _, y0, _ = box
+    return shifted_wcs(cube_wcs, y0, x0)
+
+
+def read_source_spectrum(path, tag: str | None = None):
+    """Read one spectrum of a Source file: ``(wave [Angstrom], flux, var, unit, tag, header)``.
+
+    *tag* defaults to the best one present (:data:`BEST_TAGS`).
+    """
+    from .wcsutil import quiet_wcs
+
+    with fits.open(path) as hdul:
+        names = [h.name for h in hdul]
+        tags = [n[4:-5] for n in names if n.startswith("SPE_") and n.endswith("_DATA")]
+        if tag is None:
+            tag = best_tag(tags) or (tags[0] if tags else None)
+        if tag is None or f"SPE_{tag}_DATA" not in names:
+            raise KeyError(f"{path}: no spectrum {tag!r} (has {', '.join(tags)})")
+        hdu = hdul[f"SPE_{tag}_DATA"]
+        flux = np.asarray(hdu.data, dtype=float)
+        var = (np.asarray(hdul[f"SPE_{tag}_STAT"].data, dtype=float)
+               if f"SPE_{tag}_STAT" in names else None)
+        wcs = quiet_wcs(hdu.header)
+        wave = wcs.all_pix2world(np.arange(flux.size, dtype=float), 0)[0]
+        cunit = str(hdu.header.get("CUNIT1", "Angstrom")).strip().lower()
+        if cunit in ("m", "meter"):
+            wave = wave * 1e10
+        return wave, flux, var, hdu.header.get("BUNIT", ""), tag, hdul[0].header.copy()
