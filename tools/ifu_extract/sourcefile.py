@@ -21,10 +21,10 @@ from astropy.wcs import WCS
 
 from . import __version__
 from .fitsout import add_provenance, header_cards, image_hdu_bytes, write_fast_fits
-from .wcsutil import shifted_wcs
+from .wcsutil import celestial_from_header, shifted_wcs
 
 __all__ = ["SOURCE_FORMAT", "build_source", "write_source", "read_source_spectrum",
-           "BEST_TAGS", "best_tag"]
+           "BEST_TAGS", "best_tag", "update_source", "stamp_wcs_for"]
 
 #: MPDAF Source format version we follow.
 SOURCE_FORMAT = "0.6"
@@ -156,3 +156,70 @@ def read_source_spectrum(path, tag: str | None = None):
         if cunit in ("m", "meter"):
             wave = wave * 1e10
         return wave, flux, var, hdu.header.get("BUNIT", ""), tag, hdul[0].header.copy()
+
+
+def update_source(path, *, spectra: dict | None = None, images: dict | None = None,
+                  keywords: dict | None = None, flux_unit: str | None = None, tool: str = "extract") -> Path:
+    """Add or replace spectra/images of an existing Source file (rewritten atomically).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A Source file written by :func:`write_source`.
+    spectra : dict, optional
+        ``{tag: Spectrum1D}`` on the file's spectral grid (that of its other spectra).
+    images : dict, optional
+        ``{tag: (data, var)}`` on the file's stamp grid (that of ``IMA_MUSE_WHITE``).
+    keywords : dict, optional
+        Primary cards to set ``{key: (value, comment)}``.
+    flux_unit : str, optional
+        Unit of the new spectra/images (default: that of the existing spectra).
+    tool : str
+        Microtool name recorded in the HISTORY.
+    """
+    path = Path(path)
+    with fits.open(path) as hdul:
+        primary = hdul[0].header.copy()
+        names = [h.name for h in hdul]
+        spe = next((h for h in hdul if h.name.startswith("SPE_") and h.name.endswith("_DATA")), None)
+        ima = next((h for h in hdul if h.name.startswith("IMA_") and h.name.endswith("_DATA")), None)
+        unit = flux_unit if flux_unit is not None else ("" if spe is None else str(spe.header.get("BUNIT", "")))
+        spec_cards = [] if spe is None else [(k, spe.header[k], "") for k in
+                                             ("CTYPE1", "CUNIT1", "CRPIX1", "CRVAL1", "CDELT1") if k in spe.header]
+        wcs_cards_ = [] if ima is None else header_cards(
+            celestial_from_header(ima.header).to_header(relax=True))
+        new_exts: dict[str, bytes] = {}
+        for tag, sp in (spectra or {}).items():
+            for blob, suffix in zip(_spectrum_hdus(tag, sp.flux, sp.var, spec_cards, unit, sp.meta),
+                                    ("DATA", "STAT")):
+                new_exts[f"SPE_{tag}_{suffix}"] = blob
+        for tag, (data, var) in (images or {}).items():
+            blobs = _image_hdus(tag, np.asarray(data, dtype=np.float32),
+                                None if var is None else np.asarray(var, dtype=np.float32), wcs_cards_, unit)
+            for blob, suffix in zip(blobs, ("DATA", "STAT")):
+                new_exts[f"IMA_{tag}_{suffix}"] = blob
+        kept = []
+        for name, hdu in zip(names[1:], hdul[1:]):
+            if name in new_exts:
+                continue
+            kept.append(image_hdu_bytes(name, np.asarray(hdu.data), _extension_cards(hdu.header)))
+    for key, value in (keywords or {}).items():
+        primary[key] = value
+    primary.add_history(f"ifu-extract {tool}: added {', '.join(sorted(new_exts))}"[:72])
+    return write_fast_fits(path, _strip_structural(primary), kept + [new_exts[k] for k in sorted(new_exts)])
+
+
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "EXTNAME"}
+
+
+def _extension_cards(header: fits.Header):
+    return [(c.keyword, c.value, c.comment) for c in header.cards
+            if c.keyword not in _STRUCTURAL and not c.keyword.startswith("NAXIS")]
+
+
+def _strip_structural(header: fits.Header) -> fits.Header:
+    out = fits.Header()
+    for c in header.cards:
+        if c.keyword not in _STRUCTURAL and not c.keyword.startswith("NAXIS"):
+            out.append((c.keyword, c.value, c.comment))
+    return out
