@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+# Single-threaded BLAS before numpy loads: tests run many small products, often next to other
+# processes, where a threaded OpenBLAS is many times slower.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from pathlib import Path  # noqa: E402
 
 import numpy as np
 import pytest

@@ -11,7 +11,15 @@ layer over a function here.  Core modules:
 ``synth``     synthetic cubes with known truth (tests, benchmarks, test-data)
 """
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# Our linear algebra is many small products (one object at a time) and we parallelise over
+# objects with processes; a multi-threaded BLAS only adds contention (40x slower measured on a
+# loaded 2-core machine).  Applies when this package is imported before numpy; the extraction
+# workers also limit the BLAS pool at run time (threadpoolctl).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 try:
     __version__ = version("ifu-extract")

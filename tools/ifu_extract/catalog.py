@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import Angle
+from astropy.coordinates import Angle, SkyCoord
 from astropy.io import fits
 from astropy.table import MaskedColumn, Table
 
 from .errors import OK, InputError
 from .fitsout import atomic_path
 
-__all__ = ["read_catalog", "write_catalog", "FORMATS", "catalog_from_position", "safe_id"]
+__all__ = ["read_catalog", "write_catalog", "merge_catalogs", "FORMATS", "catalog_from_position", "safe_id"]
 
 FORMATS = ("auto", "autospec", "muselet", "csv", "tsv", "ecsv", "fits")
 _ALIASES = {
@@ -315,3 +315,60 @@ def write_catalog(table: Table, path, fmt: str = "auto") -> Path:
             raise InputError(f"--catalog-format {fmt}", "unknown output format",
                              "use fits, ecsv, csv or tsv")
     return path
+
+
+def merge_catalogs(catalog: Table, detections: Table, radius_arcsec: float) -> Table:
+    """Add to *catalog* the detections that match none of its objects within *radius_arcsec*.
+
+    Catalogue rows (and IDs) always win; a detection within the radius of a catalogue object is
+    that object.  New objects get integer IDs after the largest integer catalogue ID (or
+    ``D<n>`` when the catalogue IDs are not integers) and ``SOURCE = 'detect'``.
+
+    Parameters
+    ----------
+    catalog : astropy.table.Table
+        From :func:`read_catalog`.
+    detections : astropy.table.Table
+        With ``RA``, ``DEC`` (deg), e.g. from ``detect``.
+    radius_arcsec : float
+    """
+    out = catalog.copy()
+    # Fixed-width text columns would silently truncate longer new values.
+    out["ID"] = np.asarray(out["ID"]).astype("U64")
+    out["STATUS"] = np.asarray(out["STATUS"]).astype("U200")
+    if "SOURCE" not in out.colnames:
+        out["SOURCE"] = np.array(["catalog"] * len(out), dtype="U8")
+    good = np.isfinite(np.asarray(detections["RA"], float)) & np.isfinite(np.asarray(detections["DEC"], float))
+    det = detections[good]
+    if len(det) == 0:
+        return out
+    ok = np.asarray(out["STATUS"]) == OK
+    new_mask = np.ones(len(det), dtype=bool)
+    if ok.any():
+        cat_c = SkyCoord(np.asarray(out["RA"], float)[ok] * u.deg, np.asarray(out["DEC"], float)[ok] * u.deg)
+        det_c = SkyCoord(np.asarray(det["RA"], float) * u.deg, np.asarray(det["DEC"], float) * u.deg)
+        _, sep, _ = det_c.match_to_catalog_sky(cat_c)
+        new_mask = sep.to_value(u.arcsec) > radius_arcsec
+    ints = [int(i) for i in out["ID"] if str(i).lstrip("-").isdigit()]
+    all_int = len(ints) == len(out)
+    start = (max(ints) + 1) if all_int and ints else 1
+    rows = []
+    for k, row in enumerate(det[new_mask]):
+        new_id = str(start + k) if all_int else f"D{k + 1}"
+        rows.append((new_id, float(row["RA"]), float(row["DEC"])))
+    for new_id, ra, dec in rows:
+        vals = {c: _blank_like(out[c]) for c in out.colnames}
+        vals.update({"ID": new_id, "RA": ra, "DEC": dec, "STATUS": OK, "SOURCE": "detect"})
+        out.add_row([vals[c] for c in out.colnames])
+    return out
+
+
+def _blank_like(col):
+    kind = col.dtype.kind
+    if kind == "f":
+        return np.nan
+    if kind in "iu":
+        return 0
+    if kind == "b":
+        return False
+    return ""

@@ -182,7 +182,9 @@ def _safe_extract(cube, masks, job, row, z0, z1) -> dict:
 
 
 def _work(job: ExtractJob) -> list[dict]:
-    with open_cube(job.cube_path, **job.cube_kwargs, require_finite=False) as cube:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1), open_cube(job.cube_path, **job.cube_kwargs, require_finite=False) as cube:
         z0, z1 = cube.channel_range(*(job.wave_range or (None, None)))
         _, masks = read_masks(job.masks_path)
         with masks:

@@ -16,12 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from astropy import units as u
 from astropy.io import fits
 from astropy.wcs import WCS
 
 from . import __version__
 from .fitsout import add_provenance, header_cards, image_hdu_bytes, write_fast_fits
-from .wcsutil import celestial_from_header, shifted_wcs
+from .wcsutil import celestial_from_header, quiet_wcs, shifted_wcs
 
 __all__ = ["SOURCE_FORMAT", "build_source", "write_source", "read_source_spectrum",
            "BEST_TAGS", "best_tag", "update_source", "stamp_wcs_for"]
@@ -137,8 +138,6 @@ def read_source_spectrum(path, tag: str | None = None):
 
     *tag* defaults to the best one present (:data:`BEST_TAGS`).
     """
-    from .wcsutil import quiet_wcs
-
     with fits.open(path) as hdul:
         names = [h.name for h in hdul]
         tags = [n[4:-5] for n in names if n.startswith("SPE_") and n.endswith("_DATA")]
@@ -150,11 +149,7 @@ def read_source_spectrum(path, tag: str | None = None):
         flux = np.asarray(hdu.data, dtype=float)
         var = (np.asarray(hdul[f"SPE_{tag}_STAT"].data, dtype=float)
                if f"SPE_{tag}_STAT" in names else None)
-        wcs = quiet_wcs(hdu.header)
-        wave = wcs.all_pix2world(np.arange(flux.size, dtype=float), 0)[0]
-        cunit = str(hdu.header.get("CUNIT1", "Angstrom")).strip().lower()
-        if cunit in ("m", "meter"):
-            wave = wave * 1e10
+        wave = spectrum_wave(hdu.header, flux.size)
         return wave, flux, var, hdu.header.get("BUNIT", ""), tag, hdul[0].header.copy()
 
 
@@ -223,3 +218,12 @@ def _strip_structural(header: fits.Header) -> fits.Header:
         if c.keyword not in _STRUCTURAL and not c.keyword.startswith("NAXIS"):
             out.append((c.keyword, c.value, c.comment))
     return out
+
+
+def spectrum_wave(header: fits.Header, n: int) -> np.ndarray:
+    """Wavelengths (Angstrom) of a 1-D spectrum HDU's axis 1 (linear or log, any length unit)."""
+    wcs = quiet_wcs(header)
+    # astropy returns spectral coordinates in SI units: convert back with the WCS's own unit.
+    world = wcs.all_pix2world(np.arange(n, dtype=float), 0)[0]
+    unit = u.Unit(wcs.wcs.cunit[0] or header.get("CUNIT1", "Angstrom") or "Angstrom")
+    return (world * unit).to_value(u.AA)

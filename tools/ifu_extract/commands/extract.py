@@ -1,5 +1,8 @@
 """``ifu-extract extract CUBE CATALOG --masks MASKS.fits -o OUTDIR``."""
 
+import contextlib
+import sys
+
 import click
 
 from ..catalog import read_catalog
@@ -76,9 +79,13 @@ def cmd(cube, catalog, masks, output, apertures, aperture_method, fwhm, beta, ps
         weights = load_weight_images(weight_images, c)
     if cfg.psf is None:
         report("no PSF in the cube header and no --fwhm: MUSE_PSF not computed")
-    rows = extract_catalog(cube, table, masks, output, cfg, cube_kwargs=ck,
-                           wave_range=tuple(wave_range) if wave_range else None, threads=threads,
-                           resume=resume, weight_images=weights)
+    show = sys.stderr.isatty() and not (click.get_current_context().find_root().obj or {}).get("quiet")
+    with click.progressbar(length=len(table), label="extracting", file=sys.stderr) if show \
+            else contextlib.nullcontext() as bar:
+        rows = extract_catalog(cube, table, masks, output, cfg, cube_kwargs=ck,
+                               wave_range=tuple(wave_range) if wave_range else None, threads=threads,
+                               resume=resume, weight_images=weights,
+                               progress=bar.update if bar is not None else None)
     n_ok = sum(bool(r["FILE"]) for r in rows)
     if marz:
         from ..marz import marz_from_outdir

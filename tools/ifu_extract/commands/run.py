@@ -1,0 +1,141 @@
+"""``ifu-extract run CUBE [CATALOG] -o OUTDIR [--config run.toml]``: the whole chain.
+
+image -> detect -> (merge with the catalogue) -> mask -> extract -> report, each step the same
+microtool a Galaxy user runs, writing its product into OUTDIR so that any step can be inspected
+or re-run.  Parameters: each verb's defaults, then ``run.toml`` (one table per verb, keys are
+the verb's long option names), then the options given to ``run``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from ..catalog import merge_catalogs, read_catalog, write_catalog
+from ..fitsout import ensure_dir
+from ..runconfig import load_run_config
+from ._options import catalog_format_option, cube_options, report
+
+
+def _commands() -> dict:
+    from ..cli import LazyGroup
+
+    out = {}
+    for verb in ("image", "detect", "mask", "extract", "report", "contsub", "xcorr", "deblend"):
+        cmd = LazyGroup._load(verb)
+        if cmd is not None:
+            out[verb] = cmd
+    return out
+
+
+# run option -> (verb, parameter name) it sets.
+_ROUTES = {
+    "thresh": [("detect", "thresh")],
+    "minarea": [("detect", "minarea")],
+    "size": [("mask", "size")],
+    "mode": [("mask", "mode")],
+    "fwhm": [("mask", "fwhm"), ("extract", "fwhm")],
+    "beta": [("extract", "beta")],
+    "apertures": [("extract", "apertures")],
+    "weight_images": [("extract", "weight_images")],
+    "wave_range": [("extract", "wave_range")],
+    "threads": [("extract", "threads"), ("report", "threads")],
+    "resume": [("extract", "resume")],
+    "segmaps": [],
+    "data_ext": [("image", "data_ext"), ("mask", "data_ext"), ("extract", "data_ext")],
+    "var_ext": [("image", "var_ext"), ("mask", "var_ext"), ("extract", "var_ext")],
+    "dq_ext": [("image", "dq_ext"), ("mask", "dq_ext"), ("extract", "dq_ext")],
+}
+
+
+@click.command("run")
+@click.argument("cube", type=click.Path(dir_okay=False))
+@click.argument("catalog", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Output folder (white.fits, detections.tsv, segmap.fits, catalog.tsv, masks.fits, "
+                   "sources/, summary.tsv, qa/, index.html).")
+@click.option("--config", type=click.Path(dir_okay=False), default=None,
+              help="run.toml: one table per verb ([image], [detect], [mask], [extract], [report]) "
+                   "with that verb's long option names as keys; command-line options win.")
+@click.option("--detect/--no-detect", "do_detect", default=True, show_default=True,
+              help="Detect sources on the white-light image and add those not in CATALOG.")
+@click.option("--match-radius", type=click.FloatRange(min=0), default=0.6, show_default=True,
+              help="A detection within this radius (arcsec) of a catalogue object is that object.")
+@click.option("--segmap", "segmaps", multiple=True, type=click.Path(dir_okay=False),
+              help="Extra segmentation map(s) for the masks (e.g. from HST), any grid.")
+@click.option("--thresh", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Detection threshold (see detect --thresh).")
+@click.option("--minarea", type=click.IntRange(min=1), default=None, help="Detection minimum area, spaxels.")
+@click.option("--size", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Box side per object, arcsec (a catalogue SIZE column wins).")
+@click.option("--mode", type=click.Choice(["union", "inter"]), default=None,
+              help="Object mask: union or intersection of the segmentation maps.")
+@click.option("--fwhm", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="PSF FWHM, arcsec [default: FSF keywords of the cube].")
+@click.option("--beta", type=click.FloatRange(min=1, min_open=True), default=None, help="PSF Moffat beta.")
+@click.option("--aperture", "apertures", multiple=True, type=click.FloatRange(min=0, min_open=True),
+              help="Aperture radius, arcsec (repeatable).")
+@click.option("--image", "weight_images", multiple=True, metavar="TAG=FILE",
+              help="Ancillary image used as extraction weights (repeatable).")
+@click.option("--wave-range", nargs=2, type=float, default=None, metavar="MIN MAX",
+              help="Wavelength range of the spectra, Angstrom.")
+@click.option("--threads", type=click.IntRange(min=1, max=256), default=None,
+              help="Worker processes (Galaxy passes GALAXY_SLOTS).")
+@click.option("--resume", is_flag=True, default=None, help="Skip objects already written in OUTDIR.")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Write the QA report.")
+@catalog_format_option
+@cube_options
+@click.pass_context
+def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, plots, catalog_format, **options):
+    """Run the whole chain on CUBE (and optionally CATALOG) into OUTDIR."""
+    commands = _commands()
+    params = {verb: {} for verb in commands}
+    if config:
+        for verb, values in load_run_config(config, commands).items():
+            params[verb].update(values)
+    for name, value in options.items():
+        if ctx.get_parameter_source(name) == ParameterSource.DEFAULT or value in (None, ()):
+            continue
+        for verb, pname in _ROUTES.get(name, []):
+            if verb in params:
+                params[verb][pname] = value
+    if os.environ.get("GALAXY_SLOTS") and "threads" not in params.get("extract", {}):
+        params["extract"]["threads"] = int(os.environ["GALAXY_SLOTS"])
+    out = ensure_dir(output)
+    files = {k: str(Path(out) / v) for k, v in {
+        "white": "white.fits", "detections": "detections.tsv", "segmap": "segmap.fits",
+        "catalog": "catalog.tsv", "masks": "masks.fits", "plot": "detections.png"}.items()}
+
+    report(f"[1/5] image: white light -> {files['white']}")
+    ctx.invoke(commands["image"], cube=cube, output=files["white"], **params["image"])
+    if do_detect:
+        report(f"[2/5] detect -> {files['detections']}")
+        ctx.invoke(commands["detect"], image_or_cube=files["white"], output=files["detections"],
+                   segmap=files["segmap"], plot=files["plot"] if plots else None, **params["detect"])
+    if catalog:
+        table = read_catalog(catalog, catalog_format)
+        if do_detect:
+            table = merge_catalogs(table, read_catalog(files["detections"]), match_radius)
+    elif do_detect:
+        table = read_catalog(files["detections"])
+    else:
+        raise click.UsageError("give a CATALOG or let run detect sources (--detect)")
+    write_catalog(table, files["catalog"])
+    n_det = int((table["SOURCE"] == "detect").sum()) if "SOURCE" in table.colnames else len(table)
+    report(f"      catalogue: {len(table)} objects ({n_det} from detection) -> {files['catalog']}")
+    segmaps = ([files["segmap"]] if do_detect else []) + list(options.get("segmaps") or ())
+    if not segmaps:
+        raise click.UsageError("no segmentation map: let run detect sources or give --segmap")
+    report(f"[3/5] mask -> {files['masks']}")
+    ctx.invoke(commands["mask"], cube=cube, catalog=files["catalog"], segmaps=tuple(segmaps),
+               output=files["masks"], **params["mask"])
+    report(f"[4/5] extract -> {out}/sources")
+    ctx.invoke(commands["extract"], cube=cube, catalog=files["catalog"], masks=files["masks"],
+               output=str(out), **params["extract"])
+    if plots and "report" in commands:
+        report("[5/5] report")
+        ctx.invoke(commands["report"], outdir=str(out), **params.get("report", {}))
+    report(f"done: {out}/summary.tsv" + (f", {out}/index.html" if plots and "report" in commands else ""))
