@@ -7,8 +7,12 @@ PY := $(VENV)/bin/python
 STACK_KEY := $(shell cat requirements/constraints.txt pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.stack-$(STACK_KEY)
 DEMO_OUT ?= demo-out
+.DEFAULT_GOAL := help
 
-.PHONY: venv demo test test-fast bench clean help
+.PHONY: venv demo test pytest bench clean help
+
+# Galaxy server, wrappers and planemo (issue: Galaxy wrappers); container image (issue: container).
+-include mk/*.mk
 
 help:
 	@echo "make demo   - run ifu-extract on the real MUSE minicube shipped with mpdaf"
@@ -26,7 +30,10 @@ $(STAMP): requirements/constraints.txt pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/ifu-extract demo -o $(DEMO_OUT)
 
-test: $(STAMP)
+# Extra test targets (Galaxy, container) append themselves to TEST_TARGETS from mk/*.mk.
+test: pytest $(TEST_TARGETS)
+
+pytest: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
