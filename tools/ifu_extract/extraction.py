@@ -73,7 +73,7 @@ def _row_result(row, status, **kw) -> dict:
     return out
 
 
-def _extract_one(cube: Cube, masks, job: ExtractJob, row: dict, z0: int, z1: int) -> dict:
+def _extract_one(cube: Cube, masks, job: ExtractJob, row: dict, z0: int, z1: int, seg) -> dict:
     obj_id = str(row["ID"])
     if row["STATUS"] != OK:
         return _row_result(row, row["STATUS"])
@@ -86,7 +86,6 @@ def _extract_one(cube: Cube, masks, job: ExtractJob, row: dict, z0: int, z1: int
         return _row_result(row, str(mrow["STATUS"]) or "no_mask")
     x0, x1, y0, y1 = m.box
     data, var = cube.window(x0, x1, y0, y1, z0, z1)
-    seg = masks.segmap(1) if ("SEGMAP", 1) in masks._index else None
     neighbours = None
     if seg is not None:
         seg_stamp = np.zeros(m.shape, dtype=np.int32)
@@ -169,10 +168,10 @@ def _stamp(image: np.ndarray, box) -> np.ndarray:
     return out
 
 
-def _safe_extract(cube, masks, job, row, z0, z1) -> dict:
+def _safe_extract(cube, masks, job, row, z0, z1, seg) -> dict:
     """One object; any failure becomes its status (one bad object never stops a batch)."""
     try:
-        return _extract_one(cube, masks, job, row, z0, z1)
+        return _extract_one(cube, masks, job, row, z0, z1, seg)
     except InputError as exc:
         warn_object(row["ID"], exc.oneline())
         return _row_result(row, f"failed: {exc.oneline()}"[:200])
@@ -188,7 +187,8 @@ def _work(job: ExtractJob) -> list[dict]:
         z0, z1 = cube.channel_range(*(job.wave_range or (None, None)))
         _, masks = read_masks(job.masks_path)
         with masks:
-            return [_safe_extract(cube, masks, job, row, z0, z1) for row in job.rows]
+            seg = masks.segmap(1)  # neighbours' segments, on the cube grid (None without a map)
+            return [_safe_extract(cube, masks, job, row, z0, z1, seg) for row in job.rows]
 
 
 def _done_row(path: Path, row: dict, checksum: str) -> dict | None:

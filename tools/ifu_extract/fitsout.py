@@ -96,9 +96,17 @@ def write_hdulist(hdul: fits.HDUList, dest, *, checksum: bool = True, verify: st
     *verify* is astropy's ``output_verify``; files we build card by card pass ``"ignore"``,
     which saves most of the writing time of many small HDUs.
     """
+    if checksum:
+        # astropy dates the CHECKSUM/DATASUM comments with the clock: use iso_date() so that
+        # reruns with SOURCE_DATE_EPOCH are byte-identical.
+        hdul.verify(verify if verify != "ignore" else "silentfix")
+        when = iso_date()
+        for hdu in hdul:
+            hdu.add_datasum(when=f"data unit checksum updated {when}")
+            hdu.add_checksum(when=f"HDU checksum updated {when}", override_datasum=True)
     with atomic_path(dest, suffix=".fits") as tmp:
         try:
-            hdul.writeto(tmp, overwrite=True, checksum=checksum, output_verify=verify)
+            hdul.writeto(tmp, overwrite=True, checksum=False, output_verify=verify)
         except OSError as exc:
             raise InputError(dest, f"cannot write ({exc.strerror or exc})",
                              "check free space and permissions") from None

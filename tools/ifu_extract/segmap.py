@@ -73,9 +73,14 @@ def _pick_hdu(hdul, path, ext):
     names = [h.name for h in hdul]
 
     def dims(h):
-        if not h.is_image or h.data is None:
+        """Number of axes longer than one (from the header: the data are not read)."""
+        if not h.is_image:
             return 0
-        return int(np.squeeze(h.data).ndim) if h.data.ndim > 2 else int(h.data.ndim)
+        naxis = int(h.header.get("NAXIS", 0))
+        lengths = [int(h.header.get(f"NAXIS{i}", 0)) for i in range(1, naxis + 1)]
+        if naxis == 2 and all(n > 0 for n in lengths):
+            return 2
+        return sum(1 for n in lengths if n > 1)
 
     if ext is not None:
         key = int(ext) if str(ext).strip().isdigit() else str(ext).upper()

@@ -1,0 +1,79 @@
+"""``ifu-extract mask CUBE CATALOG --segmap S.fits [--segmap ...] -o MASKS.fits``."""
+
+import os
+from pathlib import Path
+
+import click
+
+from ..catalog import read_catalog
+from ..cubeio import open_cube
+from ..errors import InputError
+from ..masks import (DEFAULT_MATCH_RADIUS, DEFAULT_SIZE, DEFAULT_SKY_GROW, MODES, make_masks,
+                     write_masks)
+from ..segmap import DEFAULT_MIN_COVERAGE
+from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_options, report
+
+
+@click.command("mask")
+@click.argument("cube", type=click.Path(dir_okay=False))
+@click.argument("catalog", type=click.Path(dir_okay=False))
+@click.option("--segmap", "segmaps", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Segmentation map (FITS, 0 = background); repeat for several maps. Maps on "
+                   "another grid (e.g. HST) are reprojected onto the cube grid by area coverage.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output FITS file: OBJECTS table, MASK_UNION/MASK_INTER/MASK_SKY per object, "
+                   "SEGMAP on the cube grid.")
+@click.option("--size", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_SIZE,
+              show_default=True,
+              help="Full side of each object's square box, arcsec; a catalogue SIZE column wins "
+                   "where it is a positive number.")
+@click.option("--mode", type=click.Choice(MODES), default="union", show_default=True,
+              help="Object mask: union or intersection (inter) of the maps; an empty intersection "
+                   "falls back to the union.")
+@click.option("--fwhm", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="PSF FWHM, arcsec, radius of the circle used when no segment covers an object "
+                   "[default: from the cube's FSF keywords, else 0.8].")
+@click.option("--match-radius", type=click.FloatRange(min=0, max=10), default=DEFAULT_MATCH_RADIUS,
+              show_default=True,
+              help="When an object's position falls on background, take the dominant segment not "
+                   "claimed by another object within this radius, arcsec (0: only the segment "
+                   "under the position).")
+@click.option("--sky-grow", type=click.IntRange(min=0, max=50), default=DEFAULT_SKY_GROW,
+              show_default=True,
+              help="Grow every segment by this many spaxels before choosing sky spaxels.")
+@click.option("--min-coverage", type=click.FloatRange(min=0, max=1, min_open=True),
+              default=DEFAULT_MIN_COVERAGE, show_default=True,
+              help="For maps on another grid: a cube spaxel takes the label covering the largest "
+                   "share of its area if that share is at least this fraction, else background.")
+@click.option("--voronoi", is_flag=True,
+              help="Cut each object mask to the object's Voronoi cell among the catalogue "
+                   "positions (crowded fields, shared segments).")
+@catalog_format_option
+@cube_options
+def cmd(cube, catalog, segmaps, output, size, mode, fwhm, match_radius, sky_grow, min_coverage,
+        voronoi, catalog_format, **kwargs):
+    """Object and sky masks for every object of CATALOG on the grid of CUBE.
+
+    Each object keeps a status: a PSF circle when no segment covers it, the union when the
+    intersection is empty; objects off the field are listed without masks.
+    """
+    folder = Path(output).parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        # Say it before the work is done, not after.
+        raise InputError(output, "the output folder does not exist or is not writable",
+                         "create it or choose another -o")
+    table = read_catalog(catalog, catalog_format)
+    with open_cube(cube, **cube_kwargs(kwargs)) as c:
+        result = make_masks(c, table, segmaps, min_coverage=min_coverage, size=size, mode=mode,
+                            fwhm=fwhm, match_radius=match_radius, sky_grow=sky_grow,
+                            voronoi=voronoi)
+    batch_exit(result.n_masked, len(table))
+    params = {"size": size, "mode": mode, "fwhm": fwhm, "match_radius": match_radius,
+              "sky_grow": sky_grow, "min_coverage": min_coverage, "voronoi": voronoi}
+    inputs = {"cube": cube, "catalog": catalog}
+    inputs.update({f"segmap{k}": s for k, s in enumerate(segmaps, start=1)})
+    write_masks(result, output, inputs=inputs, params={k: v for k, v in params.items() if v is not None})
+    used = result.objects["MASKUSED"]
+    report(f"wrote {output} ({result.n_masked} of {len(table)} objects masked: "
+           f"{int((used == 'union').sum())} union, {int((used == 'inter').sum())} inter, "
+           f"{int((used == 'circle').sum())} PSF circle)")
