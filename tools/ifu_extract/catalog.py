@@ -356,10 +356,13 @@ def merge_catalogs(catalog: Table, detections: Table, radius_arcsec: float) -> T
     for k, row in enumerate(det[new_mask]):
         new_id = str(start + k) if all_int else f"D{k + 1}"
         rows.append((new_id, float(row["RA"]), float(row["DEC"])))
+    given = {"ID", "RA", "DEC", "STATUS", "SOURCE"}
+    if rows:
+        out = Table(out, masked=True)  # other columns of detected objects are missing values
     for new_id, ra, dec in rows:
         vals = {c: _blank_like(out[c]) for c in out.colnames}
         vals.update({"ID": new_id, "RA": ra, "DEC": dec, "STATUS": OK, "SOURCE": "detect"})
-        out.add_row([vals[c] for c in out.colnames])
+        out.add_row([vals[c] for c in out.colnames], mask=[c not in given for c in out.colnames])
     return out
 
 
