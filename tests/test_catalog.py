@@ -27,6 +27,13 @@ def test_autospec_text_with_unit_line(tmp_path):
     assert list(tab["SIZE"]) == [4.0] * 3 and tab["REF"][0] == "MUSE_WHITE"
 
 
+def test_autospec_uncommented_unit_line(tmp_path):
+    p = tmp_path / "cat.txt"
+    p.write_text("ID RA DEC SIZE REF\n(int) (deg) (deg) (arcsec) (str)\n"
+                 + "".join(f"{i} {ra} {dec} 4.0 MUSE_WHITE\n" for i, ra, dec in ROWS))
+    _check(read_catalog(p))
+
+
 def test_muselet_cat_txt(muselet_cat):
     tab = read_catalog(muselet_cat)
     assert tab.meta["format"] == "muselet"

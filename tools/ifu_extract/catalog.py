@@ -106,6 +106,8 @@ def _rows_from_text(path: Path, fmt: str) -> tuple[list[str] | None, list[list[s
                 header = words
             continue
         words = s.split()
+        if all(w.startswith("(") and w.endswith(")") for w in words):
+            continue  # AutoSpec's units line "(int) (deg) (deg) (arcsec) (str)", commented or not
         if header is None and not _is_number(words[0]):
             header = words
             continue

@@ -1,0 +1,512 @@
+"""Process a large catalogue in chunks: split it, then merge the output folders into one.
+
+``split_catalog`` cuts a catalogue into *K* consecutive parts of near-equal size (sizes differ by
+at most one row), in catalogue order, with the IDs untouched.  Text catalogues (AutoSpec, MUSELET,
+CSV, TSV) are split line by line, so every part keeps the header, comment and unit lines and the
+exact text of its rows; FITS and ECSV tables keep their columns, units and metadata.  Each part
+can then be extracted on its own (another machine, another Galaxy job).
+
+``merge_outputs`` combines the output folders of the parts: it copies (or hard-links) the Source
+files into one ``OUTDIR/sources``, concatenates the summaries (in the order of the folders given,
+or of the original catalogue with ``catalog=``) and rebuilds the QA report.  It refuses, in one
+line and before writing anything, folders made from different cubes (the ``CUBECSUM`` fingerprint
+of the Source files) and an ID present in two folders with different results; an ID present twice
+with identical results is kept once.
+
+For results identical to a single run, build the masks once on the whole catalogue and extract
+each part with them (``ifu-extract extract PART --masks MASKS.fits``): masks depend on the
+neighbouring catalogue objects, which a part alone does not know.
+"""
+
+from __future__ import annotations
+
+import csv
+import filecmp
+import io
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from .catalog import _is_number, read_catalog, safe_id, write_catalog
+from .errors import InputError, warn_object
+from .fitsout import atomic_path, ensure_dir
+from .report import read_summary
+
+__all__ = ["SPLIT_FORMATS", "LINK_MODES", "SplitPart", "MergeResult", "split_catalog",
+           "merge_outputs", "part_names"]
+
+log = logging.getLogger("ifu_extract")
+
+#: Output formats of :func:`split_catalog`: ``same`` keeps the input's.
+SPLIT_FORMATS = ("same", "tsv", "csv", "ecsv", "fits")
+#: How :func:`merge_outputs` puts the Source files in the merged folder.
+LINK_MODES = ("copy", "hardlink")
+_SUFFIX = {"tsv": ".tsv", "csv": ".csv", "ecsv": ".ecsv", "fits": ".fits"}
+# Cards that differ between two runs of the same object (dates, file names, checksums).
+_VOLATILE = {"DATE", "CHECKSUM", "DATASUM", "HISTORY", "COMMENT", "IFXIMAGE"}
+
+
+# ----------------------------------------------------------------------------- split
+@dataclass
+class SplitPart:
+    """One part written by :func:`split_catalog`.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    n_rows : int
+    first_id, last_id : str
+        IDs of its first and last rows.
+    """
+
+    path: Path
+    n_rows: int
+    first_id: str
+    last_id: str
+
+
+def _bounds(n_rows: int, n_parts: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of *n_parts* consecutive parts; the first ``n_rows % n_parts`` are one longer."""
+    k, r = divmod(n_rows, n_parts)
+    out, start = [], 0
+    for i in range(n_parts):
+        stop = start + k + (1 if i < r else 0)
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def part_names(stem: str, suffix: str, n_parts: int) -> list[str]:
+    """File names of the parts: ``<stem>_part01<suffix>``... (zero-padded so they sort in order)."""
+    width = max(2, len(str(n_parts)))
+    return [f"{stem}_part{i:0{width}d}{suffix}" for i in range(1, n_parts + 1)]
+
+
+def _text_lines(path: Path, fmt: str) -> tuple[list[str], list[str]] | None:
+    """Preamble lines (header, units, comments before the first row) and row lines of a text
+    catalogue, classified as :func:`~ifu_extract.catalog.read_catalog` reads them; None when a
+    row spans several lines (quoted newlines)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    preamble, rows = [], []
+    header = False
+    delim = {"csv": ",", "tsv": "\t"}.get(fmt)
+    for line in text.splitlines(keepends=True):
+        s = line.strip()
+        if not s:
+            continue
+        if not line.endswith(("\n", "\r")):
+            line += "\n"
+        if delim is not None:
+            cells = next(csv.reader([s], delimiter=delim), [])
+            if s.count('"') % 2:
+                return None
+            cells = [c.strip() for c in cells]
+            if cells and cells[0].startswith("#"):
+                if not header and len(cells) > 1:
+                    header = True
+                if not rows:
+                    preamble.append(line)
+                continue
+            if not header and cells and not _is_number(cells[0]):
+                header = True
+                preamble.append(line)
+                continue
+        else:
+            if s.startswith("#"):
+                words = s.lstrip("#").split()
+                if not header and words and not all(w.startswith("(") for w in words):
+                    header = True
+                if not rows:
+                    preamble.append(line)
+                continue
+            words = s.split()
+            if not header and not _is_number(words[0]):
+                header = True
+                preamble.append(line)
+                continue
+        rows.append(line)
+    return preamble, rows
+
+
+def _check_parts(n_parts: int, n_rows: int, path) -> None:
+    if n_parts < 1:
+        raise InputError("-n", f"{n_parts} parts asked", "give at least 1")
+    if n_parts > n_rows:
+        raise InputError(path, f"has {n_rows} catalogue rows, fewer than the {n_parts} parts asked (-n)",
+                         f"give -n {n_rows} or less")
+
+
+def split_catalog(catalog, n_parts: int, outdir, *, fmt: str = "auto", output_format: str = "same",
+                  prefix: str | None = None) -> list[SplitPart]:
+    """Split a catalogue into *n_parts* consecutive parts of near-equal size.
+
+    Parameters
+    ----------
+    catalog : str or os.PathLike
+        Any catalogue :func:`~ifu_extract.catalog.read_catalog` reads.
+    n_parts : int
+        Number of parts, 1 to the number of rows.
+    outdir : str or os.PathLike
+        Folder for the parts (created).
+    fmt : str
+        Input format (:data:`~ifu_extract.catalog.FORMATS`; ``auto`` detects it).
+    output_format : str
+        One of :data:`SPLIT_FORMATS`: ``same`` keeps the input's format and text (header,
+        comments, the rows' own text), else the parts are written as TSV, CSV, ECSV or FITS
+        tables of the columns read (RA/DEC in degrees).
+    prefix : str, optional
+        Stem of the part names ``<prefix>_partNN.<ext>`` (default: the input's stem).
+
+    Returns
+    -------
+    list of SplitPart
+        In catalogue order; part *i* holds rows ``sum(sizes[:i])`` to ``sum(sizes[:i+1]) - 1``.
+
+    Raises
+    ------
+    InputError
+        Unreadable catalogue, *n_parts* out of range, unknown format.  Nothing is written then.
+    """
+    path = Path(catalog)
+    if output_format not in SPLIT_FORMATS:
+        raise InputError(f"--output-format {output_format}", "unknown format",
+                         f"use one of {', '.join(SPLIT_FORMATS)}")
+    table = read_catalog(path, fmt)
+    n_rows = len(table)
+    _check_parts(int(n_parts), n_rows, path)
+    in_fmt = table.meta.get("format", fmt)
+    ids = [str(v) for v in table["ID"]]
+    bounds = _bounds(n_rows, int(n_parts))
+    stem = prefix or path.stem or "catalog"
+    blobs: list[tuple[str, object]] = []  # (suffix, writer(dest))
+    lines = None
+    if output_format == "same" and in_fmt in ("autospec", "muselet", "csv", "tsv"):
+        lines = _text_lines(path, in_fmt)
+        if lines is not None and len(lines[1]) != n_rows:
+            lines = None
+        if lines is None:
+            log.info(f"{path.name}: rows not one per line; parts written as TSV tables")
+    if lines is not None:
+        preamble, rows = lines
+        suffix = path.suffix or ".txt"
+        for a, b in bounds:
+            text = "".join(preamble + rows[a:b])
+            blobs.append((suffix, lambda dest, text=text: Path(dest).write_text(text, encoding="utf-8")))
+    elif output_format == "same" and in_fmt == "fits":
+        suffix = path.suffix or ".fits"
+        with fits.open(path) as hdul:
+            idx = next(i for i, h in enumerate(hdul) if isinstance(h, (fits.BinTableHDU, fits.TableHDU)))
+            primary = hdul[0].header.copy()
+            head = hdul[idx].header.copy()
+            data = hdul[idx].data.copy()
+        for a, b in bounds:
+            def write_fits(dest, a=a, b=b):
+                hdu = _table_hdu_class(head)(data=data[a:b], header=head)
+                fits.HDUList([fits.PrimaryHDU(header=primary), hdu]).writeto(dest, overwrite=True)
+            blobs.append((suffix, write_fits))
+    else:
+        out_fmt = in_fmt if output_format == "same" and in_fmt == "ecsv" else (
+            "tsv" if output_format == "same" else output_format)
+        suffix = path.suffix if (output_format == "same" and in_fmt == "ecsv" and path.suffix) \
+            else _SUFFIX[out_fmt]
+        if out_fmt == "ecsv" and in_fmt == "ecsv":
+            from astropy.table import Table
+
+            source = Table.read(path, format="ascii.ecsv")
+        else:
+            source = table.copy()
+            source.remove_column("STATUS")
+        source.meta.pop("path", None)
+        for a, b in bounds:
+            part = source[a:b]
+            blobs.append((suffix, lambda dest, part=part, f=out_fmt: write_catalog(part, dest, f)))
+    ensure_dir(outdir)
+    names = part_names(stem, blobs[0][0] if blobs else ".tsv", len(blobs))
+    written: list[Path] = []
+    try:
+        for name, (suffix, writer), (a, b) in zip(names, blobs, bounds):
+            dest = Path(outdir) / name
+            with atomic_path(dest, suffix=suffix) as tmp:
+                writer(tmp)
+            written.append(dest)
+    except BaseException:
+        for p in written:  # no partial set of parts
+            p.unlink(missing_ok=True)
+        raise
+    return [SplitPart(p, b - a, ids[a], ids[b - 1]) for p, (a, b) in zip(written, bounds)]
+
+
+def _table_hdu_class(header: fits.Header):
+    """``BinTableHDU`` or ``TableHDU`` (ASCII) for a table header."""
+    return fits.TableHDU if str(header.get("XTENSION", "")).strip() == "TABLE" else fits.BinTableHDU
+
+
+# ----------------------------------------------------------------------------- merge
+@dataclass
+class MergeResult:
+    """What :func:`merge_outputs` did.
+
+    Attributes
+    ----------
+    outdir : pathlib.Path
+    n_rows : int
+        Rows of the merged summary.
+    n_sources : int
+        Source files copied or linked.
+    duplicates : list of str
+        IDs found in several folders with identical results (kept once).
+    missing : list of str
+        Catalogue IDs (``catalog=``) found in no folder (listed with status ``missing``).
+    report : ReportResult or None
+    """
+
+    outdir: Path
+    n_rows: int
+    n_sources: int
+    duplicates: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
+    report: object = None
+
+
+def _same_source(a: Path, b: Path) -> bool:
+    """True when two Source files hold the same data (dates and file names aside)."""
+    if filecmp.cmp(a, b, shallow=False):
+        return True
+    try:
+        with fits.open(a) as ha, fits.open(b) as hb:
+            if [h.name for h in ha] != [h.name for h in hb]:
+                return False
+            for x, y in zip(ha, hb):
+                ka = {c.keyword: c.value for c in x.header.cards
+                      if c.keyword not in _VOLATILE and not c.keyword.startswith("IFXIN")}
+                kb = {c.keyword: c.value for c in y.header.cards
+                      if c.keyword not in _VOLATILE and not c.keyword.startswith("IFXIN")}
+                if ka != kb:
+                    return False
+                if (x.data is None) != (y.data is None):
+                    return False
+                if x.data is not None and not np.array_equal(np.asarray(x.data), np.asarray(y.data),
+                                                             equal_nan=True):
+                    return False
+    except Exception:  # noqa: BLE001 - unreadable: not provably the same
+        return False
+    return True
+
+
+def _cube_of(path: Path) -> tuple[str, str] | None:
+    """``(CUBECSUM, CUBE)`` of a Source file, None when unreadable or unmarked."""
+    try:
+        hdr = fits.getheader(path, 0)
+    except Exception:  # noqa: BLE001 - corrupt files are shown by the report
+        return None
+    csum = str(hdr.get("CUBECSUM", "")).strip()
+    return (csum, str(hdr.get("CUBE", "")).strip()) if csum else None
+
+
+def _write_summary_text(columns, rows, dest) -> Path:
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow([r.get(c, "") for c in columns])
+    with atomic_path(dest, suffix=".tsv") as tmp:
+        Path(tmp).write_text(buf.getvalue(), encoding="utf-8")
+    return Path(dest)
+
+
+def _missing_row(columns, obj_id, ra, dec) -> dict:
+    defaults = {"ID": obj_id, "RA": f"{ra:.7f}" if np.isfinite(ra) else "nan",
+                "DEC": f"{dec:.7f}" if np.isfinite(dec) else "nan",
+                "STATUS": "missing: in no merged output folder", "N_SPAXELS": "0", "N_SKY": "0",
+                "SNR_MEDIAN": "nan", "WHITE_FLUX": "nan", "WHITE_FLUX_ERR": "nan"}
+    return {c: defaults.get(c, "") for c in columns}
+
+
+def _place(src: Path, dest: Path, link: str) -> None:
+    if link == "hardlink":
+        try:
+            dest.unlink(missing_ok=True)
+            os.link(src, dest)
+            return
+        except OSError:
+            pass  # another file system: copy
+    with atomic_path(dest, suffix=".fits") as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def _merge_segmap(dirs, segmap):
+    """The segmentation map of the merged report, read before anything is written: the one
+    given, else the first folder's ``masks.fits`` that holds one (parts of one cube share it)."""
+    from .segmap import read_segmap
+
+    if segmap is not None:
+        return read_segmap(segmap)
+    for d in dirs:
+        if (d / "masks.fits").is_file():
+            try:
+                return read_segmap(d / "masks.fits", ext="SEGMAP")
+            except InputError:
+                continue
+    return None
+
+
+def merge_outputs(inputs, outdir, *, catalog=None, catalog_format: str = "auto", link: str = "copy",
+                  report: bool = True, plots: bool = True, threads: int = 1, segmap=None,
+                  progress=None, report_kwargs: dict | None = None) -> MergeResult:
+    """Merge the output folders of catalogue parts into one folder, summary and report.
+
+    Parameters
+    ----------
+    inputs : sequence of str or os.PathLike
+        Output folders of ``extract`` / ``run`` (each with ``summary.tsv`` and ``sources/``).
+    outdir : str or os.PathLike
+        The merged folder: new, or empty.
+    catalog : str or os.PathLike, optional
+        The original catalogue: rows are put in its order, and its IDs found in no folder are
+        listed with status ``missing: in no merged output folder``.  Default: the folders' order.
+    catalog_format : str
+        Format of *catalog* (``auto`` detects it).
+    link : {"copy", "hardlink"}
+        How Source files get into ``outdir/sources`` (hard links fall back to copies across
+        file systems).
+    report : bool
+        Rebuild the QA report (:func:`~ifu_extract.report.make_report`) of the merged folder.
+    plots : bool
+        Draw the per-object figures of the report.
+    threads : int
+        Worker processes of the report.
+    segmap : str or os.PathLike, optional
+        Segmentation map of the report (default: the first folder's ``masks.fits``, if any).
+    progress : callable, optional
+        Called with the number of Source files placed, as they are.
+    report_kwargs : dict, optional
+        Further options of :func:`~ifu_extract.report.make_report`.
+
+    Returns
+    -------
+    MergeResult
+
+    Raises
+    ------
+    InputError
+        A folder without summary.tsv, summaries with different columns, Source files of
+        different cubes, an ID in two folders with different results, *outdir* one of the
+        inputs or already holding an output.  Nothing is written then.
+    """
+    if link not in LINK_MODES:
+        raise InputError(f"--link {link}", "unknown mode", f"use one of {', '.join(LINK_MODES)}")
+    dirs = [Path(p) for p in inputs]
+    if not dirs:
+        raise InputError(None, "no output folder to merge", "give one or more OUTDIR")
+    outdir = Path(outdir)
+    out_res = outdir.resolve()
+    seen_dirs = set()
+    for d in dirs:
+        if not d.is_dir():
+            raise InputError(d, "is not a folder", "give output folders of 'ifu-extract extract' or 'run'")
+        if d.resolve() == out_res:
+            raise InputError(outdir, "is also one of the folders to merge", "choose a new folder with -o")
+        if d.resolve() in seen_dirs:
+            raise InputError(d, "is given twice", "give each folder once")
+        seen_dirs.add(d.resolve())
+    if outdir.exists() and (not outdir.is_dir() or (outdir / "summary.tsv").exists()
+                            or any((outdir / "sources").glob("*"))):
+        raise InputError(outdir, "already holds an output (or is a file)",
+                         "choose a new or empty folder with -o")
+    columns = None
+    entries: dict[str, tuple[int, dict]] = {}
+    order: list[str] = []
+    duplicates: list[str] = []
+    cubes: dict[str, tuple[Path, str]] = {}
+    for k, d in enumerate(dirs):
+        cols, rows = read_summary(d / "summary.tsv")
+        if columns is None:
+            columns = cols
+        elif cols != columns:
+            raise InputError(d / "summary.tsv", f"has other columns than {dirs[0] / 'summary.tsv'}",
+                             "merge outputs of the same ifu-extract version")
+        for r in rows:
+            fname = r.get("FILE", "").strip()
+            src = d / fname if fname else None
+            if src is not None:
+                cube = _cube_of(src) if src.is_file() else None
+                if cube is not None:
+                    csum, name = cube
+                    if cubes and csum not in cubes:
+                        other_csum, (other_dir, other_name) = next(iter(cubes.items()))
+                        raise InputError(f"{other_dir} and {d}",
+                                         f"were made from different cubes ({other_name or '?'} "
+                                         f"{other_csum[:12]}, {name or '?'} {csum[:12]})",
+                                         "merge only the outputs of parts of one cube")
+                    cubes.setdefault(csum, (d, name))
+            obj_id = r["ID"]
+            if obj_id in entries:
+                k0, r0 = entries[obj_id]
+                same_row = all(r0.get(c, "") == r.get(c, "") for c in columns if c != "FILE")
+                f0 = r0.get("FILE", "").strip()
+                same_file = (not f0 and not fname) or (
+                    bool(f0) and bool(fname) and (dirs[k0] / f0).is_file() and src.is_file()
+                    and _same_source(dirs[k0] / f0, src))
+                if not (same_row and same_file):
+                    raise InputError(f"ID {obj_id}", f"is in {dirs[k0]} and {d} with different results",
+                                     "merge the outputs of disjoint parts ('ifu-extract split'), "
+                                     "or leave one of them out")
+                duplicates.append(obj_id)
+                continue
+            entries[obj_id] = (k, r)
+            order.append(obj_id)
+    seg = _merge_segmap(dirs, segmap) if report and plots else None
+    missing: list[str] = []
+    rows_out: list[tuple[int | None, dict]] = []
+    if catalog is not None:
+        table = read_catalog(catalog, catalog_format)
+        cat_ids = [safe_id(v) for v in table["ID"]]
+        for obj_id, ra, dec in zip(cat_ids, np.asarray(table["RA"], float), np.asarray(table["DEC"], float)):
+            if obj_id in entries:
+                rows_out.append(entries[obj_id])
+            else:
+                missing.append(obj_id)
+                rows_out.append((None, _missing_row(columns, obj_id, ra, dec)))
+        extra = [i for i in order if i not in set(cat_ids)]
+        if extra:
+            log.warning(f"warning: {len(extra)} merged IDs are not in {Path(catalog).name} "
+                        f"({', '.join(extra[:5])}); listed last")
+        rows_out += [entries[i] for i in extra]
+    else:
+        rows_out = [entries[i] for i in order]
+    # ---- write (everything above only read)
+    ensure_dir(outdir)
+    sources = ensure_dir(outdir / "sources")
+    merged_rows, n_src = [], 0
+    for k, r in rows_out:
+        r = dict(r)
+        fname = r.get("FILE", "").strip()
+        if k is not None and fname:
+            src = dirs[k] / fname
+            if src.is_file():
+                dest = sources / Path(fname).name
+                _place(src, dest, link)
+                r["FILE"] = f"sources/{dest.name}"
+                n_src += 1
+                if progress:
+                    progress(1)
+            else:
+                warn_object(r["ID"], f"Source file {src} is missing; listed without it")
+                r["FILE"] = ""
+                r["NOTES"] = (r.get("NOTES", "") + "; " if r.get("NOTES", "") else "") + \
+                    f"Source file missing from {dirs[k].name}"
+        merged_rows.append(r)
+    for obj_id in missing:
+        warn_object(obj_id, "in the catalogue but in no merged output folder")
+    _write_summary_text(columns, merged_rows, outdir / "summary.tsv")
+    rep = None
+    if report:
+        from .report import make_report
+
+        rep = make_report(outdir, threads=threads, plots=plots, segmap=seg, **(report_kwargs or {}))
+    return MergeResult(outdir, len(merged_rows), n_src, duplicates, missing, rep)

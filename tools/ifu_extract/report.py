@@ -1,0 +1,1273 @@
+"""The QA report of an output folder: per-object figures and a sortable index page.
+
+``make_report(OUTDIR)`` reads ``OUTDIR/summary.tsv`` and the Source files it names, and writes
+
+``OUTDIR/qa/<ID>_stamps.png``
+    the white-light stamp (arcsinh stretch, offsets in arcsec from the catalogue position, north
+    and east arrows, 1″ bar, PSF FWHM circle) with the outlines of the segmentation map when one
+    is available (the object's segment thick, its neighbours numbered), the object and sky masks
+    that were used, and every other image of the Source (``IMA_XCOR``, ancillary images) with the
+    object mask drawn on it;
+``OUTDIR/qa/<ID>_spectrum.png``
+    the object's spectrum (the tag of ``SNR_MEDIAN`` by default) with its ±1σ band from the
+    variance, an inverse-variance smoothed curve, the night-sky lines (:mod:`ifu_extract.skylines`)
+    and telluric bands marked, the lines expected at the catalogue redshift ``Z`` when there is
+    one, a thin reference spectrum when the best tag is a deblended one, and the local sky
+    spectrum below;
+``OUTDIR/index.html``
+    one table row per summary row (failed objects included, with their reason): thumbnails, status
+    colour-coded, S/N, spaxel counts, white-light flux, links to the Source file; sortable by any
+    column and filterable by status with a small inline script, and readable without it.  The
+    folder is self-contained (no network access) and works inside Galaxy.
+
+Figures are drawn with matplotlib's Agg canvas directly (no pyplot state), at a fixed size and
+DPI, without date or software metadata, so that the same inputs give the same bytes.  Objects are
+shared out over worker processes; an object whose figure fails is listed with the reason and the
+others go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+from astropy.io import fits
+
+from . import __version__
+from .errors import OK, InputError, warn_object
+from .fitsout import atomic_path, ensure_dir
+from .skylines import sky_lines, telluric_bands, vacuum_to_air
+from .sourcefile import BEST_TAGS, best_tag
+
+__all__ = [
+    "QA_DIR",
+    "FIGURES",
+    "DEFAULT_DPI",
+    "ObjectData",
+    "PlotInfo",
+    "ObjectPlots",
+    "ReportResult",
+    "read_summary",
+    "status_group",
+    "load_object",
+    "plot_stamps",
+    "plot_spectrum",
+    "plot_object",
+    "write_index",
+    "make_report",
+]
+
+log = logging.getLogger("ifu_extract")
+
+#: Sub-folder of OUTDIR holding the figures.
+QA_DIR = "qa"
+#: Figure kinds, as the ``<ID>_<kind>.png`` suffixes.
+FIGURES = ("stamps", "spectrum")
+#: Resolution of the figures (their pixel size is figsize x DPI, fixed).
+DEFAULT_DPI = 100
+_STAMP_PANEL = (2.45, 2.75)   # inches per stamp panel (width, height)
+_SPEC_SIZE = (10.0, 3.9)      # inches
+_REQUIRED = ("ID", "STATUS", "FILE")
+_NO_META = {"Software": None}  # PNG without a Software chunk: same input, same bytes
+
+# Okabe & Ito colour-blind safe palette.
+_ORANGE, _SKY, _GREEN, _YELLOW, _BLUE, _VERMILION, _PURPLE = (
+    "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+
+#: Rest-frame lines marked at the catalogue redshift: (vacuum Angstrom, label, emission?).
+_Z_LINES = (
+    (1215.67, "Lyα", True), (1549.06, "CIV", True), (1908.73, "CIII]", True),
+    (2798.75, "MgII", True), (3728.48, "[OII]", True), (3869.86, "[NeIII]", True),
+    (3934.78, "K", False), (3969.59, "H", False), (4102.89, "Hδ", True), (4305.61, "G", False),
+    (4341.69, "Hγ", True), (4862.68, "Hβ", True), (4960.30, "", True), (5008.24, "[OIII]", True),
+    (5176.70, "Mgb", False), (5895.60, "NaD", False), (6302.05, "[OI]", True),
+    (6549.86, "", True), (6564.61, "Hα", True), (6585.27, "[NII]", True),
+    (6718.29, "[SII]", True), (6732.67, "", True), (8500.36, "CaT", False),
+    (8544.44, "", False), (8664.52, "", False),
+)
+
+
+# ----------------------------------------------------------------------------- summary
+def read_summary(path) -> tuple[list[str], list[dict]]:
+    """Read ``summary.tsv`` as text: its column names and one ``{column: text}`` dict per row.
+
+    Values are kept as written (IDs such as ``007`` stay text, numbers are not parsed).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, or no ``ID``/``STATUS``/``FILE`` column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path.parent, "has no summary.tsv",
+                         "give a folder written by 'ifu-extract extract', 'run' or 'merge'")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            lines = [ln for ln in csv.reader(fh, delimiter="\t") if any(c.strip() for c in ln)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"cannot be read ({exc})", "re-create it with 'ifu-extract extract'") from None
+    if not lines:
+        raise InputError(path, "is empty", "re-create it with 'ifu-extract extract'")
+    columns = [c.strip() for c in lines[0]]
+    missing = [c for c in _REQUIRED if c not in columns]
+    if missing:
+        raise InputError(path, f"is not an ifu-extract summary (no {'/'.join(missing)} column)",
+                         "give the summary.tsv written by 'ifu-extract extract'")
+    rows = []
+    for cells in lines[1:]:
+        cells = list(cells) + [""] * (len(columns) - len(cells))
+        rows.append({c: cells[i] for i, c in enumerate(columns)})
+    return columns, rows
+
+
+def _num(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def status_group(row: dict) -> str:
+    """``"ok"``, ``"flag"`` (a fallback or warning; spectrum written) or ``"failed"`` (none)."""
+    status = str(row.get("STATUS", "")).strip()
+    if not str(row.get("FILE", "")).strip() or status.startswith(("failed", "missing")):
+        return "failed"
+    return "ok" if status == OK else "flag"
+
+
+# ----------------------------------------------------------------------------- object data
+@dataclass
+class ObjectData:
+    """What the figures of one object are drawn from (read by :func:`load_object`).
+
+    Attributes
+    ----------
+    id : str
+    path : pathlib.Path
+        The Source file.
+    header : astropy.io.fits.Header
+        Its primary header (``STATUS``, ``SNRTAG``, ``Z``, ``PSFFWHM``...).
+    spectra : dict
+        ``{tag: (wave [Angstrom], flux, var or None)}``.
+    images : dict
+        ``{tag: (data, var or None)}`` stamps (``MUSE_WHITE``, ``XCOR``...), masks excluded.
+    masks : dict
+        ``{"MASK_UNION" | "MASK_INTER" | "MASK_SKY": (ny, nx) bool}``.
+    medium : str
+        ``"air"`` or ``"vacuum"``.
+    unit : str
+        Flux unit of the spectra.
+    wcs : astropy.wcs.WCS or None
+        Celestial WCS of the stamps.
+    segmap : numpy.ndarray or None
+        Segmentation labels sampled on the stamp grid (0 = background).
+    seglabel : int
+        The object's label in *segmap* (0 when none).
+    """
+
+    id: str
+    path: Path
+    header: fits.Header
+    spectra: dict = field(default_factory=dict)
+    images: dict = field(default_factory=dict)
+    masks: dict = field(default_factory=dict)
+    medium: str = "air"
+    unit: str = ""
+    wcs: object = None
+    segmap: np.ndarray | None = None
+    seglabel: int = 0
+
+    @property
+    def status(self) -> str:
+        return str(self.header.get("STATUS", OK))
+
+    @property
+    def z(self) -> float:
+        """Catalogue redshift (``Z`` card), NaN when absent."""
+        return _num(self.header.get("Z", "nan"))
+
+    @property
+    def stamp_shape(self) -> tuple[int, int] | None:
+        for arr in list(self.masks.values()) + [d for d, _ in self.images.values()]:
+            return tuple(arr.shape)
+        return None
+
+    @property
+    def pixscale(self) -> float:
+        """Spaxel side, arcsec (1 without WCS: the axes are then in spaxels)."""
+        if self.wcs is None:
+            return 1.0
+        from .wcsutil import pixel_scale_arcsec
+
+        return pixel_scale_arcsec(self.wcs)
+
+    def centre(self) -> tuple[float, float]:
+        """0-based stamp pixel of the catalogue position (the stamp centre without WCS)."""
+        shape = self.stamp_shape or (1, 1)
+        if self.wcs is not None:
+            from .wcsutil import world_to_pixel
+
+            x, y = world_to_pixel(self.wcs, float(self.header["RA"]), float(self.header["DEC"]))
+            if np.isfinite(x) and np.isfinite(y):
+                return x, y
+        return (shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0
+
+
+def _wave_of(header: fits.Header, n: int) -> np.ndarray:
+    """Wavelengths (Angstrom) of a linear spectral axis 1 (``CRVAL1 + (i + 1 - CRPIX1) * CDELT1``)."""
+    crval = float(header.get("CRVAL1", 0.0))
+    crpix = float(header.get("CRPIX1", 1.0))
+    cdelt = float(header.get("CDELT1", header.get("CD1_1", 1.0)))
+    wave = crval + (np.arange(n, dtype=float) + 1.0 - crpix) * cdelt
+    unit = str(header.get("CUNIT1", "Angstrom")).strip().lower()
+    scale = {"m": 1e10, "meter": 1e10, "nm": 10.0, "um": 1e4, "micron": 1e4}.get(unit, 1.0)
+    return wave * scale
+
+
+def _medium(primary: fits.Header, spec_header: fits.Header | None) -> str:
+    med = str(primary.get("WAVEMED", "")).strip().lower()
+    if med in ("air", "vacuum"):
+        return med
+    ctype = "" if spec_header is None else str(spec_header.get("CTYPE1", "")).strip().upper()
+    return "vacuum" if ctype.startswith("WAVE") else "air"
+
+
+class _SegmapSampler:
+    """A segmentation map sampled at the stamp pixel centres of each object (any grid)."""
+
+    def __init__(self, segmap):
+        self.labels = segmap.labels
+        self.wcs = segmap.wcs
+        self.name = segmap.path.name
+
+    def stamp(self, stamp_wcs, shape) -> np.ndarray | None:
+        if self.wcs is None or stamp_wcs is None:
+            return None
+        ny, nx = shape
+        yy, xx = np.mgrid[0:ny, 0:nx]
+        ra, dec = stamp_wcs.all_pix2world(xx.ravel().astype(float), yy.ravel().astype(float), 0)
+        sx, sy = self.wcs.all_world2pix(ra, dec, 0)
+        ix, iy = np.round(sx).astype(np.int64), np.round(sy).astype(np.int64)
+        h, w = self.labels.shape
+        inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+        out = np.zeros(ny * nx, dtype=np.int32)
+        out[inside] = self.labels[iy[inside], ix[inside]]
+        return out.reshape(ny, nx)
+
+
+def _object_label(seg: np.ndarray, obj_mask: np.ndarray | None, x: float, y: float) -> int:
+    ny, nx = seg.shape
+    ix, iy = int(round(x)), int(round(y))
+    if 0 <= ix < nx and 0 <= iy < ny and seg[iy, ix] > 0:
+        return int(seg[iy, ix])
+    if obj_mask is not None and obj_mask.any():
+        vals = seg[obj_mask & (seg > 0)]
+        if vals.size:
+            return int(np.bincount(vals).argmax())
+    return 0
+
+
+def load_object(path, *, segmap=None) -> ObjectData:
+    """Read what the figures need from one Source file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``OUTDIR/sources/<ID>.fits``.
+    segmap : SegMap, optional
+        A segmentation map (:func:`~ifu_extract.segmap.read_segmap`) on any grid with a WCS;
+        it is sampled at the stamp's pixel centres.
+
+    Returns
+    -------
+    ObjectData
+    """
+    from .wcsutil import celestial_from_header
+
+    path = Path(path)
+    with fits.open(path, memmap=False) as hdul:
+        primary = hdul[0].header.copy()
+        obj = ObjectData(str(primary.get("ID", path.stem)), path, primary)
+        hdus = {h.name: h for h in hdul[1:]}
+        first_spec = None
+        for name, hdu in hdus.items():
+            if hdu.data is None:
+                continue
+            if name.startswith("SPE_") and name.endswith("_DATA"):
+                tag = name[4:-5]
+                flux = np.asarray(hdu.data, dtype=float)
+                stat = hdus.get(f"SPE_{tag}_STAT")
+                var = None if stat is None or stat.data is None else np.asarray(stat.data, dtype=float)
+                obj.spectra[tag] = (_wave_of(hdu.header, flux.size), flux, var)
+                if first_spec is None:
+                    first_spec = hdu.header
+                    obj.unit = str(hdu.header.get("BUNIT", ""))
+            elif name.startswith("IMA_") and name.endswith("_DATA"):
+                tag = name[4:-5]
+                data = np.asarray(hdu.data)
+                if tag.startswith("MASK_"):
+                    obj.masks[tag] = data.astype(bool)
+                    continue
+                stat = hdus.get(f"IMA_{tag}_STAT")
+                var = None if stat is None or stat.data is None else np.asarray(stat.data, dtype=float)
+                obj.images[tag] = (data.astype(float), var)
+                if obj.wcs is None:
+                    obj.wcs = celestial_from_header(hdu.header)
+        if obj.wcs is None:
+            ima = next((h for n, h in hdus.items() if n.startswith("IMA_")), None)
+            obj.wcs = None if ima is None else celestial_from_header(ima.header)
+        obj.medium = _medium(primary, first_spec)
+    if segmap is not None and obj.stamp_shape is not None:
+        sampler = segmap if isinstance(segmap, _SegmapSampler) else _SegmapSampler(segmap)
+        seg = sampler.stamp(obj.wcs, obj.stamp_shape)
+        if seg is not None:
+            obj.segmap = seg
+            x, y = obj.centre()
+            obj.seglabel = _object_label(seg, _object_mask(obj), x, y)
+    return obj
+
+
+def _object_mask(obj: ObjectData) -> np.ndarray | None:
+    used = str(obj.header.get("MASKUSED", "union")).strip()
+    name = "MASK_INTER" if used == "inter" else "MASK_UNION"
+    return obj.masks.get(name, obj.masks.get("MASK_UNION"))
+
+
+# ----------------------------------------------------------------------------- drawing helpers
+def _outline(mask: np.ndarray, x0: float, y0: float, scale: float) -> np.ndarray:
+    """Pixel-edge outline of a boolean mask as ``(n, 2, 2)`` segments in offset units.
+
+    Every edge between a True and a False pixel (or the stamp border) is one segment, so the
+    outline follows the spaxels exactly (contouring would round the corners).
+    """
+    m = np.pad(np.asarray(mask, dtype=bool), 1)
+    segs = []
+    iy, ix = np.nonzero(m[:, 1:] != m[:, :-1])      # vertical edges at x = ix - 0.5
+    if iy.size:
+        x = ix - 0.5
+        y = iy - 1.0
+        segs.append(np.stack([np.stack([x, y - 0.5], -1), np.stack([x, y + 0.5], -1)], 1))
+    iy, ix = np.nonzero(m[1:, :] != m[:-1, :])      # horizontal edges at y = iy - 0.5
+    if iy.size:
+        y = iy - 0.5
+        x = ix - 1.0
+        segs.append(np.stack([np.stack([x - 0.5, y], -1), np.stack([x + 0.5, y], -1)], 1))
+    if not segs:
+        return np.zeros((0, 2, 2))
+    out = np.concatenate(segs)
+    out[..., 0] = (out[..., 0] - x0) * scale
+    out[..., 1] = (out[..., 1] - y0) * scale
+    return out
+
+
+def _add_outline(ax, mask, x0, y0, scale, color, lw=1.2, ls="solid", zorder=3):
+    from matplotlib.collections import LineCollection
+
+    segs = _outline(mask, x0, y0, scale)
+    if len(segs):
+        ax.add_collection(LineCollection(segs, colors=color, linewidths=lw, linestyles=ls,
+                                         zorder=zorder, capstyle="projecting"))
+
+
+def _stretch(data: np.ndarray, var: np.ndarray | None, sky: np.ndarray | None):
+    """Arcsinh-scaled stamp and display limits; background and noise from the sky spaxels."""
+    from .detect_plot import asinh_scale
+
+    finite = np.isfinite(data)
+    pool = data[finite & sky] if sky is not None and (finite & sky).sum() >= 5 else data[finite]
+    if pool.size == 0:
+        return np.zeros_like(data), 0.0, 1.0
+    back = float(np.median(pool))
+    noise = float("nan")
+    if var is not None:
+        vpool = var[np.isfinite(var) & finite & (sky if sky is not None and (finite & sky).sum() >= 5
+                                                   else finite)]
+        if vpool.size:
+            noise = float(np.sqrt(np.median(vpool)))
+    if not np.isfinite(noise) or noise <= 0:
+        noise = 1.4826 * float(np.median(np.abs(pool - back)))
+    scaled, vmin, vmax = asinh_scale(data - back, noise)
+    # A bright object fills its stamp: start the scale at its faintest pixels, not at -2 sigma.
+    vals = scaled[np.isfinite(scaled)]
+    if vals.size:
+        vmin = max(vmin, float(np.percentile(vals, 1.0)))
+        vmax = max(vmax, vmin + 1e-3)
+    return scaled, vmin, vmax
+
+
+def _extent(shape, x0, y0, scale):
+    ny, nx = shape
+    return [(-0.5 - x0) * scale, (nx - 0.5 - x0) * scale, (-0.5 - y0) * scale, (ny - 0.5 - y0) * scale]
+
+
+def _compass(ax, wcs, x0, y0, scale, extent):
+    """North and East arrows in the upper-left corner (from the WCS: rotated cubes too)."""
+    if wcs is None:
+        return
+    try:
+        ra, dec = wcs.all_pix2world([x0], [y0], 0)
+        d = 1.0 / 3600.0
+        pts = wcs.all_world2pix([ra[0], ra[0] + d / max(np.cos(np.radians(dec[0])), 1e-6)],
+                                [dec[0] + d, dec[0]], 0)
+    except Exception:  # noqa: BLE001 - a WCS that cannot be inverted: no compass
+        return
+    size = 0.15 * min(extent[1] - extent[0], extent[3] - extent[2])
+    base = (extent[0] + 0.82 * (extent[1] - extent[0]), extent[2] + 0.68 * (extent[3] - extent[2]))
+    for k, name in enumerate("NE"):
+        vx, vy = (pts[0][k] - x0), (pts[1][k] - y0)
+        norm = np.hypot(vx, vy)
+        if not np.isfinite(norm) or norm == 0:
+            continue
+        dx, dy = size * vx / norm, size * vy / norm
+        ax.annotate("", xy=(base[0] + dx, base[1] + dy), xytext=base,
+                    arrowprops=dict(arrowstyle="-|>", color="white", lw=0.9, mutation_scale=7))
+        ax.text(base[0] + 1.3 * dx, base[1] + 1.3 * dy, name, color="white", fontsize=6.5,
+                ha="center", va="center")
+
+
+def _scale_bar(ax, extent, unit_is_arcsec: bool):
+    width = extent[1] - extent[0]
+    length = 1.0 if unit_is_arcsec and width > 2.5 else round(width / 4.0, 1) or width / 4.0
+    x1 = extent[1] - 0.06 * width
+    y = extent[2] + 0.07 * (extent[3] - extent[2])
+    ax.plot([x1 - length, x1], [y, y], color="white", lw=1.6, solid_capstyle="butt")
+    ax.text(x1 - length / 2, y + 0.03 * (extent[3] - extent[2]),
+            f"{length:g}″" if unit_is_arcsec else f"{length:g} spx",
+            color="white", fontsize=6.5, ha="center", va="bottom")
+
+
+def _new_figure(width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path, dpi) -> tuple[int, int]:
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata=_NO_META)
+    w, h = fig.get_size_inches()
+    return int(round(w * dpi)), int(round(h * dpi))
+
+
+@dataclass
+class PlotInfo:
+    """What one figure shows (for tests and the index page).
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    size : (int, int)
+        Width and height in pixels.
+    sky_lines : list of float
+        Wavelengths of the sky lines marked (in the spectrum's medium), spectrum figure only.
+    z_lines : list of float
+        Observed wavelengths of the redshifted lines marked.
+    xlim : (float, float) or None
+        Plotted wavelength range.
+    tag : str
+        Spectrum tag drawn (spectrum figure) or the panels drawn (stamps figure).
+    """
+
+    path: Path
+    size: tuple
+    sky_lines: list = field(default_factory=list)
+    z_lines: list = field(default_factory=list)
+    xlim: tuple | None = None
+    tag: str = ""
+
+
+# ----------------------------------------------------------------------------- stamps figure
+def plot_stamps(obj: ObjectData, path, *, dpi: int = DEFAULT_DPI, max_extra: int = 2) -> PlotInfo:
+    """Write the stamps figure of one object (see the module description).
+
+    Parameters
+    ----------
+    obj : ObjectData
+    path : str or os.PathLike
+        PNG to write (atomically).
+    dpi : int
+    max_extra : int
+        At most this many further images (after the white light) are drawn.
+
+    Returns
+    -------
+    PlotInfo
+        ``tag`` lists the panels drawn, comma-separated.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Circle, Patch
+
+    shape = obj.stamp_shape
+    if shape is None:
+        raise ValueError("the Source file has no stamp image")
+    x0, y0 = obj.centre()
+    scale = obj.pixscale
+    arcsec = obj.wcs is not None
+    extent = _extent(shape, x0, y0, scale)
+    sky = obj.masks.get("MASK_SKY")
+    union = obj.masks.get("MASK_UNION")
+    inter = obj.masks.get("MASK_INTER")
+    used = str(obj.header.get("MASKUSED", "union")).strip() or "union"
+    objmask = _object_mask(obj)
+
+    white_tag = "MUSE_WHITE" if "MUSE_WHITE" in obj.images else next(iter(obj.images), None)
+    extra = [t for t in sorted(obj.images) if t != white_tag][:max_extra]
+    panels = ([white_tag] if white_tag else []) + ["masks"] + extra
+    fig = _new_figure(_STAMP_PANEL[0] * len(panels), _STAMP_PANEL[1])
+    gray = colormaps["gray"].with_extremes(bad="#5a1e1e")
+    left_pad, right_pad = 0.36, 0.08
+    pw = _STAMP_PANEL[0]
+    for k, tag in enumerate(panels):
+        ax = fig.add_axes([(k * pw + left_pad) / (pw * len(panels)), 0.14,
+                           (pw - left_pad - right_pad) / (pw * len(panels)), 0.70])
+        if k == 0:   # the panels share one grid: axes on the first only (ticks are costly)
+            ax.tick_params(labelsize=6.5, length=2.5, pad=1.5)
+            ax.set_ylabel("Δy (arcsec)" if arcsec else "Δy (spaxel)", fontsize=7, labelpad=1)
+            ax.set_xlabel("Δx (arcsec)" if arcsec else "Δx (spaxel)", fontsize=7, labelpad=1)
+            ax.locator_params(nbins=5)
+        else:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if tag == "masks":
+            cat = np.zeros(shape, dtype=np.uint8)          # 0: neither object nor sky
+            if sky is not None:
+                cat[sky] = 1
+            if objmask is not None:
+                cat[objmask] = 2
+            cmap = ListedColormap(["#2b2b2b", _SKY, _ORANGE])
+            ax.imshow(cat, origin="lower", cmap=cmap, vmin=-0.5, vmax=2.5, extent=extent,
+                      interpolation="nearest")
+            others = np.zeros(shape, dtype=bool)
+            if obj.segmap is not None:
+                others = (obj.segmap > 0) & (obj.segmap != obj.seglabel)
+                _add_outline(ax, others, x0, y0, scale, _PURPLE, lw=0.9)
+            other_name, other = ("inter", inter) if used != "inter" else ("union", union)
+            show_other = other is not None and objmask is not None and not np.array_equal(other, objmask)
+            if show_other:
+                _add_outline(ax, other, x0, y0, scale, "white", lw=0.9, ls=(0, (2, 1.5)))
+            n_obj = int(objmask.sum()) if objmask is not None else 0
+            n_sky = int(sky.sum()) if sky is not None else 0
+            ax.set_title(f"masks: object {n_obj} ({used}), sky {n_sky}", fontsize=7, pad=2)
+            handles = [Patch(color=_ORANGE, label=f"object ({used})"), Patch(color=_SKY, label="sky")]
+            if show_other:
+                handles.append(Patch(facecolor="none", edgecolor="white", ls="--", label=other_name))
+            if obj.segmap is not None and others.any():
+                handles.append(Patch(facecolor="none", edgecolor=_PURPLE, label="other segments"))
+            ax.legend(handles=handles, loc="lower left", fontsize=5.5, framealpha=0.6,
+                      facecolor="#404040", labelcolor="white", edgecolor="none",
+                      handlelength=0.9, handleheight=0.7, borderpad=0.3, labelspacing=0.2,
+                      borderaxespad=0.2)
+        else:
+            data, var = obj.images[tag]
+            scaled, vmin, vmax = _stretch(np.asarray(data, dtype=float), var, sky)
+            ax.imshow(scaled, origin="lower", cmap=gray, vmin=vmin, vmax=vmax, extent=extent,
+                      interpolation="nearest")
+            if k == 0 and obj.segmap is not None:
+                seg = obj.segmap
+                for lab in np.unique(seg[seg > 0]):
+                    if lab == obj.seglabel:
+                        continue
+                    m = seg == lab
+                    _add_outline(ax, m, x0, y0, scale, _PURPLE, lw=0.8)
+                    yy, xx = np.nonzero(m)
+                    ax.text((xx.mean() - x0) * scale, (yy.mean() - y0) * scale, str(lab),
+                            color=_PURPLE, fontsize=6.5, ha="center", va="center",
+                            fontweight="bold", clip_on=True)
+                if obj.seglabel:
+                    _add_outline(ax, seg == obj.seglabel, x0, y0, scale, _YELLOW, lw=1.0, ls="dashed")
+            if objmask is not None:
+                _add_outline(ax, objmask, x0, y0, scale, _ORANGE, lw=1.3)
+            ax.plot([0], [0], marker="+", color=_SKY, ms=7, mew=1.2)
+            if k == 0:
+                fwhm = _num(obj.header.get("PSFFWHM", "nan"))
+                if np.isfinite(fwhm) and fwhm > 0 and arcsec:
+                    cx = extent[0] + 0.1 * (extent[1] - extent[0]) + fwhm / 2
+                    cy = extent[2] + 0.1 * (extent[3] - extent[2]) + fwhm / 2
+                    ax.add_patch(Circle((cx, cy), fwhm / 2, fill=False, color=_GREEN, lw=1.0))
+                _compass(ax, obj.wcs, x0, y0, scale, extent)
+                _scale_bar(ax, extent, arcsec)
+                seg_note = f"; segment {obj.seglabel}" if obj.segmap is not None and obj.seglabel else ""
+                ax.set_title(f"{tag.replace('MUSE_', '').lower()} light{seg_note}", fontsize=7, pad=2)
+            else:
+                ax.set_title(tag, fontsize=7, pad=2)
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+    status = obj.status if len(obj.status) <= 70 else obj.status[:67] + "..."
+    fig.text(0.5, 0.975, f"ID {obj.id}  ·  {status}", ha="center", va="top", fontsize=8,
+             fontweight="bold")
+    size = _save(fig, path, dpi)
+    return PlotInfo(Path(path), size, tag=",".join(panels))
+
+
+# ----------------------------------------------------------------------------- spectrum figure
+def _smooth(flux: np.ndarray, var: np.ndarray | None, width: int):
+    """Inverse-variance weighted running mean over *width* channels (NaN-aware) and its variance."""
+    good = np.isfinite(flux) & (np.isfinite(var) & (var > 0) if var is not None else True)
+    if width <= 1:
+        return np.where(good, flux, np.nan), (None if var is None else np.where(good, var, np.nan))
+    w = np.where(good, 1.0 / var, 0.0) if var is not None else good.astype(float)
+    kernel = np.ones(int(width))
+    sw = np.convolve(w, kernel, mode="same")
+    swf = np.convolve(np.where(good, flux, 0.0) * w, kernel, mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sm = swf / sw
+        if var is not None:
+            svar = 1.0 / sw
+        else:
+            svar = None
+    gaps = np.convolve(good.astype(float), kernel, mode="same") < width / 2.0
+    sm[gaps] = np.nan
+    if svar is not None:
+        svar[gaps] = np.nan
+    return sm, svar
+
+
+def _limits(flux, var, smooth, wave, avoid):
+    """Robust y-limits of a spectrum plot.
+
+    The range holds the smoothed spectrum, emission and absorption lines included, but not the
+    residuals of bright sky lines (channels within 3 Angstrom of *avoid* are left out) nor lone
+    spikes: an excursion is shown in full up to 6 times the 0.5-99.5 percentile half-range.
+    """
+    vals = smooth if np.isfinite(smooth).any() else flux
+    keep = np.isfinite(vals)
+    if len(avoid):
+        near = np.abs(wave[:, None] - np.asarray(avoid)[None, :]).min(axis=1) < 3.0
+        if (keep & ~near).sum() > 10:
+            keep &= ~near
+    vals = vals[keep]
+    if vals.size == 0:
+        return -1.0, 1.0
+    p_lo, med, p_hi = np.percentile(vals, [0.5, 50.0, 99.5])
+    hi = min(float(vals.max()), p_hi + 6.0 * (p_hi - med))
+    lo = max(float(vals.min()), p_lo - 6.0 * (med - p_lo))
+    if var is not None:
+        sig = np.sqrt(var[np.isfinite(var) & (var > 0)])
+        if sig.size:
+            s = float(np.median(sig))
+            lo, hi = min(lo, med - 2.5 * s), max(hi, med + 2.5 * s)
+    if not hi > lo:
+        lo, hi = lo - 1.0, hi + 1.0
+    pad = 0.06 * (hi - lo)
+    return float(lo - pad), float(hi + 1.5 * pad)
+
+
+def _pick_tag(obj: ObjectData, tag: str | None) -> str:
+    """The spectrum to draw: *tag*, else the summary's ``SNRTAG`` unless a later step (xcorr,
+    deblend) added a better one (:data:`~ifu_extract.sourcefile.BEST_TAGS`)."""
+    if tag:
+        if tag not in obj.spectra:
+            raise KeyError(f"no spectrum {tag} (has {', '.join(sorted(obj.spectra))})")
+        return tag
+    best = best_tag(obj.spectra)
+    snrtag = str(obj.header.get("SNRTAG", "")).strip()
+    if snrtag in obj.spectra:
+        if best is not None and snrtag in BEST_TAGS and BEST_TAGS.index(best) < BEST_TAGS.index(snrtag):
+            return best
+        return snrtag
+    chosen = best or next(iter(sorted(obj.spectra)), None)
+    if chosen is None:
+        raise KeyError("the Source file has no spectrum")
+    return chosen
+
+
+def _reference_tag(obj: ObjectData, tag: str) -> str | None:
+    """A plain extraction to draw under a deblended / cross-correlated spectrum."""
+    if not tag.startswith(("DEBLEND", "XCOR")):
+        return None
+    for ref in ("MUSE_PSF_SKYSUB", "MUSE_WHITE_SKYSUB", "MUSE_TOT_SKYSUB", "MUSE_PSF", "MUSE_TOT"):
+        if ref in obj.spectra:
+            return ref
+    return None
+
+
+def _mark_lines(ax, waves, *, color, lw, alpha, ls="solid", ymin=0.0, ymax=1.0):
+    from matplotlib.transforms import blended_transform_factory
+
+    if not len(waves):
+        return
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    ax.vlines(waves, ymin, ymax, transform=trans, colors=color, linewidths=lw, alpha=alpha,
+              linestyles=ls, zorder=1)
+
+
+def _label_lines(ax, items, y, *, color, fontsize=5.5, min_sep_frac=0.011, va="bottom",
+                 rotation=90):
+    """Labels at axes height *y* (rotated), skipping ones that would overlap the previous."""
+    from matplotlib.transforms import blended_transform_factory
+
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    x0, x1 = ax.get_xlim()
+    last = -np.inf
+    for w, text in items:
+        if not text or not x0 <= w <= x1:
+            continue
+        if (w - last) < min_sep_frac * (x1 - x0):
+            continue
+        ax.text(w, y, text, transform=trans, rotation=rotation, fontsize=fontsize, color=color,
+                ha="center", va=va, clip_on=False)
+        last = w
+
+
+def _sky_label(line) -> str:
+    return f"{line.wave:.0f}" if line.species == "OH" else line.label
+
+
+def plot_spectrum(obj: ObjectData, path, *, tag: str | None = None, smooth: int = 5,
+                  dpi: int = DEFAULT_DPI) -> PlotInfo:
+    """Write the spectrum figure of one object (see the module description).
+
+    Parameters
+    ----------
+    obj : ObjectData
+    path : str or os.PathLike
+        PNG to write (atomically).
+    tag : str, optional
+        Spectrum to draw (default: the summary's ``SNRTAG``, or a better one added later).
+    smooth : int
+        Width (channels) of the inverse-variance weighted running mean drawn over the raw
+        spectrum; 1 draws the raw spectrum only.
+    dpi : int
+
+    Returns
+    -------
+    PlotInfo
+        With the sky lines and redshifted lines marked, and the plotted range.
+    """
+    tag = _pick_tag(obj, tag)
+    wave, flux, var = obj.spectra[tag]
+    finite = np.isfinite(flux)
+    if not finite.any():
+        raise ValueError(f"spectrum {tag} has no finite value")
+    idx = np.nonzero(finite)[0]
+    wmin, wmax = float(wave[idx[0]]), float(wave[idx[-1]])
+    span = max(wmax - wmin, 1.0)
+    xlim = (wmin - 0.005 * span, wmax + 0.005 * span)
+    has_sky = "MUSE_SKY" in obj.spectra
+    fig = _new_figure(*_SPEC_SIZE)
+    left, right, top = 0.075, 0.985, 0.80
+    if has_sky:
+        ax = fig.add_axes([left, 0.35, right - left, top - 0.35])
+        axs = fig.add_axes([left, 0.11, right - left, 0.21], sharex=ax)
+    else:
+        ax = fig.add_axes([left, 0.12, right - left, top - 0.12])
+        axs = None
+    smooth = max(int(smooth), 1)
+    sm, _ = _smooth(flux, var, smooth)
+    sig = None if var is None else np.sqrt(np.where(np.isfinite(var) & (var >= 0), var, np.nan))
+    ax.set_xlim(*xlim)
+    for lo, hi, _name in telluric_bands(*xlim, medium=obj.medium):
+        ax.axvspan(lo, hi, color="#f0f0f0", lw=0, zorder=0)
+    lines = sky_lines(*xlim, medium=obj.medium)
+    sky_w = [ln.wave for ln in lines]
+    strong = [ln.wave for ln in lines if ln.strong]
+    weak = [ln.wave for ln in lines if not ln.strong]
+    _mark_lines(ax, strong, color=_SKY, lw=0.7, alpha=0.6)
+    _mark_lines(ax, weak, color=_SKY, lw=0.5, alpha=0.35)
+    if sig is not None:
+        ax.fill_between(wave, flux - sig, flux + sig, color="#b9d7ec", lw=0, zorder=2)
+    ax.plot(wave, flux, color="#666666", lw=0.45, zorder=3)
+    ref = _reference_tag(obj, tag)
+    if ref is not None:
+        rw, rf, rv = obj.spectra[ref]
+        rsm, _ = _smooth(rf, rv, smooth)
+        ax.plot(rw, rsm, color=_ORANGE, lw=0.6, alpha=0.9, zorder=3)
+    if smooth > 1:
+        ax.plot(wave, sm, color="black", lw=0.7, zorder=4)
+    ax.axhline(0.0, color="#999999", lw=0.5, zorder=1)
+    ax.set_ylim(*_limits(flux, var, sm, wave, strong))
+    _label_lines(ax, [(ln.wave, _sky_label(ln) if ln.strong else "") for ln in lines], 1.01,
+                 color=_BLUE)
+    z = obj.z
+    z_marked = []
+    if np.isfinite(z) and z > -0.01:
+        items = []
+        for rest, label, _emission in _Z_LINES:
+            obs = rest * (1.0 + z)
+            obs = float(vacuum_to_air(obs)) if obj.medium == "air" else obs
+            if xlim[0] <= obs <= xlim[1]:
+                z_marked.append(obs)
+                items.append((obs, label))
+        _mark_lines(ax, z_marked, color=_GREEN, lw=0.9, alpha=0.9, ymin=0.93)
+        _label_lines(ax, items, 0.92, color=_GREEN, fontsize=6, va="top", rotation=0,
+                     min_sep_frac=0.022)
+    unit = obj.unit or "flux"
+    ax.set_ylabel(unit if len(unit) < 34 else "flux", fontsize=6.5, labelpad=2)
+    ax.tick_params(labelsize=7, length=2.5, pad=1.5)
+    if axs is not None:
+        sw, sf, _ = obj.spectra["MUSE_SKY"]
+        _mark_lines(axs, strong, color=_SKY, lw=0.7, alpha=0.6)
+        axs.plot(sw, sf, color=_BLUE, lw=0.5)
+        good = sf[np.isfinite(sf)]
+        if good.size:
+            lo, hi = np.percentile(good, [0.5, 99.9])
+            axs.set_ylim(min(lo, 0.0), hi + 0.05 * (hi - lo) if hi > lo else hi + 1.0)
+        axs.set_ylabel("local sky", fontsize=6.5, labelpad=2)
+        axs.tick_params(labelsize=7, length=2.5, pad=1.5)
+        ax.tick_params(labelbottom=False)
+        axs.set_xlabel(f"wavelength ({obj.medium}, Å)", fontsize=7, labelpad=1)
+    else:
+        ax.set_xlabel(f"wavelength ({obj.medium}, Å)", fontsize=7, labelpad=1)
+    snr = _num(obj.header.get("SNRMED", "nan"))
+    parts = [f"ID {obj.id}", tag, f"median S/N {snr:.1f}" if np.isfinite(snr) else "median S/N n/a"]
+    if np.isfinite(z):
+        parts.append(f"z = {z:.4f}")
+    parts.append(f"{obj.header.get('NSPAX', '?')} spaxels ({obj.header.get('MASKUSED', '?')}), "
+                 f"sky {obj.header.get('NSKY', '?')}")
+    status = obj.status if len(obj.status) <= 60 else obj.status[:57] + "..."
+    parts.append(status)
+    fig.text(0.5, 0.99, "  ·  ".join(str(p) for p in parts), ha="center", va="top", fontsize=8,
+             fontweight="bold")
+    key = ["grey: per channel", "blue band: ±1σ"]
+    if smooth > 1:
+        key.append(f"black: smoothed ({smooth} channels, 1/σ² weights)")
+    if ref is not None:
+        key.append(f"orange: {ref}")
+    key.append("blue lines: night-sky lines; shaded: telluric bands")
+    if z_marked:
+        key.append("green: lines at the catalogue z")
+    fig.text(0.5, 0.94, "; ".join(key), ha="center", va="top", fontsize=6.5, color="#444444")
+    size = _save(fig, path, dpi)
+    return PlotInfo(Path(path), size, sky_lines=sky_w, z_lines=z_marked, xlim=xlim, tag=tag)
+
+
+# ----------------------------------------------------------------------------- per object
+@dataclass
+class ObjectPlots:
+    """Outcome of the figures of one object.
+
+    Attributes
+    ----------
+    id : str
+    files : dict
+        ``{kind: path relative to OUTDIR}`` of the figures written (:data:`FIGURES`).
+    error : str
+        Why a figure could not be drawn ('' when all were).
+    seconds : float
+    """
+
+    id: str
+    files: dict = field(default_factory=dict)
+    error: str = ""
+    seconds: float = 0.0
+
+
+def plot_object(source_path, qa_dir, obj_id: str, *, segmap=None, tag: str | None = None,
+                smooth: int = 5, dpi: int = DEFAULT_DPI) -> ObjectPlots:
+    """Both figures of one object; failures are returned, never raised.
+
+    Parameters
+    ----------
+    source_path : str or os.PathLike
+    qa_dir : str or os.PathLike
+        Folder of the PNGs (``OUTDIR/qa``).
+    obj_id : str
+        Used in the file names ``<ID>_stamps.png`` / ``<ID>_spectrum.png``.
+    segmap, tag, smooth, dpi
+        As :func:`load_object`, :func:`plot_spectrum`.
+    """
+    t0 = time.perf_counter()
+    out = ObjectPlots(str(obj_id))
+    qa_dir = Path(qa_dir)
+    try:
+        obj = load_object(source_path, segmap=segmap)
+    except Exception as exc:  # noqa: BLE001 - one bad file never stops the report
+        out.error = f"cannot read {Path(source_path).name}: {_reason(exc)}"
+        out.seconds = time.perf_counter() - t0
+        return out
+    errors = []
+    for kind, func, kwargs in (("stamps", plot_stamps, {}),
+                               ("spectrum", plot_spectrum, {"tag": tag, "smooth": smooth})):
+        name = f"{obj_id}_{kind}.png"
+        try:
+            func(obj, qa_dir / name, dpi=dpi, **kwargs)
+            out.files[kind] = f"{QA_DIR}/{name}"
+        except Exception as exc:  # noqa: BLE001 - reported in the index, the others go on
+            errors.append(f"{kind}: {_reason(exc)}")
+    out.error = "; ".join(errors)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, KeyError):
+        text = str(exc.args[0]) if exc.args else text
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, (KeyError, ValueError)) else text
+
+
+# Set in the parent before the workers fork, so that a large map is not pickled per job.
+_WORKER = {"segmap": None}
+
+
+def _plot_jobs(jobs) -> list[ObjectPlots]:
+    import warnings
+
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for source, qa_dir, obj_id, kwargs in jobs:
+            out.append(plot_object(source, qa_dir, obj_id, segmap=_WORKER["segmap"], **kwargs))
+    return out
+
+
+# ----------------------------------------------------------------------------- index page
+def _asset(name: str) -> str:
+    return (resources.files("ifu_extract") / "data" / name).read_text(encoding="utf-8")
+
+
+_NUMERIC = ("SNR_MEDIAN", "N_SPAXELS", "N_SKY", "WHITE_FLUX", "WHITE_FLUX_ERR", "RA", "DEC", "Z")
+
+
+def _fmt(col: str, text: str) -> str:
+    if col in ("SNR_MEDIAN",):
+        v = _num(text)
+        return "–" if not np.isfinite(v) else f"{v:.1f}"
+    if col in ("WHITE_FLUX", "WHITE_FLUX_ERR"):
+        v = _num(text)
+        if not np.isfinite(v):
+            return "–"
+        if v == 0 or 1e-3 <= abs(v) < 1e7:   # 4 significant digits, no exponent
+            digits = 0 if v == 0 else max(0, 3 - int(np.floor(np.log10(abs(v)))))
+            return f"{v:.{digits}f}"
+        return f"{v:.3e}"
+    if col in ("RA", "DEC"):
+        v = _num(text)
+        return "–" if not np.isfinite(v) else f"{v:.6f}"
+    return text if text.strip() else "–"
+
+
+def _sort_value(col: str, text: str) -> str:
+    if col in _NUMERIC:
+        v = _num(text)
+        return "" if not np.isfinite(v) else text.strip()
+    return text
+
+
+def write_index(outdir, columns: list[str], rows: list[dict], plots: dict, *,
+                title: str | None = None, notes: list[str] | None = None) -> Path:
+    """Write ``OUTDIR/index.html`` (atomically): one table row per summary row.
+
+    Parameters
+    ----------
+    outdir : str or os.PathLike
+    columns : list of str
+        Summary columns (from :func:`read_summary`).
+    rows : list of dict
+        Summary rows, in the order to show.
+    plots : dict
+        ``{ID: ObjectPlots}``; objects without an entry have no figures.
+    title : str, optional
+        Page title (default: ``ifu-extract QA report: <folder name>``).
+    notes : list of str, optional
+        Extra lines under the title (cubes, segmentation map used...).
+
+    Returns
+    -------
+    pathlib.Path
+        The index file.
+    """
+    outdir = Path(outdir)
+    esc = html.escape
+    title = title or f"ifu-extract QA report: {outdir.resolve().name}"
+    ids_numeric = all(_is_int(r["ID"]) for r in rows) and rows
+    counts = {"ok": 0, "flag": 0, "failed": 0}
+    for r in rows:
+        counts[status_group(r)] += 1
+    unit = next((r.get("FLUX_UNIT", "") for r in rows if r.get("FLUX_UNIT", "").strip()), "")
+    has_z = "Z" in columns
+    # (header, column, sort kind, tooltip)
+    cols = [("#", None, "num", "row of the catalogue"),
+            ("ID", "ID", "num" if ids_numeric else "text", "object ID (links to the Source file)"),
+            ("Status", "STATUS", "text", "ok, the fallback used, or why the object failed"),
+            ("S/N", "SNR_MEDIAN", "num", "median S/N per channel of the SNR tag"),
+            ("Tag", "SNR_TAG", "text", "spectrum of the S/N (and of the figure)"),
+            ("Spaxels", "N_SPAXELS", "num", "spaxels in the object mask"),
+            ("Sky", "N_SKY", "num", "spaxels in the sky mask"),
+            ("Mask", "MASKUSED", "text", "object mask used"),
+            ("White flux", "WHITE_FLUX", "num", f"white-light flux in the object mask ({unit})"),
+            ("±", "WHITE_FLUX_ERR", "num", "its error")]
+    if has_z:
+        cols.append(("z", "Z", "num", "catalogue redshift"))
+    cols += [("RA", "RA", "num", "degrees"), ("Dec", "DEC", "num", "degrees"),
+             ("Notes", "NOTES", "text", "extraction and figure notes"),
+             ("Stamps", None, None, "white light with segmentation and masks; click to enlarge"),
+             ("Spectrum", None, None, "spectrum with ±1σ band and sky lines; click to enlarge")]
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{esc(title)}</title>", f"<style>\n{_asset('report.css')}</style>", "</head>",
+           "<body>", f"<h1>{esc(title)}</h1>",
+           '<p class="counts">'
+           f'{len(rows)} objects: <span class="badge ok">{counts["ok"]} ok</span> '
+           f'<span class="badge flag">{counts["flag"]} with a fallback</span> '
+           f'<span class="badge failed">{counts["failed"]} failed</span></p>']
+    for line in notes or []:
+        out.append(f'<p class="note">{esc(line)}</p>')
+    out.append('<p class="note">Click a column header to sort (again to reverse); click a figure '
+               "to open it full size. Rows: green ok, amber a fallback was used, red no spectrum."
+               "</p>")
+    out.append('<div class="controls" id="controls" hidden>'
+               '<label>Show <select id="group-filter"><option value="">all</option>'
+               '<option value="ok">ok</option><option value="flag">with a fallback</option>'
+               '<option value="failed">failed</option><option value="problem">not ok</option>'
+               '</select></label> <label>Find <input id="text-filter" type="search" '
+               'placeholder="ID or status"></label> <span id="shown"></span></div>')
+    out.append('<table id="objects" class="report">')
+    head = []
+    for name, _col, kind, tip in cols:
+        attr = f' data-sort="{kind}"' if kind else ""
+        head.append(f'<th{attr} title="{esc(tip, quote=True)}">{esc(name)}</th>')
+    out.append("<thead><tr>" + "".join(head) + "</tr></thead>")
+    out.append("<tbody>")
+    for i, r in enumerate(rows, start=1):
+        group = status_group(r)
+        obj_id = r["ID"]
+        p = plots.get(obj_id)
+        cells = []
+        for name, col, kind, _tip in cols:
+            if name == "#":
+                cells.append(f'<td data-value="{i}">{i}</td>')
+            elif col == "ID":
+                text = esc(obj_id)
+                fname = r.get("FILE", "").strip()
+                if fname and (outdir / fname).is_file():
+                    text = f'<a href="{esc(quote(fname), quote=True)}" title="Source file">{text}</a>'
+                cells.append(f'<td data-value="{esc(obj_id, quote=True)}">{text}</td>')
+            elif col == "STATUS":
+                rank = {"failed": 0, "flag": 1, "ok": 2}[group]
+                cells.append(f'<td class="status" data-value="{rank}:{esc(r["STATUS"], quote=True)}">'
+                             f'{esc(r["STATUS"] or "–")}</td>')
+            elif col == "NOTES":
+                note = r.get("NOTES", "")
+                if p is not None and p.error:
+                    note = (note + "; " if note else "") + f"figure failed: {p.error}"
+                cells.append(f'<td class="notes">{esc(note) if note else "–"}</td>')
+            elif col is None:   # a figure column
+                kind_name = "stamps" if name == "Stamps" else "spectrum"
+                rel = p.files.get(kind_name) if p is not None else None
+                if rel:
+                    href = esc(quote(rel), quote=True)
+                    cells.append(f'<td class="fig"><a href="{href}"><img src="{href}" loading="lazy" '
+                                 f'class="{kind_name}" alt="{kind_name} of {esc(obj_id, quote=True)}">'
+                                 "</a></td>")
+                else:
+                    cells.append('<td class="fig empty">–</td>')
+            else:
+                text = r.get(col, "")
+                cells.append(f'<td data-value="{esc(_sort_value(col, text), quote=True)}">'
+                             f"{esc(_fmt(col, text))}</td>")
+        out.append(f'<tr id="obj-{esc(obj_id, quote=True)}" class="{group}" data-group="{group}">'
+                   + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    out.append(f'<p class="footer">Made by ifu-extract {esc(__version__)} '
+               "(<code>ifu-extract report</code>). Spectra: <code>sources/&lt;ID&gt;.fits</code> "
+               "(MPDAF Source layout); table: <code>summary.tsv</code>.</p>")
+    out.append(f"<script>\n{_asset('report.js')}</script>")
+    out += ["</body>", "</html>", ""]
+    dest = outdir / "index.html"
+    with atomic_path(dest, suffix=".html") as tmp:
+        Path(tmp).write_text("\n".join(out), encoding="utf-8")
+    return dest
+
+
+def _is_int(text: str) -> bool:
+    return str(text).lstrip("+-").isdigit()
+
+
+# ----------------------------------------------------------------------------- the report
+@dataclass
+class ReportResult:
+    """What :func:`make_report` did.
+
+    Attributes
+    ----------
+    index : pathlib.Path
+        ``OUTDIR/index.html``.
+    n_objects : int
+        Summary rows listed.
+    plots : dict
+        ``{ID: ObjectPlots}`` of the objects with a Source file (empty without plots).
+    segmap : str
+        The segmentation map drawn ('' when none).
+    seconds : float
+        Wall time of the figures.
+    """
+
+    index: Path
+    n_objects: int
+    plots: dict = field(default_factory=dict)
+    segmap: str = ""
+    seconds: float = 0.0
+
+    @property
+    def n_plotted(self) -> int:
+        """Objects with both figures."""
+        return sum(1 for p in self.plots.values() if len(p.files) == len(FIGURES))
+
+    @property
+    def failures(self) -> dict:
+        """``{ID: reason}`` of objects whose figures failed."""
+        return {k: p.error for k, p in self.plots.items() if p.error}
+
+    @property
+    def seconds_per_object(self) -> float:
+        n = len(self.plots)
+        return self.seconds / n if n else 0.0
+
+
+def _resolve_segmap(outdir: Path, segmap):
+    """The segmentation map to draw: the one given, else OUTDIR's masks or segmap file."""
+    from .segmap import SegMap, read_segmap
+
+    if isinstance(segmap, SegMap):
+        return segmap
+    if segmap is not None:
+        return read_segmap(segmap)
+    for name, ext in (("masks.fits", "SEGMAP"), ("segmap.fits", None)):   # what 'run' writes
+        auto = outdir / name
+        if auto.is_file():
+            try:
+                return read_segmap(auto, ext=ext)
+            except InputError as exc:
+                log.debug(f"report: {auto.name} not used for the segmentation ({exc.oneline()})")
+    return None
+
+
+def _blocks(seq, n):
+    k, r = divmod(len(seq), n)
+    out, start = [], 0
+    for i in range(n):
+        stop = start + k + (1 if i < r else 0)
+        if stop > start:
+            out.append(seq[start:stop])
+        start = stop
+    return out
+
+
+def make_report(outdir, *, threads: int = 1, plots: bool = True, segmap=None,
+                tag: str | None = None, smooth: int = 5, dpi: int = DEFAULT_DPI,
+                title: str | None = None, progress=None) -> ReportResult:
+    """Write the QA report of an output folder: ``qa/<ID>_*.png`` and ``index.html``.
+
+    Parameters
+    ----------
+    outdir : str or os.PathLike
+        A folder written by ``extract``, ``run`` or ``merge`` (``summary.tsv`` and ``sources/``).
+    threads : int
+        Worker processes for the figures.
+    plots : bool
+        Draw the figures; False writes the index table alone (fast).
+    segmap : str or os.PathLike or SegMap, optional
+        Segmentation map to outline on the stamps (a ``detect --segmap`` output, a masks file, or
+        any labelled FITS image with WCS, on any grid).  Default: ``OUTDIR/masks.fits`` or
+        ``OUTDIR/segmap.fits`` (what ``run`` writes) when present, else none.
+    tag : str, optional
+        Spectrum to draw for every object (default: the summary's ``SNR_TAG``).
+    smooth : int
+        Channels of the smoothed curve drawn over the spectrum (1: none).
+    dpi : int
+        Figure resolution.
+    title : str, optional
+        Title of the page (default: ``ifu-extract QA report: <cube name>``).
+    progress : callable, optional
+        Called with the number of objects done, as they finish.
+
+    Returns
+    -------
+    ReportResult
+
+    Raises
+    ------
+    InputError
+        *outdir* is not a folder, has no (valid) ``summary.tsv``, or *segmap* is unreadable.
+        Nothing is written then.
+    """
+    outdir = Path(outdir)
+    if not outdir.is_dir():
+        raise InputError(outdir, "is not a folder", "give the output folder of 'ifu-extract extract' or 'run'")
+    columns, rows = read_summary(outdir / "summary.tsv")
+    seg = _resolve_segmap(outdir, segmap) if plots else None
+    if int(smooth) < 1:
+        raise InputError("--smooth", "must be at least 1", "give a width in channels")
+    notes = []
+    cubes = _cube_names(outdir, rows)
+    if cubes:
+        notes.append("Cube: " + ", ".join(cubes))
+        title = title or f"ifu-extract QA report: {', '.join(cubes)}"
+    if seg is not None:
+        notes.append(f"Segmentation map: {seg.path.name} (outlines on the stamps)")
+    results: dict[str, ObjectPlots] = {}
+    t0 = time.perf_counter()
+    if plots:
+        qa_dir = ensure_dir(outdir / QA_DIR)
+        kwargs = {"tag": tag, "smooth": int(smooth), "dpi": int(dpi)}
+        jobs = []
+        for r in rows:
+            fname = r.get("FILE", "").strip()
+            if not fname:
+                continue
+            src = outdir / fname
+            if not src.is_file():
+                results[r["ID"]] = ObjectPlots(r["ID"], error=f"Source file {fname} is missing")
+                continue
+            jobs.append((str(src), str(qa_dir), r["ID"], kwargs))
+        if progress and len(rows) > len(jobs):
+            progress(len(rows) - len(jobs))   # rows without a Source file: nothing to draw
+        _WORKER["segmap"] = None if seg is None else _SegmapSampler(seg)
+        try:
+            threads = max(1, min(int(threads), len(jobs) or 1))
+            if threads == 1:
+                for job in jobs:
+                    (res,) = _plot_jobs([job])
+                    results[res.id] = res
+                    if progress:
+                        progress(1)
+            else:
+                import multiprocessing as mp
+
+                ctx = mp.get_context("fork") if os.name == "posix" else None
+                blocks = _blocks(jobs, min(len(jobs), threads * 4))
+                with ProcessPoolExecutor(max_workers=threads, mp_context=ctx) as pool:
+                    for block, out in zip(blocks, pool.map(_plot_jobs, blocks)):
+                        for res in out:
+                            results[res.id] = res
+                        if progress:
+                            progress(len(block))
+        finally:
+            _WORKER["segmap"] = None
+        for obj_id, res in results.items():
+            if res.error:
+                warn_object(obj_id, f"QA figure failed: {res.error}")
+    seconds = time.perf_counter() - t0
+    index = write_index(outdir, columns, rows, results, title=title, notes=notes)
+    return ReportResult(index, len(rows), results, "" if seg is None else str(seg.path), seconds)
+
+
+def _cube_names(outdir: Path, rows: list[dict]) -> list[str]:
+    """Name of the cube the Source files were made from (from the first readable header)."""
+    for r in rows:
+        fname = r.get("FILE", "").strip()
+        if not fname:
+            continue
+        try:
+            name = str(fits.getheader(outdir / fname, 0).get("CUBE", "")).strip()
+        except Exception:  # noqa: BLE001 - unreadable files are reported by the figures
+            continue
+        if name:
+            return [name]
+    return []
