@@ -59,15 +59,15 @@ def open_fits(path, what: str = "FITS file") -> fits.HDUList:
     if not path.exists():
         raise InputError(path, "no such file", "check the path")
     if path.is_dir():
-        raise InputError(path, "is a folder, not a " + what, "give the file itself")
+        raise InputError(path, f"is a folder, not {_article(what)} {what}", "give the file itself")
     try:
         with open(path, "rb") as fh:
             head = fh.read(9)
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror})", "check its permissions") from None
     if head != _FITS_MAGIC and not path.name.endswith((".gz", ".fz")):
-        raise InputError(path, f"is not a FITS file (it does not start with 'SIMPLE')",
-                         f"give a {what} in FITS format")
+        raise InputError(path, "is not a FITS file (it does not start with 'SIMPLE')",
+                         f"give {_article(what)} {what} in FITS format")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", fits.verify.VerifyWarning)
@@ -89,6 +89,10 @@ def open_fits(path, what: str = "FITS file") -> fits.HDUList:
                              f"{offset + nbytes} bytes, the file has {size})",
                              "re-download or re-create the file")
     return hdul
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _find_ext(hdul: fits.HDUList, key, path, role: str) -> int:

@@ -132,9 +132,8 @@ def add_provenance(header: fits.Header, tool: str, inputs: dict | None = None,
     header["IFXVER"] = (__version__, "ifu-extract version")
     header["IFXTOOL"] = (tool, "ifu-extract microtool")
     header["DATE"] = (iso_date(), "UTC date the file was written")
-    for i, (role, path) in enumerate(sorted((inputs or {}).items()), start=1):
-        if path is None:
-            continue
+    given = sorted((role, path) for role, path in (inputs or {}).items() if path is not None)
+    for i, (role, path) in enumerate(given, start=1):
         header[f"IFXIN{i}"] = (Path(str(path)).name[:60], f"input: {role}")
     for key, value in sorted((params or {}).items()):
         header.add_history(f"ifu-extract {tool}: {key}={value}"[:72])

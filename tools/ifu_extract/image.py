@@ -218,7 +218,14 @@ def read_image(path, *, ext=None, var_ext=None) -> Image:
             vname = next((n for n in ("STAT", "VAR", "IVAR", "ERR") if n in names
                           and hdul[names.index(n)].header.get("NAXIS") == 2), None)
         if vname is not None:
-            vidx = int(vname) if str(vname).isdigit() else names.index(str(vname).upper())
+            if str(vname).isdigit() and int(vname) < len(hdul):
+                vidx = int(vname)
+            elif str(vname).upper() in names:
+                vidx = names.index(str(vname).upper())
+            else:
+                listing = ", ".join(f"{i}:{n or '-'}" for i, n in enumerate(names))
+                raise InputError(path, f"has no extension {vname!r} for the variance (extensions: {listing})",
+                                 "choose one with --var-ext")
             raw = np.asarray(hdul[vidx].data, dtype=np.float32)
             if raw.shape == data.shape:
                 kind = hdul[vidx].name.upper()

@@ -1,0 +1,240 @@
+"""``ifu-extract detect IMAGE_OR_CUBE -o CATALOG``: SEP source detection.
+
+Every SEP parameter is one option, with the bounds that the Galaxy wrapper mirrors.  The
+science is in :mod:`ifu_extract.detect`; this module maps options, reads and writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+
+import click
+from astropy.io import fits
+
+from ..catalog import write_catalog
+from ..detect import DEFAULTS, FILTER_TYPES, KERNELS, THRESH_TYPES, DetectionWarning
+from ..errors import InputError
+from ..fitsout import add_provenance, atomic_path, write_hdulist
+from ._options import cube_options, report
+from .image import image_options
+
+__all__ = ["cmd", "CATALOG_FORMATS"]
+
+CATALOG_FORMATS = ("auto", "tsv", "csv", "ecsv", "fits")
+
+
+def _check_writable(path, option: str) -> None:
+    """Fail before the work, not after it, when an output cannot be written."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError(path, f"is a folder ({option} needs a file name)",
+                         f"give a file path to {option}")
+    if not parent.is_dir():
+        raise InputError(path, "the output folder does not exist",
+                         f"create it or choose another {option}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(path, "the output folder is not writable", f"choose another {option}")
+
+
+def _check_image_hdu(data, image, result, product: str, bunit: str | None, inputs, params):
+    hdr = fits.Header() if image.wcs is None else image.wcs.to_header(relax=True)
+    hdr["IFXPROD"] = (product, "ifu-extract detect product")
+    if bunit:
+        hdr["BUNIT"] = bunit
+    for key, value in image.meta.items():
+        hdr[key] = value
+    hdr["THRTYPE"] = (result.params["thresh_type"], "detection threshold type")
+    hdr["THRESH"] = (result.params["thresh"], "detection threshold (sigma, or image units)")
+    hdr["THRLEVEL"] = (result.threshold, "detection threshold, image units")
+    hdr["GLOBBACK"] = (result.global_back, "global background, image units")
+    hdr["GLOBRMS"] = (result.global_rms, "global background RMS, image units")
+    hdr["NSOURCES"] = (len(result), "sources detected")
+    add_provenance(hdr, "detect", inputs, params)
+    # One primary HDU, as SExtractor check images: ds9, MPDAF and read_image all open it.
+    return fits.HDUList([fits.PrimaryHDU(data, hdr)])
+
+
+@click.command("detect")
+@click.argument("image_or_cube", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output catalogue: ID, x, y, RA, DEC, a, b, theta, flux, flux_err, "
+                   "kron_radius, flag, and more.")
+@click.option("--catalog-format", type=click.Choice(CATALOG_FORMATS), default="auto",
+              show_default=True,
+              help="Catalogue format; 'auto' follows the suffix (.fits, .ecsv, .csv; else TSV).")
+@click.option("--segmap", type=click.Path(dir_okay=False), default=None,
+              help="Write the segmentation map (FITS, int32 labels = catalogue IDs, input WCS).")
+@click.option("--background", type=click.Path(dir_okay=False), default=None,
+              help="Write the background map (FITS, input WCS).")
+@click.option("--rms", type=click.Path(dir_okay=False), default=None,
+              help="Write the background RMS map (FITS, input WCS).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG of the image (arcsinh scale) with Kron apertures and IDs.")
+@image_options
+@cube_options
+@click.option("--allow-no-wcs", is_flag=True,
+              help="Accept a FITS image without celestial WCS (RA/DEC are then NaN); TIFF "
+                   "images never have one.")
+@click.option("--mask", "mask_path", type=click.Path(dir_okay=False), default=None,
+              help="Mask image (FITS or TIFF) on the image grid: pixels above --mask-thresh "
+                   "are ignored.")
+@click.option("--mask-thresh", type=float, default=DEFAULTS["mask_thresh"], show_default=True,
+              help="Mask pixels whose mask value is greater than this.")
+@click.option("--back-size", type=click.IntRange(min=1), default=DEFAULTS["back_size"],
+              show_default=True,
+              help="Background box size, pixels (larger than the image: one box).")
+@click.option("--back-filter-size", type=click.IntRange(min=1),
+              default=DEFAULTS["back_filter_size"], show_default=True,
+              help="Median filter of the background boxes, in boxes.")
+@click.option("--back-filter-thresh", type=click.FloatRange(min=0),
+              default=DEFAULTS["back_filter_thresh"], show_default=True,
+              help="Median-filter only boxes departing from their neighbours by more than "
+                   "this, image units.")
+@click.option("--back-mask-sources/--no-back-mask-sources",
+              default=DEFAULTS["back_mask_sources"], show_default=True,
+              help="Re-estimate the background with the detected sources masked, then detect "
+                   "again (better in crowded fields); --no-back-mask-sources: one SExtractor "
+                   "pass.")
+@click.option("--back-mask-dilate", type=click.FloatRange(min=0, max=50),
+              default=DEFAULTS["back_mask_dilate"], show_default=True,
+              help="Grow the source mask of the second background pass by this radius, pixels.")
+@click.option("--thresh", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS["thresh"],
+              show_default=True,
+              help="Detection threshold, in sigma of --thresh-type (image units for absolute).")
+@click.option("--thresh-type", type=click.Choice(THRESH_TYPES), default=DEFAULTS["thresh_type"],
+              show_default=True,
+              help="Sigma of the threshold: global background RMS, local RMS map, the "
+                   "image's variance (STAT), or none (absolute).")
+@click.option("--minarea", type=click.IntRange(min=1), default=DEFAULTS["minarea"],
+              show_default=True, help="Minimum number of pixels above the threshold.")
+@click.option("--filter-kernel", type=click.Choice(KERNELS), default=DEFAULTS["kernel"],
+              show_default=True,
+              help="Detection filter: SExtractor's 3x3 (default), a Gaussian of --filter-fwhm, "
+                   "or none.")
+@click.option("--filter-file", type=click.Path(dir_okay=False), default=None,
+              help="Custom filter kernel: a text file of numbers, one row per line "
+                   "(numpy.loadtxt; SExtractor .conv accepted). Overrides --filter-kernel.")
+@click.option("--filter-fwhm", type=click.FloatRange(min=0, min_open=True, max=30),
+              default=DEFAULTS["kernel_fwhm"], show_default=True,
+              help="FWHM of the Gaussian filter kernel, pixels.")
+@click.option("--filter-type", type=click.Choice(FILTER_TYPES), default=DEFAULTS["filter_type"],
+              show_default=True,
+              help="conv: threshold in unfiltered sigma (SExtractor); matched: in filtered "
+                   "sigma with a noise map (needs a higher --thresh).")
+@click.option("--deblend-nthresh", type=click.IntRange(min=1, max=256),
+              default=DEFAULTS["deblend_nthresh"], show_default=True,
+              help="Number of deblending levels.")
+@click.option("--deblend-cont", type=click.FloatRange(min=0, max=1),
+              default=DEFAULTS["deblend_cont"], show_default=True,
+              help="Minimum contrast for deblending (1 disables deblending).")
+@click.option("--clean/--no-clean", default=DEFAULTS["clean"], show_default=True,
+              help="Remove spurious detections in the wings of bright objects.")
+@click.option("--clean-param", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULTS["clean_param"], show_default=True,
+              help="Cleaning efficiency (SExtractor CLEAN_PARAM).")
+@click.option("--kron-factor", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULTS["kron_factor"], show_default=True,
+              help="Kron aperture size, in first-moment (Kron) radii.")
+@click.option("--kron-min", type=click.FloatRange(min=0),
+              default=DEFAULTS["kron_min"], show_default=True,
+              help="Minimum Kron aperture, in units of the isophotal a and b.")
+@click.option("--min-radius", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULTS["min_radius"], show_default=True,
+              help="Circular aperture radius for sources smaller than a Kron aperture, pixels.")
+def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wave_range,
+        line, width, side_width, gap, data_ext, var_ext, dq_ext, allow_no_wcs, mask_path,
+        mask_thresh, back_size, back_filter_size, back_filter_thresh, back_mask_sources,
+        back_mask_dilate, thresh, thresh_type,
+        minarea, filter_kernel, filter_file, filter_fwhm, filter_type, deblend_nthresh,
+        deblend_cont, clean, clean_param, kron_factor, kron_min, min_radius):
+    """Detect sources in IMAGE_OR_CUBE with SEP (SExtractor's algorithms).
+
+    IMAGE_OR_CUBE is a FITS cube (collapsed to white light, or to the band of --wave-range or
+    --line, as in `ifu-extract image`), a FITS image (DATA/SCI/primary, with STAT/VAR/ERR
+    used for flux errors), or a single-channel TIFF; --data-ext/--var-ext also name the
+    extensions of a FITS image.  Positions are windowed centroids (0-based pixels, x fast
+    axis) and RA/DEC from the WCS; fluxes are Kron fluxes.  The optional segmentation,
+    background and RMS maps (FITS, input WCS) and PNG are written with the catalogue, all
+    or none.
+    """
+    from .. import detect as lib  # SEP is imported only when the verb runs
+
+    if line is not None and wave_range:
+        raise click.UsageError("--line and --wave-range are exclusive")
+    if filter_file is not None and filter_kernel != "default":
+        raise click.UsageError("--filter-file and --filter-kernel are exclusive")
+    outputs = {"-o": output, "--segmap": segmap, "--background": background, "--rms": rms,
+               "--plot": plot}
+    for option, path in outputs.items():
+        if path is not None:
+            _check_writable(path, option)
+    given = [p for p in outputs.values() if p is not None]
+    if len({os.path.abspath(p) for p in given}) < len(given):
+        raise click.UsageError("two outputs have the same file name")
+
+    image, kind = lib.read_detection_image(
+        image_or_cube, wave_range=tuple(wave_range) if wave_range else None, line=line,
+        width=width, side_width=side_width, gap=gap, data_ext=data_ext, var_ext=var_ext,
+        dq_ext=dq_ext)
+    if image.wcs is None and kind == "fits" and not allow_no_wcs:
+        raise InputError(image_or_cube, "has no celestial WCS, so the catalogue cannot have RA/DEC",
+                         "add CTYPE/CRVAL/CRPIX/CD keywords, or pass --allow-no-wcs")
+    mask = lib.read_mask(mask_path, image) if mask_path else None
+    kernel = lib.load_kernel(filter_file) if filter_file else filter_kernel
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DetectionWarning)
+        result = lib.detect_sources(
+            image, back_size=back_size, back_filter_size=back_filter_size,
+            back_filter_thresh=back_filter_thresh, back_mask_sources=back_mask_sources,
+            back_mask_dilate=back_mask_dilate, mask=mask, mask_thresh=mask_thresh,
+            thresh=thresh, thresh_type=thresh_type, minarea=minarea, kernel=kernel,
+            kernel_fwhm=filter_fwhm, filter_type=filter_type, deblend_nthresh=deblend_nthresh,
+            deblend_cont=deblend_cont, clean=clean, clean_param=clean_param,
+            kron_factor=kron_factor, kron_min=kron_min, min_radius=min_radius)
+    for w in caught:
+        if issubclass(w.category, DetectionWarning):
+            click.echo(f"warning: {Path(image_or_cube).name}: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    inputs = {role: path for role, path in
+              (("image", image_or_cube), ("mask", mask_path), ("filter", filter_file)) if path}
+    params = {k: v for k, v in result.params.items()
+              if k not in ("masked_pixels", "back_masked_pixels")}
+    if kind == "cube":
+        params.update({"wave_range": wave_range, "line": line, "width": width if line else None})
+    params = {k: v for k, v in params.items() if v is not None and v != ()}
+    table = result.catalog
+    table.meta["IMAGE"] = Path(image_or_cube).name
+    table.meta["IMGKIND"] = kind
+
+    # All outputs are written to temporary files and renamed together at the end: an error
+    # in any of them leaves no output at all.
+    with contextlib.ExitStack() as stack:
+        tmp_cat = stack.enter_context(atomic_path(output, suffix=Path(output).suffix or ".tsv"))
+        write_catalog(table, tmp_cat, catalog_format)
+        unit = image.unit or None
+        for path, data, product, bunit in (
+                (segmap, result.segmap, "SEGMENTATION", None),
+                (background, result.background, "BACKGROUND", unit),
+                (rms, result.rms, "BACKGROUND_RMS", unit)):
+            if path is None:
+                continue
+            tmp = stack.enter_context(atomic_path(path, suffix=".fits"))
+            hdul = _check_image_hdu(data, image, result, product, bunit, inputs, params)
+            write_hdulist(hdul, tmp)
+        if plot is not None:
+            from ..detect_plot import plot_detections
+
+            tmp = stack.enter_context(atomic_path(plot, suffix=".png"))
+            plot_detections(image, result, tmp, title=Path(image_or_cube).name)
+    plural = "" if len(result) == 1 else "s"
+    report(f"detected {len(result)} source{plural} in {Path(image_or_cube).name} ({kind}, "
+           f"{image.shape[1]} x {image.shape[0]} pixels, threshold {result.threshold:.4g}); "
+           f"wrote {output}")
+
