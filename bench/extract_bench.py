@@ -91,8 +91,8 @@ def make_big_cube(path: Path, nobj: int, shape=(3681, 300, 300), seed=42):
     nw, ny, nx = shape
     rng = np.random.default_rng(seed)
     wave = 4749.89 + 1.25 * np.arange(nw)
-    xs = rng.uniform(8, nx - 9, nobj)
-    ys = rng.uniform(8, ny - 9, nobj)
+    xs = rng.uniform(13, nx - 14, nobj)  # stamps of +-12 spaxels stay inside
+    ys = rng.uniform(13, ny - 14, nobj)
     levels = 10 ** rng.uniform(0.5, 2.0, nobj)
     slopes = rng.uniform(-0.5, 0.8, nobj)
     hdr = synth._header(shape, wave[0], 1.25, 0.2, 63.3554, 10.4656, (0.85, 0.60), 2.8, wave)

@@ -37,6 +37,7 @@ _ROUTES = {
     "minarea": [("detect", "minarea")],
     "size": [("mask", "size")],
     "mode": [("mask", "mode")],
+    "voronoi": [("mask", "voronoi")],
     "fwhm": [("mask", "fwhm"), ("extract", "fwhm")],
     "beta": [("extract", "beta")],
     "apertures": [("extract", "apertures")],
@@ -73,6 +74,8 @@ _ROUTES = {
               help="Box side per object, arcsec (a catalogue SIZE column wins).")
 @click.option("--mode", type=click.Choice(["union", "inter"]), default=None,
               help="Object mask: union or intersection of the segmentation maps.")
+@click.option("--voronoi", is_flag=True, default=None,
+              help="Split segments shared by several catalogue objects into Voronoi cells.")
 @click.option("--fwhm", type=click.FloatRange(min=0, min_open=True), default=None,
               help="PSF FWHM, arcsec [default: FSF keywords of the cube].")
 @click.option("--beta", type=click.FloatRange(min=1, min_open=True), default=None, help="PSF Moffat beta.")
