@@ -250,13 +250,20 @@ class Cube:
         z1 = self.nwave if z1 is None else min(int(z1), self.nwave)
         z0 = max(int(z0), 0)
         out_shape = (z1 - z0, y1 - y0, x1 - x0)
-        data = np.full(out_shape, np.nan, dtype=np.float32)
-        var = np.full(out_shape, np.nan, dtype=np.float32) if (with_var and self.has_var) else None
+        want_var = with_var and self.has_var
         cx0, cx1 = max(x0, 0), min(x1, self.nx)
         cy0, cy1 = max(y0, 0), min(y1, self.ny)
+        src = (slice(z0, z1), slice(cy0, cy1), slice(cx0, cx1))
+        if (cx0, cx1, cy0, cy1) == (x0, x1, y0, y1) and z1 > z0:
+            # Whole box inside the cube: one converting copy, no padding buffer.
+            data = np.array(self._read(self.data_ext, src), dtype=np.float32)
+            var = np.array(self._convert_var(self._read(self.var_ext, src)), dtype=np.float32) if want_var else None
+            self._apply_quality(data, var, src, (slice(None),) * 3)
+            return data, var
+        data = np.full(out_shape, np.nan, dtype=np.float32)
+        var = np.full(out_shape, np.nan, dtype=np.float32) if want_var else None
         if cx1 <= cx0 or cy1 <= cy0 or z1 <= z0:
             return data, var
-        src = (slice(z0, z1), slice(cy0, cy1), slice(cx0, cx1))
         dst = (slice(None), slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
         data[dst] = self._read(self.data_ext, src)
         if var is not None:
