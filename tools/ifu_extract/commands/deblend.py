@@ -1,0 +1,84 @@
+"""``ifu-extract deblend CUBE CATALOG -o OUTDIR``: model-based deblending (DEBLEND spectra)."""
+
+import click
+
+from ..catalog import read_catalog
+from ..deblend import MODELS, DeblendConfig, run_deblend
+from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_options, report, wave_range_option
+
+
+@click.command("deblend")
+@click.argument("cube", type=click.Path(dir_okay=False))
+@click.argument("catalog", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Output folder: DEBLEND spectra added to sources/<ID>.fits (created when "
+                   "missing) and deblend.tsv.")
+@click.option("--masks", type=click.Path(dir_okay=False), default=None,
+              help="Masks file from 'ifu-extract mask': its segmentation map gives each source's "
+                   "footprint and shape.")
+@click.option("--segmap", type=click.Path(dir_okay=False), default=None,
+              help="Segmentation map (FITS) instead of --masks; reprojected to the cube grid.")
+@click.option("--image", type=click.Path(dir_okay=False), default=None,
+              help="High-S/N model image (FITS with WCS, e.g. HST), resampled to the cube grid "
+                   "[default: the cube's white light].")
+@click.option("--image-fwhm", type=click.FloatRange(min=0, max=5), default=0.0, show_default=True,
+              help="PSF FWHM of --image, arcsec (0: sharp compared with the cube).")
+@click.option("--model", type=click.Choice(MODELS), default="profile", show_default=True,
+              help="Spatial models: 'profile' = concentric Gaussians per source fitted jointly on the "
+                   "image; 'segment' = the segment-restricted image itself (for a sharp --image).")
+@click.option("--fwhm", type=click.FloatRange(min=0, min_open=True, max=10), default=None,
+              help="PSF FWHM at the first channel, arcsec [default: the cube's FSF keywords, else "
+                   "fitted on --psf-star].")
+@click.option("--fwhm-red", type=click.FloatRange(min=0, min_open=True, max=10), default=None,
+              help="PSF FWHM at the last channel, arcsec (linear in between) [default: --fwhm].")
+@click.option("--beta", type=click.FloatRange(min=1, min_open=True, max=20), default=None,
+              help="Moffat beta [default: FSF keywords, else 2.8].")
+@click.option("--psf-kind", type=click.Choice(["moffat", "gaussian"]), default="moffat",
+              show_default=True, help="PSF profile for --fwhm or --psf-star.")
+@click.option("--psf-star", default=None, metavar="ID",
+              help="Catalogue ID of a star on which to fit the PSF when the cube has no FSF "
+                   "keywords and no --fwhm is given.")
+@click.option("--overlap", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              default=0.05, show_default=True,
+              help="Sources whose footprints (segment grown to where the PSF falls to this "
+                   "fraction of its peak) touch are fitted together.")
+@click.option("--max-group", type=click.IntRange(min=1, max=100), default=10, show_default=True,
+              help="Largest group fitted; the sources of larger groups get a status and are skipped.")
+@click.option("--nonneg/--no-nonneg", default=False, show_default=True,
+              help="Constrain every flux to be >= 0 in every channel.")
+@click.option("--background/--no-background", default=False, show_default=True,
+              help="Fit a uniform background per channel and group (sky residuals).")
+@click.option("--gradients/--no-gradients", default=True, show_default=True,
+              help="Let resolved sources change shape with wavelength (core versus envelope).")
+@click.option("--match-radius", type=click.FloatRange(min=0, max=10), default=0.5, show_default=True,
+              help="An object on background takes the nearest segment within this radius, arcsec.")
+@click.option("--size", type=click.FloatRange(min=0, min_open=True, max=60), default=5.0,
+              show_default=True, help="Stamp side, arcsec, of Source files created by this step.")
+@click.option("--model-cube", type=click.Path(dir_okay=False), default=None,
+              help="Write the model cube (all fitted sources) to this FITS file.")
+@click.option("--residual-cube", type=click.Path(dir_okay=False), default=None,
+              help="Write CUBE minus the model cube (DATA, STAT) to this FITS file.")
+@wave_range_option
+@catalog_format_option
+@cube_options
+def cmd(cube, catalog, output, masks, segmap, image, image_fwhm, model, fwhm, fwhm_red, beta,
+        psf_kind, psf_star, overlap, max_group, nonneg, background, gradients, match_radius, size,
+        model_cube, residual_cube, wave_range, catalog_format, **kwargs):
+    """Deblend every CATALOG object: overlapping sources are fitted together, channel by channel,
+    with the wavelength-dependent PSF; DEBLEND is each source's total flux with its variance."""
+    if masks and segmap:
+        raise click.UsageError("--masks and --segmap are exclusive")
+    table = read_catalog(catalog, catalog_format)
+    cfg = DeblendConfig(model=model, overlap=overlap, max_group=max_group, nonneg=nonneg,
+                        background=background, image_fwhm=image_fwhm, match_radius=match_radius,
+                        gradients=gradients)
+    rows = run_deblend(cube, table, output, masks_path=masks, segmap_path=segmap, image_path=image,
+                       fwhm=fwhm, fwhm_red=fwhm_red, beta=beta, psf_kind=psf_kind, psf_star=psf_star,
+                       config=cfg, wave_range=tuple(wave_range) if wave_range else None,
+                       model_cube_path=model_cube, residual_cube_path=residual_cube, size=size,
+                       cube_kwargs=cube_kwargs(kwargs))
+    n_ok = sum(bool(r["FILE"]) for r in rows)
+    groups = {r["GROUP"] for r in rows if r["GROUP"]}
+    report(f"deblended {n_ok} of {len(rows)} objects in {len(groups)} groups; DEBLEND spectra in "
+           f"{output}/sources, summary in {output}/deblend.tsv")
+    batch_exit(n_ok, len(rows))
