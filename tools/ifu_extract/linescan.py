@@ -62,6 +62,8 @@ __all__ = [
     "write_emitter_images",
     "read_emitter_images",
     "scan_catalog",
+    "emitter_key",
+    "add_emitter_spectra",
     "EMITTER_COLUMNS",
 ]
 
@@ -774,3 +776,59 @@ def scan_catalog(cube: Cube, catalog: Table | None, *, contsub: Cube | None = No
                          "DEC": np.array([], float), "STATUS": np.array([], dtype="U8")})
     r = scan.config.merge_radius if radius is None else radius
     return merge_emitters(catalog, scan.catalog, cube, radius=r), scan
+
+
+def emitter_key(obj_id: str, images: dict) -> str | None:
+    """The narrow-band image key of a catalogue ID (``merge_emitters`` may append ``_L``)."""
+    key = str(obj_id)
+    while key not in images and key.endswith("_L"):
+        key = key[:-2]
+    return key if key in images else None
+
+
+def add_emitter_spectra(outdir, cube: Cube, catalog: Table, images: dict, *,
+                        psf: PSFModel | None = None, wave_range=None) -> int:
+    """Add ``MUSE_NB`` (narrow-band-profile optimal spectrum) to the emitters' Source files.
+
+    Parameters
+    ----------
+    outdir : str or os.PathLike
+        Output folder of ``extract`` (``sources/<ID>.fits``).
+    cube : Cube
+    catalog : astropy.table.Table
+        The merged catalogue (``ORIGIN`` = ``linescan`` marks the emitters).
+    images : dict
+        ``{ID: Image}`` from :func:`read_emitter_images`.
+    psf : PSFModel, optional
+    wave_range : (float, float), optional
+        The extraction's wavelength range (the spectra share the Source file's grid).
+
+    Returns
+    -------
+    int
+        Number of Source files updated.
+    """
+    from pathlib import Path
+
+    from .errors import warn_object
+    from .sourcefile import update_source
+
+    if "ORIGIN" not in catalog.colnames:
+        return 0
+    done = 0
+    for row in catalog[np.asarray(catalog["ORIGIN"]).astype(str) == "linescan"]:
+        obj_id = str(row["ID"])
+        path = Path(outdir) / "sources" / f"{obj_id}.fits"
+        key = emitter_key(obj_id, images)
+        if key is None or not path.exists():
+            continue
+        try:
+            x, y = world_to_pixel(cube.wcs, float(row["RA"]), float(row["DEC"]))
+            spec = extract_emitter(cube, x, y, images[key], psf=psf, wave_range=wave_range)
+            update_source(path, spectra={"MUSE_NB": spec},
+                          keywords={"LINEWAVE": (float(row["LINE_WAVE"]), "[Angstrom] line found by the scan")},
+                          tool="linescan")
+            done += 1
+        except Exception as exc:  # noqa: BLE001 - one emitter never stops the others
+            warn_object(obj_id, f"MUSE_NB not computed ({type(exc).__name__}: {exc})")
+    return done

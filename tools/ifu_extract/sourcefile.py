@@ -30,7 +30,7 @@ __all__ = ["SOURCE_FORMAT", "build_source", "write_source", "read_source_spectru
 #: MPDAF Source format version we follow.
 SOURCE_FORMAT = "0.6"
 #: Preferred tags for "the" spectrum of an object, best first.
-BEST_TAGS = ("DEBLEND", "XCOR_SKYSUB", "XCOR", "MUSE_PSF_SKYSUB", "MUSE_PSF", "MUSE_WHITE_SKYSUB",
+BEST_TAGS = ("DEBLEND", "MUSE_NB", "XCOR_SKYSUB", "XCOR", "MUSE_PSF_SKYSUB", "MUSE_PSF", "MUSE_WHITE_SKYSUB",
              "MUSE_WHITE", "MUSE_TOT_SKYSUB", "MUSE_TOT")
 
 

@@ -15,6 +15,7 @@ import click
 from astropy.io import fits
 
 from ..catalog import write_catalog
+from ..cubeio import open_cube
 from ..detect import DEFAULTS, FILTER_TYPES, KERNELS, THRESH_TYPES, DetectionWarning
 from ..errors import InputError
 from ..fitsout import add_provenance, atomic_path, write_hdulist
@@ -145,12 +146,39 @@ def _check_image_hdu(data, image, result, product: str, bunit: str | None, input
 @click.option("--min-radius", type=click.FloatRange(min=0, min_open=True),
               default=DEFAULTS["min_radius"], show_default=True,
               help="Circular aperture radius for sources smaller than a Kron aperture, pixels.")
+@click.option("--line-scan", is_flag=True,
+              help="Cube input: also slide continuum-subtracted narrow bands through the cube and "
+                   "add the line emitters (invisible in white light) to the catalogue.")
+@click.option("--line-window", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, help="Narrow-band width of the scan, Angstrom.")
+@click.option("--line-step", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Step between bands, Angstrom [default: half the window].")
+@click.option("--line-side-width", type=click.FloatRange(min=0), default=20.0, show_default=True,
+              help="Width of each continuum side band, Angstrom (0: no local continuum).")
+@click.option("--line-snr", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, help="Detection threshold: matched-filter S/N in a band.")
+@click.option("--line-minarea", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Minimum area of a line detection, spaxels.")
+@click.option("--line-merge-radius", type=click.FloatRange(min=0, max=10), default=0.6,
+              show_default=True, help="Emitters within this radius (arcsec) of a detection are that object.")
+@click.option("--line-fwhm", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="PSF FWHM for the matched filter, arcsec [default: FSF keywords, else 0.7].")
+@click.option("--sky-window", "sky_windows", nargs=2, type=float, multiple=True, metavar="MIN MAX",
+              help="Wavelength window skipped by the scan (repeatable), Angstrom.")
+@click.option("--no-default-sky", is_flag=True,
+              help="Do not skip the built-in bright sky-line windows.")
+@click.option("--contsub-cube", type=click.Path(dir_okay=False), default=None,
+              help="Continuum-subtracted cube (from contsub) to scan instead of local side bands.")
+@click.option("--line-images", type=click.Path(dir_okay=False), default=None,
+              help="Write the emitters' narrow-band images (their extraction weights) here.")
 def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wave_range,
         line, width, side_width, gap, data_ext, var_ext, dq_ext, allow_no_wcs, mask_path,
         mask_thresh, back_size, back_filter_size, back_filter_thresh, back_mask_sources,
         back_mask_dilate, thresh, thresh_type,
         minarea, filter_kernel, filter_file, filter_fwhm, filter_type, deblend_nthresh,
-        deblend_cont, clean, clean_param, kron_factor, kron_min, min_radius):
+        deblend_cont, clean, clean_param, kron_factor, kron_min, min_radius, line_scan,
+        line_window, line_step, line_side_width, line_snr, line_minarea, line_merge_radius,
+        line_fwhm, sky_windows, no_default_sky, contsub_cube, line_images):
     """Detect sources in IMAGE_OR_CUBE with SEP (SExtractor's algorithms).
 
     IMAGE_OR_CUBE is a FITS cube (collapsed to white light, or to the band of --wave-range or
@@ -212,6 +240,26 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
     table = result.catalog
     table.meta["IMAGE"] = Path(image_or_cube).name
     table.meta["IMGKIND"] = kind
+    if line_scan:
+        if kind != "cube":
+            raise click.UsageError("--line-scan needs a cube as input")
+        from ..linescan import DEFAULT_SKY_WINDOWS, ScanConfig, scan_catalog
+        from ..psf import psf_from_cube
+
+        cfg = ScanConfig(window=line_window, step=line_step, side_width=line_side_width, snr=line_snr,
+                         minarea=line_minarea, fwhm=line_fwhm, merge_radius=line_merge_radius,
+                         sky_windows=(() if no_default_sky else DEFAULT_SKY_WINDOWS) + tuple(sky_windows))
+        with contextlib.ExitStack() as cubes:
+            cube = cubes.enter_context(open_cube(image_or_cube, data_ext=data_ext, var_ext=var_ext,
+                                                 dq_ext=dq_ext))
+            cs = cubes.enter_context(open_cube(contsub_cube)) if contsub_cube else None
+            n0 = len(table)
+            table, scan = scan_catalog(cube, table, contsub=cs, psf=psf_from_cube(cube), config=cfg)
+            if line_images:
+                from ..linescan import write_emitter_images
+
+                write_emitter_images(line_images, cube, scan, contsub=cs, inputs={"cube": image_or_cube})
+        report(f"line scan: {len(scan.catalog)} emitters, {len(table) - n0} new objects")
 
     # All outputs are written to temporary files and renamed together at the end: an error
     # in any of them leaves no output at all.

@@ -88,11 +88,20 @@ _ROUTES = {
 @click.option("--threads", type=click.IntRange(min=1, max=256), default=None,
               help="Worker processes (Galaxy passes GALAXY_SLOTS).")
 @click.option("--resume", is_flag=True, default=None, help="Skip objects already written in OUTDIR.")
+@click.option("--contsub", "do_contsub", is_flag=True,
+              help="Continuum-subtract the cube (contsub.fits), used by --xcor and --line-scan.")
+@click.option("--xcor", "do_xcor", is_flag=True,
+              help="Cross-correlation maps and XCOR/XCOR_CONTSUB spectra (the AutoSpec method, iterated).")
+@click.option("--deblend", "do_deblend", is_flag=True,
+              help="Model-based deblending of overlapping sources: DEBLEND spectra.")
+@click.option("--line-scan", "do_line_scan", is_flag=True,
+              help="Find line emitters with a narrow-band scan and extract them (MUSE_NB spectra).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write the QA report.")
 @catalog_format_option
 @cube_options
 @click.pass_context
-def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, plots, catalog_format, **options):
+def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub, do_xcor, do_deblend,
+        do_line_scan, plots, catalog_format, **options):
     """Run the whole chain on CUBE (and optionally CATALOG) into OUTDIR."""
     commands = _commands()
     params = {verb: {} for verb in commands}
@@ -110,8 +119,14 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, plots, cata
     out = ensure_dir(output)
     files = {k: str(Path(out) / v) for k, v in {
         "white": "white.fits", "detections": "detections.tsv", "segmap": "segmap.fits",
-        "catalog": "catalog.tsv", "masks": "masks.fits", "plot": "detections.png"}.items()}
+        "catalog": "catalog.tsv", "masks": "masks.fits", "plot": "detections.png",
+        "contsub": "contsub.fits", "line_images": "line_images.fits"}.items()}
+    cube_ext = {k: options.get(k) for k in ("data_ext", "var_ext", "dq_ext")}
 
+    if do_contsub:
+        report(f"[0/5] contsub -> {files['contsub']}")
+        ctx.invoke(commands["contsub"], cube=cube, output=files["contsub"],
+                   **{**cube_ext, **params.get("contsub", {})})
     report(f"[1/5] image: white light -> {files['white']}")
     ctx.invoke(commands["image"], cube=cube, output=files["white"], **params["image"])
     if do_detect:
@@ -126,6 +141,8 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, plots, cata
         table = read_catalog(files["detections"])
     else:
         raise click.UsageError("give a CATALOG or let run detect sources (--detect)")
+    if do_line_scan:
+        table = _line_scan(table, cube, cube_ext, files, do_contsub, match_radius)
     write_catalog(table, files["catalog"])
     n_det = int((table["SOURCE"] == "detect").sum()) if "SOURCE" in table.colnames else len(table)
     report(f"      catalogue: {len(table)} objects ({n_det} from detection) -> {files['catalog']}")
@@ -138,7 +155,56 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, plots, cata
     report(f"[4/5] extract -> {out}/sources")
     ctx.invoke(commands["extract"], cube=cube, catalog=files["catalog"], masks=files["masks"],
                output=str(out), **params["extract"])
+    extract_params = params["extract"]
+    if do_line_scan:
+        _emitter_spectra(out, cube, cube_ext, table, files, extract_params)
+    if do_xcor:
+        report("[4/5] xcorr: cross-correlation maps")
+        ctx.invoke(commands["xcorr"], cube=cube, catalog=files["catalog"], masks=files["masks"],
+                   output=str(out), contsub_cube=files["contsub"] if do_contsub else None,
+                   **{**cube_ext, **params.get("xcorr", {})})
+    if do_deblend:
+        report("[4/5] deblend: model fit of overlapping sources")
+        deblend_kw = {"wave_range": extract_params.get("wave_range"), "fwhm": extract_params.get("fwhm"),
+                      "beta": extract_params.get("beta")}
+        ctx.invoke(commands["deblend"], cube=cube, catalog=files["catalog"], output=str(out),
+                   masks=files["masks"],
+                   **{**cube_ext, **{k: v for k, v in deblend_kw.items() if v is not None},
+                      **params.get("deblend", {})})
     if plots and "report" in commands:
         report("[5/5] report")
         ctx.invoke(commands["report"], outdir=str(out), **params.get("report", {}))
     report(f"done: {out}/summary.tsv" + (f", {out}/index.html" if plots and "report" in commands else ""))
+
+
+def _line_scan(table, cube, cube_ext, files, do_contsub, match_radius):
+    """Add the line emitters of a narrow-band scan to *table*; write their images."""
+    from ..cubeio import open_cube
+    from ..linescan import ScanConfig, scan_catalog, write_emitter_images
+    from ..psf import psf_from_cube
+
+    report(f"      line scan -> {files['line_images']}")
+    with open_cube(cube, **cube_ext) as c:
+        cs = open_cube(files["contsub"]) if do_contsub else None
+        try:
+            merged, scan = scan_catalog(c, table, contsub=cs, psf=psf_from_cube(c),
+                                        config=ScanConfig(merge_radius=match_radius))
+            write_emitter_images(files["line_images"], c, scan, contsub=cs, inputs={"cube": cube})
+        finally:
+            if cs is not None:
+                cs.close()
+    report(f"      line scan: {len(scan.catalog)} emitters, {len(merged) - len(table)} new objects")
+    return merged
+
+
+def _emitter_spectra(out, cube, cube_ext, table, files, extract_params):
+    """MUSE_NB spectra of the emitters found by the scan, into their Source files."""
+    from ..cubeio import open_cube
+    from ..linescan import add_emitter_spectra, read_emitter_images
+    from ..psf import psf_from_cube
+
+    images = read_emitter_images(files["line_images"])
+    with open_cube(cube, **cube_ext) as c:
+        psf = psf_from_cube(c, fwhm=extract_params.get("fwhm"), beta=extract_params.get("beta"))
+        n = add_emitter_spectra(out, c, table, images, psf=psf, wave_range=extract_params.get("wave_range"))
+    report(f"      MUSE_NB spectra for {n} line emitters")
