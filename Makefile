@@ -24,7 +24,7 @@ venv: $(STAMP)
 $(STAMP): requirements/constraints.txt pyproject.toml
 	@if [ ! -x $(PY) ]; then $(PYTHON) -m venv $(VENV); fi
 	$(PY) -m pip install -q --upgrade pip setuptools wheel -c requirements/build-constraints.txt
-	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[test,service]'
 	rm -f $(VENV)/.stack-* && touch $@
 
 demo: $(STAMP)

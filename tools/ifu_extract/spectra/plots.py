@@ -1,0 +1,106 @@
+"""Quick-look graphics of spectra: a preview, a grid of previews, a stacked image.
+
+All functions take a :class:`~.access.SpectraBatch` and return PNG bytes (or an array), drawn
+with matplotlib's Agg backend (no display needed); the output is deterministic.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from .access import SpectraBatch
+from .storefile import MASK_BAD, MASK_NODATA
+
+__all__ = ["preview_png", "grid_png", "stacked_array", "stacked_png", "MAX_GRID"]
+
+#: Most panels in one grid page.
+MAX_GRID = 100
+
+
+def _figure(w, h):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), dpi=100)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _draw(ax, batch: SpectraBatch, i: int, small: bool = False):
+    wave = batch.wavelength(i)
+    flux = batch.plane("flux", i).astype(float)
+    mask = batch.plane("mask", i) if "mask" in batch.planes else np.zeros(len(flux), int)
+    flux = np.where((mask & (MASK_NODATA | MASK_BAD)) != 0, np.nan, flux)
+    ax.plot(wave, flux, lw=0.6, color="k", label="flux")
+    if "model" in batch.planes:
+        ax.plot(wave, batch.plane("model", i), lw=0.6, color="tab:red", label="model")
+    if "ivar" in batch.planes and not small:
+        ivar = batch.plane("ivar", i).astype(float)
+        with np.errstate(divide="ignore"):
+            err = np.where(ivar > 0, 1.0 / np.sqrt(np.maximum(ivar, 1e-30)), np.nan)
+        ax.plot(wave, err, lw=0.5, color="tab:blue", alpha=0.6, label="error")
+    m = batch.meta[i]
+    z = m.get("z")
+    z = f"  z={z:.4f}" if z is not None and np.isfinite(z) else ""
+    ax.set_title(f"{m['specid']}{z}", fontsize=6 if small else 9)
+    ax.tick_params(labelsize=5 if small else 8)
+    if not small:
+        ax.set_xlabel("wavelength (Angstrom, %s)" % m.get("medium", ""), fontsize=8)
+        ax.set_ylabel(m.get("flux_unit") or "flux", fontsize=7)
+        ax.legend(fontsize=6, loc="upper right")
+
+
+def preview_png(batch: SpectraBatch, i: int = 0) -> bytes:
+    """PNG (800 x 250 pixels) of spectrum *i*: flux, model when present, error."""
+    fig = _figure(8, 2.5)
+    ax = fig.add_axes((0.08, 0.2, 0.9, 0.68))
+    _draw(ax, batch, i)
+    return _png(fig)
+
+
+def grid_png(batch: SpectraBatch, nx: int, ny: int) -> bytes:
+    """PNG of an ``nx`` x ``ny`` grid of small previews (row-major, spectra in batch order)."""
+    fig = _figure(2.4 * nx, 1.5 * ny)
+    for k in range(min(len(batch), nx * ny)):
+        ax = fig.add_subplot(ny, nx, k + 1)
+        _draw(ax, batch, k, small=True)
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.08, top=0.92, hspace=0.6, wspace=0.3)
+    return _png(fig)
+
+
+def stacked_array(batch: SpectraBatch, yflip: bool = False) -> np.ndarray:
+    """Image of an aligned batch, one spectrum per row: ``(n, L)`` float32 flux, NaN where a
+    channel is padding or bad.
+
+    Row 0 is the first id, which a picture shows at the bottom (``origin='lower'``); *yflip*
+    reverses the rows, putting the first id at the top.
+    """
+    if not batch.aligned:
+        raise ValueError("a stacked image needs aligned spectra")
+    img = np.array(batch.plane("flux"), dtype=np.float32)
+    if "mask" in batch.planes:
+        img[(batch.plane("mask") & (MASK_NODATA | MASK_BAD)) != 0] = np.nan
+    return img[::-1].copy() if yflip else img
+
+
+def stacked_png(batch: SpectraBatch, yflip: bool = False) -> bytes:
+    """The stacked image as a grey-scale PNG, one pixel row per spectrum, first id at the bottom
+    (at the top with *yflip*); scaled between the 1st and 99th percentiles, padding black."""
+    from matplotlib import colormaps
+    from matplotlib.image import imsave
+
+    img = stacked_array(batch, yflip)
+    finite = img[np.isfinite(img)]
+    lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+    if hi <= lo:
+        hi = lo + 1.0
+    cmap = colormaps["gray"].with_extremes(bad="black")
+    buf = io.BytesIO()
+    imsave(buf, np.ma.masked_invalid(img), cmap=cmap, vmin=lo, vmax=hi, origin="lower",
+           format="png", metadata={"Software": None})
+    return buf.getvalue()
