@@ -27,7 +27,7 @@ from .cubeio import Cube, open_cube
 from .errors import OK, InputError, warn_object
 from .extract import ExtractConfig, ObjectRegion, extract_object
 from .fitsout import ensure_dir, file_checksum
-from .image import band_image
+from .image import white_for_cube
 from .masks import read_masks
 from .sourcefile import best_tag, stamp_wcs_for, write_source
 
@@ -114,12 +114,12 @@ def _extract_one(cube: Cube, masks, job: ExtractJob, row: dict, z0: int, z1: int
     spec_hdr["CRPIX1"] = spec_hdr["CRPIX1"] - z0
     keywords = {
         "X": (float(mrow["X"]), "[pix] 0-based cube x"), "Y": (float(mrow["Y"]), "[pix] 0-based cube y"),
-        "STATUS": (status[:68], "ok or the fallback used"), "MASKUSED": (m.used, "object mask used"),
+        "STATUS": (status[:60], "ok or the fallback"), "MASKUSED": (m.used, "object mask used"),
         "NSPAX": (res.n_spaxels, "spaxels in the object mask"), "NSKY": (res.n_sky, "sky spaxels"),
         "SNRTAG": (tag or "", "tag of SNRMED"), "SNRMED": (_finite(snr), "median S/N over channels"),
-        "WFLUX": (_finite(wflux), "white-light flux density summed over the object mask"),
+        "WFLUX": (_finite(wflux), "white light summed over the mask"),
         "WFLUXERR": (_finite(wferr), "its error"),
-        "WAVEMED": (cube.medium, "air or vacuum wavelengths"),
+        "WAVEMED": (cube.medium, "air or vacuum"),
     }
     for key in _EXTRA_KEYS:
         if key in row and row[key] is not None and str(row[key]) not in ("", "--", "nan"):
@@ -127,7 +127,7 @@ def _extract_one(cube: Cube, masks, job: ExtractJob, row: dict, z0: int, z1: int
             keywords[key] = (float(value) if isinstance(value, (int, float, np.number)) else str(value)[:60],
                              "from the input catalogue")
     if res.notes:
-        keywords["NOTES"] = ("; ".join(res.notes)[:68], "extraction notes")
+        keywords["NOTES"] = ("; ".join(res.notes)[:60], "extraction notes")
     if job.cfg.psf is not None:
         keywords["PSFFWHM"] = (round(float(np.median(job.cfg.psf.fwhm(cube.wave[z0:z1]))), 4),
                                "[arcsec] median PSF FWHM used")
@@ -263,7 +263,7 @@ def _chunks(seq, n):
 def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractConfig, *,
                     cube_kwargs: dict | None = None, wave_range=None, threads: int = 1,
                     resume: bool = False, weight_images: dict | None = None,
-                    progress=None) -> list[dict]:
+                    white_path=None, progress=None) -> list[dict]:
     """Extract every catalogue object; write Source files and ``summary.tsv``.
 
     Parameters
@@ -285,6 +285,8 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
         Keep Source files already written for this cube (same checksum).
     weight_images : dict, optional
         ``{tag: (ny, nx) image on the cube grid}`` for ancillary-image weighting.
+    white_path : str or os.PathLike, optional
+        White-light image of this cube (``ifu-extract image``): saves a pass over the cube.
     progress : callable, optional
         Called with the number of objects finished, as they finish.
 
@@ -297,7 +299,7 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
     ensure_dir(Path(outdir) / "sources")
     cube_kwargs = cube_kwargs or {}
     with open_cube(cube_path, **cube_kwargs) as cube:
-        white_img = band_image(cube, wave_range)
+        white_img = white_for_cube(cube, white_path, wave_range)
         checksum = file_checksum(cube.path)
     _, masks = read_masks(masks_path)
     masks.close()

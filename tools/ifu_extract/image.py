@@ -21,7 +21,8 @@ from .errors import InputError
 from .fitsout import add_provenance, write_hdulist
 from .wcsutil import celestial_from_header
 
-__all__ = ["Image", "band_image", "narrowband_image", "read_image", "write_image", "is_cube_file"]
+__all__ = ["Image", "band_image", "narrowband_image", "read_image", "write_image", "is_cube_file",
+           "white_for_cube"]
 
 
 @dataclass
@@ -267,3 +268,20 @@ def image_from_input(path, *, wave_range=None, line=None, width=None, side_width
                 return narrowband_image(cube, line, width, side_width=side_width, gap=gap), True
             return band_image(cube, wave_range), True
     return read_image(path), False
+
+
+def white_for_cube(cube: Cube, path=None, wave_range=None) -> Image:
+    """The white-light (or band) image of *cube*: read from *path* when given, else computed.
+
+    A given image must be on the cube's spatial grid (e.g. the output of ``ifu-extract image``
+    on that cube), which saves a pass over the whole cube in ``mask`` and ``extract``.
+    """
+    from .wcsutil import same_grid
+
+    if path is None:
+        return band_image(cube, wave_range)
+    img = read_image(path)
+    if img.wcs is None or not same_grid(img.wcs, img.shape, cube.wcs, (cube.ny, cube.nx)):
+        raise InputError(path, "is not on the spatial grid of the cube",
+                         "give the output of 'ifu-extract image' on the same cube, or leave --white out")
+    return img

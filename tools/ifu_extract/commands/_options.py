@@ -55,3 +55,10 @@ def batch_exit(n_ok: int, n_total: int, what: str = "object") -> None:
     if n_total and n_ok == 0:
         raise click.ClickException(f"no {what} could be processed ({n_total} tried); "
                                    "see the warnings above")
+
+
+def white_option(func):
+    """``--white``: a white-light image of the cube already made (saves a pass over the cube)."""
+    return click.option("--white", "white_path", type=click.Path(dir_okay=False), default=None,
+                        help="White-light image of this cube from 'ifu-extract image' (computed "
+                             "from the cube when not given).")(func)

@@ -12,7 +12,7 @@ from ..extract import ExtractConfig
 from ..psf import psf_from_cube
 from ..weights import load_weight_images
 from ._options import (batch_exit, catalog_format_option, cube_kwargs, cube_options, report,
-                       wave_range_option)
+                       wave_range_option, white_option)
 
 
 def extraction_options(func):
@@ -65,11 +65,12 @@ def build_config(cube, apertures, aperture_method, fwhm, beta, psf_kind, psf_rad
 @extraction_options
 @click.option("--marz", type=click.Path(dir_okay=False), default=None,
               help="Also write the best spectrum of every object to this MARZ FITS file.")
+@white_option
 @wave_range_option
 @catalog_format_option
 @cube_options
 def cmd(cube, catalog, masks, output, apertures, aperture_method, fwhm, beta, psf_kind, psf_radius,
-        skysub, weight_images, threads, resume, marz, wave_range, catalog_format, **kwargs):
+        skysub, weight_images, threads, resume, marz, white_path, wave_range, catalog_format, **kwargs):
     """Extract spectra of every CATALOG object: MUSE_TOT, MUSE_APER_<r>, MUSE_WHITE, MUSE_PSF,
     MUSE_SKY and *_SKYSUB, with variance, into one MPDAF Source file per object."""
     ck = cube_kwargs(kwargs)
@@ -85,6 +86,7 @@ def cmd(cube, catalog, masks, output, apertures, aperture_method, fwhm, beta, ps
         rows = extract_catalog(cube, table, masks, output, cfg, cube_kwargs=ck,
                                wave_range=tuple(wave_range) if wave_range else None, threads=threads,
                                resume=resume, weight_images=weights,
+                               white_path=None if wave_range else white_path,
                                progress=bar.update if bar is not None else None)
     n_ok = sum(bool(r["FILE"]) for r in rows)
     if marz:

@@ -11,7 +11,8 @@ from ..errors import InputError
 from ..masks import (DEFAULT_MATCH_RADIUS, DEFAULT_SIZE, DEFAULT_SKY_GROW, MODES, make_masks,
                      write_masks)
 from ..segmap import DEFAULT_MIN_COVERAGE
-from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_options, report
+from ..image import white_for_cube
+from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_options, report, white_option
 
 
 @click.command("mask")
@@ -48,10 +49,11 @@ from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_optio
 @click.option("--voronoi", is_flag=True,
               help="Cut each object mask to the object's Voronoi cell among the catalogue "
                    "positions (crowded fields, shared segments).")
+@white_option
 @catalog_format_option
 @cube_options
 def cmd(cube, catalog, segmaps, output, size, mode, fwhm, match_radius, sky_grow, min_coverage,
-        voronoi, catalog_format, **kwargs):
+        voronoi, white_path, catalog_format, **kwargs):
     """Object and sky masks for every object of CATALOG on the grid of CUBE.
 
     Each object keeps a status: a PSF circle when no segment covers it, the union when the
@@ -64,9 +66,10 @@ def cmd(cube, catalog, segmaps, output, size, mode, fwhm, match_radius, sky_grow
                          "create it or choose another -o")
     table = read_catalog(catalog, catalog_format)
     with open_cube(cube, **cube_kwargs(kwargs)) as c:
+        white = white_for_cube(c, white_path).data if white_path else None
         result = make_masks(c, table, segmaps, min_coverage=min_coverage, size=size, mode=mode,
                             fwhm=fwhm, match_radius=match_radius, sky_grow=sky_grow,
-                            voronoi=voronoi)
+                            voronoi=voronoi, white=white)
     batch_exit(result.n_masked, len(table))
     params = {"size": size, "mode": mode, "fwhm": fwhm, "match_radius": match_radius,
               "sky_grow": sky_grow, "min_coverage": min_coverage, "voronoi": voronoi}

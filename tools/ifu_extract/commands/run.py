@@ -150,11 +150,13 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub,
     if not segmaps:
         raise click.UsageError("no segmentation map: let run detect sources or give --segmap")
     report(f"[3/5] mask -> {files['masks']}")
+    # The white light of step 1 serves mask and extract (one pass over the cube, not three).
+    white = files["white"] if not params["image"].get("wave_range") and not params["image"].get("line") else None
     ctx.invoke(commands["mask"], cube=cube, catalog=files["catalog"], segmaps=tuple(segmaps),
-               output=files["masks"], **params["mask"])
+               output=files["masks"], **{"white_path": white, **params["mask"]})
     report(f"[4/5] extract -> {out}/sources")
     ctx.invoke(commands["extract"], cube=cube, catalog=files["catalog"], masks=files["masks"],
-               output=str(out), **params["extract"])
+               output=str(out), **{"white_path": white, **params["extract"]})
     extract_params = params["extract"]
     if do_line_scan:
         _emitter_spectra(out, cube, cube_ext, table, files, extract_params)
