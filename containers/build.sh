@@ -16,8 +16,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(dirname "$here")
 cd "$repo"
 pg=$here/podman-galaxy.sh
-# Outside the checkout, per user: a fresh clone (CI) reuses the images already built.
-state=${IFX_PODMAN_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/ifu-extract/podman}
+# Outside the checkout, per user: a fresh clone (CI) reuses the images already built.  The
+# user's home comes from the password database, not $HOME: Galaxy gives each job its own HOME.
+state=${IFX_PODMAN_HOME:-$(getent passwd "$(id -un)" | cut -d: -f6)/.cache/ifu-extract/podman}
 
 log() { printf '%s build.sh: %s\n' "$(date +%T)" "$*" >&2; }
 die() { printf 'build.sh: error: %s\n' "$*" >&2; exit 1; }

@@ -22,8 +22,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(dirname "$here")
-# Outside the checkout, per user: a fresh clone (CI) reuses the images already built.
-state=${IFX_PODMAN_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/ifu-extract/podman}
+# Outside the checkout, per user: a fresh clone (CI) reuses the images already built.  The
+# user's home comes from the password database, not $HOME: Galaxy gives each job its own HOME.
+state=${IFX_PODMAN_HOME:-$(getent passwd "$(id -un)" | cut -d: -f6)/.cache/ifu-extract/podman}
 mkdir -p "$state"
 state=$(cd "$state" && pwd -P)
 # Run-time state (runroot, locks, container state) belongs on tmpfs so that a reboot clears it,

@@ -6,7 +6,7 @@
 
 IMAGE_VERSION = $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -n 1)
 IMAGE_TAG = ifu-extract:$(IMAGE_VERSION)
-IMAGE_STATE ?= $(or $(IFX_PODMAN_HOME),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ifu-extract/podman)
+IMAGE_STATE ?= $(or $(IFX_PODMAN_HOME),$(shell getent passwd $$(id -un) | cut -d: -f6)/.cache/ifu-extract/podman)
 # The image is rebuilt when any of its inputs changes: the Dockerfile and its ignore file, the
 # build script (it holds the base image's recipe), the pins, pyproject and the package sources.
 # Computed only when `image` runs (recursive variable), so other targets do not pay for it.
