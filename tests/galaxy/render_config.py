@@ -1,0 +1,119 @@
+"""Render the Galaxy configuration of one server instance from the templates next to this file.
+
+Run with the Galaxy venv's python (it locates Galaxy's bundled tools through the installed
+package).  Everything machine-specific (the clone, the cache, the port, the package's venv) is
+passed in here at run time; the templates in the repository hold none of it.  Secrets (the
+bootstrap admin key, id_secret) are made once per instance and kept in its folder.
+
+    python render_config.py --instance DIR --repo DIR --ifu-venv DIR --host H --port N [--watch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import string
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+#: With a Celery worker (galaxy.sh starts one next to the web server), uploads and metadata run
+#: in forks of that already started process instead of new Python processes importing Galaxy in
+#: every job script (about 15 s of CPU each on these machines).  Broker and results in SQLite.
+CELERY_TASKS = """\
+  enable_celery_tasks: true
+  metadata_strategy: directory_celery
+  amqp_internal_connection: sqlalchemy+sqlite:///${DATA_DIR}/control.sqlite?isolation_level=IMMEDIATE
+  celery_conf:
+    result_backend: db+sqlite:///${DATA_DIR}/results.sqlite"""
+
+#: Our report HTML keeps its JavaScript/CSS: these tools are on the sanitize allow-list.
+UNSANITIZED_TOOLS = ("ifu_extract_report", "ifu_extract_run", "ifu_extract_merge")
+
+
+def secret(path: Path, nbytes: int) -> str:
+    """A random token stored in PATH (made on first use, then reused)."""
+    if not path.exists():
+        path.write_text(secrets.token_hex(nbytes) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def render(template: str, dest: Path, values: dict) -> None:
+    text = string.Template((HERE / template).read_text()).substitute(values)
+    tmp = dest.with_suffix(dest.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, dest)
+
+
+def wrapper_entries(wrappers: Path) -> str:
+    tools = sorted(p for p in wrappers.glob("*.xml") if p.name != "macros.xml")
+    return "\n".join(f'        <tool file="{p}" />' for p in tools)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--instance", required=True, type=Path)
+    ap.add_argument("--repo", required=True, type=Path)
+    ap.add_argument("--ifu-venv", required=True, type=Path)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", required=True, type=int)
+    ap.add_argument("--admin-email", default="admin@example.org")
+    ap.add_argument("--watch", action="store_true",
+                    help="reload tools when a wrapper changes (needs the watchdog package, which "
+                         "the Galaxy venv lacks: off by default; restart Galaxy instead)")
+    ap.add_argument("--celery", action="store_true",
+                    help="Celery tasks on (uploads and metadata in a worker galaxy.sh starts)")
+    args = ap.parse_args()
+
+    import galaxy.tools  # the Galaxy venv's package: where its bundled tools are
+
+    model_tools = Path(galaxy.tools.__file__).parent
+    bundled = model_tools / "bundled"
+
+    instance = args.instance.resolve()
+    config_dir, data_dir, job_bin = instance / "config", instance / "data", instance / "job-bin"
+    for d in (config_dir, data_dir, job_bin):
+        d.mkdir(parents=True, exist_ok=True)
+
+    # The jobs' PATH gets a folder holding only a link to our console script: the jobs find
+    # ifu-extract without the package's python (or anything else of its venv) shadowing Galaxy's.
+    target = (args.ifu_venv / "bin" / "ifu-extract").resolve()
+    if not target.exists():
+        raise SystemExit(f"render_config: {target} not found: run 'make venv' first")
+    link = job_bin / "ifu-extract"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target)
+
+    repo = args.repo.resolve()
+    values = {
+        "REPO_ROOT": str(repo),
+        "CONFIG_DIR": str(config_dir),
+        "DATA_DIR": str(data_dir),
+        "JOB_BIN": str(job_bin),
+        "HOST": args.host,
+        "PORT": str(args.port),
+        "ADMIN_KEY": secret(instance / "admin_key", 16),
+        "ID_SECRET": secret(instance / "id_secret", 16),
+        "ADMIN_EMAIL": args.admin_email,
+        "WATCH_TOOLS": "true" if args.watch else "false",
+        "IFU_TOOLS": wrapper_entries(repo / "wrappers"),
+        "BUNDLED_TOOLS": str(bundled),
+        "MODEL_TOOLS": str(model_tools),
+        "CELERY_BLOCK": (string.Template(CELERY_TASKS).substitute(DATA_DIR=str(data_dir))
+                         if args.celery else "  enable_celery_tasks: false"),
+    }
+    render("galaxy.yml.in", config_dir / "galaxy.yml", values)
+    render("job_conf.yml.in", config_dir / "job_conf.yml", values)
+    render("tool_conf.xml.in", config_dir / "tool_conf.xml", values)
+    (config_dir / "dependency_resolvers_conf.xml").write_text(
+        "<dependency_resolvers>\n  <!-- none: jobs find ifu-extract on PATH -->\n</dependency_resolvers>\n")
+    (config_dir / "sanitize_allowlist.txt").write_text("\n".join(UNSANITIZED_TOOLS) + "\n")
+    shed = config_dir / "shed_tool_conf.xml"
+    if not shed.exists():
+        shed.write_text(f'<?xml version="1.0"?>\n<toolbox tool_path="{data_dir}/shed_tools">\n</toolbox>\n')
+
+
+if __name__ == "__main__":
+    main()
