@@ -42,7 +42,7 @@ def cube_info(cube: Cube) -> dict:
     ra, dec = pixel_to_world(cube.wcs, (cube.nx - 1) / 2.0, (cube.ny - 1) / 2.0)
     names = [h.name or "PRIMARY" for h in cube.hdul]
     return {
-        "file": str(cube.path),
+        "file": cube.path.name,  # never the server's internal path (Galaxy datasets)
         "layout": cube.layout,
         "extensions": {
             "data": f"{cube.data_ext}:{names[cube.data_ext]}",
