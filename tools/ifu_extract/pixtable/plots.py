@@ -8,6 +8,7 @@ with the table.
 from __future__ import annotations
 
 import numpy as np
+from astropy.io import fits
 
 from ..errors import InputError
 from ..fitsout import atomic_path
@@ -106,8 +107,12 @@ def plot_corrections(table_hdul, dest, *, dpi: int = 90) -> None:
     """Self-calibration corrections: one panel per IFU, one curve per slice (vs bin)."""
     from astropy.table import Table
 
-    t = Table.read(table_hdul["AUTOCAL_FACTORS"] if "AUTOCAL_FACTORS" in table_hdul
-                   else table_hdul[1])
+    hdu = table_hdul["AUTOCAL_FACTORS"] if "AUTOCAL_FACTORS" in table_hdul else (
+        table_hdul[1] if len(table_hdul) > 1 else table_hdul[0])
+    if not isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
+        raise InputError(table_hdul.filename() or dest, "is not a corrections table (no table extension)",
+                         "give the --corrections file written by 'ifu-extract pixtable selfcal'")
+    t = Table.read(hdu)
     for need in ("ifu", "sli", "quad", "corr"):
         if need not in t.colnames:
             raise InputError(dest, f"the corrections table has no '{need}' column",
