@@ -56,7 +56,7 @@ from scipy import ndimage
 
 from .cubeio import Cube, open_cube
 from .errors import InputError
-from .fitsout import add_provenance, atomic_path
+from .fitsout import add_provenance, atomic_path, encode_checksum, fold32, ones_sum
 from .wcsutil import celestial_from_header, quiet_wcs
 
 __all__ = [
@@ -544,10 +544,6 @@ _STRUCTURAL = ("SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "GR
                "BZERO", "BLANK", "CHECKSUM", "DATASUM", "EXTNAME", "EXTVER", "EXTLEVEL",
                "INHERIT", "HDUCLASS", "HDUDOC", "HDUVERS", "HDUCLAS1", "HDUCLAS2", "HDUCLAS3",
                "ERRDATA", "QUALDATA", "SCIDATA")
-_CHECKSUM_EXCLUDE = (0x3A, 0x3B, 0x3C, 0x3D, 0x3E, 0x3F, 0x40,
-                     0x5B, 0x5C, 0x5D, 0x5E, 0x5F, 0x60)
-
-
 def _strip(header: fits.Header) -> fits.Header:
     """A copy of *header* without the cards that describe an HDU's structure or checksum."""
     out = fits.Header()
@@ -557,39 +553,6 @@ def _strip(header: fits.Header) -> fits.Header:
             continue
         out.append(card, end=True)
     return out
-
-
-def _fold32(total: int) -> int:
-    """Ones'-complement (end-around carry) reduction of a sum of 32-bit words."""
-    while total >> 32:
-        total = (total & 0xFFFFFFFF) + (total >> 32)
-    return total
-
-
-def _encode_checksum(value: int) -> str:
-    """The 16-character ASCII encoding of a checksum (FITS standard, appendix J)."""
-    asc = [0] * 16
-    for i in range(4):
-        byte = (value >> (24 - 8 * i)) & 0xFF
-        quotient, remainder = divmod(byte, 4)
-        ch = [quotient + 0x30 + remainder] + [quotient + 0x30] * 3
-        check = True
-        while check:
-            check = False
-            for x in _CHECKSUM_EXCLUDE:
-                for j in (0, 2):
-                    if ch[j] == x or ch[j + 1] == x:
-                        ch[j] += 1
-                        ch[j + 1] -= 1
-                        check = True
-        for j in range(4):
-            asc[4 * j + i] = ch[j]
-    return "".join(chr(asc[(i + 15) % 16]) for i in range(16))
-
-
-def _words_sum(buf) -> int:
-    """Plain sum of the big-endian 32-bit words of *buf* (a multiple of 4 bytes)."""
-    return int(np.frombuffer(buf, dtype=">u4").sum(dtype=np.uint64))
 
 
 class _CubeFile:
@@ -649,14 +612,14 @@ class _CubeFile:
 
     def close(self) -> None:
         """Write the checksums and close the file."""
-        datasums = [0] + [_fold32(total) for total in self._sums.values()]
+        datasums = [0] + [fold32(total) for total in self._sums.values()]
         try:
             for hdr, offset, datasum in zip(self.headers, self._header_offsets, datasums):
                 old_len = len(hdr.tostring())
                 hdr["DATASUM"] = str(datasum)
                 hdr["CHECKSUM"] = "0" * 16
-                total = _fold32(_words_sum(hdr.tostring().encode("ascii")) + datasum)
-                hdr["CHECKSUM"] = _encode_checksum(~total & 0xFFFFFFFF)
+                total = ones_sum(hdr.tostring().encode("ascii"), datasum)
+                hdr["CHECKSUM"] = encode_checksum(~total & 0xFFFFFFFF)
                 text = hdr.tostring().encode("ascii")
                 if len(text) != old_len:  # pragma: no cover - fixed-width cards only
                     raise RuntimeError("header size changed while writing checksums")

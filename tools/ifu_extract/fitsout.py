@@ -28,6 +28,9 @@ __all__ = [
     "iso_date",
     "file_checksum",
     "ensure_dir",
+    "fold32",
+    "ones_sum",
+    "encode_checksum",
 ]
 
 
@@ -263,3 +266,42 @@ def write_fast_fits(dest, primary: fits.Header, extensions) -> Path:
             raise InputError(dest, f"cannot write ({exc.strerror or exc})",
                              "check free space and permissions") from None
     return Path(dest)
+
+
+# ----------------------------------------------------------------------------- checksums
+# The FITS checksum convention (FITS standard 4.0, appendix J), for writers that stream data
+# and cannot let astropy compute CHECKSUM/DATASUM over an in-memory HDU.
+_CHECKSUM_EXCLUDE = (0x3A, 0x3B, 0x3C, 0x3D, 0x3E, 0x3F, 0x40, 0x5B, 0x5C, 0x5D, 0x5E, 0x5F, 0x60)
+
+
+def fold32(total: int) -> int:
+    """Ones'-complement (end-around carry) reduction of a sum of 32-bit words."""
+    while total >> 32:
+        total = (total & 0xFFFFFFFF) + (total >> 32)
+    return total
+
+
+def ones_sum(buf, sum32: int = 0) -> int:
+    """32-bit ones'-complement sum of *buf* (a multiple of 4 bytes) added to *sum32*."""
+    return fold32(int(sum32) + int(np.frombuffer(buf, dtype=">u4").sum(dtype=np.uint64)))
+
+
+def encode_checksum(value: int) -> str:
+    """The 16-character ASCII encoding of a 32-bit checksum (for the CHECKSUM card)."""
+    asc = [0] * 16
+    for i in range(4):
+        byte = (value >> (24 - 8 * i)) & 0xFF
+        quotient, remainder = byte // 4 + ord("0"), byte % 4
+        ch = [quotient + remainder, quotient, quotient, quotient]
+        again = True
+        while again:
+            again = False
+            for bad in _CHECKSUM_EXCLUDE:
+                for j in (0, 2):
+                    if ch[j] == bad or ch[j + 1] == bad:
+                        ch[j] += 1
+                        ch[j + 1] -= 1
+                        again = True
+        for j in range(4):
+            asc[4 * j + i] = ch[j]
+    return bytes(asc[(i + 15) % 16] for i in range(16)).decode("ascii")

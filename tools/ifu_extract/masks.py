@@ -62,7 +62,7 @@ from scipy.spatial import cKDTree
 
 from .cubeio import Cube, open_fits
 from .errors import OK, InputError, warn_object
-from .fitsout import add_provenance, atomic_path, iso_date
+from .fitsout import add_provenance, atomic_path, encode_checksum, iso_date, ones_sum
 from .psf import psf_from_cube
 from .segmap import DEFAULT_MIN_COVERAGE, SegMap, read_segmap, segmap_on_grid
 from .wcsutil import celestial_from_header, stamp_box, world_to_pixel
@@ -730,7 +730,6 @@ def write_masks(result: MaskResult, path, *, inputs: dict | None = None,
 
 
 _BLOCK = 2880
-_CHECKSUM_EXCLUDE = (0x3A, 0x3B, 0x3C, 0x3D, 0x3E, 0x3F, 0x40, 0x5B, 0x5C, 0x5D, 0x5E, 0x5F, 0x60)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -739,41 +738,12 @@ def _card(key: str, value, comment: str) -> bytes:
     return str(fits.Card(key, value, comment)).encode("ascii")
 
 
-def _ones_sum(buf: bytes, sum32: int = 0) -> int:
-    """32-bit ones'-complement sum of *buf* (a multiple of 4 bytes), as in the FITS checksum."""
-    s = int(sum32) + int(np.frombuffer(buf, dtype=">u4").sum(dtype=np.uint64))
-    while s >> 32:
-        s = (s & 0xFFFFFFFF) + (s >> 32)
-    return s
-
-
-def _encode_checksum(value: int) -> str:
-    """The 16-character ASCII encoding of a checksum (FITS checksum convention, A.7.2)."""
-    asc = [0] * 16
-    for i in range(4):
-        byte = (value >> (24 - 8 * i)) & 0xFF
-        quotient, remainder = byte // 4 + ord("0"), byte % 4
-        ch = [quotient + remainder, quotient, quotient, quotient]
-        again = True
-        while again:
-            again = False
-            for bad in _CHECKSUM_EXCLUDE:
-                for j in (0, 2):
-                    if ch[j] == bad or ch[j + 1] == bad:
-                        ch[j] += 1
-                        ch[j + 1] -= 1
-                        again = True
-        for j in range(4):
-            asc[4 * j + i] = ch[j]
-    return bytes(asc[(i + 15) % 16] for i in range(16)).decode("ascii")
-
-
 def _mask_hdu_bytes(arr: np.ndarray, name: str, ver: int, cards, when: str) -> bytes:
     """A complete uint8 image extension (header and data, padded) with CHECKSUM and DATASUM."""
     ny, nx = arr.shape
     data = np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
     data += b"\0" * (-len(data) % _BLOCK)
-    datasum = _ones_sum(data)
+    datasum = ones_sum(data)
     head = [_card("XTENSION", "IMAGE", "Image extension"), _card("BITPIX", 8, "array data type"),
             _card("NAXIS", 2, "number of array dimensions"), _card("NAXIS1", nx, ""),
             _card("NAXIS2", ny, ""), _card("PCOUNT", 0, "number of parameters"),
@@ -784,7 +754,7 @@ def _mask_hdu_bytes(arr: np.ndarray, name: str, ver: int, cards, when: str) -> b
     head.append(_card("DATASUM", str(datasum), f"data unit checksum updated {when}"))
     text = b"".join(head) + b"END".ljust(80)
     text += b" " * (-len(text) % _BLOCK)
-    checksum = _encode_checksum(~_ones_sum(text, datasum) & 0xFFFFFFFF)
+    checksum = encode_checksum(~ones_sum(text, datasum) & 0xFFFFFFFF)
     pos = text.index(b"CHECKSUM= '") + 11
     text = text[:pos] + checksum.encode("ascii") + text[pos + 16:]
     return text + data
