@@ -189,6 +189,11 @@ case "$cmd" in
         log "starting Galaxy $GALAXY_VERSION (log: $LOG_FILE)"
         launch "$port"
         wait_ready
+        # The published workflow, in the Workflows list (Public workflows) of every user.
+        "$GALAXY_VENV/bin/python" "$GX_HERE/galaxy_api.py" "$(url)" "$(cat "$DIR/admin_key")" \
+            import-workflow admin@example.org \
+            "$REPO_ROOT/workflows/ifu-spectral-extraction/ifu-spectral-extraction.ga" \
+            || log "could not import the workflow (see $LOG_FILE)"
         cat <<EOF
 
   Galaxy with the ifu-extract tools (tool panel section "IFU extract") is running at

@@ -2,6 +2,8 @@
 
     python galaxy_api.py URL ADMIN_KEY user-key EMAIL
         print an API key of user EMAIL (the user is made when missing)
+    python galaxy_api.py URL ADMIN_KEY import-workflow EMAIL WORKFLOW.ga
+        import and publish a workflow as user EMAIL, unless one of that name is there already
 
 planemo's external-Galaxy engine makes its own test user and a fresh API key for it, which
 invalidates the key of any other planemo process running at the same time; so each planemo
@@ -44,12 +46,29 @@ class Galaxy:
         return self.call("POST", f"/api/users/{user_id}/api_key")
 
 
+    def import_workflow(self, email: str, path: str) -> str:
+        """Import and publish *path* (a .ga) as *email* (workflows need a real user's key)."""
+        with open(path, encoding="utf-8") as fh:
+            workflow = json.load(fh)
+        user = Galaxy(self.url, self.user_key(email))
+        for existing in user.call("GET", "/api/workflows"):
+            if existing.get("name") == workflow.get("name"):
+                return f"workflow '{workflow.get('name')}' already imported"
+        user.call("POST", "/api/workflows", {"workflow": workflow, "publish": True, "importable": True})
+        return f"workflow '{workflow.get('name')}' imported and published"
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) != 5 or argv[3] != "user-key":
+    if len(argv) == 5 and argv[3] == "user-key":
+        url, key, _, email = argv[1:]
+        action = lambda g: g.user_key(email)  # noqa: E731
+    elif len(argv) == 6 and argv[3] == "import-workflow":
+        url, key, _, email, path = argv[1:]
+        action = lambda g: g.import_workflow(email, path)  # noqa: E731
+    else:
         raise SystemExit(__doc__)
-    url, key, _, email = argv[1:]
     try:
-        print(Galaxy(url, key).user_key(email))
+        print(action(Galaxy(url, key)))
     except urllib.error.HTTPError as exc:
         raise SystemExit(f"galaxy_api: {exc} {exc.read().decode(errors='replace')[:300]}")
 
