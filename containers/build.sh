@@ -75,7 +75,7 @@ make_base() {  # the recipe: any change to this function remakes the base image
     : >"$root"/etc/resolv.conf
     rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/log/* \
         "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/tmp/* \
-        "$root"/root/.cache
+        "$root/$(basename ~root)/.cache"  # the chroot's root home
     chmod 1777 "$root"/tmp
 }
 

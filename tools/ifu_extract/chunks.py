@@ -510,3 +510,15 @@ def merge_outputs(inputs, outdir, *, catalog=None, catalog_format: str = "auto",
 
         rep = make_report(outdir, threads=threads, plots=plots, segmap=seg, **(report_kwargs or {}))
     return MergeResult(outdir, len(merged_rows), n_src, duplicates, missing, rep)
+
+
+def even_blocks(seq, n: int) -> list:
+    """*seq* cut into at most *n* contiguous blocks of near-equal size (order kept, none empty)."""
+    k, r = divmod(len(seq), n)
+    out, start = [], 0
+    for i in range(n):
+        stop = start + k + (1 if i < r else 0)
+        if stop > start:
+            out.append(seq[start:stop])
+        start = stop
+    return out

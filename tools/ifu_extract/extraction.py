@@ -249,17 +249,6 @@ def write_summary(rows: list[dict], path) -> Path:
     return write_catalog(tab, path, "tsv")
 
 
-def _chunks(seq, n):
-    k, r = divmod(len(seq), n)
-    out, start = [], 0
-    for i in range(n):
-        stop = start + k + (1 if i < r else 0)
-        if stop > start:
-            out.append(seq[start:stop])
-        start = stop
-    return out
-
-
 def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractConfig, *,
                     cube_kwargs: dict | None = None, wave_range=None, threads: int = 1,
                     resume: bool = False, weight_images: dict | None = None,
@@ -320,7 +309,9 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
     threads = max(1, min(int(threads), len(todo) or 1))
     # Small blocks keep the progress bar moving; contiguous blocks keep reads local.
     nblocks = min(len(todo), threads * 8) if threads > 1 else 1
-    blocks = [ExtractJob(**{**base.__dict__, "rows": chunk}) for chunk in _chunks(todo, max(nblocks, 1))]
+    from .chunks import even_blocks  # chunks imports the report module: import on use
+
+    blocks = [ExtractJob(**{**base.__dict__, "rows": chunk}) for chunk in even_blocks(todo, max(nblocks, 1))]
     if threads == 1:
         for job in blocks:
             for r in _work(job):

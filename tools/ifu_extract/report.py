@@ -1148,17 +1148,6 @@ def _resolve_segmap(outdir: Path, segmap):
     return None
 
 
-def _blocks(seq, n):
-    k, r = divmod(len(seq), n)
-    out, start = [], 0
-    for i in range(n):
-        stop = start + k + (1 if i < r else 0)
-        if stop > start:
-            out.append(seq[start:stop])
-        start = stop
-    return out
-
-
 def make_report(outdir, *, threads: int = 1, plots: bool = True, segmap=None,
                 tag: str | None = None, smooth: int = 5, dpi: int = DEFAULT_DPI,
                 title: str | None = None, progress=None) -> ReportResult:
@@ -1241,7 +1230,9 @@ def make_report(outdir, *, threads: int = 1, plots: bool = True, segmap=None,
                 import multiprocessing as mp
 
                 ctx = mp.get_context("fork") if os.name == "posix" else None
-                blocks = _blocks(jobs, min(len(jobs), threads * 4))
+                from .chunks import even_blocks  # chunks imports this module
+
+                blocks = even_blocks(jobs, min(len(jobs), threads * 4))
                 with ProcessPoolExecutor(max_workers=threads, mp_context=ctx) as pool:
                     for block, out in zip(blocks, pool.map(_plot_jobs, blocks)):
                         for res in out:
