@@ -15,6 +15,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 NAME="${IFU_GALAXY_NAME:-test}"
 # Celery worker for uploads and metadata (1) or none, every job setting its own metadata (0).
 CELERY="${IFU_GALAXY_CELERY:-1}"
+# ifu_extract_run in the container image (issue 6): 1 = required (make galaxy-start builds the
+# image first), auto = when the image is built, 0 = never (every tool runs from the venv).
+CONTAINER="${IFU_GALAXY_CONTAINER:-auto}"
+CONTAINER_TOOLS=(ifu_extract_run)
 DIR="$INSTANCE_DIR/$NAME"
 PID_FILE="$DIR/galaxy.pid"
 URL_FILE="$DIR/url"
@@ -44,6 +48,22 @@ prepare() {  # $1 = port; render the configuration, seed the database
     mkdir -p "$DIR/data"
     local opts=()
     [ "$CELERY" = 1 ] && opts+=(--celery)
+    local version image
+    version="$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$REPO_ROOT/pyproject.toml" | head -n 1)"
+    image="ifu-extract:$version"
+    case "$CONTAINER" in
+    0) log "containers off (IFU_GALAXY_CONTAINER=0): every tool runs from $IFU_VENV" ;;
+    1 | auto)
+        if "$REPO_ROOT/containers/podman-galaxy.sh" image exists "$image" 2>/dev/null; then
+            for t in "${CONTAINER_TOOLS[@]}"; do opts+=(--container-tool "$t"); done
+            log "${CONTAINER_TOOLS[*]} run in the container $image (containers/podman-galaxy.sh)"
+        elif [ "$CONTAINER" = 1 ]; then
+            die "image $image is not built: run 'make image' (or IFU_GALAXY_CONTAINER=0 to run every tool from the venv)"
+        else
+            log "image $image not built ('make image'): every tool runs from $IFU_VENV"
+        fi ;;
+    *) die "IFU_GALAXY_CONTAINER must be 0, 1 or auto, not '$CONTAINER'" ;;
+    esac
     "$GALAXY_VENV/bin/python" "$GX_HERE/render_config.py" --instance "$DIR" --repo "$REPO_ROOT" \
         --ifu-venv "$IFU_VENV" --host "$GALAXY_HOST" --port "$1" "${opts[@]}"
     # A migrated empty database from the cache saves Galaxy creating one (about a minute).

@@ -27,6 +27,32 @@ CELERY_TASKS = """\
   celery_conf:
     result_backend: db+sqlite:///${DATA_DIR}/results.sqlite"""
 
+#: The containerised destination (issue 6): Galaxy wraps the tool's command in `docker run` of
+#: the tool's <container> (ifu-extract:<version>, built by `make image`), through podman with the
+#: project's storage (containers/podman-galaxy.sh speaks the docker CLI).  No network, no pull from
+#: a registry (the front end refuses unless IFX_PODMAN_PULL=1), a job without a container fails
+#: instead of running on the host, and the ulimits are the host's hard limits (podman cannot raise
+#: its defaults above them without CAP_SYS_RESOURCE).  Galaxy's default volumes ($defaults: Galaxy,
+#: the tool folder, the job folder, the working folder, the file store) and user (UID:GID of the
+#: Galaxy process) are kept.
+CONTAINER_ENVIRONMENT = """\
+    container_ifu:
+      runner: local
+      local_slots: 1
+      docker_enabled: true
+      require_container: true
+      docker_cmd: ${PODMAN_FRONT_END}
+      docker_sudo: false
+      docker_net: none
+      docker_auto_rm: true
+      docker_run_extra_arguments: ${ULIMITS}
+      env:
+        - name: OMP_NUM_THREADS
+          value: "1"
+        - name: OPENBLAS_NUM_THREADS
+          value: "1"
+"""
+
 #: Our report HTML keeps its JavaScript/CSS: these tools are on the sanitize allow-list.
 UNSANITIZED_TOOLS = ("ifu_extract_report", "ifu_extract_run", "ifu_extract_merge")
 
@@ -44,6 +70,30 @@ def render(template: str, dest: Path, values: dict) -> None:
     tmp = dest.with_suffix(dest.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, dest)
+
+
+def host_ulimits() -> str:
+    """``--ulimit`` options at this host's hard limits (nofile; nproc capped at pid_max)."""
+    import resource
+
+    def cap(value: int, ceiling: int) -> int:
+        return ceiling if value == resource.RLIM_INFINITY or value > ceiling else value
+
+    nofile = cap(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1048576)
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    nproc = cap(resource.getrlimit(resource.RLIMIT_NPROC)[1], pid_max)
+    return f"--ulimit nofile={nofile}:{nofile} --ulimit nproc={nproc}:{nproc}"
+
+
+def container_blocks(repo: Path, tools: list[str]) -> tuple[str, str]:
+    """The containerised environment and the routes of TOOLS to it (job_conf.yml fragments)."""
+    if not tools:
+        return "", ""
+    env = string.Template(CONTAINER_ENVIRONMENT).substitute(
+        PODMAN_FRONT_END=str(repo / "containers" / "podman-galaxy.sh"), ULIMITS=host_ulimits())
+    routes = "tools:\n" + "".join(
+        f"  - id: {tool}\n    environment: container_ifu\n" for tool in tools)
+    return env, routes
 
 
 def wrapper_entries(wrappers: Path) -> str:
@@ -64,6 +114,9 @@ def main() -> None:
                          "the Galaxy venv lacks: off by default; restart Galaxy instead)")
     ap.add_argument("--celery", action="store_true",
                     help="Celery tasks on (uploads and metadata in a worker galaxy.sh starts)")
+    ap.add_argument("--container-tool", action="append", default=[], metavar="TOOL_ID",
+                    help="run this tool's jobs in its container (the image must be built: "
+                         "make image); repeat for more tools")
     args = ap.parse_args()
 
     import galaxy.tools  # the Galaxy venv's package: where its bundled tools are
@@ -87,6 +140,7 @@ def main() -> None:
     link.symlink_to(target)
 
     repo = args.repo.resolve()
+    container_env, tool_routes = container_blocks(repo, args.container_tool)
     values = {
         "REPO_ROOT": str(repo),
         "CONFIG_DIR": str(config_dir),
@@ -101,6 +155,8 @@ def main() -> None:
         "IFU_TOOLS": wrapper_entries(repo / "wrappers"),
         "BUNDLED_TOOLS": str(bundled),
         "MODEL_TOOLS": str(model_tools),
+        "CONTAINER_ENVIRONMENT": container_env,
+        "TOOL_ROUTES": tool_routes,
         "CELERY_BLOCK": (string.Template(CELERY_TASKS).substitute(DATA_DIR=str(data_dir))
                          if args.celery else "  enable_celery_tasks: false"),
     }

@@ -100,6 +100,17 @@ print(f"{counts['success']} passed, {failed} failed" + (f", {counts['skip']} ski
 sys.exit(1 if failed or total == 0 else 0)
 EOF
 status=$?
+
+# Tools the instance routes to its container (render_config.py --container-tool): prove from their
+# FITS outputs that the jobs ran inside the image (the IFXIMAGE header card only the image sets).
+job_conf="$INSTANCE_DIR/$NAME/config/job_conf.yml"
+mapfile -t routed < <(awk '/^  - id: /{id=$3} /environment: container_ifu/{if (id) print id; id=""}' "$job_conf" 2>/dev/null)
+for tool in "${routed[@]}"; do
+    printf '%s\n' "${tools[@]}" | xargs -r grep -lq "<tool id=\"$tool\"" || continue
+    version="$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$REPO_ROOT/pyproject.toml" | head -n 1)"
+    "$IFU_VENV/bin/python" "$GX_HERE/check_container_job.py" "$url" "$admin_key" \
+        "ifu-extract:$version" "$tool" "$REPORTS"/shard*.json || status=1
+done
 if [ $status -ne 0 ]; then
     for f in "$REPORTS"/shard*.log; do
         log "tail of $f:"
