@@ -805,3 +805,41 @@ def test_every_option_documented_and_bounded():
         assert isinstance(bounded[name], click.Choice), name
     assert detect_cmd.params  # defaults come from the library
     assert {p.name: p.default for p in detect_cmd.params}["thresh"] == DEFAULTS["thresh"]
+
+
+def test_merge_catalog_keeps_catalogue_ids_and_adds_the_rest(tmp_path, capfd):
+    """--merge-catalog: catalogue rows and IDs win, a detection on one of them is not added
+    again, the other detections come after the largest catalogue ID with SOURCE=detect."""
+    _run_ok([TEST_DATA / "detect_field.fits", "-o", tmp_path / "det.tsv"], capfd)
+    det = read_catalog(tmp_path / "det.tsv")
+    truth = Table.read(TEST_DATA / "detect_field_truth.tsv", format="ascii.tab")
+    # A user catalogue: three true sources with the user's own IDs, one object nothing detects.
+    user = Table({"ID": [501, 502, 503, 900],
+                  "RA": list(truth["RA"][:3]) + [float(truth["RA"][0]) + 0.004],
+                  "DEC": list(truth["DEC"][:3]) + [float(truth["DEC"][0]) + 0.004]})
+    user.write(tmp_path / "user.csv", format="ascii.csv")
+    res = _run_ok([TEST_DATA / "detect_field.fits", "-o", tmp_path / "merged.tsv",
+                   "--merge-catalog", tmp_path / "user.csv", "--match-radius", "0.6"], capfd)
+    merged = read_catalog(tmp_path / "merged.tsv")
+    ids = [str(i) for i in merged["ID"]]
+    assert ids[:4] == ["501", "502", "503", "900"]
+    assert list(merged["SOURCE"][:4]) == ["catalog"] * 4
+    added = merged[4:]
+    # Every detection but the three the catalogue already has: nothing lost, nothing doubled.
+    assert len(added) == len(det) - 3
+    assert set(added["SOURCE"]) == {"detect"}
+    assert [int(i) for i in added["ID"]] == list(range(901, 901 + len(added)))
+    cat = SkyCoord(user["RA"][:3] * u.deg, user["DEC"][:3] * u.deg)
+    new = SkyCoord(np.asarray(added["RA"], float) * u.deg, np.asarray(added["DEC"], float) * u.deg)
+    assert new.match_to_catalog_sky(cat)[1].min().to_value(u.arcsec) > 0.6
+    assert f"4 catalogue objects, {len(det) - 3} of {len(det)} detections added" in res.stderr
+
+
+def test_merge_catalog_bad_file_is_one_line(tmp_path, capfd):
+    (tmp_path / "bad.csv").write_text("no,useful\n1,2\n")
+    res = _main([TEST_DATA / "detect_field.fits", "-o", tmp_path / "m.tsv",
+                 "--merge-catalog", tmp_path / "bad.csv"], capfd)
+    assert res.exit_code == 1
+    assert "bad.csv" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.tsv").exists()

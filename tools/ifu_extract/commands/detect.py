@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from astropy.io import fits
 
-from ..catalog import write_catalog
+from ..catalog import merge_catalogs, read_catalog, write_catalog
 from ..cubeio import open_cube
 from ..detect import DEFAULTS, FILTER_TYPES, KERNELS, THRESH_TYPES, DetectionWarning
 from ..errors import InputError
@@ -171,6 +171,14 @@ def _check_image_hdu(data, image, result, product: str, bunit: str | None, input
               help="Continuum-subtracted cube (from contsub) to scan instead of local side bands.")
 @click.option("--line-images", type=click.Path(dir_okay=False), default=None,
               help="Write the emitters' narrow-band images (their extraction weights) here.")
+@click.option("--merge-catalog", type=click.Path(dir_okay=False), default=None,
+              help="A catalogue (AutoSpec, MUSELET cat.txt, CSV, TSV, ECSV or FITS) that the "
+                   "detections are merged into, as `run` does: its rows and IDs win, a detection "
+                   "within --match-radius of one of its objects is that object, the others are "
+                   "added with new IDs and SOURCE=detect.  The segmentation map keeps SEP's labels "
+                   "(mask finds each object's segment by position).")
+@click.option("--match-radius", type=click.FloatRange(min=0), default=0.6, show_default=True,
+              help="Radius within which a detection is a --merge-catalog object, arcsec.")
 def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wave_range,
         line, width, side_width, gap, data_ext, var_ext, dq_ext, allow_no_wcs, mask_path,
         mask_thresh, back_size, back_filter_size, back_filter_thresh, back_mask_sources,
@@ -178,7 +186,8 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
         minarea, filter_kernel, filter_file, filter_fwhm, filter_type, deblend_nthresh,
         deblend_cont, clean, clean_param, kron_factor, kron_min, min_radius, line_scan,
         line_window, line_step, line_side_width, line_snr, line_minarea, line_merge_radius,
-        line_fwhm, sky_windows, no_default_sky, contsub_cube, line_images):
+        line_fwhm, sky_windows, no_default_sky, contsub_cube, line_images, merge_catalog,
+        match_radius):
     """Detect sources in IMAGE_OR_CUBE with SEP (SExtractor's algorithms).
 
     IMAGE_OR_CUBE is a FITS cube (collapsed to white light, or to the band of --wave-range or
@@ -211,6 +220,7 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
     if image.wcs is None and kind == "fits" and not allow_no_wcs:
         raise InputError(image_or_cube, "has no celestial WCS, so the catalogue cannot have RA/DEC",
                          "add CTYPE/CRVAL/CRPIX/CD keywords, or pass --allow-no-wcs")
+    user_catalog = read_catalog(merge_catalog) if merge_catalog else None
     mask = lib.read_mask(mask_path, image) if mask_path else None
     kernel = lib.load_kernel(filter_file) if filter_file else filter_kernel
 
@@ -240,6 +250,17 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
     table = result.catalog
     table.meta["IMAGE"] = Path(image_or_cube).name
     table.meta["IMGKIND"] = kind
+    n_detected = len(table)
+    if user_catalog is not None:
+        if image.wcs is None:
+            raise InputError(image_or_cube, "has no celestial WCS, so detections cannot be matched "
+                             "to --merge-catalog by RA/DEC", "add a WCS, or drop --merge-catalog")
+        meta = dict(table.meta)
+        table = merge_catalogs(user_catalog, table, match_radius)
+        table.meta.update(meta)
+        n_new = int((table["SOURCE"] == "detect").sum())
+        report(f"merged into {Path(merge_catalog).name}: {len(user_catalog)} catalogue objects, "
+               f"{n_new} of {n_detected} detections added (match radius {match_radius:g}\")")
     if line_scan:
         if kind != "cube":
             raise click.UsageError("--line-scan needs a cube as input")
