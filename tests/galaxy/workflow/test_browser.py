@@ -191,6 +191,21 @@ def test_03_import_workflow(session):
     s.shot("workflow-list")
 
 
+def pick_dataset(s, label: str, name: str) -> None:
+    """Choose history dataset NAME in the run form's data input LABEL (a vue-multiselect)."""
+    box = s.wait().until(EC.element_to_be_clickable(
+        (By.CSS_SELECTOR, f'[data-label="{label}"] .multiselect')))
+    s.d.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
+    box.click()
+    option = s.wait().until(EC.element_to_be_clickable((By.XPATH, (
+        f'//*[@data-label="{label}"]//li[contains(@class, "multiselect__element")]'
+        f'//span[contains(normalize-space(.), "{name}")]'))))
+    option.click()
+    s.wait().until(lambda d: name in d.find_element(
+        By.CSS_SELECTOR, f'[data-label="{label}"] .multiselect').text)
+    time.sleep(0.5)
+
+
 def test_04_run_workflow(session):
     s = session
     s.click('[id^="g-card-action-workflow-run-"]')
@@ -203,6 +218,8 @@ def test_04_run_workflow(session):
         field.send_keys(value)
         time.sleep(0.5)
     s.text_on_page("wf_cube.fits")
+    # The catalogue is an optional input: the form leaves it empty until the user picks it.
+    pick_dataset(s, "catalogue", Path(os.environ["IFU_BROWSER_CATALOGUE"]).name)
     s.shot("run-form")
     s.click("#run-workflow:not(.g-disabled)")
     s.text_on_page("Invocation", timeout=120)
@@ -256,9 +273,10 @@ def test_06_report(session):
     report = report_dataset(s)
     s.d.get(f"{URL}/datasets/{report['id']}/display/?preview=True")
     s.text_on_page("ifu-extract QA report", timeout=60)
-    s.text_on_page("8 objects", timeout=30)
+    # The 8 objects of the catalogue and the one galaxy the detection adds to it.
+    s.text_on_page("9 objects", timeout=30)
     rows = s.d.find_elements(By.CSS_SELECTOR, "table tbody tr")
-    assert len(rows) == 8, f"{len(rows)} rows in the report table, expected the 8 catalogue objects"
+    assert len(rows) == 9, f"{len(rows)} rows in the report table, expected 8 catalogue objects + 1 detected"
     s.shot("report")
 
 
