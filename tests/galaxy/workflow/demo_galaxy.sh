@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The slower check: the published workflow on mpdaf's full MUSE minicube (40 x 40 spaxels, 3681
-# channels, 53 MB) with its 8-object MUSELET catalogue in 4 chunks, on the running Galaxy of this
+# channels, 53 MB) with its 8-object MUSELET catalogue (merged with the detections) in 4 chunks, on the running Galaxy of this
 # clone; downloads the summary, Source files and report to $IFU_WORKFLOW_OUT (default:
 # <instance>/workflow-demo) and checks that every object has a Source file.
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
@@ -18,5 +18,6 @@ t0=$SECONDS
     --catalogue "$sdetect/cat.txt" --chunks "${IFU_DEMO_CHUNKS:-4}" --out "$OUT" --timeout 3600
 n_rows=$(($(wc -l < "$OUT/summary.tsv") - 1))
 n_src=$(ls "$OUT/sources" | wc -l)
-[ "$n_rows" = 8 ] && [ "$n_src" = 8 ] || die "expected 8 objects and 8 Source files, got $n_rows and $n_src"
-log "demo-galaxy: 8 objects, 8 Source files, report $OUT/report.html, in $((SECONDS - t0)) s"
+# The 8 catalogue objects and the galaxies the detection adds to them, each with a Source file.
+(( n_rows >= 8 )) && [ "$n_src" = "$n_rows" ] || die "expected at least the 8 catalogue objects, each with a Source file; got $n_rows objects and $n_src Source files"
+log "demo-galaxy: $n_rows objects (8 from the catalogue), $n_src Source files, report $OUT/report.html, in $((SECONDS - t0)) s"
