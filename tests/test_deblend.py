@@ -13,8 +13,10 @@ the bright galaxy's brightest spaxel (its spectrum then has S/N ≈ 16 per chann
 contamination of the faint object is a ratio of two regression coefficients, and its statistical
 error (printed with each value) is ``≈ 20 / (S/N_bright · rms(T_bright)/mean(T_bright) · √N)``:
 0.10 per seed here with N = 3681 MUSE channels, and 0.3 if the bright galaxy's *spectrum* had
-S/N 5.  The noise-free run below measures the method's own (systematic) contamination, which the
-noisy seeds cannot resolve better than that.
+S/N 5.  An ORACLE, the same cube fitted with the true spatial models and PSF, shows how much of
+a seed's value is its noise draw (the same for any unbiased estimator); the noise-free run below
+measures the method's own (systematic) contamination, which the noisy seeds cannot resolve
+better than that.
 """
 
 from __future__ import annotations
@@ -31,10 +33,9 @@ from astropy.table import Table
 from conftest import run_main, write_synth
 from ifu_extract import synth
 from ifu_extract.cubeio import open_cube
-from ifu_extract.deblend import (DeblendConfig, deblend_catalog, find_groups, fit_psf_on_star,
-                                 resolve_psf, solve_layers)
+from ifu_extract.deblend import DeblendConfig, deblend_catalog, find_groups, resolve_psf, solve_layers
 from ifu_extract.errors import InputError
-from ifu_extract.psf import PSFModel
+from ifu_extract.psf import PSFModel, fit_psf_on_star
 from ifu_extract.sourcefile import read_source_spectrum
 from ifu_extract.wcsutil import pixel_to_world
 
@@ -69,8 +70,10 @@ def blend_truth(nwave=NWAVE):
     return wave, bulge, disk, faint, (xb, yb), (xf, yf)
 
 
-def make_blend(path, seed, *, peak_snr=5.0, nan_fraction=1e-4, psf_error=PSF_ERROR, nwave=NWAVE):
-    """Write the blend cube; returns (T_bright, T_faint, positions)."""
+def make_blend(path, seed, *, peak_snr=5.0, nan_fraction=1e-4, psf_error=PSF_ERROR, nwave=NWAVE,
+               oracle=False):
+    """Write the blend cube; returns (T_bright, T_faint, positions), and with *oracle* also the
+    true fluxes' least-squares estimate on this cube (:func:`oracle_fluxes`)."""
     wave, bulge, disk, faint, pb, pf = blend_truth(nwave)
     srcs = [synth.SynthSource("bulge", *pb, bulge),
             synth.SynthSource("disk", *pb, disk, kind="sersic", re_arcsec=0.4, n=1.0, q=0.8, pa_deg=20.0),
@@ -91,7 +94,34 @@ def make_blend(path, seed, *, peak_snr=5.0, nan_fraction=1e-4, psf_error=PSF_ERR
     hdr["FSF00FWA"] *= psf_error  # the FSF keywords the fitter reads: 5 % off
     hdr["FSF00FWB"] *= psf_error
     synth.cube_hdulist(data, var, dq, hdr).writeto(path, overwrite=True)
-    return bulge + disk, faint, (pb, pf)
+    if not oracle:
+        return bulge + disk, faint, (pb, pf)
+    units = [(truth.models[k] / spec[:, None, None]).astype(np.float32)
+             for k, spec in (("bulge", bulge), ("disk", disk), ("faint", faint))]
+    return bulge + disk, faint, (pb, pf), oracle_fluxes(data, var, units)
+
+
+def oracle_fluxes(data, var, units):
+    """The fluxes of the sources of the blend, fitted with their *true* spatial models.
+
+    An estimator that knows everything but the fluxes: per channel, weighted least squares of
+    the cube on the true unit-flux models of bulge, disk and faint galaxy (``units``, each
+    ``(n_wave, ny, nx)``), with the true PSF, each flux free (so it pays, like DEBLEND, for not
+    knowing the bulge-to-disk colour).  Its contamination is what the noise of that cube alone
+    puts into the score: the irreducible part, against which DEBLEND's own is measured.
+
+    Returns
+    -------
+    bright, faint : numpy.ndarray
+        ``(n_wave,)`` total fluxes (bulge + disk, faint).
+    """
+    L = data.shape[0]
+    f = np.empty((L, len(units)))
+    for z0 in range(0, L, 512):  # blocks of channels: bounded memory
+        z1 = min(z0 + 512, L)
+        M = np.stack([u[z0:z1].reshape(z1 - z0, -1) for u in units], axis=1)
+        f[z0:z1] = solve_layers(data[z0:z1].reshape(z1 - z0, -1), var[z0:z1].reshape(z1 - z0, -1), M)[0]
+    return f[:, 0] + f[:, 1], f[:, 2]
 
 
 def score(S, t_self, t_other):
@@ -134,7 +164,7 @@ def _masks(cube_path, cat_path, out, tmp):
     return out
 
 
-METHODS = ("MUSE_WHITE", "XCOR", "XCOR_CONTSUB", "DEBLEND")
+METHODS = ("MUSE_WHITE", "XCOR", "XCOR_CONTSUB", "DEBLEND", "ORACLE")
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +180,7 @@ def blend_runs(tmp_path_factory):
     for seed in SEEDS:
         tmp = tmp_path_factory.mktemp(f"blend{seed}")
         cube = tmp / "cube.fits"
-        t_bright, t_faint, (pb, pf) = make_blend(cube, seed)
+        t_bright, t_faint, (pb, pf), (o_bright, o_faint) = make_blend(cube, seed, oracle=True)
         cat = _catalog(tmp / "cat.txt", cube, [pb, pf])
         masks = _masks(cube, cat, tmp / "masks.fits", tmp)
         out = tmp / "out"
@@ -165,17 +195,28 @@ def blend_runs(tmp_path_factory):
 
         rows = run_deblend(cube, table, out, masks_path=masks)
         t2 = time.perf_counter()
-        for oid, ts, to in ((1, t_bright, t_faint), (2, t_faint, t_bright)):
-            for m in METHODS:
+        for oid, ts, to, oracle in ((1, t_bright, t_faint, o_bright), (2, t_faint, t_bright, o_faint)):
+            for m in METHODS[:-1]:
                 _, flux, var, *_ = read_source_spectrum(out / "sources" / f"{oid}.fits", m)
                 scores[m][oid].append(score(flux, ts, to))
+            scores["ORACLE"][oid].append(score(oracle, ts, to))
         runs.append({"seed": seed, "out": out, "rows": rows, "t_bright": t_bright, "t_faint": t_faint,
                      "extract_xcorr_s": t1 - t0, "deblend_s": t2 - t1})
     return scores, runs
 
 
 def test_blend_contamination(blend_runs):
-    """Issue 4: DEBLEND contamination <= 2 % (bright) and <= 10 % (faint), 0.8 <= a <= 1.2."""
+    """Issue 4: DEBLEND contamination <= 2 % (bright) and <= 10 % (faint), 0.8 <= a <= 1.2.
+
+    Both signs count: a negative contamination would be the neighbour over-subtracted.  The
+    bright object's (error 0.02 %) is checked as |c| <= 2 %.  The faint object's has an error
+    of 10-12 % per seed (module docstring) whatever the estimator: with the *true* models and
+    PSF (ORACLE) it is -12 %, -21 % and +3 % on these three cubes, and within +-10 % in 11 of 20
+    seeds.  So |c| <= 10 % cannot be asked of one noisy seed; what DEBLEND adds to that seed's
+    noise draw can: |c(DEBLEND) - c(ORACLE)| <= 10 % on the same cube (over 20 seeds this
+    difference is +2 % +- 5 %, beyond 10 % in one).  The issue's one-sided c <= 10 % is kept,
+    and the method's own contamination, without noise, is held within 1 % by
+    ``test_blend_systematics_noise_free``."""
     scores, runs = blend_runs
     print("\nblend 0.9\" apart, bright = 20 x faint, PSF 5 % off, seeds", SEEDS)
     print(f"{'method':14s} {'obj':6s} {'a':>7s} {'b':>9s} {'contamination':>22s}")
@@ -185,18 +226,39 @@ def test_blend_contamination(blend_runs):
                 print(f"{m:14s} {name:6s} {a:7.3f} {b:9.5f} {c:10.4f} +- {e:.4f}  (seed {seed})")
             mean = np.mean(scores[m][oid], axis=0)
             print(f"{m:14s} {name:6s} {mean[0]:7.3f} {mean[1]:9.5f} {mean[2]:10.4f}  (mean)")
+    for seed, d, o in zip(SEEDS, scores["DEBLEND"][2], scores["ORACLE"][2]):
+        print(f"DEBLEND - ORACLE faint contamination {d[2] - o[2]:+.4f}  (seed {seed})")
     for r in runs:
         assert [row["STATUS"] for row in r["rows"]] == ["ok", "ok"]
         assert r["rows"][0]["GROUP"] == r["rows"][1]["GROUP"] == 1  # found together
     for a, b, c, e in scores["DEBLEND"][1]:
-        assert c <= 0.02 and 0.8 <= a <= 1.2
-    for a, b, c, e in scores["DEBLEND"][2]:
+        assert abs(c) <= 0.02 and 0.8 <= a <= 1.2
+    for (a, b, c, e), (_, _, c_oracle, _) in zip(scores["DEBLEND"][2], scores["ORACLE"][2]):
         assert c <= 0.10 and 0.8 <= a <= 1.2
+        assert abs(c - c_oracle) <= 0.10
     # The cross-correlation and white-light spectra of the faint object are dominated by its
-    # neighbour (the reason for deblending); DEBLEND is far cleaner than any of them.
+    # neighbour (the reason for deblending): 2-4 times its own flux; DEBLEND adds far less.
+    excess = max(abs(d[2] - o[2]) for d, o in zip(scores["DEBLEND"][2], scores["ORACLE"][2]))
     for m in ("MUSE_WHITE", "XCOR", "XCOR_CONTSUB"):
-        worst_deblend = max(abs(s[2]) for s in scores["DEBLEND"][2])
-        assert min(s[2] for s in scores[m][2]) > 1.0 > 5 * worst_deblend
+        assert min(s[2] for s in scores[m][2]) > 1.0 > 5 * excess
+
+
+def test_deblend_summary_names_whose_line_it_is(blend_runs):
+    """deblend.tsv: the faint galaxy's strongest line is one of its own emission lines; the
+    bright galaxy (absorption only), once the faint one is fitted out, has none at S/N >= 6,
+    though its white-light spectrum shows the neighbour's line."""
+    from ifu_extract.lines import strongest_emission_line
+
+    own = [lam * 1.6 for lam in (3727, 4861, 4959, 5007)]  # the faint galaxy's lines, z = 0.6
+    for run in blend_runs[1]:
+        tab = Table.read(run["out"] / "deblend.tsv", format="ascii.tab")
+        line = {str(i): (w, s) for i, w, s in zip(tab["ID"], tab["LINE_WAVE"], tab["LINE_SNR"])}
+        wave, snr = line["2"]
+        assert min(abs(wave - lam) for lam in own) < 1.0 and snr > 10, line
+        assert not np.isfinite(line["1"][0]), line
+        wave_axis, flux, var, *_ = read_source_spectrum(run["out"] / "sources" / "1.fits", "MUSE_WHITE")
+        seen = strongest_emission_line(wave_axis, flux, var)
+        assert seen is not None and min(abs(seen.wave - lam) for lam in own) < 1.0
 
 
 def test_deblend_variance_matches_scatter(blend_runs):
@@ -213,11 +275,18 @@ def test_deblend_variance_matches_scatter(blend_runs):
             assert 0.9 < np.std(chi) < 1.15, (oid, np.std(chi))
 
 
+def _scaled(psf: PSFModel, factor: float) -> PSFModel:
+    return PSFModel(psf.kind, tuple(c * factor for c in psf.fwhm_coeffs), psf.beta_coeffs, psf.source)
+
+
 def test_blend_systematics_noise_free(tmp_path):
-    """Without noise, what is left is the method's own error (PSF 5 % off, colour gradient):
-    contamination within 5 % (faint) and 0.5 % (bright); the bright flux within 3 %, the faint
-    point source's within 8 % (a PSF 5 % too broad overestimates a point source's flux by ~6 %:
-    its model peak is ~10 % too low)."""
+    """Without noise, what is left is the method's own error: the blend of the contamination
+    test given FSF keywords 5 % too broad (the default run), 10 % too broad, exact, or 5 % too
+    narrow.  A PSF too broad is narrowed on the group's data (``DBPSFSCL``) and the
+    contamination stays within 1 % (faint) and 0.2 % (bright), both fluxes within 2 %; without
+    that refinement the faint galaxy takes +3 % (+13 % with 10 %) of its neighbour's light and
+    its flux is 6 % (12 %) too high.  A PSF too narrow is left as given: the model widens the
+    faint source itself (flux 3-4 % low, contamination < 1 %)."""
     from ifu_extract.masks import read_masks
 
     cube = tmp_path / "cube.fits"
@@ -226,24 +295,66 @@ def test_blend_systematics_noise_free(tmp_path):
     masks = _masks(cube, cat, tmp_path / "masks.fits", tmp_path)
     with read_masks(masks)[1] as m:
         seg = m.segmap(1)
+    runs = {}
     with open_cube(cube) as c:
         ra, dec = pixel_to_world(c.wcs, np.array([pb[0], pf[0]]), np.array([pb[1], pf[1]]))
         table = Table({"ID": ["1", "2"], "RA": ra, "DEC": dec, "STATUS": ["ok", "ok"]})
         psf = resolve_psf(c)
         assert psf.source == "header"
-        res = deblend_catalog(c, table, psf, segmap=seg)
-        res0 = deblend_catalog(c, table, psf, segmap=seg, config=DeblendConfig(gradients=False))
-    sb, sf = res.sources[0].spectrum, res.sources[1].spectrum
-    a1, _, c1, _ = score(sb.flux, t_bright, t_faint)
-    a2, _, c2, _ = score(sf.flux, t_faint, t_bright)
-    c2_plain = score(res0.sources[1].spectrum.flux, t_faint, t_bright)[2]
-    print(f"\nnoise-free: bright a={a1:.3f} contamination {c1:.4f}; faint a={a2:.3f} contamination "
-          f"{c2:.4f} ({c2_plain:.4f} without the gradient shapes)")
-    assert any("gradient" in n for n in res.sources[0].notes)
-    assert abs(c1) < 0.005 and abs(c2) < 0.05
-    assert abs(a1 - 1) < 0.03 and abs(a2 - 1) < 0.08
+        for name, error, cfg in (("5% broad", PSF_ERROR, DeblendConfig()),
+                                 ("5% broad, not refined", PSF_ERROR, DeblendConfig(refine_psf=False)),
+                                 ("5% broad, no gradients", PSF_ERROR, DeblendConfig(gradients=False)),
+                                 ("10% broad", 1.10, DeblendConfig()),
+                                 ("10% broad, not refined", 1.10, DeblendConfig(refine_psf=False)),
+                                 ("exact", 1.0, DeblendConfig()),
+                                 ("5% narrow", 0.95, DeblendConfig())):
+            res = deblend_catalog(c, table, _scaled(psf, error / PSF_ERROR), segmap=seg, config=cfg)
+            sb, sf = res.sources[0].spectrum, res.sources[1].spectrum
+            a1, _, c1, _ = score(sb.flux, t_bright, t_faint)
+            a2, _, c2, _ = score(sf.flux, t_faint, t_bright)
+            scale = sb.meta["DBPSFSCL"][0]
+            runs[name] = (a1, c1, a2, c2, scale * error, res.sources[0].notes)
+            print(f"\nnoise-free, FSF {name:24s}: bright a={a1:.4f} contamination {c1:+.4f}; "
+                  f"faint a={a2:.4f} contamination {c2:+.4f}; FWHM used / true {scale * error:.3f}", end="")
+    print()
+    for name in ("5% broad", "10% broad", "exact", "5% narrow"):
+        a1, c1, a2, c2, used, notes = runs[name]
+        assert any("gradient" in n for n in notes)
+        assert abs(c1) < 0.002 and abs(c2) < 0.01, name
+        assert abs(a1 - 1) < 0.01, name
+        assert abs(a2 - 1) < (0.02 if "broad" in name or name == "exact" else 0.05), name
+    assert abs(runs["5% broad"][4] - 1) < 0.01 and abs(runs["10% broad"][4] - 1) < 0.01
+    assert runs["exact"][4] == 1.0 and runs["5% narrow"][4] == 0.95  # not touched
+    # What the refinement removes: a PSF too broad leaks the neighbour into the faint galaxy.
+    assert runs["5% broad, not refined"][3] > 0.02 and runs["10% broad, not refined"][3] > 0.08
     # Without the core/envelope shape the bright galaxy's colour gradient leaks into its neighbour.
-    assert abs(c2_plain) > 3 * abs(c2)
+    assert abs(runs["5% broad, no gradients"][3]) > 0.2
+
+
+def test_real_mosaic_residuals_are_noise(mosaic, tmp_path, capfd):
+    """Two touching UDF galaxies (real MUSE data, FSF keywords): the deblended model leaves
+    residuals whose scatter is the STAT noise, and the PSF is left as given (extended galaxies
+    do not constrain its width)."""
+    from ifu_extract.catalog import read_catalog
+    from ifu_extract.masks import read_masks
+
+    for args in (["detect", mosaic, "-o", tmp_path / "cat.tsv", "--segmap", tmp_path / "seg.fits"],
+                 ["mask", mosaic, tmp_path / "cat.tsv", "--segmap", tmp_path / "seg.fits", "-o",
+                  tmp_path / "masks.fits"]):
+        assert run_main(args, capfd).exit_code == 0
+    with read_masks(tmp_path / "masks.fits")[1] as m:
+        seg = m.segmap(1)
+    with open_cube(mosaic) as c:
+        data, var = c.window(0, c.nx, 0, c.ny)
+        model = np.zeros(data.shape, np.float32)
+        res = deblend_catalog(c, read_catalog(tmp_path / "cat.tsv"), resolve_psf(c), segmap=seg,
+                              model_cube=model)
+    assert any(len(g) > 1 for g in res.groups)
+    assert all(s.status == "ok" and s.spectrum.meta["DBPSFSCL"][0] == 1.0 for s in res.sources)
+    used = np.any(model != 0, axis=0)
+    chi = ((data - model) / np.sqrt(var))[:, used]
+    print(f"\nsubcub_mosaic: std of residual / sqrt(STAT) over {used.sum()} spaxels: {np.nanstd(chi):.4f}")
+    assert 0.97 < np.nanstd(chi) < 1.03
 
 
 # ----------------------------------------------------------------------------- exactness

@@ -77,3 +77,12 @@ def test_no_line_and_too_few_channels():
     assert strongest_emission_line(WAVE[:5], np.ones(5), np.ones(5)) is None
     with pytest.raises(ValueError):
         strongest_emission_line(WAVE[::-1], _continuum(), var)
+
+
+def test_real_line_next_to_a_sky_line_keeps_its_position():
+    # [O III] 5007 at z = 0.6 (8011.2 A) sits 2.9 A from the OH line at 8014.1 A.
+    sky = min((s.wave for s in sky_lines(7900, 8100)), key=lambda w: abs(w - 8011.2))
+    assert abs(sky - 8014.1) < 0.2
+    spec = _continuum() + synth.emission_line(WAVE, 8011.2, 2.5, 200.0)
+    line = strongest_emission_line(WAVE, spec, np.full(WAVE.size, 0.25))
+    assert line.wave == pytest.approx(8011.2, abs=0.2)

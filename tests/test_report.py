@@ -8,6 +8,7 @@ draws the segmentation.
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 import warnings
@@ -18,15 +19,16 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from matplotlib import image as mpimg
+from PIL import Image
 
 from conftest import run_main
-from ifu_extract import detect, extract, extraction, masks, psf, skylines
+from ifu_extract import detect, extract, extraction, masks, psf, report, skylines
 from ifu_extract.catalog import read_catalog
 from ifu_extract.cubeio import open_cube
 from ifu_extract.errors import ObjectWarning
 from ifu_extract.image import band_image
-from ifu_extract.report import (FIGURES, load_object, make_report, plot_spectrum, plot_stamps,
-                                read_summary)
+from ifu_extract.report import (FIGURES, clear_figure_cache, load_object, make_report, plot_spectrum,
+                                plot_stamps, read_summary)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 OFF_FIELD_ID = "99"
@@ -185,6 +187,82 @@ def test_figures_are_deterministic(outdir, tmp_path):
     plot_stamps(obj, a)
     plot_stamps(obj, b)
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_reused_figures_do_not_depend_on_the_previous_object(outdir, tmp_path):
+    """Figures are kept per layout and reused: an object drawn after others (with other
+    panels, medium, redshift lines, segmentation) gives the bytes it gives in a fresh process."""
+    from ifu_extract.segmap import read_segmap
+
+    seg = read_segmap(outdir / "masks.fits")
+    objs = [load_object(p, segmap=seg) for p in sorted((outdir / "sources").glob("*.fits"))]
+    first = objs[0]
+
+    def draw(obj, name):
+        plot_stamps(obj, tmp_path / f"{name}_stamps.png")
+        plot_spectrum(obj, tmp_path / f"{name}_spectrum.png")
+        return [(tmp_path / f"{name}_{kind}.png").read_bytes() for kind in FIGURES]
+
+    clear_figure_cache()
+    fresh = draw(first, "fresh")
+    for k, obj in enumerate(objs[1:]):
+        draw(obj, f"other{k}")
+    # One layout per figure kind for a whole cube, save the key line (with or without z).
+    assert len(report._KEPT) <= 4
+    odd = load_object(outdir / "sources" / "2.fits")
+    odd.medium = "vacuum"
+    odd.images["HST_F606W"] = odd.images["MUSE_WHITE"]
+    odd.segmap = None
+    odd.header["Z"] = 0.3
+    draw(odd, "odd")
+    assert draw(first, "again") == fresh
+    clear_figure_cache()
+
+
+def test_column_samples_keep_every_extreme_and_gap():
+    """The thinned curve covers, in every pixel column, the range of the full one, and breaks
+    where it breaks."""
+    rng = np.random.default_rng(3)
+    n = 3681
+    y = rng.normal(0.0, 1.0, n)
+    y[1000] = 50.0                       # a one-channel spike and dip
+    y[2000] = -40.0
+    y[[0, 1, 500, 501, 502, 3000, n - 1]] = np.nan
+    px = 70.0 + np.arange(n) * (910.0 / n)          # ~4 channels per pixel column
+    keep = report._column_samples(px, y)
+    assert np.all(np.diff(keep) > 0) and keep.size < 0.6 * n
+    col = np.floor(px).astype(int)
+    for c in np.unique(col):
+        full = y[col == c]
+        thin = y[keep][col[keep] == c]
+        if np.isfinite(full).any():
+            assert np.nanmin(thin) == np.nanmin(full) and np.nanmax(thin) == np.nanmax(full)
+    assert {1000, 2000} <= set(keep)
+    # Every gap is still a gap: a NaN sits between the finite samples on either side.
+    for gap in (0, 500, 3000, n - 1):
+        assert gap in keep
+    for i in (499, 503, 2999, 3001, 2, n - 2):
+        assert i in keep                 # the ends of the finite runs
+    # Fewer than three channels per column: nothing to thin.
+    assert np.array_equal(report._column_samples(np.arange(10.0), np.ones(10)), np.arange(10))
+
+
+def test_png_writer_round_trip():
+    rng = np.random.default_rng(5)
+    rgba = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    data = report._png_bytes(rgba, 100)
+    assert data.startswith(PNG_MAGIC)
+    # Chunks: header, resolution, data, end; no text (date, software).
+    kinds, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kinds.append(data[pos + 4:pos + 8])
+        pos += 12 + length
+    assert kinds == [b"IHDR", b"pHYs", b"IDAT", b"IEND"]
+    img = Image.open(io.BytesIO(data))
+    assert img.mode == "RGB" and img.info["dpi"] == pytest.approx((100, 100), abs=0.01)
+    np.testing.assert_array_equal(np.asarray(img), rgba[..., :3])
 
 
 def test_spectrum_marks_sky_lines_in_range_air_and_vacuum(outdir, tmp_path):

@@ -62,7 +62,13 @@ the other groups go on.
 PSF
 ---
 :func:`resolve_psf`: FWHM(λ) and β given by the user, else the MUSE FSF keywords of the cube,
-else fitted on a star of the field (:func:`fit_psf_on_star`), else an :class:`InputError`.
+else fitted on a star of the field (:func:`~ifu_extract.psf.fit_psf_on_star`), else an
+:class:`InputError`.
+Each group then narrows FWHM(λ) by one factor if its own data demand it (χ² of the group in
+wide wavelength bins, :func:`_refine_psf`): a PSF too broad cannot be compensated by the
+model (nothing is sharper than the PSF) and overestimates compact sources, while a PSF too
+narrow is widened by the intrinsic components, so only narrowing is measured and applied.
+The factor is written as ``DBPSFSCL`` with each spectrum.
 
 Everything is deterministic: no random numbers, groups and members in catalogue order.
 Arrays are ``(n_wave, ny, nx)``; images ``(ny, nx)`` with x the fast axis; pixel positions are
@@ -82,15 +88,16 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 from scipy import ndimage
-from scipy.optimize import least_squares, lsq_linear, nnls
+from scipy.optimize import lsq_linear, nnls
 from scipy.special import gamma as gamma_fn
 from scipy.special import kv
 
 from .cubeio import Cube
 from .errors import OK, InputError, warn_object
 from .extract import Spectrum1D
-from .psf import PSFModel, psf_from_cube
-from .synth import moffat_alpha, moffat_image
+from .lines import strongest_emission_line
+from .psf import PSFModel, fit_psf_on_star, psf_from_cube  # fit_psf_on_star: re-exported
+from .synth import moffat_alpha
 from .wcsutil import world_to_pixel
 
 __all__ = [
@@ -130,10 +137,20 @@ GRADIENT_KEEP = 4.0
 #: Intrinsic major-axis sigma (spaxels) above which a source counts as resolved (0.12″ on
 #: MUSE's 0.2″ spaxels, a fifth of the best seeing FWHM).
 RESOLVED_SIGMA = 0.6
+#: Widest component (sigma, spaxels) of an unresolved member.
+UNRESOLVED_MAX_SIGMA = 1.0
 #: Axis ratio of the elongated components of resolved members.
 ELONGATION = 0.5
 #: Largest step between PSF nodes, as a FWHM ratio.
 NODE_STEP = 1.02
+#: PSF refinement (see :func:`_refine_psf`): at most REFINE_BINS wavelength bins of at least
+#: REFINE_BIN_MIN channels; trial FWHM factors from REFINE_LOWEST to 1 in steps of
+#: REFINE_STEP; the χ² difference that counts (3 sigma for one parameter).
+REFINE_BINS = 10
+REFINE_BIN_MIN = 20
+REFINE_LOWEST = 0.70
+REFINE_STEP = 0.05
+REFINE_MIN_DCHI2 = 9.0
 #: Status of members of a refused group (followed by the details).
 ST_GROUP_TOO_LARGE = "group_too_large"
 
@@ -163,6 +180,11 @@ class DeblendConfig:
         Give every resolved member ("profile" models) a zero-flux core-minus-envelope shape
         with a free amplitude per channel, so that its shape can follow a colour gradient
         (red bulge, blue disk) without its light leaking into its neighbours.
+    refine_psf : bool
+        Narrow the PSF's FWHM(λ) by the factor each group's data demand, if they demand one
+        (see :func:`_refine_psf`; "profile" models of a cube with variance).  FSF keywords, or a PSF fitted on
+        a star elsewhere in the field, are often a few per cent off; a FWHM 5 % too broad
+        overestimates a point source's flux by ~6 % and leaks a bright neighbour into it.
     block : int
         Largest number of channels solved at once (the memory is bounded by
         ``block x components x spaxels`` floats).
@@ -176,6 +198,7 @@ class DeblendConfig:
     image_fwhm: float = 0.0
     match_radius: float = 0.5
     gradients: bool = True
+    refine_psf: bool = True
     block: int = 512
 
 
@@ -296,97 +319,6 @@ def resolve_psf(cube: Cube, *, psf: PSFModel | None = None, fwhm: float | None =
     raise InputError(cube.path, "the PSF cannot be determined: no MUSE FSF keywords in the header, "
                      "no FWHM given and no star to fit it on",
                      "give --fwhm (and --beta, --fwhm-red), or --psf-star ID of a star in the catalogue")
-
-
-def fit_psf_on_star(cube: Cube, x: float, y: float, *, kind: str = "moffat", nbins: int = 8,
-                    half_size: int | None = None) -> PSFModel:
-    """Fit FWHM(λ) (linear) and β (constant) on a star of the cube.
-
-    The star's stamp is averaged in *nbins* wavelength bins; each bin image is fitted with a
-    pixel-integrated circular Moffat (or Gaussian) plus a constant, by variance-weighted least
-    squares; FWHM(λ) is the weighted straight line through the bins, β the weighted mean.
-
-    Parameters
-    ----------
-    cube : Cube
-    x, y : float
-        0-based cube pixel position of the star.
-    kind : {"moffat", "gaussian"}
-    nbins : int
-        Wavelength bins.
-    half_size : int, optional
-        Half side of the stamp, spaxels (default: 2.5″).
-
-    Raises
-    ------
-    InputError
-        The star is off the cube, too faint, or the fits do not converge to a sensible FWHM.
-    """
-    scale = cube.pixscale
-    h = int(half_size or max(5, round(2.5 / scale)))
-    xc, yc = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
-    if not (0 <= xc < cube.nx and 0 <= yc < cube.ny):
-        raise InputError("--psf-star", f"the star at pixel ({x:.1f}, {y:.1f}) is outside the cube",
-                         "choose a star inside the field")
-    edges = np.linspace(0, cube.nwave, nbins + 1).astype(int)
-    fw, be, wv, wt = [], [], [], []
-    for z0, z1 in zip(edges[:-1], edges[1:]):
-        if z1 <= z0:
-            continue
-        data, var = cube.window(xc - h, xc + h + 1, yc - h, yc + h + 1, z0, z1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            n = np.sum(np.isfinite(data), axis=0)
-            img = np.nansum(data, axis=0) / np.maximum(n, 1)
-            ivar = (n**2 / np.nansum(var, axis=0)) if var is not None else n.astype(float)
-        good = (n > 0) & np.isfinite(ivar) & (ivar > 0)
-        img = np.where(good, img, 0.0)
-        sw = np.sqrt(np.where(good, ivar, 0.0))
-        px, py = x - (xc - h), y - (yc - h)
-        shape = img.shape
-
-        def resid(p):
-            amp, x0, y0, f, b, bg = p
-            m = moffat_image(shape, x0, y0, f, b) if kind == "moffat" else \
-                _gaussian_pixel_image(shape, x0, y0, f)
-            return ((amp * m + bg - img) * sw).ravel()
-
-        peak = float(np.max(img[good])) if good.any() else 0.0
-        p0 = [max(peak, 1e-30) * 10.0, px, py, 0.8 / scale, 2.8, 0.0]
-        lo = [0, px - 2, py - 2, 0.3 / scale * 0.5, 1.2, -np.inf]
-        hi = [np.inf, px + 2, py + 2, 3.0 / scale, 10.0, np.inf]
-        try:
-            fit = least_squares(resid, p0, bounds=(lo, hi), x_scale="jac", max_nfev=400)
-        except ValueError:
-            continue
-        if not fit.success:
-            continue
-        jac = fit.jac
-        try:
-            cov = np.linalg.inv(jac.T @ jac)
-        except np.linalg.LinAlgError:
-            continue
-        sig_f = np.sqrt(max(cov[3, 3], 0)) * scale
-        f = fit.x[3] * scale
-        if not (np.isfinite(sig_f) and sig_f > 0) or fit.x[0] <= 0 or f < 0.16 or f > 2.9:
-            continue
-        fw.append(f)
-        be.append(fit.x[4])
-        wv.append(float(np.mean(cube.wave[z0:z1])))
-        wt.append(1.0 / sig_f**2)
-    if len(fw) < 2:
-        raise InputError("--psf-star", f"the PSF fit on the star at pixel ({x:.1f}, {y:.1f}) failed "
-                         f"in {nbins - len(fw)} of {nbins} wavelength bins",
-                         "choose a brighter, isolated star, or give --fwhm/--beta")
-    fw, be, wv, wt = map(np.asarray, (fw, be, wv, wt))
-    coeffs = np.polyfit(wv, fw, 1, w=np.sqrt(wt))
-    beta = float(np.average(be, weights=wt)) if kind == "moffat" else 2.8
-    return PSFModel(kind, tuple(float(c) for c in coeffs), (beta,), "fitted")
-
-
-def _gaussian_pixel_image(shape, x0, y0, fwhm_pix):
-    from .psf import gaussian_image
-
-    return gaussian_image(shape, x0, y0, fwhm_pix)
 
 
 # ------------------------------------------------------------------------------ Fourier models
@@ -651,6 +583,7 @@ class _GroupModel:
     col_member: np.ndarray      # (n_columns,) member index of each column
     image_models: np.ndarray    # (K, ny, nx) members' models in the whole-band image
     notes: dict                 # row -> list of notes
+    layout: tuple | None = None  # ("profile") members' component caps and intrinsic shapes
 
     @property
     def n_columns(self) -> int:
@@ -722,9 +655,13 @@ def _ivar(var):
 
 
 def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, psf, node_wave,
-                       wave, pixscale, cfg: DeblendConfig, spectrum=None) -> _GroupModel:
+                       wave, pixscale, cfg: DeblendConfig, spectrum=None, layout=None) -> _GroupModel:
     """The group's column models (members' unit-flux models, then gradient shapes) at the PSF
-    nodes, and the members' models in the model image."""
+    nodes, and the members' models in the model image.
+
+    *layout* (``_GroupModel.layout`` of an earlier build) reuses that build's component caps
+    and intrinsic shapes ("profile" models), so that models built with different PSFs have
+    the same components and only their amplitudes are refitted."""
     bx0, bx1, by0, by1 = box
     ny, nx = by1 - by0, bx1 - bx0
     fwhm_max = float(np.max(psf.fwhm(node_wave))) / pixscale
@@ -783,24 +720,26 @@ def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, 
     # non-negative combination.  The final fit uses those components.
     phases = [grid.phase(x[i], y[i]) for i in rows]
     point = grid.to_image(np.stack(phases) * image_ft)             # (K, ny, nx)
-    pflux = _fit_amplitudes(point, img, ivar, good, cfg.background)
-    s_w = 2.0 * float(np.mean(psf.fwhm(node_wave))) / pixscale / 2.3548
-    caps = []
-    for k, i in enumerate(rows):
-        cap = max(1.0, 0.6 * np.sqrt(len(segments[i][0]) / np.pi)) if i in segments else NO_SEGMENT_CAP
-        brighter = [j for j in range(K) if pflux[j] > pflux[k]]
-        if brighter:
-            dist = min(np.hypot(x[rows[j]] - x[i], y[rows[j]] - y[i]) for j in brighter)
-            cap = min(cap, NEIGHBOUR_FRACTION * dist)
-        caps.append(max(0.5, cap))
+    if layout is None:
+        pflux = _fit_amplitudes(point, img, ivar, good, cfg.background)
+        caps = []
+        for k, i in enumerate(rows):
+            cap = max(1.0, 0.6 * np.sqrt(len(segments[i][0]) / np.pi)) if i in segments else NO_SEGMENT_CAP
+            brighter = [j for j in range(K) if pflux[j] > pflux[k]]
+            if brighter:
+                dist = min(np.hypot(x[rows[j]] - x[i], y[rows[j]] - y[i]) for j in brighter)
+                cap = min(cap, NEIGHBOUR_FRACTION * dist)
+            caps.append(max(0.5, cap))
+    else:
+        caps, shapes = layout
 
     def components(shapes):
         fts, own, sigs = [], [], []
         for k in range(K):
             smaj, q, theta = shapes[k]
-            cap = caps[k] if smaj > 0 else min(caps[k], 1.0)
+            cap = caps[k] if smaj > 0 else min(caps[k], UNRESOLVED_MAX_SIGMA)
             for sig in COMPONENT_SIGMAS:
-                if sig > max(0.5, cap):
+                if sig > cap:
                     continue
                 if sig >= 1.0 and smaj > 0 and q < 1.0:
                     variants = [(1.0, 0.0)] + [(ELONGATION, np.pi * j / 4.0) for j in range(4)]
@@ -812,15 +751,17 @@ def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, 
                     sigs.append(sig)
         return np.stack(fts), np.asarray(own), np.asarray(sigs)
 
-    comp_ft, owner, _ = components([(1.0, 0.5, 0.0)] * K)       # round, up to the caps
-    design = grid.to_image(comp_ft * image_ft)
-    amp = _fit_amplitudes(design, img, ivar, good, cfg.background)
-    models = np.stack([np.tensordot(amp[owner == k], design[owner == k], axes=1) for k in range(K)])
-    shapes = []
-    for k, i in enumerate(rows):
-        own = img - (models.sum(axis=0) - models[k])
-        shapes.append(_intrinsic_shape(np.where(np.isfinite(own), own, 0.0), point[k],
-                                       x[i] - bx0, y[i] - by0, s_w))
+    if layout is None:
+        comp_ft, owner, _ = components([(1.0, 0.5, 0.0)] * K)       # round, up to the caps
+        design = grid.to_image(comp_ft * image_ft)
+        amp = _fit_amplitudes(design, img, ivar, good, cfg.background)
+        models = np.stack([np.tensordot(amp[owner == k], design[owner == k], axes=1) for k in range(K)])
+        shapes = []
+        s_w = 2.0 * float(np.mean(psf.fwhm(node_wave))) / pixscale / 2.3548
+        for k, i in enumerate(rows):
+            own = img - (models.sum(axis=0) - models[k])
+            shapes.append(_intrinsic_shape(np.where(np.isfinite(own), own, 0.0), point[k],
+                                           x[i] - bx0, y[i] - by0, s_w))
     comp_ft, owner, comp_sigma = components(shapes)
     design = grid.to_image(comp_ft * image_ft)                  # (C, ny, nx)
     amp = _fit_amplitudes(design, img, ivar, good, cfg.background)
@@ -854,7 +795,7 @@ def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, 
     col_ft = np.tensordot(np.asarray(rows_w), comp_ft, axes=1)   # (n_columns, fy, fx)
     col_nodes = np.stack([grid.to_image(col_ft * f) for f in node_ft]).astype(np.float32)
     return _GroupModel(rows, box, region, node_wave, col_nodes, np.asarray(col_member),
-                       image_models, notes)
+                       image_models, notes, (caps, shapes))
 
 
 # ------------------------------------------------------------------------------ the solver
@@ -1120,6 +1061,181 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
     return DeblendResult(results, (z0, z1), psf, groups)
 
 
+class _BinnedGroup:
+    """The group box summarised for the PSF refinement, in one pass over its channels.
+
+    The refinement builds the members' models on the *even* channels' mean image and judges
+    them on the *odd* channels averaged in a few wide wavelength bins: the two halves have
+    independent noise, so a more flexible model (more components) cannot look better by
+    fitting the noise it is judged on.  Also sums the group's spectrum over the fitted region
+    (all channels: the weights of the white light's PSF).
+
+    Attributes
+    ----------
+    spectrum : numpy.ndarray
+        ``(n_wave,)`` sum of the data over the fitted region, per channel.
+    edges : numpy.ndarray
+        ``(n_bins + 1,)`` channel edges of the bins (relative to the first channel).
+    """
+
+    def __init__(self, nz: int, region: np.ndarray, keep_bins: bool):
+        self.region = region
+        self.spectrum = np.zeros(nz)
+        nb = int(np.clip(nz // REFINE_BIN_MIN, 1, REFINE_BINS))
+        self.edges = np.linspace(0, nz, nb + 1).astype(int)
+        self.keep = keep_bins
+        shape = (nb, int(region.sum()))
+        self._sum, self._var, self._n = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        self._img, self._varsum, self._in = (np.zeros(region.shape) for _ in range(3))
+
+    def add(self, c0: int, data: np.ndarray, var: np.ndarray | None) -> None:
+        """Channels ``c0 : c0 + len(data)`` of the box: ``data``, ``var`` ``(L, ny, nx)``
+        (*var* may be None when the bins are not kept)."""
+        d = data[:, self.region]
+        self.spectrum[c0:c0 + d.shape[0]] = np.nansum(d, axis=1)
+        if not self.keep:
+            return
+        ok_box = np.isfinite(data) & np.isfinite(var) & (var > 0)
+        even = (c0 + np.arange(data.shape[0])) % 2 == 0
+        self._img += np.where(ok_box[even], data[even], 0.0).sum(axis=0)
+        self._varsum += np.where(ok_box[even], var[even], 0.0).sum(axis=0)
+        self._in += ok_box[even].sum(axis=0)
+        v = var[:, self.region]
+        ok = ok_box[:, self.region] & ~even[:, None]
+        c1 = c0 + d.shape[0]
+        for b, (e0, e1) in enumerate(zip(self.edges[:-1], self.edges[1:])):
+            lo, hi = max(e0, c0) - c0, min(e1, c1) - c0
+            if hi > lo:
+                self._sum[b] += np.where(ok[lo:hi], d[lo:hi], 0.0).sum(axis=0)
+                self._var[b] += np.where(ok[lo:hi], v[lo:hi], 0.0).sum(axis=0)
+                self._n[b] += ok[lo:hi].sum(axis=0)
+
+    def images(self) -> tuple[np.ndarray, np.ndarray]:
+        """Odd channels: bin means ``(n_bins, n_pix)`` over the region and their variances
+        (NaN: no data)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n = np.where(self._n > 0, self._n, np.nan)
+            return self._sum / n, self._var / n**2
+
+    def even_image(self) -> tuple[np.ndarray, np.ndarray]:
+        """Even channels: mean image ``(ny, nx)`` of the box and its variance (NaN: no data)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n = np.where(self._in > 0, self._in, np.nan)
+            return self._img / n, self._varsum / n**2
+
+
+def _scaled_psf(psf: PSFModel, scale: float) -> PSFModel:
+    return PSFModel(psf.kind, tuple(float(c) * scale for c in psf.fwhm_coeffs), psf.beta_coeffs, psf.source)
+
+
+def _refine_psf(binned: _BinnedGroup, layout, members, box, region, x, y, segments, images, psf,
+                node_wave, wave, pixscale, cfg) -> tuple[PSFModel, float, str]:
+    """Narrow the PSF's FWHM(λ) by the factor the group's data demand, if they demand one.
+
+    Trial factors go from ``REFINE_LOWEST`` to 1 in steps of ``REFINE_STEP``.  For each, the
+    group is modelled with the components chosen with the given PSF (*layout*; unresolved
+    members as pure PSFs), their amplitudes refitted with the scaled PSF on the model image,
+    and the model is solved (all columns and a uniform background free) on the group box
+    averaged in at most ``REFINE_BINS`` wavelength bins.  With the cube's white light as model
+    image, the models are built on its even channels and judged on its odd ones (see
+    :class:`_BinnedGroup`): judged on the data they were fitted to, models with more free
+    components look better by fitting the noise, which favours a narrower PSF by a few χ²
+    units even when the given one is right.
+
+    Only narrowing is considered, because only a PSF too broad is both harmful and measurable.
+    No non-negative light distribution is sharper than the PSF, so a model built with a PSF too
+    broad cannot fit a compact source (its flux is overestimated: ~6 % for a point source and a
+    FWHM 5 % too broad), whereas a model built with a PSF too narrow widens itself through its
+    intrinsic components (a few per cent of flux at most), and broader PSF wings are
+    degenerate with extended halos and sky residuals.  The factor kept is the broadest one
+    whose χ² is within ``REFINE_MIN_DCHI2`` of the minimum (the PSF is narrowed as far as the
+    data demand, not further); the PSF is kept as given when χ² at factor 1 is within
+    ``REFINE_MIN_DCHI2`` of the minimum, or when χ² still falls at the narrowest trial (no
+    minimum: the group does not constrain the PSF).  χ² differences are in units of the best
+    fit's reduced χ² when that exceeds 1, so that the small misfit of any model of a very
+    bright source is not taken for a PSF error.
+
+    Returns
+    -------
+    psf : PSFModel
+        The scaled model (or *psf* itself).
+    scale : float
+        The FWHM factor applied (1.0: none).
+    note : str
+        What was done, for the members' notes.
+    """
+    dimg, dvar = binned.images()
+    ok = np.isfinite(dimg) & np.isfinite(dvar) & (dvar > 0)
+    if ok.sum() < 4 * (len(members) + 2) * len(dimg):
+        return psf, 1.0, "PSF as given (too few data to refine it)"
+    edges = binned.edges
+    K = len(members)
+    sel = region.ravel()
+    odd = np.arange(len(wave)) % 2 == 1
+    mix = np.stack([_channel_weights(node_wave, wave[e0:e1][odd[e0:e1]],
+                                     binned.spectrum[e0:e1][odd[e0:e1]])
+                    for e0, e1 in zip(edges[:-1], edges[1:])])
+    if images.from_cube:
+        # The models are built on the even channels' image, on a frame of the cube's size.
+        bx0, bx1, by0, by1 = box
+        img, var = binned.even_image()
+        frame, frame_var = (np.full(images.image.shape, np.nan) for _ in range(2))
+        frame[by0:by1, bx0:bx1], frame_var[by0:by1, bx0:bx1] = img, var
+        images = _ModelImages(frame, frame_var, True)
+        spectrum = np.where(odd, 0.0, binned.spectrum)
+    else:
+        spectrum = binned.spectrum
+
+    n_params = []
+    # Unresolved members are pure PSFs here (no component wider than a point): their χ² then
+    # measures the PSF's width from both sides, with no amplitude held at zero by the
+    # non-negativity (which would bias a model with the true PSF towards a broader one).
+    caps, shapes = layout
+    layout = ([0.0 if sh[0] == 0 else c for c, sh in zip(caps, shapes)], shapes)
+
+    def chi2(scale: float) -> float:
+        trial = _scaled_psf(psf, scale)
+        gm = _build_group_model(members, box, region, x, y, segments, images, trial, node_wave, wave,
+                                pixscale, cfg, spectrum, layout)
+        cols = gm.col_nodes.reshape(len(node_wave), gm.n_columns, -1)[:, :, sel]
+        models = np.tensordot(mix, cols, axes=1)                  # (n_bins, n_columns, n_pix)
+        # A uniform background is always fitted here: a sky residual under the group would
+        # otherwise pull the PSF's wings.
+        f, _ = solve_layers(np.where(ok, dimg, np.nan), dvar, models, nonneg=cfg.nonneg,
+                            background=True, signed=np.arange(gm.n_columns) >= K)
+        f = np.nan_to_num(f)
+        n_params.append(f.size)
+        fit = np.einsum("bk,bkp->bp", f[:, :gm.n_columns], models) + f[:, -1:]
+        return float(np.sum(np.where(ok, (dimg - fit) ** 2 / np.where(ok, dvar, 1.0), 0.0)))
+
+    n = int(round((1.0 - REFINE_LOWEST) / REFINE_STEP))
+    grid = 1.0 - REFINE_STEP * np.arange(n, -1, -1)               # ascending, ends at 1
+    values = np.array([chi2(s) for s in grid])
+    log.debug("deblend: PSF scale chi2 of group %s: %s", members,
+              " ".join(f"{s:.2f}:{v:.1f}" for s, v in zip(grid, values)))
+    j = int(np.argmin(values))
+    lowest = values[j]
+    # χ² differences are counted in units of the best fit's reduced χ²: where the model's
+    # own misfit exceeds the noise (bright sources), it is that misfit, not the noise, that a
+    # change of scale must beat.
+    misfit = max(1.0, lowest / max(int(ok.sum()) - max(n_params), 1))
+    threshold = REFINE_MIN_DCHI2 * misfit
+    if values[-1] - lowest <= threshold:
+        return psf, 1.0, "PSF as given (the data ask for no narrower one)"
+    if j == 0:
+        return psf, 1.0, (f"PSF as given (chi2 still falls at {grid[0]:.2f} x FWHM: not "
+                          "constrained by this group)")
+    # The broadest factor within the threshold of the minimum: where the rising curve crosses
+    # that level, between the last grid point below it and the next.
+    level = lowest + threshold
+    k = j + int(np.argmax(values[j:] > level)) - 1
+    t = (level - values[k]) / (values[k + 1] - values[k])
+    best = float(grid[k] + t * (grid[k + 1] - grid[k]))
+    return (_scaled_psf(psf, best), best,
+            f"PSF FWHM scaled by {best:.3f} (fitted on the group: chi2 {values[-1]:.0f} at 1, "
+            f"{lowest:.0f} at {grid[j]:.2f})")
+
+
 def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pixscale, cfg, z0, z1,
                  results, model_cube):
     ys = np.concatenate([foot[i][0] for i in members])
@@ -1128,12 +1244,26 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
     bx0, bx1, by0, by1 = box
     region = np.zeros((by1 - by0, bx1 - bx0), dtype=bool)
     region[ys - by0, xs - bx0] = True
-    spectrum = np.zeros(z1 - z0)
+    wave = cube.wave[z0:z1]
+    refine = cfg.refine_psf and cube.has_var  # the χ² test needs the variance
+    binned = _BinnedGroup(z1 - z0, region, refine)
     for c0 in range(z0, z1, 512):
-        data, _ = cube.window(bx0, bx1, by0, by1, c0, min(c0 + 512, z1), with_var=False)
-        spectrum[c0 - z0:c0 - z0 + data.shape[0]] = np.nansum(data[:, region], axis=1)
+        data, dvar = cube.window(bx0, bx1, by0, by1, c0, min(c0 + 512, z1), with_var=refine)
+        binned.add(c0 - z0, data, dvar)
+    spectrum = binned.spectrum
     gm = _build_group_model(members, box, region, x, y, segments, images, psf, node_wave,
-                            cube.wave[z0:z1], pixscale, cfg, spectrum)
+                            wave, pixscale, cfg, spectrum)
+    psf_scale = 1.0
+    if refine and gm.layout is not None:
+        psf, psf_scale, note = _refine_psf(binned, gm.layout, members, box, region, x, y, segments,
+                                           images, psf, node_wave, wave, pixscale, cfg)
+        if psf_scale != 1.0:
+            # Same components as with the given PSF: narrowing it must not turn a compact
+            # source into a "resolved" one with broad components.
+            gm = _build_group_model(members, box, region, x, y, segments, images, psf, node_wave,
+                                    wave, pixscale, cfg, spectrum, gm.layout)
+            for i in members:
+                gm.notes[i].append(note)
     K = len(members)
     ncol = gm.n_columns
     step = int(min(cfg.block, max(8, 2e7 // max(ncol * region.size, 1))))
@@ -1195,7 +1325,8 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
                 "DBMODEL": (cfg.model, "spatial model kind"),
                 "DBNONNEG": (bool(cfg.nonneg), "fluxes constrained >= 0"),
                 "DBBKG": (bool(cfg.background), "uniform background fitted"),
-                "PSFSRC": (psf.source, "PSF from header, given or fitted")}
+                "PSFSRC": (psf.source, "PSF from header, given or fitted"),
+                "DBPSFSCL": (float(psf_scale), "FWHM scale fitted on the group (1: as given)")}
         res.spectrum = Spectrum1D(flux[:, k], var[:, k], meta)
         res.model_image = gm.image_models[k]
         res.box = box
@@ -1240,7 +1371,7 @@ def _add_box(target, block, box, zoff, ny, nx):
 # ------------------------------------------------------------------------------ outputs
 #: Columns of ``OUTDIR/deblend.tsv``.
 DEBLEND_COLUMNS = ("ID", "RA", "DEC", "STATUS", "GROUP", "GROUP_SIZE", "GROUP_IDS", "SNR_MEDIAN",
-                   "FLUX_MEDIAN", "FILE", "NOTES")
+                   "FLUX_MEDIAN", "LINE_WAVE", "LINE_SNR", "FILE", "NOTES")
 
 
 def _cube_wcs_header(cube: Cube, z0: int) -> fits.Header:
@@ -1378,7 +1509,7 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, outdir, *, 
                "DEC": float(row["DEC"]) if np.isfinite(float(row["DEC"])) else np.nan,
                "STATUS": src.status, "GROUP": int(src.group), "GROUP_SIZE": len(src.group_ids),
                "GROUP_IDS": ",".join(src.group_ids), "SNR_MEDIAN": np.nan, "FLUX_MEDIAN": np.nan,
-               "FILE": "", "NOTES": "; ".join(src.notes)}
+               "LINE_WAVE": np.nan, "LINE_SNR": np.nan, "FILE": "", "NOTES": "; ".join(src.notes)}
         if src.spectrum is None:
             rows.append(rec)
             continue
@@ -1386,6 +1517,11 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, outdir, *, 
         with np.errstate(invalid="ignore", divide="ignore"):
             rec["SNR_MEDIAN"] = float(np.nanmedian(sp.flux / np.sqrt(sp.var)))
             rec["FLUX_MEDIAN"] = float(np.nanmedian(sp.flux))
+        # The strongest emission line of the deblended spectrum: a quick look that shows whose
+        # line it is once the neighbour's light is fitted out.
+        line = strongest_emission_line(cube.wave[z0:z1], sp.flux, sp.var, medium=cube.medium)
+        if line is not None:
+            rec["LINE_WAVE"], rec["LINE_SNR"] = line.wave, line.snr
         path = Path(outdir) / "sources" / f"{src.id}.fits"
         keywords = {"DBSTATUS": (src.status[:68], "deblend status"),
                     "DBGROUP": (int(src.group), "deblending group"),
@@ -1426,13 +1562,15 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, outdir, *, 
             rec["STATUS"] = f"failed: {exc.oneline()}"[:200]
             warn_object(src.id, exc.oneline())
         rows.append(rec)
-    types = (str, float, float, str, int, int, str, float, float, str, str)
+    types = (str, float, float, str, int, int, str, float, float, float, float, str, str)
     tab = Table(rows=[[r[c] for c in DEBLEND_COLUMNS] for r in rows], names=DEBLEND_COLUMNS, dtype=types) \
         if rows else Table(names=DEBLEND_COLUMNS, dtype=types)
     for col in ("RA", "DEC"):
         tab[col].format = ".7f"
     tab["SNR_MEDIAN"].format = ".3f"
     tab["FLUX_MEDIAN"].format = ".6g"
+    tab["LINE_WAVE"].format = ".2f"
+    tab["LINE_SNR"].format = ".1f"
     write_catalog(tab, Path(outdir) / "deblend.tsv", "tsv")
     return rows
 

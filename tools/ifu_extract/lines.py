@@ -83,7 +83,7 @@ def strongest_emission_line(wave, flux, var, *, line_fwhm: float = 3.0,
     min_snr : float
         Lowest matched-filter S/N that counts as a line.
     sky : bool
-        Skip wavelengths within one *line_fwhm* of the bright night-sky lines
+        Skip peaks within half a *line_fwhm* of the bright night-sky lines
         (:func:`ifu_extract.skylines.sky_lines`), where sky-subtraction residuals sit.
     medium : {"air", "vacuum"}
         Medium of *wave*, for the sky lines.
@@ -116,10 +116,17 @@ def strongest_emission_line(wave, flux, var, *, line_fwhm: float = 3.0,
         snr = np.where(den > 0, num / np.sqrt(den), -np.inf)
     # Half a kernel at either end sees the padding, not the spectrum.
     snr[:half] = snr[-half:] = -np.inf
+    # Candidates are the local maxima of the S/N; a maximum on a bright sky line (within half a
+    # FWHM) is a sky residual, while a real line a few Angstrom away keeps its own maximum.
+    cand = np.zeros(snr.size, dtype=bool)
+    cand[1:-1] = (snr[1:-1] >= snr[:-2]) & (snr[1:-1] >= snr[2:]) & np.isfinite(snr[1:-1])
     if sky:
         for line in sky_lines(wave[0], wave[-1], medium=medium):
-            snr[np.abs(wave - line.wave) <= line_fwhm] = -np.inf
-    peak = int(np.argmax(snr))
+            cand &= np.abs(wave - line.wave) > line_fwhm / 2
+    if not cand.any():
+        return None
+    snr_cand = np.where(cand, snr, -np.inf)
+    peak = int(np.argmax(snr_cand))
     if not snr[peak] >= min_snr:
         return None
 

@@ -1,4 +1,5 @@
-"""The wavelength-dependent PSF (MUSE's FSF): from header keywords, or given by the user.
+"""The wavelength-dependent PSF (MUSE's FSF): from header keywords, given by the user, or fitted
+on a star of the cube (:func:`fit_psf_on_star`).
 
 A :class:`PSFModel` gives FWHM(λ) in arcsec and β(λ) for a circular Moffat (or a Gaussian), and
 renders normalised PSF images on a pixel grid (:meth:`PSFModel.stamps`), integrated over
@@ -8,13 +9,17 @@ spaxels, for optimal extraction and deblending.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
 from .synth import moffat_image
 
-__all__ = ["PSFModel", "psf_from_cube", "gaussian_image"]
+if TYPE_CHECKING:
+    from .cubeio import Cube
+
+__all__ = ["PSFModel", "psf_from_cube", "fit_psf_on_star", "gaussian_image"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,40 @@ class PSFModel:
         *nodes* FWHM values spanning the range and interpolated linearly in between (the error is
         far below 0.1 % of the flux for MUSE-like variations).
         """
+        imgs, i0, frac = self.node_images(wave, shape, x0, y0, pixscale, nodes)
+        if len(imgs) == 1:
+            return np.repeat(imgs, len(i0), axis=0)
+        frac = frac[:, None, None]
+        return imgs[i0] * (1 - frac) + imgs[i0 + 1] * frac
+
+    def node_images(self, wave, shape, x0: float, y0: float, pixscale: float, nodes: int = 24):
+        """The node images of :meth:`stamps` and, per channel, how they are interpolated.
+
+        ``stamps(...)[k] == imgs[i0[k]] * (1 - frac[k]) + imgs[i0[k] + 1] * frac[k]`` (or
+        ``imgs[0]`` when there is a single node): products with the stamps can then be taken
+        with the few node images instead of one image per channel.
+
+        Parameters
+        ----------
+        wave : array_like
+            ``(n_wave,)`` Angstrom.
+        shape : (ny, nx)
+        x0, y0 : float
+            Centre, 0-based pixels.
+        pixscale : float
+            Spaxel side, arcsec.
+        nodes : int
+            Maximum number of FWHM nodes.
+
+        Returns
+        -------
+        imgs : numpy.ndarray
+            ``(n_nodes, ny, nx)`` float64.
+        i0 : numpy.ndarray
+            ``(n_wave,)`` int: lower node of each channel (0 with one node).
+        frac : numpy.ndarray
+            ``(n_wave,)`` float64 in [0, 1]: weight of node ``i0 + 1`` (0 with one node).
+        """
         wave = np.atleast_1d(np.asarray(wave, dtype=float))
         fwhm_pix = self.fwhm(wave) / pixscale
         beta = self.beta(wave)
@@ -64,11 +103,10 @@ class PSFModel:
             lambda f, b: gaussian_image(shape, x0, y0, f))
         imgs = np.array([render(f, b) for f, b in zip(grid, bgrid)])
         if n == 1:
-            return np.repeat(imgs, len(wave), axis=0)
+            return imgs, np.zeros(len(wave), dtype=int), np.zeros(len(wave))
         pos = (fwhm_pix - lo) / (hi - lo) * (n - 1)
         i0 = np.clip(np.floor(pos).astype(int), 0, n - 2)
-        frac = (pos - i0)[:, None, None]
-        return imgs[i0] * (1 - frac) + imgs[i0 + 1] * frac
+        return imgs, i0, pos - i0
 
 
 def gaussian_image(shape, x0, y0, fwhm_pix) -> np.ndarray:
@@ -122,3 +160,90 @@ def psf_from_cube(cube, *, fwhm: float | None = None, beta: float | None = None,
     if beta is not None:
         be = np.full_like(wave, float(beta))
     return PSFModel("moffat", tuple(np.polyfit(wave, fw, 3)), tuple(np.polyfit(wave, be, 3)), "header")
+
+
+def fit_psf_on_star(cube: Cube, x: float, y: float, *, kind: str = "moffat", nbins: int = 8,
+                    half_size: int | None = None) -> PSFModel:
+    """Fit FWHM(λ) (linear) and β (constant) on a star of the cube.
+
+    The star's stamp is averaged in *nbins* wavelength bins; each bin image is fitted with a
+    pixel-integrated circular Moffat (or Gaussian) plus a constant, by variance-weighted least
+    squares; FWHM(λ) is the weighted straight line through the bins, β the weighted mean.
+
+    Parameters
+    ----------
+    cube : ifu_extract.cubeio.Cube
+    x, y : float
+        0-based cube pixel position of the star.
+    kind : {"moffat", "gaussian"}
+    nbins : int
+        Wavelength bins.
+    half_size : int, optional
+        Half side of the stamp, spaxels (default: 2.5″).
+
+    Raises
+    ------
+    InputError
+        The star is off the cube, too faint, or the fits do not converge to a sensible FWHM.
+    """
+    from scipy.optimize import least_squares
+
+    scale = cube.pixscale
+    h = int(half_size or max(5, round(2.5 / scale)))
+    xc, yc = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+    if not (0 <= xc < cube.nx and 0 <= yc < cube.ny):
+        raise InputError("--psf-star", f"the star at pixel ({x:.1f}, {y:.1f}) is outside the cube",
+                         "choose a star inside the field")
+    edges = np.linspace(0, cube.nwave, nbins + 1).astype(int)
+    fw, be, wv, wt = [], [], [], []
+    for z0, z1 in zip(edges[:-1], edges[1:]):
+        if z1 <= z0:
+            continue
+        data, var = cube.window(xc - h, xc + h + 1, yc - h, yc + h + 1, z0, z1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n = np.sum(np.isfinite(data), axis=0)
+            img = np.nansum(data, axis=0) / np.maximum(n, 1)
+            ivar = (n**2 / np.nansum(var, axis=0)) if var is not None else n.astype(float)
+        good = (n > 0) & np.isfinite(ivar) & (ivar > 0)
+        img = np.where(good, img, 0.0)
+        sw = np.sqrt(np.where(good, ivar, 0.0))
+        px, py = x - (xc - h), y - (yc - h)
+        shape = img.shape
+
+        def resid(p):
+            amp, x0, y0, f, b, bg = p
+            m = moffat_image(shape, x0, y0, f, b) if kind == "moffat" else \
+                gaussian_image(shape, x0, y0, f)
+            return ((amp * m + bg - img) * sw).ravel()
+
+        peak = float(np.max(img[good])) if good.any() else 0.0
+        p0 = [max(peak, 1e-30) * 10.0, px, py, 0.8 / scale, 2.8, 0.0]
+        lo = [0, px - 2, py - 2, 0.3 / scale * 0.5, 1.2, -np.inf]
+        hi = [np.inf, px + 2, py + 2, 3.0 / scale, 10.0, np.inf]
+        try:
+            fit = least_squares(resid, p0, bounds=(lo, hi), x_scale="jac", max_nfev=400)
+        except ValueError:
+            continue
+        if not fit.success:
+            continue
+        jac = fit.jac
+        try:
+            cov = np.linalg.inv(jac.T @ jac)
+        except np.linalg.LinAlgError:
+            continue
+        sig_f = np.sqrt(max(cov[3, 3], 0)) * scale
+        f = fit.x[3] * scale
+        if not (np.isfinite(sig_f) and sig_f > 0) or fit.x[0] <= 0 or f < 0.16 or f > 2.9:
+            continue
+        fw.append(f)
+        be.append(fit.x[4])
+        wv.append(float(np.mean(cube.wave[z0:z1])))
+        wt.append(1.0 / sig_f**2)
+    if len(fw) < 2:
+        raise InputError("--psf-star", f"the PSF fit on the star at pixel ({x:.1f}, {y:.1f}) failed "
+                         f"in {nbins - len(fw)} of {nbins} wavelength bins",
+                         "choose a brighter, isolated star, or give --fwhm/--beta")
+    fw, be, wv, wt = map(np.asarray, (fw, be, wv, wt))
+    coeffs = np.polyfit(wv, fw, 1, w=np.sqrt(wt))
+    beta = float(np.average(be, weights=wt)) if kind == "moffat" else 2.8
+    return PSFModel(kind, tuple(float(c) for c in coeffs), (beta,), "fitted")

@@ -21,18 +21,25 @@
     folder is self-contained (no network access) and works inside Galaxy.
 
 Figures are drawn with matplotlib's Agg canvas directly (no pyplot state), at a fixed size and
-DPI, without date or software metadata, so that the same inputs give the same bytes.  Objects are
-shared out over worker processes; an object whose figure fails is listed with the reason and the
-others go on.
+DPI, without date or software metadata, so that the same inputs give the same bytes.  Each worker
+process builds a figure once per layout and reuses it from object to object: the stamps swap their
+images and marks, and the spectrum figure keeps what all objects share (wavelength axis, sky
+lines and their labels, key) as a pre-drawn background.  Curves are drawn with their extreme
+channels in each pixel column only, which looks the same and is quicker to draw.
+Objects are shared out over worker processes; an object whose figure fails is listed with the
+reason and the others go on.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import html
 import logging
 import os
+import struct
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -62,6 +69,7 @@ __all__ = [
     "plot_stamps",
     "plot_spectrum",
     "plot_object",
+    "clear_figure_cache",
     "write_index",
     "make_report",
 ]
@@ -77,7 +85,10 @@ DEFAULT_DPI = 100
 _STAMP_PANEL = (2.45, 2.75)   # inches per stamp panel (width, height)
 _SPEC_SIZE = (10.0, 3.9)      # inches
 _REQUIRED = ("ID", "STATUS", "FILE")
-_NO_META = {"Software": None}  # PNG without a Software chunk: same input, same bytes
+#: Text drawn without hinting: glyphs cost half as much to render at these sizes, as readable.
+_RC = {"text.hinting": "no_hinting"}
+#: zlib level of the PNGs: higher levels take much longer for files a few per cent smaller.
+_PNG_LEVEL = 2
 
 # Okabe & Ito colour-blind safe palette.
 _ORANGE, _SKY, _GREEN, _YELLOW, _BLUE, _VERMILION, _PURPLE = (
@@ -376,7 +387,7 @@ def _add_outline(ax, mask, x0, y0, scale, color, lw=1.2, ls="solid", zorder=3):
     segs = _outline(mask, x0, y0, scale)
     if len(segs):
         ax.add_collection(LineCollection(segs, colors=color, linewidths=lw, linestyles=ls,
-                                         zorder=zorder, capstyle="projecting"))
+                                         zorder=zorder, capstyle="projecting"), autolim=False)
 
 
 def _stretch(data: np.ndarray, var: np.ndarray | None, sky: np.ndarray | None):
@@ -446,21 +457,87 @@ def _scale_bar(ax, extent, unit_is_arcsec: bool):
             color="white", fontsize=6.5, ha="center", va="bottom")
 
 
-def _new_figure(width, height):
+def _text_style():
+    """Context in which the report's figures are drawn (:data:`_RC`)."""
+    from matplotlib import rc_context
+
+    return rc_context(_RC)
+
+
+def _new_figure(width, height, dpi):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig, path, dpi) -> tuple[int, int]:
-    path = Path(path)
+def _write_png(fig, path) -> tuple[int, int]:
+    """Write what the Agg canvas of *fig* holds (it must have been drawn) as a PNG, atomically.
+
+    Returns
+    -------
+    (int, int)
+        Width and height in pixels.
+    """
+    rgba = np.asarray(fig.canvas.buffer_rgba())
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, metadata=_NO_META)
-    w, h = fig.get_size_inches()
-    return int(round(w * dpi)), int(round(h * dpi))
+        Path(tmp).write_bytes(_png_bytes(rgba, fig.dpi))
+    return rgba.shape[1], rgba.shape[0]
+
+
+def _png_bytes(rgba: np.ndarray, dpi: float) -> bytes:
+    """An 8-bit RGB PNG of an ``(h, w, 4)`` uint8 image whose alpha is opaque (it is dropped).
+
+    Written here rather than by Pillow because its adaptive choice of row filter costs more than
+    the compression on these figures; the "Up" filter (each row minus the one above) suits
+    plots, whose rows mostly repeat.  Only the header, resolution, data and end chunks are
+    written (no date, no software): the bytes depend on the pixels and *dpi* alone.
+    """
+    h, w = rgba.shape[:2]
+    raw = np.empty((h, 1 + 3 * w), dtype=np.uint8)
+    raw[:, 0] = 2                                   # filter type of every row: Up
+    rows = raw[:, 1:].reshape(h, w, 3)
+    rgb = rgba[..., :3]
+    rows[0] = rgb[0]
+    np.subtract(rgb[1:], rgb[:-1], out=rows[1:])    # uint8 wraps modulo 256, as PNG defines it
+    per_metre = int(round(float(dpi) / 0.0254))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"".join([b"\x89PNG\r\n\x1a\n",
+                     chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)),
+                     chunk(b"pHYs", struct.pack(">IIB", per_metre, per_metre, 1)),
+                     chunk(b"IDAT", zlib.compress(raw.tobytes(), _PNG_LEVEL)),
+                     chunk(b"IEND", b"")])
+
+
+#: Figures kept from object to object in this process, most recently used last: laying out axes
+#: and their ticks costs more than drawing them, so each layout is built once.
+_KEPT: dict = {}
+_MAX_KEPT = 8
+
+
+def _kept_figure(key: tuple, build):
+    """The kept figure of layout *key*, made by ``build()`` the first time it is asked for."""
+    figure = _KEPT.pop(key, None)
+    if figure is None:
+        figure = build()
+        while len(_KEPT) >= _MAX_KEPT:
+            del _KEPT[next(iter(_KEPT))]   # the least recently used
+    _KEPT[key] = figure
+    return figure
+
+
+def clear_figure_cache() -> None:
+    """Forget the figures that :func:`plot_stamps` and :func:`plot_spectrum` keep for reuse.
+
+    They are kept per process, a few layouts at most; :func:`make_report` clears them when it
+    is done.  The PNGs do not depend on what was drawn before.
+    """
+    _KEPT.clear()
 
 
 @dataclass
@@ -491,6 +568,44 @@ class PlotInfo:
 
 
 # ----------------------------------------------------------------------------- stamps figure
+class _StampsFigure:
+    """A stamps figure of *n_panels* panels, kept from object to object.
+
+    The axes (their ticks, labels and titles) stay; each object removes the images, outlines,
+    marks and legends of the previous one and draws its own.
+    """
+
+    def __init__(self, n_panels: int, dpi: int):
+        pw, ph = _STAMP_PANEL
+        self.fig = fig = _new_figure(pw * n_panels, ph, dpi)
+        left_pad, right_pad = 0.36, 0.08
+        self.axes = []
+        for k in range(n_panels):
+            ax = fig.add_axes([(k * pw + left_pad) / (pw * n_panels), 0.14,
+                               (pw - left_pad - right_pad) / (pw * n_panels), 0.70])
+            if k == 0:   # the panels share one grid: axes on the first only (ticks are costly)
+                ax.tick_params(labelsize=6.5, length=2.5, pad=1.5)
+                ax.locator_params(nbins=5)
+            else:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            self.axes.append(ax)
+        self.title = fig.text(0.5, 0.975, "", ha="center", va="top", fontsize=8, fontweight="bold")
+
+    def clear(self) -> None:
+        """Remove what the previous object added to the axes."""
+        for ax in self.axes:
+            for artist in [*ax.images, *ax.lines, *ax.collections, *ax.patches, *ax.texts]:
+                artist.remove()
+            if ax.legend_ is not None:
+                ax.legend_.remove()
+
+
+#: Panel titles.  y is the automatic position, given so that matplotlib does not look for tick
+#: labels above the panel at every draw (there are none).
+_PANEL_TITLE = {"fontsize": 7, "pad": 2, "y": 1.0}
+
+
 def plot_stamps(obj: ObjectData, path, *, dpi: int = DEFAULT_DPI, max_extra: int = 2) -> PlotInfo:
     """Write the stamps figure of one object (see the module description).
 
@@ -508,8 +623,6 @@ def plot_stamps(obj: ObjectData, path, *, dpi: int = DEFAULT_DPI, max_extra: int
     PlotInfo
         ``tag`` lists the panels drawn, comma-separated.
     """
-    from matplotlib import colormaps
-    from matplotlib.colors import ListedColormap
     from matplotlib.patches import Circle, Patch
 
     shape = obj.stamp_shape
@@ -528,29 +641,21 @@ def plot_stamps(obj: ObjectData, path, *, dpi: int = DEFAULT_DPI, max_extra: int
     white_tag = "MUSE_WHITE" if "MUSE_WHITE" in obj.images else next(iter(obj.images), None)
     extra = [t for t in sorted(obj.images) if t != white_tag][:max_extra]
     panels = ([white_tag] if white_tag else []) + ["masks"] + extra
-    fig = _new_figure(_STAMP_PANEL[0] * len(panels), _STAMP_PANEL[1])
-    gray = colormaps["gray"].with_extremes(bad="#5a1e1e")
-    left_pad, right_pad = 0.36, 0.08
-    pw = _STAMP_PANEL[0]
-    for k, tag in enumerate(panels):
-        ax = fig.add_axes([(k * pw + left_pad) / (pw * len(panels)), 0.14,
-                           (pw - left_pad - right_pad) / (pw * len(panels)), 0.70])
-        if k == 0:   # the panels share one grid: axes on the first only (ticks are costly)
-            ax.tick_params(labelsize=6.5, length=2.5, pad=1.5)
+    dpi = int(dpi)
+    figure = _kept_figure(("stamps", len(panels), dpi), lambda: _StampsFigure(len(panels), dpi))
+    figure.clear()
+    gray, mask_cmap = _stamp_colormaps()
+    for k, (tag, ax) in enumerate(zip(panels, figure.axes)):
+        if k == 0:
             ax.set_ylabel("Δy (arcsec)" if arcsec else "Δy (spaxel)", fontsize=7, labelpad=1)
             ax.set_xlabel("Δx (arcsec)" if arcsec else "Δx (spaxel)", fontsize=7, labelpad=1)
-            ax.locator_params(nbins=5)
-        else:
-            ax.set_xticks([])
-            ax.set_yticks([])
         if tag == "masks":
             cat = np.zeros(shape, dtype=np.uint8)          # 0: neither object nor sky
             if sky is not None:
                 cat[sky] = 1
             if objmask is not None:
                 cat[objmask] = 2
-            cmap = ListedColormap(["#2b2b2b", _SKY, _ORANGE])
-            ax.imshow(cat, origin="lower", cmap=cmap, vmin=-0.5, vmax=2.5, extent=extent,
+            ax.imshow(cat, origin="lower", cmap=mask_cmap, vmin=-0.5, vmax=2.5, extent=extent,
                       interpolation="nearest")
             others = np.zeros(shape, dtype=bool)
             if obj.segmap is not None:
@@ -562,7 +667,7 @@ def plot_stamps(obj: ObjectData, path, *, dpi: int = DEFAULT_DPI, max_extra: int
                 _add_outline(ax, other, x0, y0, scale, "white", lw=0.9, ls=(0, (2, 1.5)))
             n_obj = int(objmask.sum()) if objmask is not None else 0
             n_sky = int(sky.sum()) if sky is not None else 0
-            ax.set_title(f"masks: object {n_obj} ({used}), sky {n_sky}", fontsize=7, pad=2)
+            ax.set_title(f"masks: object {n_obj} ({used}), sky {n_sky}", **_PANEL_TITLE)
             handles = [Patch(color=_ORANGE, label=f"object ({used})"), Patch(color=_SKY, label="sky")]
             if show_other:
                 handles.append(Patch(facecolor="none", edgecolor="white", ls="--", label=other_name))
@@ -602,16 +707,26 @@ def plot_stamps(obj: ObjectData, path, *, dpi: int = DEFAULT_DPI, max_extra: int
                 _compass(ax, obj.wcs, x0, y0, scale, extent)
                 _scale_bar(ax, extent, arcsec)
                 seg_note = f"; segment {obj.seglabel}" if obj.segmap is not None and obj.seglabel else ""
-                ax.set_title(f"{tag.replace('MUSE_', '').lower()} light{seg_note}", fontsize=7, pad=2)
+                ax.set_title(f"{tag.replace('MUSE_', '').lower()} light{seg_note}", **_PANEL_TITLE)
             else:
-                ax.set_title(tag, fontsize=7, pad=2)
+                ax.set_title(tag, **_PANEL_TITLE)
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
     status = obj.status if len(obj.status) <= 70 else obj.status[:67] + "..."
-    fig.text(0.5, 0.975, f"ID {obj.id}  ·  {status}", ha="center", va="top", fontsize=8,
-             fontweight="bold")
-    size = _save(fig, path, dpi)
+    figure.title.set_text(f"ID {obj.id}  ·  {status}")
+    with _text_style():
+        figure.fig.canvas.draw()
+    size = _write_png(figure.fig, path)
     return PlotInfo(Path(path), size, tag=",".join(panels))
+
+
+@functools.cache
+def _stamp_colormaps():
+    """Grey scale with NaN in dark red, and the three colours of the masks panel."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    return colormaps["gray"].with_extremes(bad="#5a1e1e"), ListedColormap(["#2b2b2b", _SKY, _ORANGE])
 
 
 # ----------------------------------------------------------------------------- spectrum figure
@@ -696,18 +811,18 @@ def _reference_tag(obj: ObjectData, tag: str) -> str | None:
     return None
 
 
-def _mark_lines(ax, waves, *, color, lw, alpha, ls="solid", ymin=0.0, ymax=1.0):
+def _mark_lines(ax, waves, *, color, lw, alpha, ls="solid", ymin=0.0, ymax=1.0, animated=False):
     from matplotlib.transforms import blended_transform_factory
 
     if not len(waves):
         return
     trans = blended_transform_factory(ax.transData, ax.transAxes)
     ax.vlines(waves, ymin, ymax, transform=trans, colors=color, linewidths=lw, alpha=alpha,
-              linestyles=ls, zorder=1)
+              linestyles=ls, zorder=1, animated=animated)
 
 
 def _label_lines(ax, items, y, *, color, fontsize=5.5, min_sep_frac=0.011, va="bottom",
-                 rotation=90):
+                 rotation=90, animated=False):
     """Labels at axes height *y* (rotated), skipping ones that would overlap the previous."""
     from matplotlib.transforms import blended_transform_factory
 
@@ -720,7 +835,7 @@ def _label_lines(ax, items, y, *, color, fontsize=5.5, min_sep_frac=0.011, va="b
         if (w - last) < min_sep_frac * (x1 - x0):
             continue
         ax.text(w, y, text, transform=trans, rotation=rotation, fontsize=fontsize, color=color,
-                ha="center", va=va, clip_on=False)
+                ha="center", va=va, clip_on=False, animated=animated)
         last = w
 
 
@@ -728,9 +843,150 @@ def _sky_label(line) -> str:
     return f"{line.wave:.0f}" if line.species == "OH" else line.label
 
 
+def _column_samples(px: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of the samples of a polyline that draw the same picture at screen resolution.
+
+    Parameters
+    ----------
+    px : numpy.ndarray
+        x of the samples in display pixels, non-decreasing.
+    y : numpy.ndarray
+        Values; NaN breaks the line.
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted indices: in every pixel column its lowest and its highest finite sample (so that
+        every spike and dip is drawn to its full height), the first and last sample of every
+        finite run and the first NaN of every gap (so that gaps stay where they are).  All
+        samples when there are fewer than three per column.  (Ties keep every tied sample.)
+    """
+    n = y.size
+    col = np.floor(px).astype(np.int64)
+    if n == 0 or n < 3 * (col[-1] - col[0] + 1) or np.any(col[1:] < col[:-1]):
+        return np.arange(n)
+    finite = np.isfinite(y)
+    starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
+    counts = np.diff(np.r_[starts, n])
+    low = np.where(finite, y, np.inf)
+    high = np.where(finite, y, -np.inf)
+    is_low = finite & (low == np.repeat(np.minimum.reduceat(low, starts), counts))
+    is_high = finite & (high == np.repeat(np.maximum.reduceat(high, starts), counts))
+    run_start = finite != np.r_[not finite[0], finite[:-1]]
+    run_end = finite & ~np.r_[finite[1:], False]
+    return np.flatnonzero(is_low | is_high | run_start | run_end)
+
+
+def _band_polygons(x, low, high) -> list[np.ndarray]:
+    """Polygons of the band between *low* and *high*, one per run of finite samples (what
+    ``fill_between`` draws; not thinned, so that one noisy channel stays as narrow as it is)."""
+    good = np.isfinite(x) & np.isfinite(low) & np.isfinite(high)
+    idx = np.flatnonzero(good)
+    runs = np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1) if idx.size else []
+    return [np.concatenate([np.column_stack([x[r], high[r]]), np.column_stack([x[r], low[r]])[::-1]])
+            for r in runs]
+
+
+class _SpectrumFigure:
+    """The spectrum figure of one wavelength range, medium and key, kept from object to object.
+
+    What is the same for every object (wavelength axes, telluric bands, sky lines and their
+    labels, the flux axis labels, the key) is drawn once and kept as a background; each object
+    restores it and draws its own artists (spectra, band, flux ticks, redshifted lines, title)
+    over it in z-order.  Text is what costs most to draw, and most of this figure's is shared.
+    """
+
+    def __init__(self, *, xlim: tuple, medium: str, has_sky: bool, key: str, ylabel: str,
+                 dpi: int):
+        self.fig = fig = _new_figure(*_SPEC_SIZE, dpi)
+        left, right, top = 0.075, 0.985, 0.80
+        if has_sky:
+            ax = fig.add_axes([left, 0.35, right - left, top - 0.35])
+            axs = fig.add_axes([left, 0.11, right - left, 0.21], sharex=ax)
+        else:
+            ax = fig.add_axes([left, 0.12, right - left, top - 0.12])
+            axs = None
+        # The flux labels sit at a fixed place by the figure's left edge (room for 10-character
+        # tick labels), not next to the tick labels: then they are drawn once, with the rest.
+        for a, text in ((ax, ylabel), (axs, "local sky")):
+            if a is not None:
+                box = a.get_position()
+                fig.text(0.014, (box.y0 + box.y1) / 2, text, rotation=90, ha="center",
+                         va="center", fontsize=6.5)
+                a.yaxis.set_label_coords(0.0, 0.5)   # its own label is empty: no need to place it
+        self.ax, self.axs = ax, axs
+        ax.set_xlim(*xlim)
+        for lo, hi, _name in telluric_bands(*xlim, medium=medium):
+            ax.axvspan(lo, hi, color="#f0f0f0", lw=0, zorder=0)
+        lines = sky_lines(*xlim, medium=medium)
+        self.sky_lines = [ln.wave for ln in lines]
+        self.strong = [ln.wave for ln in lines if ln.strong]
+        _mark_lines(ax, self.strong, color=_SKY, lw=0.7, alpha=0.6)
+        _mark_lines(ax, [ln.wave for ln in lines if not ln.strong], color=_SKY, lw=0.5, alpha=0.35)
+        _label_lines(ax, [(ln.wave, _sky_label(ln) if ln.strong else "") for ln in lines], 1.01,
+                     color=_BLUE)
+        ax.tick_params(labelsize=7, length=2.5, pad=1.5)
+        xlabel = f"wavelength ({medium}, Å)"
+        if axs is not None:
+            _mark_lines(axs, self.strong, color=_SKY, lw=0.7, alpha=0.6)
+            axs.tick_params(labelsize=7, length=2.5, pad=1.5)
+            ax.tick_params(labelbottom=False)
+            axs.set_xlabel(xlabel, fontsize=7, labelpad=1)
+        else:
+            ax.set_xlabel(xlabel, fontsize=7, labelpad=1)
+        fig.text(0.5, 0.94, key, ha="center", va="top", fontsize=6.5, color="#444444")
+        self.title = fig.text(0.5, 0.99, "", ha="center", va="top", fontsize=8, fontweight="bold",
+                              animated=True)
+        # Drawn per object: the flux axes, and the frames (so that they stay over the band).
+        for a in (ax, axs):
+            if a is not None:
+                a.yaxis.set_animated(True)
+                for spine in a.spines.values():
+                    spine.set_animated(True)
+        with _text_style():
+            fig.canvas.draw()
+        self.background = fig.canvas.copy_from_bbox(fig.bbox)
+        box = ax.get_window_extent()
+        self._px = (float(box.x0), float(box.width) / (xlim[1] - xlim[0]), float(xlim[0]))
+
+    def pixels(self, wave: np.ndarray) -> np.ndarray:
+        """Display x (pixels) of wavelengths."""
+        x0, per, w0 = self._px
+        return x0 + (np.asarray(wave, dtype=float) - w0) * per
+
+    def begin(self) -> None:
+        """Restore the background and remove the previous object's artists."""
+        self.fig.canvas.restore_region(self.background)
+        for a in (self.ax, self.axs):
+            if a is None:
+                continue
+            for artist in [*a.lines, *a.collections, *a.patches, *a.texts]:
+                if artist.get_animated():
+                    artist.remove()
+
+    def finish(self) -> None:
+        """Draw the object's artists over the background, as a full draw would order them."""
+        with _text_style():
+            for a in (self.ax, self.axs):
+                if a is None:
+                    continue
+                mine = [c for c in a.get_children() if c.get_animated() and c.get_visible()]
+                for artist in sorted(mine, key=lambda c: c.get_zorder()):   # stable, as Axes.draw
+                    a.draw_artist(artist)
+            self.fig.draw_artist(self.title)
+
+    def line(self, ax, wave, values, **kwargs):
+        """Plot *values* with only the samples :func:`_column_samples` keeps."""
+        keep = _column_samples(self.pixels(wave), values)
+        return ax.plot(wave[keep], values[keep], animated=True, **kwargs)
+
+
 def plot_spectrum(obj: ObjectData, path, *, tag: str | None = None, smooth: int = 5,
                   dpi: int = DEFAULT_DPI) -> PlotInfo:
     """Write the spectrum figure of one object (see the module description).
+
+    The curves are drawn with, in every pixel column, their lowest and highest channel (and
+    the edges of gaps): what the full curve covers at the figure's resolution.
 
     Parameters
     ----------
@@ -749,6 +1005,8 @@ def plot_spectrum(obj: ObjectData, path, *, tag: str | None = None, smooth: int 
     PlotInfo
         With the sky lines and redshifted lines marked, and the plotted range.
     """
+    from matplotlib.collections import PolyCollection
+
     tag = _pick_tag(obj, tag)
     wave, flux, var = obj.spectra[tag]
     finite = np.isfinite(flux)
@@ -759,80 +1017,17 @@ def plot_spectrum(obj: ObjectData, path, *, tag: str | None = None, smooth: int 
     span = max(wmax - wmin, 1.0)
     xlim = (wmin - 0.005 * span, wmax + 0.005 * span)
     has_sky = "MUSE_SKY" in obj.spectra
-    fig = _new_figure(*_SPEC_SIZE)
-    left, right, top = 0.075, 0.985, 0.80
-    if has_sky:
-        ax = fig.add_axes([left, 0.35, right - left, top - 0.35])
-        axs = fig.add_axes([left, 0.11, right - left, 0.21], sharex=ax)
-    else:
-        ax = fig.add_axes([left, 0.12, right - left, top - 0.12])
-        axs = None
     smooth = max(int(smooth), 1)
-    sm, _ = _smooth(flux, var, smooth)
-    sig = None if var is None else np.sqrt(np.where(np.isfinite(var) & (var >= 0), var, np.nan))
-    ax.set_xlim(*xlim)
-    for lo, hi, _name in telluric_bands(*xlim, medium=obj.medium):
-        ax.axvspan(lo, hi, color="#f0f0f0", lw=0, zorder=0)
-    lines = sky_lines(*xlim, medium=obj.medium)
-    sky_w = [ln.wave for ln in lines]
-    strong = [ln.wave for ln in lines if ln.strong]
-    weak = [ln.wave for ln in lines if not ln.strong]
-    _mark_lines(ax, strong, color=_SKY, lw=0.7, alpha=0.6)
-    _mark_lines(ax, weak, color=_SKY, lw=0.5, alpha=0.35)
-    if sig is not None:
-        ax.fill_between(wave, flux - sig, flux + sig, color="#b9d7ec", lw=0, zorder=2)
-    ax.plot(wave, flux, color="#666666", lw=0.45, zorder=3)
     ref = _reference_tag(obj, tag)
-    if ref is not None:
-        rw, rf, rv = obj.spectra[ref]
-        rsm, _ = _smooth(rf, rv, smooth)
-        ax.plot(rw, rsm, color=_ORANGE, lw=0.6, alpha=0.9, zorder=3)
-    if smooth > 1:
-        ax.plot(wave, sm, color="black", lw=0.7, zorder=4)
-    ax.axhline(0.0, color="#999999", lw=0.5, zorder=1)
-    ax.set_ylim(*_limits(flux, var, sm, wave, strong))
-    _label_lines(ax, [(ln.wave, _sky_label(ln) if ln.strong else "") for ln in lines], 1.01,
-                 color=_BLUE)
     z = obj.z
-    z_marked = []
+    z_items = []
     if np.isfinite(z) and z > -0.01:
-        items = []
         for rest, label, _emission in _Z_LINES:
             obs = rest * (1.0 + z)
             obs = float(vacuum_to_air(obs)) if obj.medium == "air" else obs
             if xlim[0] <= obs <= xlim[1]:
-                z_marked.append(obs)
-                items.append((obs, label))
-        _mark_lines(ax, z_marked, color=_GREEN, lw=0.9, alpha=0.9, ymin=0.93)
-        _label_lines(ax, items, 0.92, color=_GREEN, fontsize=6, va="top", rotation=0,
-                     min_sep_frac=0.022)
-    unit = obj.unit or "flux"
-    ax.set_ylabel(unit if len(unit) < 34 else "flux", fontsize=6.5, labelpad=2)
-    ax.tick_params(labelsize=7, length=2.5, pad=1.5)
-    if axs is not None:
-        sw, sf, _ = obj.spectra["MUSE_SKY"]
-        _mark_lines(axs, strong, color=_SKY, lw=0.7, alpha=0.6)
-        axs.plot(sw, sf, color=_BLUE, lw=0.5)
-        good = sf[np.isfinite(sf)]
-        if good.size:
-            lo, hi = np.percentile(good, [0.5, 99.9])
-            axs.set_ylim(min(lo, 0.0), hi + 0.05 * (hi - lo) if hi > lo else hi + 1.0)
-        axs.set_ylabel("local sky", fontsize=6.5, labelpad=2)
-        axs.tick_params(labelsize=7, length=2.5, pad=1.5)
-        ax.tick_params(labelbottom=False)
-        axs.set_xlabel(f"wavelength ({obj.medium}, Å)", fontsize=7, labelpad=1)
-    else:
-        ax.set_xlabel(f"wavelength ({obj.medium}, Å)", fontsize=7, labelpad=1)
-    snr = _num(obj.header.get("SNRMED", "nan"))
-    parts = [f"ID {obj.id}", tag, f"median S/N {snr:.1f}" if np.isfinite(snr) else "median S/N n/a"]
-    if np.isfinite(z):
-        parts.append(f"z = {z:.4f}")
-    parts.append(f"{obj.header.get('NSPAX', '?')} spaxels ({obj.header.get('MASKUSED', '?')}), "
-                 f"sky {obj.header.get('NSKY', '?')}")
-    status = obj.status if len(obj.status) <= 60 else obj.status[:57] + "..."
-    parts.append(status)
-    fig.text(0.5, 0.99, "  ·  ".join(str(p) for p in parts), ha="center", va="top", fontsize=8,
-             fontweight="bold")
+                z_items.append((obs, label))
+    z_marked = [w for w, _label in z_items]
     key = ["grey: per channel", "blue band: ±1σ"]
     if smooth > 1:
         key.append(f"black: smoothed ({smooth} channels, 1/σ² weights)")
@@ -841,9 +1036,55 @@ def plot_spectrum(obj: ObjectData, path, *, tag: str | None = None, smooth: int 
     key.append("blue lines: night-sky lines; shaded: telluric bands")
     if z_marked:
         key.append("green: lines at the catalogue z")
-    fig.text(0.5, 0.94, "; ".join(key), ha="center", va="top", fontsize=6.5, color="#444444")
-    size = _save(fig, path, dpi)
-    return PlotInfo(Path(path), size, sky_lines=sky_w, z_lines=z_marked, xlim=xlim, tag=tag)
+    key = "; ".join(key)
+    ylabel = obj.unit if obj.unit and len(obj.unit) < 34 else "flux"
+    dpi = int(dpi)
+    figure = _kept_figure(("spectrum", xlim, obj.medium, has_sky, key, ylabel, dpi),
+                          lambda: _SpectrumFigure(xlim=xlim, medium=obj.medium, has_sky=has_sky,
+                                                  key=key, ylabel=ylabel, dpi=dpi))
+    figure.begin()
+    ax, axs = figure.ax, figure.axs
+
+    sm, _ = _smooth(flux, var, smooth)
+    sig = None if var is None else np.sqrt(np.where(np.isfinite(var) & (var >= 0), var, np.nan))
+    if sig is not None:
+        polys = _band_polygons(wave, flux - sig, flux + sig)
+        if polys:
+            ax.add_collection(PolyCollection(polys, facecolors="#b9d7ec", linewidths=0, zorder=2,
+                                             animated=True), autolim=False)
+    figure.line(ax, wave, flux, color="#666666", lw=0.45, zorder=3)
+    if ref is not None:
+        rw, rf, rv = obj.spectra[ref]
+        rsm, _ = _smooth(rf, rv, smooth)
+        figure.line(ax, rw, rsm, color=_ORANGE, lw=0.6, alpha=0.9, zorder=3)
+    if smooth > 1:
+        figure.line(ax, wave, sm, color="black", lw=0.7, zorder=4)
+    ax.axhline(0.0, color="#999999", lw=0.5, zorder=1, animated=True)
+    ax.set_ylim(*_limits(flux, var, sm, wave, figure.strong))
+    if z_items:
+        _mark_lines(ax, z_marked, color=_GREEN, lw=0.9, alpha=0.9, ymin=0.93, animated=True)
+        _label_lines(ax, z_items, 0.92, color=_GREEN, fontsize=6, va="top", rotation=0,
+                     min_sep_frac=0.022, animated=True)
+    if axs is not None:
+        sw, sf, _ = obj.spectra["MUSE_SKY"]
+        figure.line(axs, sw, sf, color=_BLUE, lw=0.5)
+        good = sf[np.isfinite(sf)]
+        lo, hi = np.percentile(good, [0.5, 99.9]) if good.size else (0.0, 1.0)
+        # Always set: the axes are reused, their limits must not come from the previous object.
+        axs.set_ylim(min(lo, 0.0), hi + 0.05 * (hi - lo) if hi > lo else hi + 1.0)
+    snr = _num(obj.header.get("SNRMED", "nan"))
+    parts = [f"ID {obj.id}", tag, f"median S/N {snr:.1f}" if np.isfinite(snr) else "median S/N n/a"]
+    if np.isfinite(z):
+        parts.append(f"z = {z:.4f}")
+    parts.append(f"{obj.header.get('NSPAX', '?')} spaxels ({obj.header.get('MASKUSED', '?')}), "
+                 f"sky {obj.header.get('NSKY', '?')}")
+    status = obj.status if len(obj.status) <= 60 else obj.status[:57] + "..."
+    parts.append(status)
+    figure.title.set_text("  ·  ".join(str(p) for p in parts))
+    figure.finish()
+    size = _write_png(figure.fig, path)
+    return PlotInfo(Path(path), size, sky_lines=list(figure.sky_lines), z_lines=z_marked,
+                    xlim=xlim, tag=tag)
 
 
 # ----------------------------------------------------------------------------- per object
@@ -1241,6 +1482,7 @@ def make_report(outdir, *, threads: int = 1, plots: bool = True, segmap=None,
                             progress(len(block))
         finally:
             _WORKER["segmap"] = None
+            clear_figure_cache()   # the figures drawn here (threads=1) are not needed any more
         for obj_id, res in results.items():
             if res.error:
                 warn_object(obj_id, f"QA figure failed: {res.error}")
