@@ -16,6 +16,10 @@ per tool.  Interpreter start and imports are excluded and reported separately.
 Usage::
 
     python bench/extract_bench.py [--objects 500] [--mpdaf-objects 60] [--threads 1] [--no-big]
+                                  [--no-mini] [--no-plots] [--output FILE]
+
+Wall-clock and CPU time (user + system, which a loaded machine does not distort) are both
+reported; ifu-extract writes to a fresh output folder each run.
 """
 
 from __future__ import annotations
@@ -182,8 +186,11 @@ from extract_bench import RssAnonPeak
 t_import = time.time() - t0
 cube_path, cat_path, seg_path, work, threads, plots = {args!r}
 from ifu_extract.image import band_image, write_image
+import os, shutil
+shutil.rmtree(work + "/ours", ignore_errors=True)  # a fresh OUTDIR, as a first run has
 cat = read_catalog(cat_path)
 with RssAnonPeak() as mem:
+    cpu0 = os.times()
     t0 = time.time()
     with open_cube(cube_path) as cube:
         white = band_image(cube)  # once, as `run` does: mask and extract reuse it
@@ -199,6 +206,8 @@ with RssAnonPeak() as mem:
     rows = extract_catalog(cube_path, cat, work + "/masks.fits", work + "/ours", cfg, threads=threads,
                            white_path=work + "/white.fits")
     t_extract = time.time() - t2
+    cpu1 = os.times()
+    cpu_s = sum(b - a for a, b in zip(cpu0[:4], cpu1[:4]))  # user + system, self + children
     t_plots = None
     if plots:
         try:
@@ -211,7 +220,7 @@ with RssAnonPeak() as mem:
             t_plots = time.time() - t3
 n = sum(bool(r["FILE"]) for r in rows)
 print(json.dumps({{"n": n, "import_s": t_import, "white_s": t_white, "mask_s": t_mask, "extract_s": t_extract,
-                  "plots_s": t_plots, "rssanon_mb": mem.mb}}))
+                  "cpu_s": cpu_s, "plots_s": t_plots, "rssanon_mb": mem.mb}}))
 """
 
 PEER = r"""
@@ -228,11 +237,13 @@ t_import = time.time() - t0
 logging.getLogger("mpdaf").setLevel(logging.ERROR)
 warnings.simplefilter("ignore")
 cube_path, cat_path, seg_path, work, nmax, plots = {args!r}
-import os
+import os, shutil
+shutil.rmtree(work + "/peer", ignore_errors=True)
 os.makedirs(work + "/peer", exist_ok=True)
 cat = Table.read(cat_path, format="ascii.tab") if cat_path.endswith(".tsv") else None
 with RssAnonPeak() as mem:
     t1 = time.time()
+    c1 = time.process_time()
     cube = Cube(cube_path)
     seg = Image(seg_path)
     n = 0
@@ -258,7 +269,8 @@ with RssAnonPeak() as mem:
         src.write(work + "/peer/%d.fits" % int(row["ID"]))
         n += 1
     t_loop = time.time() - t1
-print(json.dumps({{"n": n, "import_s": t_import, "loop_s": t_loop, "rssanon_mb": mem.mb}}))
+    cpu_loop = time.process_time() - c1
+print(json.dumps({{"n": n, "import_s": t_import, "loop_s": t_loop, "cpu_s": cpu_loop, "rssanon_mb": mem.mb}}))
 """
 
 
@@ -269,22 +281,34 @@ def run_script(code: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench_field(name, cube_path, cat_tsv, seg_path, work: Path, threads, mpdaf_objects):
+def bench_field(name, cube_path, cat_tsv, seg_path, work: Path, threads, mpdaf_objects,
+                plot_modes=(False, True)):
     work.mkdir(parents=True, exist_ok=True)
     rows = []
-    for plots in (False, True):
+    for plots in plot_modes:
+        load0 = os.getloadavg()[0]
         ours = run_script(OURS.format(here=str(HERE), args=(str(cube_path), str(cat_tsv), str(seg_path),
                                                              str(work), threads, plots)))
         peer = run_script(PEER.format(here=str(HERE), args=(str(cube_path), str(cat_tsv), str(seg_path),
                                                              str(work), mpdaf_objects, plots)))
         per_ours = (ours["white_s"] + ours["mask_s"] + ours["extract_s"] + (ours["plots_s"] or 0)) / ours["n"]
         per_peer = peer["loop_s"] / peer["n"]
-        rows.append({"field": name, "plots": plots, "objects": ours["n"], "peer_objects": peer["n"],
+        # CPU time (user + system) is what a loaded, shared machine does not distort; without
+        # plots only (the figures' CPU time is not measured separately).
+        cpu_ours = None if plots else ours["cpu_s"] / ours["n"]
+        cpu_peer = peer["cpu_s"] / peer["n"]
+        rows.append({"field": name, "plots": plots, "threads": threads, "objects": ours["n"],
+                     "peer_objects": peer["n"],
                      "ours_ms_per_object": 1e3 * per_ours, "peer_ms_per_object": 1e3 * per_peer,
-                     "speedup": per_peer / per_ours, "ours_rssanon_mb": ours["rssanon_mb"],
+                     "speedup": per_peer / per_ours,
+                     "ours_cpu_ms_per_object": None if cpu_ours is None else 1e3 * cpu_ours,
+                     "peer_cpu_ms_per_object": 1e3 * cpu_peer,
+                     "cpu_speedup": None if cpu_ours is None else cpu_peer / cpu_ours,
+                     "ours_rssanon_mb": ours["rssanon_mb"],
                      "peer_rssanon_mb": peer["rssanon_mb"], "ours_import_s": ours["import_s"],
                      "peer_import_s": peer["import_s"], "ours_white_s": ours["white_s"], "ours_mask_s": ours["mask_s"],
-                     "ours_extract_s": ours["extract_s"], "ours_plots_s": ours["plots_s"]})
+                     "ours_extract_s": ours["extract_s"], "ours_plots_s": ours["plots_s"],
+                     "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)]})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -296,32 +320,37 @@ def main(argv=None):
                     help="objects of the big field run through the mpdaf loop (time per object is "
                          "what is compared)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-big", action="store_true")
+    ap.add_argument("--no-big", action="store_true", help="skip the synthetic field")
+    ap.add_argument("--no-mini", action="store_true", help="skip the minicube")
+    ap.add_argument("--no-plots", action="store_true", help="only the rows without plots")
+    ap.add_argument("--output", default=None, help="results JSON (default bench/out/extract_bench.json)")
     args = ap.parse_args(argv)
+    plot_modes = (False,) if args.no_plots else (False, True)
     OUT.mkdir(exist_ok=True)
     import mpdaf
 
     results = []
-    mini = Path(mpdaf.__file__).parent / "data" / "sdetect" / "minicube.fits"
-    work = OUT / "minicube"
-    work.mkdir(parents=True, exist_ok=True)
-    # Minicube: mpdaf's cat.txt objects, a segmentation map from our detect on the white light.
-    from astropy.io import fits
-    from astropy.table import Table
+    if not args.no_mini:
+        mini = Path(mpdaf.__file__).parent / "data" / "sdetect" / "minicube.fits"
+        work = OUT / "minicube"
+        work.mkdir(parents=True, exist_ok=True)
+        # Minicube: mpdaf's cat.txt objects, a segmentation map from our detect on the white light.
+        from astropy.io import fits
+        from astropy.table import Table
 
-    from ifu_extract.catalog import read_catalog
-    from ifu_extract.cubeio import open_cube
-    from ifu_extract.detect import detect_sources
-    from ifu_extract.image import band_image
+        from ifu_extract.catalog import read_catalog
+        from ifu_extract.cubeio import open_cube
+        from ifu_extract.detect import detect_sources
+        from ifu_extract.image import band_image
 
-    with open_cube(mini) as cube:
-        det = detect_sources(band_image(cube))
-        fits.PrimaryHDU(det.segmap, cube.wcs.to_header()).writeto(work / "segmap.fits", overwrite=True)
-    cat = read_catalog(mini.parent / "cat.txt")
-    Table({"ID": [int(i) for i in cat["ID"]], "RA": cat["RA"], "DEC": cat["DEC"]}).write(
-        work / "catalog.tsv", format="ascii.tab", overwrite=True)
-    results += bench_field("minicube 3681x40x40", mini, work / "catalog.tsv", work / "segmap.fits", work,
-                           args.threads, 10**6)
+        with open_cube(mini) as cube:
+            det = detect_sources(band_image(cube))
+            fits.PrimaryHDU(det.segmap, cube.wcs.to_header()).writeto(work / "segmap.fits", overwrite=True)
+        cat = read_catalog(mini.parent / "cat.txt")
+        Table({"ID": [int(i) for i in cat["ID"]], "RA": cat["RA"], "DEC": cat["DEC"]}).write(
+            work / "catalog.tsv", format="ascii.tab", overwrite=True)
+        results += bench_field("minicube 3681x40x40", mini, work / "catalog.tsv", work / "segmap.fits", work,
+                               args.threads, 10**6, plot_modes)
     if not args.no_big:
         big = OUT / f"synthetic_{args.objects}.fits"
         if not big.exists():
@@ -333,14 +362,18 @@ def main(argv=None):
         work.mkdir(parents=True, exist_ok=True)
         cat_tsv, seg = field_inputs(big, truth, work)
         results += bench_field(f"synthetic 3681x300x300, {args.objects} objects", big, cat_tsv, seg, work,
-                               args.threads, args.mpdaf_objects)
-    (OUT / "extract_bench.json").write_text(json.dumps(results, indent=1))
-    print("\n| field | plots | ifu-extract ms/object | mpdaf loop ms/object | speed-up | ifu-extract RssAnon MB | mpdaf RssAnon MB |")
-    print("|---|---|---|---|---|---|---|")
+                               args.threads, args.mpdaf_objects, plot_modes)
+    Path(args.output or OUT / "extract_bench.json").write_text(json.dumps(results, indent=1))
+    print("\n| field | plots | threads | ifu-extract ms/object (CPU) | mpdaf loop ms/object (CPU) | speed-up (CPU) "
+          "| ifu-extract RssAnon MB | mpdaf RssAnon MB | load average |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['field']} | {'yes' if r['plots'] else 'no'} | {r['ours_ms_per_object']:.1f} | "
-              f"{r['peer_ms_per_object']:.0f} | {r['speedup']:.0f}x | {r['ours_rssanon_mb']:.0f} | "
-              f"{r['peer_rssanon_mb']:.0f} |")
+        cpu = "" if r["ours_cpu_ms_per_object"] is None else f" ({r['ours_cpu_ms_per_object']:.1f})"
+        cpu_x = "" if r["cpu_speedup"] is None else f" ({r['cpu_speedup']:.0f}x)"
+        print(f"| {r['field']} | {'yes' if r['plots'] else 'no'} | {r['threads']} | {r['ours_ms_per_object']:.1f}{cpu} | "
+              f"{r['peer_ms_per_object']:.0f} ({r['peer_cpu_ms_per_object']:.0f}) | {r['speedup']:.0f}x{cpu_x} | "
+              f"{r['ours_rssanon_mb']:.0f} | {r['peer_rssanon_mb']:.0f} | "
+              f"{r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 For each catalogue row, the object's window is read from the memory-mapped cube, every
 configured spectrum is extracted (:mod:`ifu_extract.extract`), and ``OUTDIR/sources/<ID>.fits``
-is written atomically in MPDAF's Source layout.  One row per catalogue ID goes to
+is written atomically in MPDAF's Source layout.  Objects are taken in spatial order, and
+neighbours whose windows overlap are extracted together from one read of the union of their
+windows (:func:`~ifu_extract.extract.extract_windows`): same spectra, each voxel read once.  One row per catalogue ID goes to
 ``OUTDIR/summary.tsv``; an object that fails gets a status there and the others go on.
 
 The summary values are also stored in each Source file's primary header (``NSPAX NSKY SNRTAG
@@ -25,11 +27,11 @@ from astropy.table import Table
 from .catalog import write_catalog
 from .cubeio import Cube, open_cube
 from .errors import OK, InputError, warn_object
-from .extract import ExtractConfig, ObjectRegion, extract_object
-from .fitsout import ensure_dir, file_checksum
+from .extract import ExtractConfig, ObjectRegion, extract_windows
+from .fitsout import ensure_dir, file_checksum, header_cards
 from .image import white_for_cube
 from .masks import read_masks
-from .sourcefile import best_tag, stamp_wcs_for, write_source
+from .sourcefile import best_tag, stamp_wcs_cards, write_source
 
 __all__ = ["SUMMARY_COLUMNS", "ExtractJob", "extract_catalog", "summary_from_sources", "write_summary"]
 
@@ -73,7 +75,48 @@ def _row_result(row, status, **kw) -> dict:
     return out
 
 
-def _extract_one(cube: Cube, masks, job: ExtractJob, row: dict, z0: int, z1: int, seg) -> dict:
+@dataclass
+class _Shared:
+    """What every object of a worker shares: computed once, not per Source file."""
+
+    spec_cards: list          # spectral WCS cards of the spectra (axis 1)
+    cube_wcs_cards: list      # celestial WCS cards of the cube (shifted per stamp)
+    cube_version: str
+    psf_fwhm: float | None    # median PSF FWHM over the band, arcsec
+    unit: str                 # the cube's flux unit (formatting it costs ~0.1 ms)
+
+    @classmethod
+    def of(cls, cube: Cube, job: ExtractJob, z0: int, z1: int) -> "_Shared":
+        spec_hdr = cube.spectral_header()
+        spec_hdr["CRPIX1"] = spec_hdr["CRPIX1"] - z0
+        fwhm = None
+        if job.cfg.psf is not None:
+            fwhm = round(float(np.median(job.cfg.psf.fwhm(cube.wave[z0:z1]))), 4)
+        return cls(header_cards(spec_hdr), header_cards(cube.wcs.to_header(relax=True)),
+                   _cube_version(cube), fwhm, cube.unit_string)
+
+
+@dataclass
+class _Pending:
+    """An object ready for extraction: its masks, region and stamps of the images."""
+
+    row: dict
+    masks: object              # ObjectMasks
+    mrow: object               # its OBJECTS row
+    region: ObjectRegion
+    white: np.ndarray | None
+    white_var: np.ndarray | None
+    weights: dict
+    index: int = -1            # position in the worker's rows
+
+    @property
+    def job(self) -> tuple:
+        """The tuple :func:`~ifu_extract.extract.extract_windows` takes."""
+        return self.region, self.white, self.white_var, self.weights
+
+
+def _prepare(cube: Cube, masks, job: ExtractJob, row: dict, seg) -> dict | _Pending:
+    """The summary row of an object that cannot be extracted, or what its extraction needs."""
     obj_id = str(row["ID"])
     if row["STATUS"] != OK:
         return _row_result(row, row["STATUS"])
@@ -85,7 +128,6 @@ def _extract_one(cube: Cube, masks, job: ExtractJob, row: dict, z0: int, z1: int
         mrow = masks.objects[masks.row_of(obj_id)]
         return _row_result(row, str(mrow["STATUS"]) or "no_mask")
     x0, x1, y0, y1 = m.box
-    data, var = cube.window(x0, x1, y0, y1, z0, z1)
     neighbours = None
     if seg is not None:
         seg_stamp = np.zeros(m.shape, dtype=np.int32)
@@ -100,8 +142,13 @@ def _extract_one(cube: Cube, masks, job: ExtractJob, row: dict, z0: int, z1: int
         white = _stamp(job.white, m.box)
         wvar = None if job.white_var is None else _stamp(job.white_var, m.box)
     weights = {tag: _stamp(img, m.box) for tag, img in job.weight_images.items()}
-    res = extract_object(data, var, cube.wave[z0:z1], cube.pixscale, region, job.cfg,
-                         white=white, white_var=wvar, weight_images=weights)
+    return _Pending(row, m, mrow, region, white, wvar, weights)
+
+
+def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared) -> dict:
+    """Write the Source file of an extracted object; its summary row."""
+    row, m, mrow, weights = pending.row, pending.masks, pending.mrow, pending.weights
+    white, wvar, obj_id = pending.white, pending.white_var, pending.region.id
     tag = best_tag(res.spectra)
     snr = _snr_median(res.spectra[tag].flux, res.spectra[tag].var) if tag else float("nan")
     wflux = wferr = float("nan")
@@ -110,8 +157,6 @@ def _extract_one(cube: Cube, masks, job: ExtractJob, row: dict, z0: int, z1: int
         if wvar is not None:
             wferr = float(np.sqrt(np.nansum(np.where(m.obj, wvar, 0.0))))
     status = m.status
-    spec_hdr = cube.spectral_header()
-    spec_hdr["CRPIX1"] = spec_hdr["CRPIX1"] - z0
     keywords = {
         "X": (float(mrow["X"]), "[pix] 0-based cube x"), "Y": (float(mrow["Y"]), "[pix] 0-based cube y"),
         "STATUS": (status[:60], "ok or the fallback"), "MASKUSED": (m.used, "object mask used"),
@@ -128,21 +173,20 @@ def _extract_one(cube: Cube, masks, job: ExtractJob, row: dict, z0: int, z1: int
                              "from the input catalogue")
     if res.notes:
         keywords["NOTES"] = ("; ".join(res.notes)[:60], "extraction notes")
-    if job.cfg.psf is not None:
-        keywords["PSFFWHM"] = (round(float(np.median(job.cfg.psf.fwhm(cube.wave[z0:z1]))), 4),
-                               "[arcsec] median PSF FWHM used")
+    if shared.psf_fwhm is not None:
+        keywords["PSFFWHM"] = (shared.psf_fwhm, "[arcsec] median PSF FWHM used")
     masks_img = {"MASK_UNION": m.union, "MASK_INTER": m.inter, "MASK_SKY": m.sky}
     images = dict(res.images)
     for t, img in weights.items():
         images[t] = (img.astype(np.float32), None)
     fname = f"{obj_id}.fits"
     write_source(Path(job.outdir) / "sources" / fname, obj_id=obj_id, ra=row["RA"], dec=row["DEC"],
-                 cube_name=cube.path.name, cube_version=_cube_version(cube), cube_checksum=job.checksum,
-                 spec_header=spec_hdr, flux_unit=cube.unit_string, spectra=res.spectra, images=images,
-                 masks=masks_img, stamp_wcs=stamp_wcs_for(cube.wcs, m.box), keywords=keywords,
-                 inputs={"cube": cube.path, "masks": job.masks_path})
+                 cube_name=cube.path.name, cube_version=shared.cube_version, cube_checksum=job.checksum,
+                 spec_header=shared.spec_cards, flux_unit=shared.unit, spectra=res.spectra,
+                 images=images, masks=masks_img, stamp_wcs=stamp_wcs_cards(shared.cube_wcs_cards, m.box),
+                 keywords=keywords, inputs={"cube": cube.path, "masks": job.masks_path})
     return _row_result(row, status, N_SPAXELS=res.n_spaxels, N_SKY=res.n_sky, SNR_TAG=tag or "",
-                       SNR_MEDIAN=snr, WHITE_FLUX=wflux, WHITE_FLUX_ERR=wferr, FLUX_UNIT=cube.unit_string,
+                       SNR_MEDIAN=snr, WHITE_FLUX=wflux, WHITE_FLUX_ERR=wferr, FLUX_UNIT=shared.unit,
                        MASKUSED=m.used, FILE=f"sources/{fname}", NOTES="; ".join(res.notes))
 
 
@@ -168,16 +212,38 @@ def _stamp(image: np.ndarray, box) -> np.ndarray:
     return out
 
 
-def _safe_extract(cube, masks, job, row, z0, z1, seg) -> dict:
-    """One object; any failure becomes its status (one bad object never stops a batch)."""
-    try:
-        return _extract_one(cube, masks, job, row, z0, z1, seg)
-    except InputError as exc:
+def _failed(row: dict, exc: Exception) -> dict:
+    """Summary row of an object whose extraction raised *exc* (one bad object never stops a batch)."""
+    if isinstance(exc, InputError):
         warn_object(row["ID"], exc.oneline())
         return _row_result(row, f"failed: {exc.oneline()}"[:200])
-    except Exception as exc:  # noqa: BLE001 - reported per object, with its type
-        warn_object(row["ID"], f"{type(exc).__name__}: {exc}")
-        return _row_result(row, f"failed: {type(exc).__name__}: {exc}"[:200])
+    warn_object(row["ID"], f"{type(exc).__name__}: {exc}")
+    return _row_result(row, f"failed: {type(exc).__name__}: {exc}"[:200])
+
+
+#: Largest number of objects extracted together from the union of their windows.
+GROUP_MAX = 64
+
+
+def _groups(pending: list[_Pending]) -> list[list[_Pending]]:
+    """Consecutive objects whose windows' union is no larger than their windows together.
+
+    Objects come in spatial order (:func:`_spatial_order`), so neighbours with overlapping
+    windows fall in one group and their union is read once (:func:`extract_windows`).
+    """
+    groups, box, area = [], None, 0
+    for p in pending:
+        x0, x1, y0, y1 = p.region.box
+        own = (x1 - x0) * (y1 - y0)
+        if box is not None and len(groups[-1]) < GROUP_MAX:
+            u = (min(box[0], x0), max(box[1], x1), min(box[2], y0), max(box[3], y1))
+            if (u[1] - u[0]) * (u[3] - u[2]) <= area + own:
+                groups[-1].append(p)
+                box, area = u, area + own
+                continue
+        groups.append([p])
+        box, area = (x0, x1, y0, y1), own
+    return groups
 
 
 def _work(job: ExtractJob) -> list[dict]:
@@ -188,7 +254,29 @@ def _work(job: ExtractJob) -> list[dict]:
         _, masks = read_masks(job.masks_path)
         with masks:
             seg = masks.segmap(1)  # neighbours' segments, on the cube grid (None without a map)
-            return [_safe_extract(cube, masks, job, row, z0, z1, seg) for row in job.rows]
+            shared = _Shared.of(cube, job, z0, z1)
+            done: dict[int, dict] = {}
+            pending = []
+            for i, row in enumerate(job.rows):
+                try:
+                    got = _prepare(cube, masks, job, row, seg)
+                except Exception as exc:  # noqa: BLE001 - reported per object, with its type
+                    got = _failed(row, exc)
+                if isinstance(got, dict):
+                    done[i] = got
+                else:
+                    got.index = i
+                    pending.append(got)
+            for group in _groups(pending):
+                results = extract_windows(cube, z0, z1, [p.job for p in group], job.cfg)
+                for p, res in zip(group, results):
+                    try:
+                        if isinstance(res, Exception):
+                            raise res
+                        done[p.index] = _finish(cube, job, p, res, shared)
+                    except Exception as exc:  # noqa: BLE001
+                        done[p.index] = _failed(p.row, exc)
+            return [done[i] for i in range(len(job.rows))]
 
 
 def _done_row(path: Path, row: dict, checksum: str) -> dict | None:
@@ -249,6 +337,28 @@ def write_summary(rows: list[dict], path) -> Path:
     return write_catalog(tab, path, "tsv")
 
 
+def _spatial_order(rows: list, objects: Table) -> list:
+    """*rows* in boustrophedon order over strips one stamp high (rows without masks last).
+
+    Consecutive windows then overlap, so that part of each window is still in the CPU cache
+    from the previous one, and each worker's contiguous block covers one compact region.
+    """
+    where = {str(o["ID"]): (int(o["Y0"]), int(o["X0"]), int(o["NY"])) for o in objects
+             if str(o["MASKUSED"])}
+    if not where:
+        return rows
+    band = max(1, int(np.median([ny for _, _, ny in where.values()])))
+
+    def key(row):
+        pos = where.get(str(row["ID"]))
+        if pos is None:
+            return (1, 0, 0)
+        strip = pos[0] // band
+        return (0, strip, pos[1] if strip % 2 == 0 else -pos[1])
+
+    return sorted(rows, key=key)
+
+
 def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractConfig, *,
                     cube_kwargs: dict | None = None, wave_range=None, threads: int = 1,
                     resume: bool = False, weight_images: dict | None = None,
@@ -290,7 +400,7 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
     with open_cube(cube_path, **cube_kwargs) as cube:
         white_img = white_for_cube(cube, white_path, wave_range)
         checksum = file_checksum(cube.path)
-    _, masks = read_masks(masks_path)
+    objects, masks = read_masks(masks_path)
     masks.close()
     rows = [{c: (row[c] if not np.ma.is_masked(row[c]) else None) for c in catalog.colnames} for row in catalog]
     results: dict[str, dict] = {}
@@ -304,6 +414,7 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
             todo.append(row)
     if resume and results:
         log.info(f"resume: {len(results)} objects already extracted, {len(todo)} to go")
+    todo = _spatial_order(todo, objects)
     base = ExtractJob(str(cube_path), cube_kwargs, str(masks_path), str(outdir), cfg, [],
                       white_img.data, white_img.var, checksum, wave_range, dict(weight_images or {}))
     threads = max(1, min(int(threads), len(todo) or 1))

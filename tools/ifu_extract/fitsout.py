@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,8 @@ __all__ = [
     "fold32",
     "ones_sum",
     "encode_checksum",
+    "card_image",
+    "primary_header_bytes",
 ]
 
 
@@ -200,6 +204,61 @@ def format_card(key: str, value=None, comment: str = "") -> bytes:
     return card.ljust(80)
 
 
+@functools.lru_cache(maxsize=4096)
+def _structural_card(key: str, value, comment: str = "") -> bytes:
+    """:func:`format_card` for the few cards every extension repeats (ints and names only)."""
+    return format_card(key, value, comment)
+
+
+# Per-object files repeat most cards (BUNIT, EXTNAME, aperture radii...) file after file.
+_format_card_cached = functools.lru_cache(maxsize=16384, typed=True)(format_card)
+
+
+def _card_bytes(key: str, value=None, comment: str = "") -> bytes:
+    """:func:`format_card`, from a cache when the value is hashable."""
+    try:
+        return _format_card_cached(key, value, comment)
+    except TypeError:  # unhashable value
+        return format_card(key, value, comment)
+
+
+def card_image(key: str, value=None, comment: str = "") -> bytes:
+    """The 80-byte card(s) of any keyword: :func:`format_card` when it fits, astropy otherwise.
+
+    Long string values (``CONTINUE``), keywords longer than 8 characters (``HIERARCH``) and
+    non-ASCII text go through :class:`astropy.io.fits.Card`, so that the result is always a
+    valid card; comments too long for the card are cut, as astropy does.
+    """
+    if len(key) <= 8 and key.upper() not in ("HISTORY", "COMMENT", "") and _fits_one_card(value):
+        return _card_bytes(key, value, comment)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        return fits.Card(key, value, comment).image.encode("ascii")
+
+
+def _fits_one_card(value) -> bool:
+    if isinstance(value, str):
+        return value.isascii() and len(value.replace("'", "''")) <= 68
+    return isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating))
+
+
+def primary_header_bytes(cards) -> bytes:
+    """A data-less primary header: ``SIMPLE BITPIX NAXIS``, *cards*, ``EXTEND``, ``END``, padded.
+
+    Parameters
+    ----------
+    cards : iterable of (key, value, comment)
+        ``HISTORY``/``COMMENT`` cards take their text as the value.
+    """
+    head = [format_card("SIMPLE", True, "conforms to FITS standard"),
+            format_card("BITPIX", 8, "array data type"),
+            format_card("NAXIS", 0, "number of array dimensions")]
+    head += [format_card(k, v) if k.upper() in ("HISTORY", "COMMENT") else card_image(k, v, c)
+             for k, v, c in cards]
+    head += [format_card("EXTEND", True), b"END".ljust(80)]
+    return _pad(b"".join(head), b" ")
+
+
 def _pad(raw: bytes, fill: bytes) -> bytes:
     rem = len(raw) % 2880
     return raw if rem == 0 else raw + fill * (2880 - rem)
@@ -215,8 +274,9 @@ def image_hdu_bytes(name: str, array: np.ndarray, cards=()) -> bytes:
     array : numpy.ndarray
         float32, float64, uint8, int16, int32 or int64; written big-endian, numpy axis order
         (the last axis is NAXIS1).
-    cards : iterable of (key, value, comment)
-        Further header cards (WCS, BUNIT...).
+    cards : iterable of (key, value, comment) or bytes
+        Further header cards (WCS, BUNIT...); bytes are cards already formatted (80 bytes
+        each, e.g. from :func:`card_image`), for cards shared by many extensions.
     """
     arr = np.ascontiguousarray(array)
     kind = arr.dtype
@@ -226,13 +286,13 @@ def image_hdu_bytes(name: str, array: np.ndarray, cards=()) -> bytes:
         arr = arr.astype(">f8" if kind.itemsize == 8 else ">f4", copy=False)
     elif kind.kind in "iu" and kind.itemsize > 1:
         arr = arr.astype(f">i{kind.itemsize}", copy=False)
-    head = [format_card("XTENSION", "IMAGE", "Image extension"),
-            format_card("BITPIX", _BITPIX[arr.dtype], "array data type"),
-            format_card("NAXIS", arr.ndim, "number of array dimensions")]
-    head += [format_card(f"NAXIS{i + 1}", n) for i, n in enumerate(reversed(arr.shape))]
-    head += [format_card("PCOUNT", 0), format_card("GCOUNT", 1),
-             format_card("EXTNAME", name, "extension name")]
-    head += [format_card(*c) for c in cards]
+    head = [_structural_card("XTENSION", "IMAGE", "Image extension"),
+            _structural_card("BITPIX", _BITPIX[arr.dtype], "array data type"),
+            _structural_card("NAXIS", arr.ndim, "number of array dimensions")]
+    head += [_structural_card(f"NAXIS{i + 1}", int(n)) for i, n in enumerate(reversed(arr.shape))]
+    head += [_structural_card("PCOUNT", 0), _structural_card("GCOUNT", 1),
+             _card_bytes("EXTNAME", name, "extension name")]
+    head += [c if isinstance(c, bytes) else _card_bytes(*c) for c in cards]
     head.append(b"END".ljust(80))
     return _pad(b"".join(head), b" ") + _pad(arr.tobytes(), b"\0")
 
@@ -248,14 +308,18 @@ def write_fast_fits(dest, primary: fits.Header, extensions) -> Path:
     Parameters
     ----------
     dest : str or os.PathLike
-    primary : astropy.io.fits.Header
-        Cards of the primary HDU (SIMPLE/BITPIX/NAXIS/EXTEND are added).
+    primary : astropy.io.fits.Header or bytes
+        Cards of the primary HDU (SIMPLE/BITPIX/NAXIS/EXTEND are added), or the complete
+        primary header already formatted (:func:`primary_header_bytes`).
     extensions : iterable of bytes
         From :func:`image_hdu_bytes`.
     """
-    prim = fits.PrimaryHDU(header=primary)
-    prim.header["EXTEND"] = True
-    blob = prim.header.tostring().encode("ascii")
+    if isinstance(primary, (bytes, bytearray)):
+        blob = bytes(primary)
+    else:
+        prim = fits.PrimaryHDU(header=primary)
+        prim.header["EXTEND"] = True
+        blob = prim.header.tostring().encode("ascii")
     with atomic_path(dest, suffix=".fits") as tmp:
         try:
             with open(tmp, "wb") as fh:

@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import mmap
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -777,8 +779,9 @@ class ObjectMasks:
     used : str
         ``"union"``, ``"inter"``, ``"circle"`` (the MASKUSED column).
     status : str
-    header : astropy.io.fits.Header or None
-        Header of the stamp (celestial WCS); :attr:`wcs` is built from it when first asked.
+    header_source : astropy.io.fits.Header, bytes or None
+        Header of the stamp (celestial WCS), or its raw FITS bytes: :attr:`header` parses them
+        when first asked (extraction never needs it), and :attr:`wcs` is built from it.
     """
 
     id: str
@@ -790,7 +793,14 @@ class ObjectMasks:
     sky: np.ndarray
     used: str
     status: str = OK
-    header: fits.Header | None = field(default=None, repr=False)
+    header_source: fits.Header | bytes | None = field(default=None, repr=False)
+
+    @property
+    def header(self) -> fits.Header | None:
+        """Header of the stamp (celestial WCS, ``OBJ_ID``, ``BOXX0``...), or None."""
+        if isinstance(self.header_source, bytes):
+            self.header_source = fits.Header.fromstring(self.header_source.decode("ascii"))
+        return self.header_source
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -828,7 +838,7 @@ class ObjectMasks:
             header["BOXX0"], header["BOXY0"] = x0, y0
         return ObjectMasks(self.id, self.row, x0, y0, reframe(self.union, self.box, box),
                            reframe(self.inter, self.box, box), reframe(self.sky, self.box, box),
-                           self.used, self.status, header)
+                           self.used, self.status, header_source=header)
 
 
 def reframe(mask: np.ndarray, src_box, dst_box) -> np.ndarray:
@@ -861,19 +871,103 @@ def object_mask(masks: ObjectMasks, used: str | None = None) -> np.ndarray:
     raise ValueError(f"unknown mask name {used!r} (union, inter or circle)")
 
 
+@dataclass(frozen=True)
+class _HduSpan:
+    """Where one HDU lies in a FITS file, from its structural keywords only.
+
+    Attributes
+    ----------
+    name : str
+        ``EXTNAME`` in upper case (``"PRIMARY"`` for the first HDU when it has none).
+    ver : int
+        ``EXTVER`` (1 when absent).
+    header_start, data_start : int
+        Byte offsets of the header and of the data.
+    shape : tuple of int
+        Data shape in numpy order (``NAXISn ... NAXIS1``).
+    bitpix : int
+    scaled : bool
+        ``BSCALE``/``BZERO`` present (read through astropy, which applies them).
+    """
+
+    name: str
+    ver: int
+    header_start: int
+    data_start: int
+    shape: tuple
+    bitpix: int
+    scaled: bool
+
+    @property
+    def nbytes(self) -> int:
+        return abs(self.bitpix) // 8 * int(np.prod(self.shape)) if self.shape else 0
+
+
+_END_CARD = re.compile(rb"END {77}")
+_STRUCT_CARD = re.compile(rb"(BITPIX|NAXIS\d*|PCOUNT|GCOUNT|EXTNAME|EXTVER|BSCALE|BZERO) *= *('(?:[^']|'')*'|[^ /]+)")
+
+
+def _scan_hdus(buf, size: int, path) -> list[_HduSpan]:
+    """Every HDU of the FITS bytes *buf* (``size`` long), without parsing full headers.
+
+    A masks file holds three small HDUs per object; astropy builds every header of the file
+    when it opens it (~1 ms each), whereas extraction needs three arrays per object.  This scan
+    reads only the structural cards (FITS standard 4.0, section 4.4.1) and the names.
+    """
+    spans = []
+    pos = 0
+    while pos < size:
+        end = _END_CARD.search(buf, pos)
+        while end is not None and (end.start() - pos) % 80:
+            end = _END_CARD.search(buf, end.start() + 1)
+        header_end = size + 1 if end is None else end.start() + 80
+        header_end += -(header_end - pos) % _BLOCK
+        if header_end > size:
+            raise InputError(path, f"is truncated (HDU {len(spans)} has no complete header)",
+                             "re-create it with 'ifu-extract mask'")
+        cards = {}
+        for m in _STRUCT_CARD.finditer(buf, pos, end.start()):
+            if (m.start() - pos) % 80 == 0:
+                cards.setdefault(m.group(1).decode(), m.group(2).decode().strip("'").strip())
+        try:
+            naxis = int(cards.get("NAXIS", 0))
+            shape = tuple(int(cards[f"NAXIS{k}"]) for k in range(naxis, 0, -1))
+            bitpix = int(cards["BITPIX"])
+            ver = int(cards.get("EXTVER", 1))
+            pcount, gcount = int(cards.get("PCOUNT", 0)), int(cards.get("GCOUNT", 1))
+        except (KeyError, ValueError):
+            raise InputError(path, f"has an unreadable header at byte {pos}",
+                             "re-create it with 'ifu-extract mask'") from None
+        name = cards.get("EXTNAME", "PRIMARY" if not spans else "").upper()
+        span = _HduSpan(name, ver, pos, header_end, shape, bitpix, "BSCALE" in cards or "BZERO" in cards)
+        nbytes = abs(bitpix) // 8 * gcount * (pcount + (int(np.prod(shape)) if shape else 0))
+        if header_end + nbytes > size:
+            raise InputError(path, f"is truncated (HDU {len(spans)} needs {header_end + nbytes} bytes, "
+                             f"the file has {size})", "re-create it with 'ifu-extract mask'")
+        spans.append(span)
+        pos = header_end + nbytes + (-nbytes % _BLOCK)
+    return spans
+
+
 class MaskSet:
     """Access to the per-object masks of a ``MASKS.fits`` file (see :func:`read_masks`).
 
     Use as a context manager, or call :meth:`close`.  Index by 0-based row number or by ID:
     ``masks.get(3)``, ``masks.get("12")``; the result is None for rows without masks.
+
+    The mask HDUs are read straight from the memory-mapped file at offsets found by one scan
+    of the structural cards (:func:`_scan_hdus`), so that opening a file of thousands of
+    objects costs milliseconds, not seconds; their headers are parsed only when asked for.
     """
 
-    def __init__(self, path, hdul: fits.HDUList, objects: Table):
+    def __init__(self, path, hdul: fits.HDUList, objects: Table, spans: list, buf):
         self.path = Path(path)
         self._hdul = hdul
+        self._spans = spans
+        self._buf = buf
         self.objects = objects
         self.header = hdul[0].header
-        self._index = {(h.name, int(h.header.get("EXTVER", 1))): i for i, h in enumerate(hdul)}
+        self._index = {(s.name, s.ver): i for i, s in enumerate(spans)}
         self._rows = {str(v): i for i, v in enumerate(objects["ID"])}
 
     def __len__(self) -> int:
@@ -889,16 +983,26 @@ class MaskSet:
             raise KeyError(f"no object with ID {key!r} in {self.path.name}")
         return self._rows[str(key)]
 
+    def _mask(self, i: int) -> np.ndarray:
+        """HDU *i* as a bool array (raw bytes for our uint8 masks, astropy otherwise)."""
+        span = self._spans[i]
+        if span.bitpix != 8 or span.scaled:
+            return np.asarray(self._hdul[i].data, dtype=bool)
+        raw = self._buf[span.data_start:span.data_start + span.nbytes]
+        return np.frombuffer(raw, dtype=np.uint8).reshape(span.shape).astype(bool)
+
     def get(self, key) -> ObjectMasks | None:
         """The masks of one object (by row number or ID), or None when it has none."""
         i = self.row_of(key)
         row = self.objects[i]
         if not str(row["MASKUSED"]) or ("MASK_UNION", i + 1) not in self._index:
             return None
-        hdus = [self._hdul[self._index[(n, i + 1)]] for n in _MASK_NAMES]
-        arrs = [np.asarray(h.data, dtype=bool) for h in hdus]
+        idx = [self._index[(n, i + 1)] for n in _MASK_NAMES]
+        arrs = [self._mask(k) for k in idx]
+        first = self._spans[idx[0]]
+        header = self._buf[first.header_start:first.data_start]
         return ObjectMasks(str(row["ID"]), i, int(row["X0"]), int(row["Y0"]), *arrs,
-                           used=str(row["MASKUSED"]), status=str(row["STATUS"]), header=hdus[0].header)
+                           used=str(row["MASKUSED"]), status=str(row["STATUS"]), header_source=header)
 
     __getitem__ = get
 
@@ -915,6 +1019,7 @@ class MaskSet:
 
     def close(self) -> None:
         self._hdul.close()
+        self._buf.close()
 
     def __enter__(self):
         return self
@@ -943,13 +1048,17 @@ def read_masks(path) -> tuple[Table, MaskSet]:
     InputError
         Not FITS, or not a masks file (no ``OBJECTS`` table with the expected columns).
     """
-    hdul = open_fits(path, "masks file")
+    hdul = open_fits(path, "masks file", lazy=True)
+    buf = None
     try:
-        names = [h.name for h in hdul]
+        with open(path, "rb") as fh:
+            buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        spans = _scan_hdus(buf, len(buf), path)
+        names = [s.name for s in spans]
         if "OBJECTS" not in names:
             raise InputError(path, "has no OBJECTS table, so it is not a masks file",
                              "give the output of 'ifu-extract mask'")
-        objects = Table(hdul["OBJECTS"].data, masked=False)
+        objects = Table(hdul[names.index("OBJECTS")].data, masked=False)
         missing = [c for c in _TABLE_COLUMNS if c not in objects.colnames]
         if missing:
             raise InputError(path, f"OBJECTS table lacks {', '.join(missing)}",
@@ -959,5 +1068,7 @@ def read_masks(path) -> tuple[Table, MaskSet]:
         objects.meta.clear()
     except BaseException:
         hdul.close()
+        if buf is not None:
+            buf.close()
         raise
-    return objects, MaskSet(path, hdul, objects)
+    return objects, MaskSet(path, hdul, objects, spans, buf)
