@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InputError
-from .synth import moffat_image
+from .synth import moffat_image, moffat_images
 
 if TYPE_CHECKING:
     from .cubeio import Cube
@@ -99,9 +99,10 @@ class PSFModel:
         n = 1 if hi - lo < 1e-6 else min(nodes, len(wave))
         grid = np.linspace(lo, hi, n)
         bgrid = np.interp(grid, np.sort(fwhm_pix), beta[np.argsort(fwhm_pix)]) if n > 1 else [beta[0]]
-        render = (lambda f, b: moffat_image(shape, x0, y0, f, b)) if self.kind == "moffat" else (
-            lambda f, b: gaussian_image(shape, x0, y0, f))
-        imgs = np.array([render(f, b) for f, b in zip(grid, bgrid)])
+        if self.kind == "moffat":  # all nodes in one pass: the supersampled grid is shared
+            imgs = moffat_images(shape, x0, y0, grid, bgrid)
+        else:
+            imgs = np.array([gaussian_image(shape, x0, y0, f) for f in grid])
         if n == 1:
             return imgs, np.zeros(len(wave), dtype=int), np.zeros(len(wave))
         pos = (fwhm_pix - lo) / (hi - lo) * (n - 1)
@@ -144,22 +145,76 @@ def psf_from_cube(cube, *, fwhm: float | None = None, beta: float | None = None,
     hdr.update({k: v for k, v in cube.data_header.items() if k.startswith("FSF")})
     if "FSFMODE" not in hdr:
         return None
-    from mpdaf.MUSE import FSFModel
-
     fields = sorted({int(k[3:5]) for k in hdr if k.startswith("FSF") and k[3:5].isdigit()})
-    try:
-        model = FSFModel.read(hdr, field=field if field is not None else (fields[0] if fields else None),
-                              pixstep=cube.pixscale)
-    except Exception as exc:  # noqa: BLE001 - mpdaf raises ValueError/KeyError variants
-        raise InputError(cube.path, f"has FSF keywords mpdaf cannot read ({exc})",
-                         "give the PSF with --fwhm/--beta") from None
+    field = field if field is not None else (fields[0] if fields else None)
     # Sample the model and fit a low-order polynomial in Angstrom: one representation for all.
     wave = np.linspace(cube.wave[0], cube.wave[-1], 32)
-    fw = np.atleast_1d(model.get_fwhm(wave))
-    be = np.atleast_1d(model.get_beta(wave)) * np.ones_like(wave)
+    native = _muse_fsf(hdr, field)
+    if native is not None:
+        fw, be = native(wave)
+    else:  # other FSF modes, or incomplete keywords: mpdaf reads them (or says what is wrong)
+        from mpdaf.MUSE import FSFModel
+
+        try:
+            model = FSFModel.read(hdr, field=field, pixstep=cube.pixscale)
+        except Exception as exc:  # noqa: BLE001 - mpdaf raises ValueError/KeyError variants
+            raise InputError(cube.path, f"has FSF keywords mpdaf cannot read ({exc})",
+                             "give the PSF with --fwhm/--beta") from None
+        fw = np.atleast_1d(model.get_fwhm(wave))
+        be = np.atleast_1d(model.get_beta(wave)) * np.ones_like(wave)
     if beta is not None:
         be = np.full_like(wave, float(beta))
     return PSFModel("moffat", tuple(np.polyfit(wave, fw, 3)), tuple(np.polyfit(wave, be, 3)), "header")
+
+
+def _muse_fsf(hdr, field):
+    """FWHM(λ) and β(λ) of a MUSE FSF model (``FSFMODE`` MOFFAT1 or 2) read from *hdr*.
+
+    The same polynomials as mpdaf's ``MoffatModel2.from_header`` (MOFFAT1 converted to mode 2
+    as mpdaf does), read without importing mpdaf, which costs ~1 s of CPU per run.
+
+    Parameters
+    ----------
+    hdr : astropy.io.fits.Header
+        Header holding the ``FSF*`` keywords.
+    field : int or None
+        FSF field number.
+
+    Returns
+    -------
+    callable or None
+        ``f(wave) -> (fwhm, beta)``, *wave* in Angstrom, FWHM in arcsec, both ``(n,)`` arrays;
+        None for other modes or missing keywords (the caller then asks mpdaf).
+    """
+    if field is None:
+        return None
+    mode = hdr["FSFMODE"]
+    key = f"FSF{field:02d}"
+    try:
+        if isinstance(mode, str):
+            if mode != "MOFFAT1":
+                return None
+            fwa, fwb, bet = (hdr[key + k] for k in ("FWA", "FWB", "BET"))
+            l1, l2 = 5000, 9000
+            a = fwb * (l2 - l1)
+            fwhm_pol, beta_pol, lbrange = [a, fwa + a * (l1 / (l2 - l1) + 0.5)], [bet], (l1, l2)
+        elif mode == 2:
+            lbrange = (hdr["FSFLB1"], hdr["FSFLB2"])
+            if not lbrange[1] > lbrange[0]:
+                return None
+            fwhm_pol = [hdr[f"{key}F{k:02d}"] for k in range(int(hdr[key + "FNC"]))]
+            beta_pol = [hdr[f"{key}B{k:02d}"] for k in range(int(hdr[key + "BNC"]))]
+        else:
+            return None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+    def evaluate(wave):
+        x = (np.asarray(wave, dtype=float) - lbrange[0]) / (lbrange[1] - lbrange[0]) - 0.5
+        return (np.atleast_1d(np.polyval(fwhm_pol, x)),
+                np.atleast_1d(np.polyval(beta_pol, x)) * np.ones_like(x))
+
+    return evaluate
 
 
 def fit_psf_on_star(cube: Cube, x: float, y: float, *, kind: str = "moffat", nbins: int = 8,
