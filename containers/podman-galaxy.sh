@@ -9,6 +9,7 @@
 #                                                   IFX_PODMAN_PULL=1: auto-pull is off)
 #   containers/podman-galaxy.sh kill NAME | images | load | ...   (passed to podman)
 #   containers/podman-galaxy.sh --print-env        (the CONTAINERS_* variables, for a shell)
+#   containers/podman-galaxy.sh --print-ulimits    (--ulimit options at the host's hard limits)
 #
 # Facts about podman on these machines (issue 6): crun fails here (cgroups in hybrid mode), so
 # runc; cgroupfs, events in a file; podman's default ulimits cannot be raised without
@@ -34,8 +35,6 @@ etc=$state/etc
 
 die() { echo "podman-galaxy: $*" >&2; exit 125; }
 
-command -v podman >/dev/null || die "podman is not installed (make image installs it: apt-get install podman runc)"
-
 # Hard limits of this host: podman cannot raise a limit above them (no CAP_SYS_RESOURCE).
 nofile=$(ulimit -Hn)
 nproc=$(ulimit -Hu)
@@ -43,6 +42,13 @@ pid_max=$(cat /proc/sys/kernel/pid_max)
 [[ $nofile == unlimited ]] && nofile=1048576
 if [[ $nproc == unlimited ]] || (( nproc > pid_max )); then nproc=$pid_max; fi
 ulimits=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc")
+# The --ulimit options of a Galaxy destination (tests/galaxy/render_config.py asks here: one rule).
+if [[ ${1:-} == --print-ulimits ]]; then
+    echo "${ulimits[*]}"
+    exit 0
+fi
+
+command -v podman >/dev/null || die "podman is not installed (make image installs it: apt-get install podman runc)"
 
 # Write a file only when its content changes, atomically (Galaxy may start several jobs at once).
 put() {

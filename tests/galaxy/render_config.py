@@ -14,6 +14,7 @@ import argparse
 import os
 import secrets
 import string
+import subprocess
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -72,25 +73,19 @@ def render(template: str, dest: Path, values: dict) -> None:
     os.replace(tmp, dest)
 
 
-def host_ulimits() -> str:
-    """``--ulimit`` options at this host's hard limits (nofile; nproc capped at pid_max)."""
-    import resource
-
-    def cap(value: int, ceiling: int) -> int:
-        return ceiling if value == resource.RLIM_INFINITY or value > ceiling else value
-
-    nofile = cap(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1048576)
-    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
-    nproc = cap(resource.getrlimit(resource.RLIMIT_NPROC)[1], pid_max)
-    return f"--ulimit nofile={nofile}:{nofile} --ulimit nproc={nproc}:{nproc}"
+def host_ulimits(front_end: Path) -> str:
+    """``--ulimit`` options at this host's hard limits, as the podman front end computes them."""
+    return subprocess.run([str(front_end), "--print-ulimits"], check=True, capture_output=True,
+                          text=True).stdout.strip()
 
 
 def container_blocks(repo: Path, tools: list[str]) -> tuple[str, str]:
     """The containerised environment and the routes of TOOLS to it (job_conf.yml fragments)."""
     if not tools:
         return "", ""
+    front_end = repo / "containers" / "podman-galaxy.sh"
     env = string.Template(CONTAINER_ENVIRONMENT).substitute(
-        PODMAN_FRONT_END=str(repo / "containers" / "podman-galaxy.sh"), ULIMITS=host_ulimits())
+        PODMAN_FRONT_END=str(front_end), ULIMITS=host_ulimits(front_end))
     routes = "tools:\n" + "".join(
         f"  - id: {tool}\n    environment: container_ifu\n" for tool in tools)
     return env, routes

@@ -5,33 +5,30 @@ from __future__ import annotations
 import numpy as np
 
 from .cubeio import Cube
+from .psf import muse_fsf_curves, muse_fsf_keywords
 from .wcsutil import pixel_to_world
 
 __all__ = ["cube_info", "fsf_info", "format_info"]
 
 
 def fsf_info(cube: Cube) -> dict | None:
-    """MUSE FSF keywords (through mpdaf's FSF models), or None when absent.
+    """MUSE FSF keywords (read as :func:`ifu_extract.psf.psf_from_cube` reads them), or None
+    when absent.
 
     Returns the model name, number of fields, and FWHM (arcsec) and β at the blue and red ends
     of the cube, for each field.
     """
-    hdr = cube.primary_header.copy()
-    hdr.update({k: v for k, v in cube.data_header.items() if k.startswith("FSF")})
-    if "FSFMODE" not in hdr:
+    found = muse_fsf_keywords(cube)
+    if found is None:
         return None
-    from mpdaf.MUSE import FSFModel
-
+    hdr, field_numbers = found
+    ends = np.array([cube.wave[0], cube.wave[-1]])
     fields = []
-    nfields = [int(k[3:5]) for k in hdr if k.startswith("FSF") and k[3:5].isdigit() and k.endswith("BET")]
-    for field in sorted(set(nfields)) or [None]:
+    for field in field_numbers or [None]:
         try:
-            model = FSFModel.read(hdr, field=field, pixstep=cube.pixscale)
+            fwhm, beta = muse_fsf_curves(hdr, field, ends, cube.pixscale)
         except Exception as exc:  # noqa: BLE001 - mpdaf raises ValueError/KeyError variants
             return {"mode": str(hdr["FSFMODE"]), "error": str(exc)}
-        ends = np.array([cube.wave[0], cube.wave[-1]])
-        fwhm = np.atleast_1d(model.get_fwhm(ends))
-        beta = np.atleast_1d(model.get_beta(ends))
         fields.append({"field": field, "fwhm_arcsec": [round(float(v), 4) for v in fwhm],
                        "beta": [round(float(v), 4) for v in beta]})
     return {"mode": str(hdr["FSFMODE"]), "nfields": len(fields), "fields": fields}

@@ -23,8 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
-
+from .contsub import fit_continuum
 from .skylines import sky_lines
 
 __all__ = ["EmissionLine", "strongest_emission_line"]
@@ -52,15 +51,6 @@ class EmissionLine:
     wave: float
     snr: float
     flux: float
-
-
-def _fill_nan(y: np.ndarray) -> np.ndarray:
-    """Linear interpolation over non-finite values (ends held), for the running median."""
-    ok = np.isfinite(y)
-    if ok.all():
-        return y
-    idx = np.arange(y.size)
-    return np.interp(idx, idx[ok], y[ok])
 
 
 def strongest_emission_line(wave, flux, var, *, line_fwhm: float = 3.0,
@@ -101,8 +91,9 @@ def strongest_emission_line(wave, flux, var, *, line_fwhm: float = 3.0,
     step = float(np.median(np.diff(wave)))
     if not step > 0:
         raise ValueError("wavelengths must increase")
-    width = max(5, int(round(continuum_width / step)) | 1)
-    cont = ndimage.median_filter(_fill_nan(np.where(good, flux, np.nan)), size=width, mode="nearest")
+    # The continuum: contsub's NaN-aware running median over the usable channels.
+    cont = fit_continuum(np.where(good, flux, np.nan), None, wave, method="median",
+                         median_width=continuum_width).continuum
     resid = np.where(good, flux - cont, 0.0)
     ivar = np.where(good, 1.0 / np.where(good, var, 1.0), 0.0)
 

@@ -13,13 +13,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from astropy.io import fits
+
 from .errors import InputError
 from .synth import moffat_image, moffat_images
 
 if TYPE_CHECKING:
     from .cubeio import Cube
 
-__all__ = ["PSFModel", "psf_from_cube", "fit_psf_on_star", "gaussian_image"]
+__all__ = ["PSFModel", "psf_from_cube", "muse_fsf_keywords", "muse_fsf_curves", "fit_psf_on_star",
+           "gaussian_image"]
 
 
 @dataclass(frozen=True)
@@ -141,30 +144,52 @@ def psf_from_cube(cube, *, fwhm: float | None = None, beta: float | None = None,
         if fwhm <= 0:
             raise InputError("--fwhm", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec")
         return PSFModel(kind, (float(fwhm),), (float(beta or 2.8),), "given")
+    found = muse_fsf_keywords(cube)
+    if found is None:
+        return None
+    hdr, fields = found
+    field = field if field is not None else (fields[0] if fields else None)
+    # Sample the model and fit a low-order polynomial in Angstrom: one representation for all.
+    wave = np.linspace(cube.wave[0], cube.wave[-1], 32)
+    try:
+        fw, be = muse_fsf_curves(hdr, field, wave, cube.pixscale)
+    except Exception as exc:  # noqa: BLE001 - mpdaf raises ValueError/KeyError variants
+        raise InputError(cube.path, f"has FSF keywords mpdaf cannot read ({exc})",
+                         "give the PSF with --fwhm/--beta") from None
+    if beta is not None:
+        be = np.full_like(wave, float(beta))
+    return PSFModel("moffat", tuple(np.polyfit(wave, fw, 3)), tuple(np.polyfit(wave, be, 3)), "header")
+
+
+def muse_fsf_keywords(cube) -> tuple[fits.Header, list[int]] | None:
+    """The MUSE FSF keywords of *cube* and its FSF field numbers, or None without ``FSFMODE``.
+
+    The keywords are those of the primary header, with the ``FSF*`` cards of the data header
+    added (some pipelines put them there).
+    """
     hdr = cube.primary_header.copy()
     hdr.update({k: v for k, v in cube.data_header.items() if k.startswith("FSF")})
     if "FSFMODE" not in hdr:
         return None
     fields = sorted({int(k[3:5]) for k in hdr if k.startswith("FSF") and k[3:5].isdigit()})
-    field = field if field is not None else (fields[0] if fields else None)
-    # Sample the model and fit a low-order polynomial in Angstrom: one representation for all.
-    wave = np.linspace(cube.wave[0], cube.wave[-1], 32)
+    return hdr, fields
+
+
+def muse_fsf_curves(hdr, field, wave, pixscale: float) -> tuple[np.ndarray, np.ndarray]:
+    """FWHM (arcsec) and β of MUSE FSF field *field* at *wave* (Angstrom), both ``(n,)``.
+
+    MOFFAT1 and mode-2 keywords are read here (:func:`_muse_fsf`); other modes, or incomplete
+    keywords, go through mpdaf's ``FSFModel``, whose exception is raised as it is.
+    """
+    wave = np.atleast_1d(np.asarray(wave, dtype=float))
     native = _muse_fsf(hdr, field)
     if native is not None:
-        fw, be = native(wave)
-    else:  # other FSF modes, or incomplete keywords: mpdaf reads them (or says what is wrong)
-        from mpdaf.MUSE import FSFModel
+        return native(wave)
+    from mpdaf.MUSE import FSFModel
 
-        try:
-            model = FSFModel.read(hdr, field=field, pixstep=cube.pixscale)
-        except Exception as exc:  # noqa: BLE001 - mpdaf raises ValueError/KeyError variants
-            raise InputError(cube.path, f"has FSF keywords mpdaf cannot read ({exc})",
-                             "give the PSF with --fwhm/--beta") from None
-        fw = np.atleast_1d(model.get_fwhm(wave))
-        be = np.atleast_1d(model.get_beta(wave)) * np.ones_like(wave)
-    if beta is not None:
-        be = np.full_like(wave, float(beta))
-    return PSFModel("moffat", tuple(np.polyfit(wave, fw, 3)), tuple(np.polyfit(wave, be, 3)), "header")
+    model = FSFModel.read(hdr, field=field, pixstep=pixscale)
+    return (np.atleast_1d(model.get_fwhm(wave)),
+            np.atleast_1d(model.get_beta(wave)) * np.ones_like(wave))
 
 
 def _muse_fsf(hdr, field):
