@@ -9,7 +9,7 @@ import click
 from ._options import report
 
 # Abell 478 minicube: no FSF keywords in its header; 0.75" is the seeing of that MUSE WFM
-# exposure's white light as measured on its compact galaxies (documented in the README).
+# exposure's white light as measured on its compact galaxies.
 DEMO_FWHM = 0.75
 
 
@@ -33,11 +33,14 @@ def cmd(ctx, output, threads):
     from .run import cmd as run_cmd
 
     cube, catalog = demo_data()
-    report(f"demo: {cube.name} with {catalog.name} from the installed mpdaf ({cube.parent})")
+    report(f"demo: {cube.name} with {catalog.name} from the installed mpdaf")
     # The cluster core is one white-light segment holding several catalogue galaxies: Voronoi
     # cells give each its own share instead of the whole blend.
-    ctx.invoke(run_cmd, cube=str(cube), catalog=str(catalog), output=output, fwhm=DEMO_FWHM,
-               apertures=(0.5, 1.0), threads=threads, voronoi=True)
+    settings = {"fwhm": DEMO_FWHM, "apertures": (0.5, 1.0), "voronoi": True}
+    report(f"demo: ifu-extract run {cube.name} {catalog.name} -o {output} "
+           f"--fwhm {DEMO_FWHM} --aperture 0.5 --aperture 1.0 --voronoi")
+    ctx.invoke(run_cmd, cube=str(cube), catalog=str(catalog), output=output, threads=threads,
+               **settings)
     index = Path(output) / "index.html"
     report(f"spectra: {output}/sources/  summary: {output}/summary.tsv")
     if index.exists():
