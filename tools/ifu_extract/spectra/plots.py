@@ -137,6 +137,7 @@ def stacked_png(batch: SpectraBatch, yflip: bool = False, *, cmap: str = "gray",
     np.subtract(img, np.float32(lo), out=img)
     np.multiply(img, np.float32(254.0 / (hi - lo)), out=img)
     np.clip(img, 0, 254, out=img)
+    img[bad] = 0
     np.copyto(index, img, casting="unsafe")
     index[bad] = 255
     del img, bad
