@@ -194,7 +194,7 @@ class LocalBackend:
         return s.rows_for(check_ids(self.resolve(ids), self.limits))
 
     def span(self, ids) -> dict:
-        ids = check_ids(ids, self.limits)
+        ids = check_ids(self.resolve(ids), self.limits)
         return access.span(self.current(), ids)
 
     # -- retrieval ---------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ class LocalBackend:
         return plots.preview_png(self.batch([spec_id]), 0)
 
     def grid(self, ids, nx: int, ny: int, page: int = 0, align=False, cutout=None) -> bytes:
-        ids = check_ids(ids, self.limits)
+        ids = check_ids(self.resolve(ids), self.limits)
         nx, ny, page = int(nx), int(ny), int(page)
         if not (1 <= nx <= 10 and 1 <= ny <= 10):
             raise InputError("nx, ny", f"a {nx} x {ny} grid is not allowed", "use 1-10 each")
