@@ -55,18 +55,23 @@ BATCH_MEDIA_TYPE = "application/x-ifu-extract-spectra"
 ALIVE_TEXT = "Hello World! ifu-extract spectra service"
 #: Anonymous requests per second per client address (burst: twice as many).
 ANONYMOUS_RATE = 20.0
+_SLICE = 1 << 20
 #: POST paths whose form-encoded (Data Lab) bodies go to the ``/datalab`` routes.
 _FORM_PATHS = {"/listSpan", "/getSpec", "/plotGrid", "/gridPlot", "/stackedImage"}
 
 
 def require_service_extra() -> None:
     """Raise a one-line :class:`InputError` naming the extra when FastAPI/uvicorn are missing."""
-    import importlib.util
-
-    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    missing = []
+    for name in ("fastapi", "uvicorn"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise InputError("spectra serve", f"the service needs {' and '.join(missing)}, which "
-                         "are not installed", "pip install 'ifu-extract[service]'")
+                         f"{'is' if len(missing) == 1 else 'are'} not installed",
+                         "pip install 'ifu-extract[service]'")
 
 
 class _Guard:
@@ -220,12 +225,17 @@ def create_app(store, token: str, limits: Limits | None = None, *, anonymous: bo
         async def __call__(self, scope, receive, send):
             await send({"type": "http.response.start", "status": 200,
                         "headers": self.raw_headers})
-            last = len(self.buffers) - 1
-            for i, buf in enumerate(self.buffers):
-                await send({"type": "http.response.body", "body": buf, "more_body": i < last})
-            if not self.buffers:
+            # Slices of 1 MiB: the server copies what it frames and buffers only a slice at a
+            # time (it waits for the socket to drain), so a request costs the answer plus a
+            # few MiB instead of two more copies of the answer.
+            pieces = [buf[a:a + _SLICE] for buf in self.buffers
+                      for a in range(0, max(buf.nbytes, 1), _SLICE)]
+            self.buffers = []
+            last = len(pieces) - 1
+            for i, piece in enumerate(pieces):
+                await send({"type": "http.response.body", "body": piece, "more_body": i < last})
+            if not pieces:
                 await send({"type": "http.response.body", "body": b""})
-            self.buffers = []  # the answer's memory goes with the response
     limits = limits or Limits()
     backend = LocalBackend(store, limits=limits)
     expected = token.encode()
