@@ -609,7 +609,13 @@ def serve(store, *, token: str, host: str = "127.0.0.1", port: int = 8000,
     require_service_extra()
     import uvicorn
 
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
     app = create_app(store, token, limits, anonymous=anonymous, anonymous_rate=anonymous_rate)
-    # uvicorn's access logger writes at INFO: below "warning" it would log nothing
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # logs on stderr, not stdout
+    # uvicorn's access logger writes at INFO: at level "warning" it would log nothing
     uvicorn.run(app, host=host, port=port, log_level="info" if access_log else "warning",
-                access_log=access_log)
+                access_log=access_log, log_config=config)
