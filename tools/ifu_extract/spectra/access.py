@@ -117,7 +117,8 @@ def query_rows(store: Store, *, ra=None, dec=None, size=None, region=None, const
     q: Query = parse(constraint, catalogue_columns(store))
     for node in q.nodes("poly"):
         if max_region is not None and len(node.value) > max_region:
-            raise InputError("region", f"{len(node.value)} vertices, more than {max_region}",
+            raise InputError("region", f"{len(node.value)} vertices, more than the limit of "
+                             f"{max_region}",
                              "simplify the polygon")
     if region is not None and len(region):
         rows = store.sky_index().polygon(region)
