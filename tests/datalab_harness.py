@@ -125,7 +125,9 @@ def run_isolated(script: Path, args: list[str], *, store: Path, token: str, work
                IFX_SERVE_ARGS=" ".join(serve_args), IFX_SERVER_LOG=str(workdir / "server.log"),
                IFX_HOME=str(home), IFX_CLIENT_PY=str(py), MPLBACKEND="Agg",
                PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run(["unshare", "--net", "--", "bash", "-c",
+    # as root a network namespace is enough; otherwise a user namespace makes us root in it
+    userns = [] if os.geteuid() == 0 else ["--map-root-user"]
+    return subprocess.run(["unshare", *userns, "--net", "--", "bash", "-c",
                            _NAMESPACE_SCRIPT, "ifx-datalab", str(script), *map(str, args)],
                           env=env, capture_output=True, text=True, timeout=timeout)
 
