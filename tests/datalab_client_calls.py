@@ -88,6 +88,12 @@ def list_contexts_call():
 
 
 call("list_contexts", list_contexts_call)
+# beyond the 15: list_profiles, and isAlive of the client object (the module-level isAlive
+# passes a timeout its method does not take: a client bug, whatever the service)
+call("list_profiles", lambda: (out / "list_profiles.txt").write_text(
+    str(specClient.list_profiles())))
+call("isAlive", lambda: (out / "isAlive.txt").write_text(
+    str(specClient.client.isAlive(plan["url"]))))
 
 # Logged in (dl.conf + id_token.<user> in HOME): getSpec sends the token of the file
 home = Path(os.environ["HOME"]) / ".datalab"

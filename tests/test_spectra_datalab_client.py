@@ -141,6 +141,11 @@ def test_metadata_calls(run, own):
     assert one["name"] == MUSE_CTX
 
 
+def test_profiles_and_alive(run):
+    assert (run["out"] / "list_profiles.txt").read_text().strip() == "default"
+    assert (run["out"] / "isAlive.txt").read_text() == "True"
+
+
 def test_tokens(run):
     # the logged-in client sent the service token; a wrong one in id_token is refused
     assert run["status"]["logged_in"] == "ok"
