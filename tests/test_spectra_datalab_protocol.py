@@ -176,3 +176,13 @@ def test_anonymous_access_is_opt_in_and_rate_limited(nums):
         assert _get(srv, "/preview", {"id": sid}, {TOKEN_HEADER: TOKEN}).status_code == 200
         assert _get(srv, "/preview", {"id": sid}, {TOKEN_HEADER: "x.1.1.$1$bad"}).status_code \
             == 401
+
+
+@pytest.mark.parametrize("field, value", [("xscale", "nan"), ("width", "inf"),
+                                          ("thickness", "-Infinity"), ("height", "1e400"),
+                                          ("cmap", "no_such_map"), ("inverse", "maybe")])
+def test_stacked_form_values_are_checked(server, nums, field, value):
+    ids = str([nums[f"{MUSE_CTX}:101:MUSE_TOT"], nums[f"{MUSE_CTX}:102:MUSE_TOT"]])
+    r = _post_form(server, "/stackedImage", {"id_list": ids, field: value})
+    assert r.status_code == 400, r.text
+    assert field in r.json()["detail"] or "form" in r.json()["detail"]

@@ -579,8 +579,11 @@ def create_app(store, token: str, limits: Limits | None = None, *, anonymous: bo
         def num(key, default, kind=float):
             v = datalab.optional(form.get(key))
             try:
-                return default if v is None else kind(float(v))
-            except ValueError:
+                x = default if v is None else float(v)
+                if not math.isfinite(x):
+                    raise ValueError(v)
+                return kind(x)
+            except (ValueError, OverflowError):
                 raise InputError(key, f"{v[:20]!r} is not a number", "send a number") from None
         style = {"cmap": datalab.optional(form.get("cmap")) or "gray",
                  "inverse": datalab.flag(form.get("inverse")),
