@@ -129,7 +129,7 @@ def timed(fn, repeat=3, name=None):
     return float(np.median(times)), res
 
 
-# -- HTTP service -----------------------------------------------------------------------------------
+# -- HTTP service ----------------------------------------------------------------------------------
 class Service:
     """``ifu-extract spectra serve`` in a subprocess on 127.0.0.1."""
 
@@ -217,7 +217,7 @@ def load_test(url, ids, ras, decs, clients, requests, deadline_s=900.0):
     return np.array(lat), errors, wall
 
 
-# -- cone query on 10^6 rows -------------------------------------------------------------------------
+# -- cone query on 10^6 rows -----------------------------------------------------------------------
 def big_catalogue(path: Path, rows: int, all_sky: bool, seed: int = 1):
     """A store of *rows* short spectra (8 channels), written block by block."""
     from ifu_extract.spectra.grid import Grid
@@ -298,7 +298,7 @@ def cone_bench(path: Path, all_sky: bool, rows: int):
     return res
 
 
-# -- the real Data Lab client -------------------------------------------------------------------------
+# -- the real Data Lab client ----------------------------------------------------------------------
 def synthetic_store(path: Path, n: int, seed: int = 3) -> list[str]:
     """A store of *n* MUSE-grid spectra (3681 channels, flux/ivar/mask), written directly
     (seconds, instead of writing and ingesting n Source files); returns their ids."""

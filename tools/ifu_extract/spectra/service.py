@@ -376,11 +376,7 @@ def create_app(store, token: str, limits: Limits | None = None, *, anonymous: bo
                  format: str | None = Query(None, max_length=10,
                                             description="text|json: the Data Lab answer")):
         if format is None:  # the project's client: a list of descriptors
-            name = datalab.optional(context)
-            if name is not None and not _valid_context(name):
-                raise InputError("context", f"{name[:40]!r} is not a context name",
-                                 "use lower-case letters, digits and _")
-            return backend.contexts(name)
+            return backend.contexts(_checked_context(datalab.optional(context)))
         name = datalab.optional(context)
         if name is None:
             descs = backend.contexts(None)
@@ -389,25 +385,18 @@ def create_app(store, token: str, limits: Limits | None = None, *, anonymous: bo
             return {d["name"]: datalab.context_entry(d) for d in descs}
         if name == datalab.DEFAULT_CONTEXT:
             return datalab.default_entry(backend.contexts(None))
-        if not _valid_context(name):
-            raise InputError("context", f"{name[:40]!r} is not a context name",
-                             "use lower-case letters, digits and _")
-        return datalab.context_entry(backend.contexts(name)[0])
+        return datalab.context_entry(backend.contexts(_checked_context(name))[0])
 
     @app.get("/catalogs", dependencies=auth, summary="Queryable catalogue columns")
     def catalogs(context: str | None = Query(None, max_length=40),
                  profile: str | None = Query(None, max_length=40),
                  format: str | None = Query(None, max_length=10)):
-        name = _ctx(context)
-        if name is not None and not _valid_context(name):
-            raise InputError("context", f"{name[:40]!r} is not a context name",
-                             "use lower-case letters, digits and _")
-        cats = backend.catalogs(name)
+        cats = backend.catalogs(_checked_context(_ctx(context)))
         if format == "text":
             return PlainTextResponse(datalab.catalogs_text(cats))
         return cats
 
-    # -- the project's JSON API ---------------------------------------------------------------------
+    # -- the project's JSON API --------------------------------------------------------------------
     @app.post("/query", dependencies=auth, summary="Spectrum ids by position and constraint")
     def query(body: QueryBody):
         res = backend.query(ra=body.ra, dec=body.dec, size=body.size, region=body.region,
@@ -452,7 +441,7 @@ def create_app(store, token: str, limits: Limits | None = None, *, anonymous: bo
             return Response(content=npy_bytes(out), media_type="application/x-npy")
         return Response(content=out, media_type="image/png")
 
-    # -- the Data Lab wire protocol -----------------------------------------------------------------
+    # -- the Data Lab wire protocol ----------------------------------------------------------------
     @app.get("/query", dependencies=auth, response_class=PlainTextResponse,
              summary="Data Lab query: CSV of fields for a cond (q3c_radial_query, q3c_poly_query, "
                      "constraint)", responses={200: {"content": {"text/csv": {}}}})
@@ -598,10 +587,14 @@ def create_app(store, token: str, limits: Limits | None = None, *, anonymous: bo
     return app
 
 
-def _valid_context(name: str) -> bool:
+def _checked_context(name: str | None) -> str | None:
+    """*name* when it is a context name (or None); a 400 otherwise."""
     import re
 
-    return re.fullmatch(CONTEXT_PATTERN, name) is not None
+    if name is not None and re.fullmatch(CONTEXT_PATTERN, name) is None:
+        raise InputError("context", f"{name[:40]!r} is not a context name",
+                         "use lower-case letters, digits and _")
+    return name
 
 
 def serve(store, *, token: str, host: str = "127.0.0.1", port: int = 8000,
