@@ -88,8 +88,10 @@ def list_contexts_call():
 
 
 call("list_contexts", list_contexts_call)
-# beyond the 15: list_profiles, and isAlive of the client object (the module-level isAlive
+# beyond the 15: getSpec(fmt='fits'), list_profiles, and isAlive of the client object (the module-level isAlive
 # passes a timeout its method does not take: a client bug, whatever the service)
+call("getSpec_fits", lambda: (out / "getSpec_fits.fits").write_bytes(
+    specClient.getSpec(np.int64(same[0]), fmt="fits")))
 call("list_profiles", lambda: (out / "list_profiles.txt").write_text(
     str(specClient.list_profiles())))
 call("isAlive", lambda: (out / "isAlive.txt").write_text(

@@ -141,6 +141,16 @@ def test_metadata_calls(run, own):
     assert one["name"] == MUSE_CTX
 
 
+def test_getspec_fits(run, own):
+    from astropy.io import fits
+
+    with fits.open(run["out"] / "getSpec_fits.fits") as got:
+        want = own.getSpec(SAME[0], fmt="fits")
+        assert got[0].header["SPECID"] == SAME[0] == want[0].header["SPECID"]
+        for col in ("WAVELENGTH", "FLUX", "IVAR", "MASK"):
+            np.testing.assert_array_equal(got["SPECTRUM"].data[col], want["SPECTRUM"].data[col])
+
+
 def test_profiles_and_alive(run):
     assert (run["out"] / "list_profiles.txt").read_text().strip() == "default"
     assert (run["out"] / "isAlive.txt").read_text() == "True"
