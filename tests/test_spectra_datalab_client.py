@@ -36,6 +36,8 @@ MIXED = [f"{MUSE_CTX}:101:MUSE_PSF", f"{MUSE_CTX}:500:MUSE_TOT",  # 200 and 100 
 
 @pytest.fixture(scope="module")
 def run():
+    # The client runs anonymously (a fresh HOME) under the default rate limit: its ~36 anonymous
+    # requests fit in the first burst of 40, so no request can be refused with 429.
     store = shared_store()
     with Store(store) as s:
         nums = dict(zip(s.specids(s.alive_rows).tolist(), s.specnums(s.alive_rows).tolist()))
