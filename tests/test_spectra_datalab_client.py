@@ -20,7 +20,7 @@ from spectra_helpers import MUSE_CTX, shared_store
 from ifu_extract.spectra.client import SpecClient
 from ifu_extract.spectra.storefile import Store
 
-TOKEN = "ifxtest.1000.1000.$1$7f3a9c1e5b2d4680"
+TOKEN = "ifxtest.1000.1000.$1$7f3a9c1e5b2d4680aa11bb22"
 CALLS = ["query_cone", "query_constraint", "query_region", "query_constraint_only",
          "getSpec_single", "getSpec_list", "getSpec_align", "getSpec_cutout", "getSpec_pandas",
          "preview", "plotGrid", "stackedImage", "catalogs", "set_context", "list_contexts"]

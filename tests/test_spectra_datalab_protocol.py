@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from spectra_helpers import MUSE_CTX, SDSS_CTX, ThreadedServer, shared_store
+from spectra_helpers import MUSE_CTX, SDSS_CTX, ThreadedServer, free_port, shared_store
 
 from ifu_extract.errors import InputError
 from ifu_extract.spectra import datalab
@@ -186,3 +186,22 @@ def test_stacked_form_values_are_checked(server, nums, field, value):
     r = _post_form(server, "/stackedImage", {"id_list": ids, field: value})
     assert r.status_code == 400, r.text
     assert field in r.json()["detail"] or "form" in r.json()["detail"]
+
+
+def test_a_generated_service_token_has_data_labs_shape():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).with_name("ifu-extract"))
+    proc = subprocess.Popen([cli, "spectra", "serve", "--store", str(shared_store()), "--port",
+                             str(free_port())], stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert line.startswith("token: ")
+    token = line.split(": ", 1)[1].strip()
+    assert datalab.is_datalab_token(token) and token.startswith("spectra.0.0.$1$")
+    assert not datalab.is_datalab_token("plain-secret")

@@ -264,13 +264,19 @@ def serve_cmd(store, host, port, token, token_file, max_ids, max_rows, max_body_
     /listSpan /preview /plotGrid /gridPlot /stackedImage /contexts /catalogs /validate
     /profiles /available; schema at /openapi.json."""
     from ..spectra.backend import Limits
+    from ..spectra.datalab import is_datalab_token
     from ..spectra.service import require_service_extra, serve
 
     require_service_extra()
     tok = _token(token, token_file)
     if not tok:
-        tok = secrets.token_urlsafe(24)
+        # Data Lab's token shape (user.uid.gid.secret), so that a logged-in Data Lab client
+        # can send it too (docs/spectra-service.md); the random part has no '.'
+        tok = "spectra.0.0.$1$" + secrets.token_urlsafe(24)
         click.echo(f"token: {tok}", err=True)
+    elif not is_datalab_token(tok):
+        report("note: the token is not of Data Lab's shape user.uid.gid.secret, so the Data Lab "
+               "client cannot send it (only anonymous access would work for it)")
     limits = Limits(max_ids=max_ids, max_rows=max_rows, max_words=max_values,
                     max_body=max_body_bytes, max_stack_rows=max_stack_rows)
     access = "anonymous read access" if anonymous else "token only"

@@ -35,6 +35,7 @@ import ast
 import csv
 import io
 import math
+import re
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -147,10 +148,15 @@ def _one_id(v):
                      "send integers (specnum) or 'context:ID:TAG' ids")
 
 
+#: Data Lab's token shape (``dl.Util.parse_auth_token``): user.uid.gid.$1$<22+ chars>, or a
+#: special ``..._access`` token.
+_TOKEN_RE = re.compile(r"[^/\s]+\.\d+\.\d+\.(?:\$1\$\S{22,}|\S+_access)")
+
+
 def is_datalab_token(token: str) -> bool:
-    """True for a token of Data Lab's shape ``user.uid.gid.secret``."""
-    parts = token.split(".", 3)
-    return len(parts) == 4 and all(parts)
+    """True for a token of Data Lab's shape (``user.uid.gid.$1$secret``), which its client
+    accepts from ``~/.datalab/id_token.<user>`` and as a ``token=`` argument."""
+    return _TOKEN_RE.fullmatch(token) is not None
 
 
 def _entry_extra(name: str) -> dict:
