@@ -5,6 +5,10 @@
    FITS files one by one with astropy; then the same through the HTTP service (a separate
    ``ifu-extract spectra serve`` process on 127.0.0.1).  Results are checked equal.
 2. Cone query: a 1 degree cone over a catalogue of 10^6 rows (dense field and all sky).
+4. The real NOIRLab Data Lab client (``--datalab``, or alone with ``--datalab-only``):
+   astro-datalab 2.24.0, unmodified, in its own venv and a loopback-only network namespace
+   (tests/datalab_harness.py), ``getSpec(ids, align=True, cutout=...)`` of N ids and per-id
+   ``getSpec(id)`` calls, side by side with the project's client over HTTP on the same store.
 3. Load: C concurrent clients (default 50) x R requests (default 200) on 127.0.0.1 only, a mix
    of /query, /getSpec (10 ids, cut-out), /listSpan and /contexts; bounded in count and time;
    errors and latency percentiles.
@@ -125,7 +129,7 @@ def timed(fn, repeat=3, name=None):
     return float(np.median(times)), res
 
 
-# -- HTTP service -----------------------------------------------------------------------------------
+# -- HTTP service ----------------------------------------------------------------------------------
 class Service:
     """``ifu-extract spectra serve`` in a subprocess on 127.0.0.1."""
 
@@ -213,7 +217,7 @@ def load_test(url, ids, ras, decs, clients, requests, deadline_s=900.0):
     return np.array(lat), errors, wall
 
 
-# -- cone query on 10^6 rows -------------------------------------------------------------------------
+# -- cone query on 10^6 rows -----------------------------------------------------------------------
 def big_catalogue(path: Path, rows: int, all_sky: bool, seed: int = 1):
     """A store of *rows* short spectra (8 channels), written block by block."""
     from ifu_extract.spectra.grid import Grid
@@ -294,6 +298,103 @@ def cone_bench(path: Path, all_sky: bool, rows: int):
     return res
 
 
+# -- the real Data Lab client ----------------------------------------------------------------------
+def synthetic_store(path: Path, n: int, seed: int = 3) -> list[str]:
+    """A store of *n* MUSE-grid spectra (3681 channels, flux/ivar/mask), written directly
+    (seconds, instead of writing and ingesting n Source files); returns their ids."""
+    from ifu_extract.spectra.grid import Grid
+    from ifu_extract.spectra.skyindex import hpx_of
+    from ifu_extract.spectra.storefile import Context, StoreWriter, keys64
+
+    rng = np.random.default_rng(seed)
+    path.unlink(missing_ok=True)
+    name = "mpdaf_air_linear_1p25"
+    ids = []
+    with StoreWriter(path) as w:
+        w.define_context(Context(name=name, grid=Grid("linear", START, STEP, "air"),
+                                 flux_unit="1e-20 erg / (Angstrom s cm2)",
+                                 planes=("flux", "ivar", "mask"), layout="mpdaf-source",
+                                 kmin=0, kmax=NCHAN))
+        per = 1000
+        for b0 in range(0, n, per):
+            m = min(per, n - b0)
+            ra, dec = rng.uniform(150, 151, m), rng.uniform(2, 3, m)
+            obj = np.char.mod("%d", np.arange(b0 + 1, b0 + m + 1))
+            specid = np.char.add(f"{name}:", np.char.add(obj, ":MUSE_TOT"))
+            words = np.zeros((m, 3, NCHAN), dtype="<u4")
+            words[:, 0] = (20 + rng.normal(0, 2, (m, NCHAN))).astype("<f4").view("<u4")
+            words[:, 1] = rng.uniform(0.5, 2, (m, NCHAN)).astype("<f4").view("<u4")
+            cols = {"id": obj, "tag": np.full(m, "MUSE_TOT"), "specid": specid,
+                    "key": keys64(specid.tolist()), "content": np.zeros(m, np.uint64),
+                    "ra": ra, "dec": dec, "z": rng.uniform(0, 1.5, m), "hpx": hpx_of(ra, dec),
+                    "k0": np.zeros(m, np.int64), "nchan": np.full(m, NCHAN),
+                    "wmin": np.full(m, START), "wmax": np.full(m, START + (NCHAN - 1) * STEP),
+                    "snr": np.full(m, 10.0), "source": np.full(m, "synthetic"),
+                    "retire": np.full(m, -1)}
+            w.add_block(name, 0, words, cols)
+            w.commit()
+            ids.extend(specid.tolist())
+    return ids
+
+
+def datalab_bench(store: Path, ids: list, per_id: int = 300, repeat: int = 3) -> dict:
+    """Spectra/s of the real Data Lab client and of the project's client over HTTP, same store,
+    same ids (random order), aligned and cut out to 6500-7200 Angstrom; per-id calls."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from datalab_harness import DATALAB_PIN, DATALAB_PORT, run_isolated, scratch_dir
+
+    from ifu_extract.spectra.client import SpecClient
+    from ifu_extract.spectra.storefile import Store
+
+    cut = f"{CUTOUT[0]:g}-{CUTOUT[1]:g}"
+    with Store(store) as s:
+        rows = s.rows_for(ids)
+        nums = s.specnums(rows).tolist()
+    token = "bench.1000.1000.$1$" + "5e1f" * 8
+    work = scratch_dir("ifx-datalab-bench-")
+    try:
+        plan = {"url": f"http://127.0.0.1:{DATALAB_PORT}", "token": token, "ids": nums,
+                "cutout": cut, "repeat": repeat, "per_id": per_id}
+        (work / "plan.json").write_text(json.dumps(plan))
+        proc = run_isolated(REPO / "bench" / "datalab_client_bench.py",
+                            [work / "plan.json", work / "out.json"], store=store, token=token,
+                            workdir=work, serve_args=(), timeout=1800)
+        if proc.returncode != 0 or not (work / "out.json").is_file():
+            raise RuntimeError(f"Data Lab client bench failed: {proc.stderr[-3000:]}")
+        real = json.loads((work / "out.json").read_text())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    n = len(ids)
+    with Service(store) as svc, SpecClient(url=svc.url, token=TOKEN) as own:
+        own.getSpec(ids[:100], align=True, cutout=cut)
+        t, data = timed(lambda: own.getSpec(ids, align=True, cutout=cut), repeat=repeat)
+        assert list(data.shape) == real["bulk_shape"]
+        assert float(np.nansum(data["flux"], dtype=np.float64)) == real["bulk_flux_sum"]
+        t0 = time.perf_counter()
+        for sid in ids[:per_id]:
+            own.getSpec(sid)
+        t_per = time.perf_counter() - t0
+    return {"client": DATALAB_PIN, "n": n, "channels": real["bulk_shape"][1],
+            "datalab_bulk_s": real["bulk_s"], "datalab_bulk_spectra_per_s": n / real["bulk_s"],
+            "own_bulk_s": t, "own_bulk_spectra_per_s": n / t,
+            "datalab_per_id_spectra_per_s": real["per_id_n"] / real["per_id_s"],
+            "own_per_id_spectra_per_s": per_id / t_per, "per_id_n": per_id,
+            "per_id_channels": real["per_id_len"]}
+
+
+def print_datalab(d, load):
+    print(f"""
+Data Lab client ({d['client']}) vs the project's client over HTTP, same store and ids; load
+average {load[0]:.1f}:
+
+| {d['n']:,} spectra, random order, `getSpec(align=True, cutout='6500-7200')` ({d['channels']} channels) | spectra/s | ratio |
+| --- | ---: | ---: |
+| project's client (`SpecClient(url=...)`) | {d['own_bulk_spectra_per_s']:,.0f} | 1x |
+| Data Lab client (`specClient.getSpec`) | {d['datalab_bulk_spectra_per_s']:,.0f} | {d['own_bulk_spectra_per_s'] / d['datalab_bulk_spectra_per_s']:.2f}x slower |
+| per-id `getSpec(id)`, {d['per_id_n']} ids ({d['per_id_channels']} channels): project's / Data Lab | {d['own_per_id_spectra_per_s']:,.0f} / {d['datalab_per_id_spectra_per_s']:,.0f} | |
+""")
+
+
 # -- main ---------------------------------------------------------------------------------------------
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -304,7 +405,24 @@ def main(argv=None):
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse Source files and store kept by an earlier --keep run")
+    ap.add_argument("--datalab", action="store_true",
+                    help="also time the real Data Lab client (astro-datalab, own venv)")
+    ap.add_argument("--datalab-only", action="store_true",
+                    help="only the Data Lab client part, on a synthetic store of N spectra")
     args = ap.parse_args(argv)
+    if args.datalab_only:
+        OUT.mkdir(parents=True, exist_ok=True)
+        store = OUT / "datalab.ifxs"
+        ids = synthetic_store(store, args.n_spectra)
+        ids = [ids[i] for i in np.random.default_rng(5).permutation(len(ids))]
+        load = os.getloadavg()
+        d = datalab_bench(store, ids)
+        d["load_average_start"] = load
+        (OUT / "datalab_results.json").write_text(json.dumps(d, indent=2))
+        if not args.keep:
+            store.unlink(missing_ok=True)
+        print_datalab(d, load)
+        return
 
     from ifu_extract.spectra.client import SpecClient
     from ifu_extract.spectra.ingest import ingest
@@ -391,6 +509,9 @@ def main(argv=None):
             "max_ms": 1000 * float(lat.max())}
         print("load:", json.dumps(results["load"]), flush=True)
     local.close()
+    if args.datalab:
+        results["datalab"] = datalab_bench(store, ids)
+        print("Data Lab client:", json.dumps(results["datalab"]), flush=True)
 
     results["cone_dense"] = cone_bench(OUT / "cone.ifxs", all_sky=False, rows=args.rows)
     print("cone (dense 10x10 deg field):", json.dumps(results["cone_dense"]), flush=True)
@@ -404,6 +525,8 @@ def main(argv=None):
         for p in (store, OUT / "cone.ifxs"):
             p.unlink(missing_ok=True)
     print_markdown(results)
+    if "datalab" in results:
+        print_datalab(results["datalab"], results["load_average_start"])
 
 
 def print_markdown(r):

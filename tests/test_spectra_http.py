@@ -191,9 +191,9 @@ def _raw(server, path, body=None, token=TOKEN, method="post"):
         return h.post(path, headers=headers, json=body)
 
 
-PROTECTED = [("get", "/contexts", None), ("get", "/catalogs", None), ("get", "/profiles", None),
-             ("get", "/validate", {"what": "context", "value": MUSE_CTX}),
-             ("post", "/query", {}),
+PROTECTED = [("get", "/contexts", None), ("get", "/catalogs", None),
+             ("post", "/query", {}), ("get", "/query", {"cond": "z > 0"}),
+             ("get", "/preview", {"id": f"{MUSE_CTX}:100:MUSE_TOT"}),
              ("post", "/listSpan", {"id_list": [f"{MUSE_CTX}:100:MUSE_TOT"]}),
              ("post", "/getSpec", {"id_list": [f"{MUSE_CTX}:100:MUSE_TOT"]}),
              ("post", "/preview", {"id": f"{MUSE_CTX}:100:MUSE_TOT"}),
@@ -208,6 +208,16 @@ def test_missing_or_wrong_token_is_401(server, method, path, body):
         assert r.status_code == 401, (path, token)
         assert "X-DL-AuthToken" in r.json()["detail"]
     assert _raw(server, path, body, method=method).status_code == 200
+
+
+@pytest.mark.parametrize("path, params", [("/profiles", None), ("/available", None),
+                                          ("/validate", {"what": "context", "value": MUSE_CTX})])
+def test_open_endpoints_take_no_token_but_refuse_a_wrong_one(server, path, params):
+    # the Data Lab client calls /validate without any token: these endpoints hold no data
+    for token in (None, "", "anonymous.0.0.anon_access", TOKEN):
+        assert _raw(server, path, params, token=token, method="get").status_code == 200
+    for token in ("wrong", TOKEN + "x"):
+        assert _raw(server, path, params, token=token, method="get").status_code == 401
 
 
 def test_alive_available_and_openapi_need_no_token(server):

@@ -242,22 +242,44 @@ def plot_cmd(store, url, token, token_file, ids, ids_file, kind, nx, ny, page, y
               show_default=True, help="Most rows a query may return.")
 @click.option("--max-body-bytes", type=click.IntRange(1024, 1 << 31), default=16 << 20,
               show_default=True, help="Largest request body.")
-@click.option("--max-values", type=click.IntRange(1000, 1 << 34), default=250_000_000,
+@click.option("--max-values", type=click.IntRange(1000, 1 << 34), default=64 << 20,
               show_default=True,
-              help="Most values (spectra x planes x channels) in one getSpec answer.")
-@click.option("--access-log", is_flag=True, help="Log every request.")
+              help="Most 4-byte values (spectra x planes x channels, plus 2 per channel for a "
+                   "Data Lab .npy answer's wavelength) in one getSpec answer: 256 MiB.")
+@click.option("--max-stack-rows", type=click.IntRange(1, 1_000_000), default=4096,
+              show_default=True, help="Most spectra (image rows) in one stacked image.")
+@click.option("--anonymous/--no-anonymous", default=False, show_default=True,
+              help="Let requests without the token (or with Data Lab's anonymous token) read "
+                   "the data endpoints, rate-limited; the NOIRLab Data Lab client needs it for "
+                   "preview(), which it sends without a token.")
+@click.option("--anonymous-rate", type=click.FloatRange(0, 10_000), default=20.0,
+              show_default=True,
+              help="Anonymous requests per second per client address (bursts of twice as "
+                   "many; 0: unlimited).")
+@click.option("--access-log", is_flag=True, help="Log every request to stderr.")
 def serve_cmd(store, host, port, token, token_file, max_ids, max_rows, max_body_bytes,
-              max_values, access_log):
-    """Serve STORE over HTTP (FastAPI + uvicorn): /query /getSpec /preview /gridPlot
-    /stackedImage /contexts /catalogs /listSpan /validate /available; schema at /openapi.json."""
+              max_values, max_stack_rows, anonymous, anonymous_rate, access_log):
+    """Serve STORE over HTTP (FastAPI + uvicorn): the JSON API of the project's client and the
+    NOIRLab Data Lab wire protocol of astro-datalab's ``dl.specClient``: /query /getSpec
+    /listSpan /preview /plotGrid /gridPlot /stackedImage /contexts /catalogs /validate
+    /profiles /available; schema at /openapi.json."""
     from ..spectra.backend import Limits
-    from ..spectra.service import serve
+    from ..spectra.datalab import is_datalab_token
+    from ..spectra.service import require_service_extra, serve
 
+    require_service_extra()
     tok = _token(token, token_file)
     if not tok:
-        tok = secrets.token_urlsafe(24)
+        # Data Lab's token shape (user.uid.gid.secret), so that a logged-in Data Lab client
+        # can send it too (docs/spectra-service.md); the random part has no '.'
+        tok = "spectra.0.0.$1$" + secrets.token_urlsafe(24)
         click.echo(f"token: {tok}", err=True)
+    elif not is_datalab_token(tok):
+        report("note: the token is not of Data Lab's shape user.uid.gid.secret, so the Data Lab "
+               "client cannot send it (only anonymous access would work for it)")
     limits = Limits(max_ids=max_ids, max_rows=max_rows, max_words=max_values,
-                    max_body=max_body_bytes)
-    report(f"serving {store} on http://{host}:{port} (schema at /openapi.json)")
-    serve(store, token=tok, host=host, port=port, limits=limits, access_log=access_log)
+                    max_body=max_body_bytes, max_stack_rows=max_stack_rows)
+    access = "anonymous read access" if anonymous else "token only"
+    report(f"serving {store} on http://{host}:{port} ({access}; schema at /openapi.json)")
+    serve(store, token=tok, host=host, port=port, limits=limits, access_log=access_log,
+          anonymous=anonymous, anonymous_rate=anonymous_rate)

@@ -16,7 +16,7 @@ import numpy as np
 from astropy import units as u
 
 from ..errors import InputError
-from .constraint import Query, evaluate, order_rows, parse
+from .constraint import Query, evaluate, order_rows, parse, split_position
 from .grid import air_to_vacuum, parse_cutout, vacuum_to_air
 from .storefile import PAD_WORDS, PLANE_DTYPES, Store
 
@@ -28,7 +28,8 @@ PLANE_ORDER = ("flux", "ivar", "mask", "sky", "model")
 
 #: Catalogue columns of every store (type 'num' or 'str'), usable in constraints and fields.
 BASE_COLUMNS = {
-    "specid": "str", "context": "str", "id": "str", "tag": "str", "ra": "num", "dec": "num",
+    "specid": "str", "specnum": "num", "context": "str", "id": "str", "tag": "str",
+    "ra": "num", "dec": "num",
     "z": "num", "wmin": "num", "wmax": "num", "nchan": "num", "snr": "num", "source": "str",
     "commit": "num",
 }
@@ -67,6 +68,8 @@ def column_values(store: Store, name: str, rows: np.ndarray) -> np.ndarray:
         return np.asarray(store.source_names or [""], dtype=str)[s["source"][rows]]
     if name in ("specid", "id"):
         return s[name][rows].astype(str)
+    if name == "specnum":
+        return store.specnums(rows)
     if name in BASE_COLUMNS:
         return s[name][rows]
     sname = _summary_name(store, name)
@@ -86,7 +89,8 @@ def column_values(store: Store, name: str, rows: np.ndarray) -> np.ndarray:
 
 
 def query_rows(store: Store, *, ra=None, dec=None, size=None, region=None, constraint=None,
-               context=None, max_rows: int | None = None) -> np.ndarray:
+               context=None, max_rows: int | None = None,
+               max_region: int | None = None) -> np.ndarray:
     """Rows matching a position (cone or polygon), a context and a constraint.
 
     Parameters
@@ -102,6 +106,8 @@ def query_rows(store: Store, *, ra=None, dec=None, size=None, region=None, const
         Keep this context only.
     max_rows : int, optional
         Refuse results longer than this (a service limit).
+    max_region : int, optional
+        Refuse polygons (``q3c_poly_query`` in the constraint) with more vertices than this.
 
     Returns
     -------
@@ -109,6 +115,11 @@ def query_rows(store: Store, *, ra=None, dec=None, size=None, region=None, const
         Row numbers, in catalogue order unless the constraint orders them.
     """
     q: Query = parse(constraint, catalogue_columns(store))
+    for node in q.nodes("poly"):
+        if max_region is not None and len(node.value) > max_region:
+            raise InputError("region", f"{len(node.value)} vertices, more than the limit of "
+                             f"{max_region}",
+                             "simplify the polygon")
     if region is not None and len(region):
         rows = store.sky_index().polygon(region)
     elif ra is not None or dec is not None:
@@ -116,20 +127,33 @@ def query_rows(store: Store, *, ra=None, dec=None, size=None, region=None, const
             raise InputError("query", "a cone needs ra, dec and size", "give all three, degrees")
         rows = store.sky_index().cone(float(ra), float(dec), float(size))
     else:
-        rows = store.alive_rows
+        node, rest = split_position(q)  # q3c_*_query(...) AND ...: the index answers it
+        if node is not None:
+            rows, q = _position_rows(store, node), rest
+        else:
+            rows = store.alive_rows
     if context:
         if context not in store.context_names:
             raise InputError("context", f"unknown context {context!r}",
                              f"use one of: {', '.join(sorted(store.contexts)) or '(none)'}")
         rows = rows[store.spectra["ctx"][rows] == store.context_names.index(context)]
     if q.where is not None:
-        rows = rows[evaluate(q, lambda c: column_values(store, c, rows), len(rows))]
+        cand = rows
+        rows = rows[evaluate(q, lambda c: column_values(store, c, cand), len(cand),
+                             lambda node: np.isin(cand, _position_rows(store, node)))]
     if q.order or q.limit is not None:
         rows = rows[order_rows(q, lambda c: column_values(store, c, rows), len(rows))]
     if max_rows is not None and len(rows) > max_rows:
         raise InputError("query", f"{len(rows)} rows match, more than the limit of {max_rows}",
                          "narrow the query or add LIMIT to the constraint")
     return rows
+
+
+def _position_rows(store: Store, node) -> np.ndarray:
+    """Rows inside a parsed ``q3c_radial_query`` (cone) or ``q3c_poly_query`` (polygon)."""
+    if node.op == "cone":
+        return store.sky_index().cone(*node.value)
+    return store.sky_index().polygon(node.value)
 
 
 def query_table(store: Store, rows: np.ndarray, fields) -> dict[str, np.ndarray]:
@@ -271,7 +295,7 @@ def _unit_scale(src: str, dst: str) -> float:
 
 
 def fetch(store: Store, ids, *, align: bool = False, cutout=None, resample: bool = False,
-          values=None, max_words: int | None = None) -> SpectraBatch:
+          values=None, max_words: int | None = None, wave_words: int = 0) -> SpectraBatch:
     """Read spectra *ids* from *store*.
 
     Parameters
@@ -292,7 +316,11 @@ def fetch(store: Store, ids, *, align: bool = False, cutout=None, resample: bool
     values : sequence of str, optional
         Planes to return (default: all the contexts have).
     max_words : int, optional
-        Refuse batches larger than this many 4-byte values (a service limit).
+        Refuse batches larger than this many 4-byte values (a service limit), checked before
+        anything is read.
+    wave_words : int
+        Words per channel the caller's answer adds (a ``.npy`` answer's float64 wavelength
+        column: 2), counted against *max_words*.
     """
     ids = list(ids)
     rows = store.rows_for(ids)
@@ -314,7 +342,7 @@ def fetch(store: Store, ids, *, align: bool = False, cutout=None, resample: bool
         planes = tuple(p for p in PLANE_ORDER if p in want)
     cols = _columns(store, rows, ids)
     if not align:
-        return _fetch_unaligned(store, ids, rows, planes, cols, max_words)
+        return _fetch_unaligned(store, ids, rows, planes, cols, max_words, wave_words)
 
     target = ctxs[0] if ctxs else None
     shifts, foreign = {}, []
@@ -370,9 +398,9 @@ def fetch(store: Store, ids, *, align: bool = False, cutout=None, resample: bool
             hi_list.append(int(math.floor(kf[1] + 1e-9)) + 1)
         ka, kb = (min(lo_list), max(hi_list)) if lo_list else (0, 0)
     L = max(kb - ka, 0)
-    if max_words is not None and len(rows) * len(planes) * L > max_words:
+    if max_words is not None and len(rows) * (len(planes) + wave_words) * L > max_words:
         raise InputError("getSpec", f"{len(rows)} spectra x {L} channels x {len(planes)} planes "
-                         f"exceed the limit of {max_words} values",
+                         f"exceed the limit of {max_words} values ({4 * max_words >> 20} MiB)",
                          "ask for fewer spectra, fewer planes (values=) or a cut-out")
     if same.all() and _covers(store, rows, ka, L, shifts, planes):
         words = np.empty((len(planes), len(rows), L), dtype="<u4")  # every word gets written
@@ -469,8 +497,8 @@ def _row_words(store: Store, row: int, planes):
     return out, ctx
 
 
-def _fetch_unaligned(store, ids, rows, planes, cols, max_words):
-    total = int(store.spectra["nchan"][rows].sum()) * len(planes)
+def _fetch_unaligned(store, ids, rows, planes, cols, max_words, wave_words=0):
+    total = int(store.spectra["nchan"][rows].sum()) * (len(planes) + wave_words)
     if max_words is not None and total > max_words:
         raise InputError("getSpec", f"{len(rows)} spectra hold {total} values, more than the "
                          f"limit of {max_words}", "ask for fewer spectra or a cut-out")

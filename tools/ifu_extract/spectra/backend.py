@@ -41,18 +41,22 @@ class Limits:
     max_rows : int
         Rows a query may return.
     max_words : int
-        4-byte values in one getSpec answer (spectra x planes x channels).
+        4-byte values in one getSpec answer (spectra x planes x channels; a ``.npy`` answer
+        counts its float64 wavelength column as two more per channel): 64 Mi values, 256 MiB.
     max_body : int
         Bytes of a request body.
     max_region : int
         Polygon vertices.
+    max_stack_rows : int
+        Spectra in one stacked image (one pixel row each).
     """
 
     max_ids: int = 100_000
     max_rows: int = 2_000_000
-    max_words: int = 250_000_000
+    max_words: int = 64 * 1024 * 1024
     max_body: int = 16 * 1024 * 1024
     max_region: int = 100
+    max_stack_rows: int = 4096
 
 
 def check_ids(ids, limits: Limits | None = None) -> list[str]:
@@ -146,6 +150,16 @@ class LocalBackend:
     def query(self, *, ra=None, dec=None, size=None, region=None, constraint=None, context=None,
               fields=None) -> dict:
         """``{'ids': [...]}``, or ``{'fields': [...], 'table': {col: [...]}}`` with *fields*."""
+        s, rows = self.query_rows(ra=ra, dec=dec, size=size, region=region,
+                                  constraint=constraint, context=context)
+        if not fields:
+            return {"ids": s.specids(rows)}  # numpy str array (the service makes it a list)
+        table = access.query_table(s, rows, fields)
+        return {"fields": list(table), "table": {k: _jsonable(v) for k, v in table.items()}}
+
+    def query_rows(self, *, ra=None, dec=None, size=None, region=None, constraint=None,
+                   context=None, ids=None):
+        """(store, rows) matching a query; *ids* (int or str) restricts to those spectra."""
         lim = self.limits
         if region is not None and lim is not None and len(region) > lim.max_region:
             raise InputError("region", f"{len(region)} vertices, more than {lim.max_region}",
@@ -153,28 +167,54 @@ class LocalBackend:
         s = self.current()
         rows = access.query_rows(s, ra=ra, dec=dec, size=size, region=region,
                                  constraint=constraint, context=context,
-                                 max_rows=lim.max_rows if lim else None)
-        if not fields:
-            return {"ids": s.specids(rows)}  # numpy str array (the service makes it a list)
-        table = access.query_table(s, rows, fields)
-        return {"fields": list(table), "table": {k: _jsonable(v) for k, v in table.items()}}
+                                 max_rows=lim.max_rows if lim else None,
+                                 max_region=lim.max_region if lim else None)
+        if ids is not None:
+            rows = rows[np.isin(rows, self._rows(s, ids))]
+        return s, rows
+
+    def table(self, rows, fields, store=None) -> dict:
+        """Columns *fields* of *rows* as arrays."""
+        return access.query_table(store or self.current(), rows, fields)
+
+    def resolve(self, ids) -> list[str]:
+        """Spectrum ids ``context:ID:TAG`` of ids given as such or as integers (specnum)."""
+        ids = list(ids)
+        nums = [k for k, i in enumerate(ids) if isinstance(i, (int, np.integer))]
+        if not nums:
+            return ids
+        s = self.current()
+        found = s.specids(s.rows_for_specnums([ids[k] for k in nums])).tolist()
+        out = list(ids)
+        for k, sid in zip(nums, found):
+            out[k] = sid
+        return out
+
+    def _rows(self, s, ids):
+        return s.rows_for(check_ids(self.resolve(ids), self.limits))
 
     def span(self, ids) -> dict:
-        ids = check_ids(ids, self.limits)
+        ids = check_ids(self.resolve(ids), self.limits)
         return access.span(self.current(), ids)
 
     # -- retrieval ---------------------------------------------------------------------------------
-    def batch(self, ids, *, align=False, cutout=None, resample=False, values=None):
-        """A :class:`~.access.SpectraBatch` of *ids*."""
-        ids = check_ids(ids, self.limits)
+    def batch(self, ids, *, align=False, cutout=None, resample=False, values=None,
+              wave_words: int = 0):
+        """A :class:`~.access.SpectraBatch` of *ids* (``context:ID:TAG`` or integer specnums).
+
+        *wave_words*: 4-byte words per channel the answer adds to the planes (2 for a ``.npy``
+        answer's float64 wavelength column), counted against ``Limits.max_words``.
+        """
+        ids = check_ids(self.resolve(ids), self.limits)
         return access.fetch(self.current(), ids, align=align, cutout=cutout, resample=resample,
-                            values=values, max_words=self.limits.max_words if self.limits else None)
+                            values=values, max_words=self.limits.max_words if self.limits else None,
+                            wave_words=wave_words)
 
     def preview(self, spec_id: str) -> bytes:
         return plots.preview_png(self.batch([spec_id]), 0)
 
     def grid(self, ids, nx: int, ny: int, page: int = 0, align=False, cutout=None) -> bytes:
-        ids = check_ids(ids, self.limits)
+        ids = check_ids(self.resolve(ids), self.limits)
         nx, ny, page = int(nx), int(ny), int(page)
         if not (1 <= nx <= 10 and 1 <= ny <= 10):
             raise InputError("nx, ny", f"a {nx} x {ny} grid is not allowed", "use 1-10 each")
@@ -186,15 +226,24 @@ class LocalBackend:
         chunk = ids[page * per:(page + 1) * per]
         return plots.grid_png(self.batch(chunk, align=align, cutout=cutout), nx, ny)
 
-    def stacked(self, ids, *, fmt="png", yflip=False, cutout=None, resample=False):
-        """Stacked image of *ids* (always aligned): PNG bytes or a float32 array."""
+    def stacked(self, ids, *, fmt="png", yflip=False, cutout=None, resample=False, style=None):
+        """Stacked image of *ids* (always aligned): PNG bytes or a float32 array.
+
+        *style*: options of :func:`~.plots.stacked_png` (Data Lab's ``thickness``, ``cmap``,
+        ``inverse``, ``xscale``, ``yscale``, ``width``, ``height``).
+        """
+        if fmt not in ("png", "numpy"):
+            raise InputError("fmt", f"unknown image format {fmt!r}", "use 'png' or 'numpy'")
+        lim = self.limits
+        if lim is not None and len(ids) > lim.max_stack_rows:
+            raise InputError("id_list", f"{len(ids)} spectra, more than the limit of "
+                             f"{lim.max_stack_rows} rows of a stacked image",
+                             "stack fewer spectra per image")
         batch = self.batch(ids, align=True, cutout=cutout, resample=resample, values=["flux",
                                                                                         "mask"])
         if fmt == "numpy":
             return plots.stacked_array(batch, yflip)
-        if fmt != "png":
-            raise InputError("fmt", f"unknown image format {fmt!r}", "use 'png' or 'numpy'")
-        return plots.stacked_png(batch, yflip)
+        return plots.stacked_png(batch, yflip, **(style or {}))
 
 
 def _jsonable(arr) -> list:

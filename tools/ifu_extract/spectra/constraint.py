@@ -15,8 +15,14 @@ Dialect
 ``predicate``  ``value op value`` (``= == != <> < <= > >=``), ``value [NOT] BETWEEN a AND b``,
                ``value [NOT] IN (literal, ...)``, ``value [NOT] LIKE|ILIKE 'pattern'``
                (``%`` any run, ``_`` one character), ``value IS [NOT] NULL``
+``position``   ``q3c_radial_query(ra, dec, ra0, dec0, radius)`` (a cone, degrees) and
+               ``q3c_poly_query(ra, dec, ARRAY[ra1, dec1, ra2, dec2, ...])`` (a polygon; the
+               vertices may also be written as pairs ``ARRAY[(ra1, dec1), ...]``), as the NOIRLab
+               Data Lab client sends them; evaluated with the store's sky index
 ``value``      column, number, ``'text'`` (``''`` for a quote), ``+ - * /``, unary ``-``,
                ``abs sqrt log10 ln exp`` (numbers), ``lower upper length`` (text)
+``LIKE``       at most :data:`MAX_LIKE_WILDCARDS` ``%``/``_`` wildcards; matched by one compiled
+               pattern (leftmost segments, no backtracking between them)
 ``suffix``     ``ORDER BY column [ASC|DESC], ...`` and/or ``LIMIT n``
 
 Missing values (NaN numbers, empty text) are SQL ``NULL``: three-valued logic, so a row whose
@@ -32,13 +38,18 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["ConstraintError", "Query", "parse", "evaluate", "order_rows", "MAX_LENGTH"]
+__all__ = ["ConstraintError", "Query", "parse", "evaluate", "order_rows", "split_position",
+           "MAX_LENGTH", "MAX_LIKE_WILDCARDS", "like_matcher"]
 
 #: Longest constraint accepted (characters).
 MAX_LENGTH = 2000
 _MAX_TOKENS = 400
 _MAX_DEPTH = 40
 _MAX_IN = 1000
+#: Most wildcards (``%`` runs and ``_``) in one LIKE pattern.
+MAX_LIKE_WILDCARDS = 24
+_MAX_VERTICES = 1000
+_POSITION_FUNCS = ("q3c_radial_query", "q3c_poly_query")
 
 _NUM_FUNCS = {"abs": np.abs, "sqrt": np.sqrt, "log10": np.log10, "ln": np.log, "exp": np.exp}
 _STR_FUNCS = {"lower", "upper", "length"}
@@ -76,6 +87,18 @@ class Query:
     order: tuple = ()  # ((column, descending), ...)
     limit: int | None = None
 
+    def nodes(self, op: str):
+        """The nodes of the WHERE tree whose operation is *op*."""
+        stack = [self.where]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, Node):
+                if n.op == op:
+                    yield n
+                stack.extend(n.args)
+            elif isinstance(n, tuple):
+                stack.extend(n)
+
     def columns(self) -> set[str]:
         """Column names the query reads."""
         out = {c for c, _ in self.order}
@@ -85,6 +108,8 @@ class Query:
                 return
             if n.op == "col":
                 out.add(n.value)
+            if n.op in ("cone", "poly"):
+                out.update(("ra", "dec"))
             for a in n.args:
                 if isinstance(a, Node):
                     walk(a)
@@ -106,6 +131,37 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE)
 
 
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_ARRAY_CHARS = frozenset("0123456789eE+-.,() \t\r\n")
+
+
+def _array_literal(text: str, pos: int):
+    """``ARRAY[...]`` at *pos*: (numbers, end position).  Brackets and parentheses may group the
+    numbers (``[(ra, dec), ...]``, numpy's ``[[ra dec] ...]``); nothing but numbers is allowed."""
+    i = pos + len("ARRAY")
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text) or text[i] != "[":
+        raise ConstraintError(f"ARRAY needs '[' (at character {pos + 1})",
+                              "write ARRAY[ra1, dec1, ra2, dec2, ...] in degrees")
+    depth, j = 0, i
+    while j < len(text):
+        c = text[j]
+        if c == "[":
+            depth += 1
+            if depth > 3:
+                break
+        elif c == "]":
+            depth -= 1
+            if depth == 0:
+                return tuple(float(x) for x in _NUMBER.findall(text, i, j)), j + 1
+        elif c not in _ARRAY_CHARS:
+            break
+        j += 1
+    raise ConstraintError(f"ARRAY[...] holds numbers only (at character {pos + 1})",
+                          "write ARRAY[ra1, dec1, ra2, dec2, ...] in degrees")
+
+
 def _tokenise(text: str):
     if "\x00" in text:
         raise ConstraintError("NUL characters are not allowed")
@@ -121,6 +177,11 @@ def _tokenise(text: str):
             raise ConstraintError(f"quoted identifiers are not allowed (at character {pos + 1})",
                                   "name columns bare and quote text with single quotes")
         m = _TOKEN.match(text, pos)
+        if m is not None and m.lastgroup == "name" and m.group().upper() == "ARRAY":
+            nums, pos_end = _array_literal(text, pos)
+            tokens.append(("array", nums, pos + 1))
+            pos = pos_end
+            continue
         if m is None:
             if text[pos] == "'":
                 raise ConstraintError(f"unterminated text literal at character {pos + 1}")
@@ -217,6 +278,9 @@ class _Parser:
             return node
         if self.peek()[0] == "kw" and self.peek()[1] in ("TRUE", "FALSE"):
             return Node("bool", value=self.take()[1] == "TRUE")
+        k, v, p = self.peek()
+        if k == "name" and v.lower() in _POSITION_FUNCS and self.peek(1)[0:2] == ("op", "("):
+            return self.position(v.lower(), p)
         left = self.value()
         negate = self.accept("kw", "NOT")
         k, v, _ = self.peek()
@@ -267,6 +331,8 @@ class _Parser:
                 depth -= 1
                 if depth == 0:
                     return False
+            elif depth == 1 and k == "name" and v.lower() in _POSITION_FUNCS:
+                return True
             elif depth == 1 and (k == "kw" and v in ("AND", "OR", "NOT", "BETWEEN", "IN", "LIKE",
                                                       "ILIKE", "IS", "TRUE", "FALSE")
                                  or k == "op" and v in ("=", "==", "!=", "<>", "<", "<=", ">",
@@ -274,6 +340,47 @@ class _Parser:
                 return True
             j += 1
         return False
+
+    def position(self, name, pos):
+        """``q3c_radial_query(ra, dec, ra0, dec0, r)`` or ``q3c_poly_query(ra, dec, ARRAY[..])``."""
+        self.take()
+        self.expect("op", "(", f"'(' after {name}")
+        for col in ("ra", "dec"):
+            k, v, p = self.take()
+            if k != "name" or v.lower() != col:
+                self.i -= 1
+                self.fail(f"{name} takes the columns ra, dec first")
+            self.expect("op", ",", "','")
+        if name == "q3c_radial_query":
+            nums = [self._signed_number()]
+            for _ in range(2):
+                self.expect("op", ",", "',' between the cone's centre and radius")
+                nums.append(self._signed_number())
+            self.expect("op", ")", f"')' closing {name}(")
+            ra0, dec0, r = nums
+            if not (-90 <= dec0 <= 90 and 0 <= r <= 180 and -360 <= ra0 <= 720):
+                raise ConstraintError(f"{name}: centre ({ra0:g}, {dec0:g}) or radius {r:g} is not "
+                                      "valid (degrees)", "use Dec -90..90 and a radius 0..180")
+            return Node("cone", value=(ra0, dec0, r))
+        k, v, p = self.take()
+        if k != "array":
+            self.i -= 1
+            self.fail(f"{name} takes ARRAY[ra1, dec1, ...] after ra, dec")
+        if len(v) % 2 or not 6 <= len(v) <= 2 * _MAX_VERTICES:
+            raise ConstraintError(f"{name}: {len(v)} numbers do not make 3-{_MAX_VERTICES} "
+                                  "(ra, dec) vertices")
+        self.expect("op", ")", f"')' closing {name}(")
+        return Node("poly", value=tuple(zip(v[0::2], v[1::2])))
+
+    def _signed_number(self) -> float:
+        sign = -1.0 if self.accept("op", "-") else 1.0
+        if sign > 0:
+            self.accept("op", "+")
+        k, v, _ = self.take()
+        if k != "num":
+            self.i -= 1
+            self.fail("expected a number")
+        return sign * float(v)
 
     # value level
     def value(self):
@@ -467,60 +574,88 @@ def _value(n: Node, get):
     raise ConstraintError(f"cannot evaluate {n.op}")  # pragma: no cover
 
 
+def like_matcher(pattern: str, icase: bool = False):
+    """A compiled SQL LIKE matcher: ``match(text) -> bool``.
+
+    The pattern is split at its ``%`` runs into segments (``_`` is one character); the first
+    segment must match at the start, the last at the end, and each middle one is searched
+    leftmost after the previous, which is exact for LIKE.  One regular expression does this
+    with atomic groups, so the engine never backtracks into an earlier segment: a pattern such
+    as ``'%_%_%_%_%_%x'`` costs a few passes over the text, not a combinatorial search.
+
+    Raises
+    ------
+    ConstraintError
+        More than :data:`MAX_LIKE_WILDCARDS` wildcards.
+    """
+    n_wild = len(re.findall("%+", pattern)) + pattern.count("_")
+    if n_wild > MAX_LIKE_WILDCARDS:
+        raise ConstraintError(f"the LIKE pattern has {n_wild} wildcards, more than "
+                              f"{MAX_LIKE_WILDCARDS}", "use fewer '%' and '_' in the pattern")
+    segs = re.split("%+", pattern)
+
+    def rx(seg):
+        return "".join("." if c == "_" else re.escape(c) for c in seg)
+
+    if len(segs) == 1:
+        body = rx(segs[0]) + r"\Z"
+    else:
+        middle = "".join(f"(?>.*?{rx(seg)})" for seg in segs[1:-1] if seg)
+        body = rx(segs[0]) + middle + (f".*{rx(segs[-1])}\\Z" if segs[-1] else "")
+    compiled = re.compile(body, re.DOTALL | (re.IGNORECASE if icase else 0))
+    return lambda text: compiled.match(text) is not None
+
+
 def _like(values, pattern: str, icase: bool) -> np.ndarray:
-    """SQL LIKE without regular expressions (linear time, no backtracking blow-up)."""
-    if icase:
-        pattern = pattern.lower()
-    segs = [s for s in re.split("%+", pattern)]
-    anchored_start, anchored_end = not pattern.startswith("%"), not pattern.endswith("%")
-
-    def seg_at(s, seg, i):
-        return len(s) - i >= len(seg) and all(c == "_" or c == s[i + j] for j, c in enumerate(seg))
-
-    def find(s, seg, start):
-        for i in range(start, len(s) - len(seg) + 1):
-            if seg_at(s, seg, i):
-                return i
-        return -1
-
-    def match(s):
-        if icase:
-            s = s.lower()
-        if len(segs) == 1:
-            return len(s) == len(segs[0]) and seg_at(s, segs[0], 0)
-        pos = 0
-        first, last, middle = segs[0], segs[-1], segs[1:-1]
-        if anchored_start:
-            if not seg_at(s, first, 0):
-                return False
-            pos = len(first)
-        for seg in middle:
-            i = find(s, seg, pos)
-            if i < 0:
-                return False
-            pos = i + len(seg)
-        if anchored_end:
-            return len(s) - len(last) >= pos and seg_at(s, last, len(s) - len(last))
-        return True
-
+    """SQL LIKE over an array of text: each distinct value matched once by the compiled
+    pattern of :func:`like_matcher`."""
+    match = like_matcher(pattern, icase)
     uniq, inv = np.unique(np.asarray(values, dtype=str), return_inverse=True)
-    return np.array([match(str(u)) for u in uniq], dtype=bool)[inv]
+    return np.fromiter((match(u) for u in uniq.tolist()), dtype=bool, count=len(uniq))[inv]
 
 
-def _truth(n: Node, get, nrows: int):
+def split_position(query: Query):
+    """(position node, rest of the query): the cone or polygon predicate that the whole WHERE
+    requires (a term of its top-level AND chain), so that it can be answered by the sky index;
+    ``(None, query)`` when there is none."""
+    terms, stack = [], [query.where]
+    while stack:
+        n = stack.pop()
+        if n is not None and n.op == "and":
+            stack.extend(reversed(n.args))
+        elif n is not None:
+            terms.append(n)
+    for k, t in enumerate(terms):
+        if t.op in ("cone", "poly"):
+            rest = terms[:k] + terms[k + 1:]
+            where = None
+            for r in rest:
+                where = r if where is None else Node("and", (where, r))
+            return t, Query(where, query.order, query.limit)
+    return None, query
+
+
+def _truth(n: Node, get, nrows: int, pos=None):
     """(true mask, false mask) of a boolean node; rows in neither are unknown (NULL)."""
     if n.op == "bool":
         t = np.full(nrows, bool(n.value))
         return t, ~t
     if n.op == "and":
-        (t1, f1), (t2, f2) = _truth(n.args[0], get, nrows), _truth(n.args[1], get, nrows)
+        (t1, f1), (t2, f2) = (_truth(n.args[0], get, nrows, pos),
+                              _truth(n.args[1], get, nrows, pos))
         return t1 & t2, f1 | f2
     if n.op == "or":
-        (t1, f1), (t2, f2) = _truth(n.args[0], get, nrows), _truth(n.args[1], get, nrows)
+        (t1, f1), (t2, f2) = (_truth(n.args[0], get, nrows, pos),
+                              _truth(n.args[1], get, nrows, pos))
         return t1 | t2, f1 & f2
     if n.op == "not":
-        t, f = _truth(n.args[0], get, nrows)
+        t, f = _truth(n.args[0], get, nrows, pos)
         return f, t
+    if n.op in ("cone", "poly"):
+        if pos is None:
+            raise ConstraintError(f"{n.op} searches need the sky index")  # pragma: no cover
+        t = np.asarray(pos(n), dtype=bool)
+        return t, ~t
     if n.op == "cmp":
         (a, ma), (b, mb) = _value(n.args[0], get), _value(n.args[1], get)
         ops = {"=": np.equal, "!=": np.not_equal, "<": np.less, "<=": np.less_equal,
@@ -557,7 +692,7 @@ def _truth(n: Node, get, nrows: int):
     raise ConstraintError(f"a {n.op} is not a condition")  # pragma: no cover
 
 
-def evaluate(query: Query, get, nrows: int) -> np.ndarray:
+def evaluate(query: Query, get, nrows: int, pos=None) -> np.ndarray:
     """Boolean mask of the rows that satisfy ``query.where``.
 
     Parameters
@@ -566,10 +701,13 @@ def evaluate(query: Query, get, nrows: int) -> np.ndarray:
     get : callable
         ``get(column) -> numpy.ndarray`` of the *nrows* candidate rows (numbers or text).
     nrows : int
+    pos : callable, optional
+        ``pos(node) -> bool array`` of the candidate rows inside a ``cone`` node (``value``
+        ``(ra0, dec0, r)``) or a ``poly`` node (``value`` the vertices), degrees.
     """
     if query.where is None:
         return np.ones(nrows, dtype=bool)
-    t, _ = _truth(query.where, get, nrows)
+    t, _ = _truth(query.where, get, nrows, pos)
     return np.array(t, dtype=bool)
 
 

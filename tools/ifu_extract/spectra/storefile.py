@@ -64,6 +64,9 @@ MASK_BAD = 1 << 28
 #: Mask bit of a padding channel (outside the spectrum's own wavelength range).
 MASK_NODATA = 1 << 30
 
+#: Mask of the integer spectrum id (:meth:`Store.specnums`): 63 bits, a positive int64.
+SPECNUM_MASK = (1 << 63) - 1
+
 #: Storage dtype of each known plane (all 4-byte, little-endian).
 PLANE_DTYPES = {"flux": "<f4", "ivar": "<f4", "mask": "<i4", "sky": "<f4", "model": "<f4"}
 #: Padding value of each plane, as its 4-byte word.
@@ -343,6 +346,7 @@ class Store:
                 tags = np.unique(self.spectra["tag"][alive & (self.spectra["ctx"] == code)])
                 self.contexts[name].tags = [self.tag_names[t] for t in tags]
         self._key_index = None
+        self._num_index = None
         self._sky_index = None
         self._object_join = None
 
@@ -444,6 +448,42 @@ class Store:
     def specids(self, rows) -> np.ndarray:
         """Spectrum ids (str array) of *rows*."""
         return self.spectra["specid"][rows].astype(str)
+
+    def specnums(self, rows) -> np.ndarray:
+        """Integer spectrum ids (int64 >= 0) of *rows*: the spectrum's 64-bit key with the top
+        bit cleared, the same for a spectrum in any store.  For clients that take integer ids
+        only (NOIRLab Data Lab's, like SDSS ``specobjid``)."""
+        return (self.spectra["key"][rows] & np.uint64(SPECNUM_MASK)).astype(np.int64)
+
+    def rows_for_specnums(self, nums) -> np.ndarray:
+        """Row numbers of integer spectrum ids (see :meth:`specnums`), in the order given.
+
+        Raises
+        ------
+        UnknownIds
+            When some are not in the store, or name two spectra (a 63-bit collision).
+        """
+        with self._lock:
+            if self._num_index is None:
+                rows = self.alive_rows
+                nums_all = self.specnums(rows)
+                order = np.argsort(nums_all, kind="stable")
+                sn = nums_all[order]
+                dup = np.zeros(len(sn), dtype=bool)
+                if len(sn) > 1:
+                    same = sn[1:] == sn[:-1]
+                    dup[1:] |= same
+                    dup[:-1] |= same
+                self._num_index = (sn, rows[order], dup)
+        sn, srows, dup = self._num_index
+        want = np.asarray([int(n) for n in nums], dtype=np.int64)
+        if not len(want):
+            return np.zeros(0, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(sn, want), max(len(sn) - 1, 0))
+        found = (sn[pos] == want) & ~dup[pos] if len(sn) else np.zeros(len(want), dtype=bool)
+        if not found.all():
+            raise UnknownIds([str(n) for n, ok in zip(want.tolist(), found) if not ok])
+        return srows[pos].astype(np.int64)
 
     def object_join(self) -> np.ndarray:
         """For every spectrum row, its row in :attr:`objects` (-1 when it has none)."""
