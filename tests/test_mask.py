@@ -22,7 +22,7 @@ from conftest import TEST_DATA, run_main, write_synth
 from ifu_extract import synth
 from ifu_extract.cubeio import open_cube
 from ifu_extract.errors import ObjectWarning
-from ifu_extract.masks import build_masks, make_masks, object_mask, read_masks, write_masks
+from ifu_extract.masks import build_masks, make_masks, object_mask, read_masks, reframe, write_masks
 from ifu_extract.segmap import read_segmap, reproject_labels
 from ifu_extract.wcsutil import celestial_from_header, pixel_to_world, stamp_box
 
@@ -246,8 +246,9 @@ def test_neighbours_excluded_from_object_and_sky(field):
     b = np.zeros(shape, np.int32)
     b[_disc(shape, 17, 20, 7)] = 5              # a map where 1 and 2 are blended in one segment
     with open_cube(path) as cube:
+        # Without splitting: each claimant of B's blend takes it whole, minus A's other labels.
         r = build_masks(cube, _table(wcs, [("1", 15, 20), ("2", 23, 20)]), [a, b], fwhm=0.6,
-                        sky_grow=2)
+                        sky_grow=2, split=False)
     box = stamp_box(15, 20, 5.0, PIX)
     obj, _, sky = (s.astype(bool) for s in r.stamps[0])
     assert obj.any()
@@ -258,7 +259,7 @@ def test_neighbours_excluded_from_object_and_sky(field):
     grown = ndimage.binary_dilation((a > 0) | (b > 0), iterations=2)
     assert not (sky & _stamp_of(grown, box, False)).any()
     assert sky.sum() == (_stamp_of(~grown, box, False)).sum()   # the rest of the box is sky
-    assert r.objects["STATUS"][0].startswith("shared_segment: with 2")
+    assert r.objects["STATUS"][0] == "shared_segment: with 2 (segment not split)"
 
 
 def test_voronoi_splits_a_shared_segment(field):
@@ -268,7 +269,7 @@ def test_voronoi_splits_a_shared_segment(field):
     seg = np.where(((xx - 20) / 9.0) ** 2 + ((yy - 20) / 4.0) ** 2 <= 1, 4, 0).astype(np.int32)
     rows = [("L", 15, 20), ("R", 25, 20)]
     with open_cube(path) as cube:
-        plain = build_masks(cube, _table(wcs, rows), [seg], size=6.0, fwhm=0.6)
+        plain = build_masks(cube, _table(wcs, rows), [seg], size=6.0, fwhm=0.6, split=False)
         vor = build_masks(cube, _table(wcs, rows), [seg], size=6.0, fwhm=0.6, voronoi=True)
     boxes = [stamp_box(x, y, 6.0, PIX) for _, x, y in rows]
     full = [np.zeros(shape, bool), np.zeros(shape, bool)]
@@ -473,7 +474,8 @@ def test_hst_segmap_reprojected_onto_minicube(minicube, hst_cutout, muselet_cat,
     fits.PrimaryHDU(seg.astype(np.int32), hst_wcs.to_header()).writeto(seg_path)
     assert read_segmap(seg_path).nlabels > 100
     out = tmp_path / "masks.fits"
-    res = run_main(["mask", minicube, muselet_cat, "--segmap", seg_path, "-o", out], capfd)
+    res = run_main(["mask", minicube, muselet_cat, "--segmap", seg_path, "-o", out, "--no-split"],
+                   capfd)
     assert res.exit_code == 0, res.stderr
     objects, masks = read_masks(out)
     with masks:
@@ -505,6 +507,20 @@ def test_hst_segmap_reprojected_onto_minicube(minicube, hst_cutout, muselet_cat,
     on_bcg = [s for s, sl in zip(objects["STATUS"], objects["SEGLABEL"]) if sl == str(bcg)]
     assert len(on_bcg) >= 3 and all(s.startswith("shared_segment") for s in on_bcg)
     assert (objects["MASKUSED"] != "").all()
+    # By default the BCG's segment is split among them: disjoint footprints, each on its object.
+    split = tmp_path / "split.fits"
+    res = run_main(["mask", minicube, muselet_cat, "--segmap", seg_path, "-o", split], capfd)
+    assert res.exit_code == 0, res.stderr
+    objects_s, masks_s = read_masks(split)
+    with masks_s:
+        assert not any(s.startswith("shared_segment") for s in objects_s["STATUS"])
+        owner = np.zeros((40, 40), int)
+        for i, row in enumerate(objects_s):
+            m = masks_s.get(i)
+            assert m.obj[int(np.floor(row["Y"] + 0.5)) - m.y0, int(np.floor(row["X"] + 0.5)) - m.x0]
+            full = reframe(m.obj, m.box, (0, 40, 0, 40))
+            assert not (owner[full] > 0).any()
+            owner[full] = i + 1
 
 
 def test_segmap_without_wcs(field, tmp_path, capfd):
@@ -676,12 +692,13 @@ def test_shipped_test_data(tmp_path, capfd):
     st = dict(zip(objects["ID"], objects["STATUS"]))
     used = dict(zip(objects["ID"], objects["MASKUSED"]))
     assert st["1"] == "ok" and st["2"] == "ok"
-    assert st["3"].startswith("shared_segment: with 4") and st["4"].startswith("shared_segment: with 3")
+    # The pair that the cube-grid map blends is split between them by default.
+    assert st["3"] == "ok" and st["4"] == "ok"
     assert st["5"] == "no_segment_used_psf_circle" and used["5"] == "circle"
     assert st["6"] == "off_field" and used["6"] == ""
-    # The fine map separates the pair that the cube-grid map blends.
+    # The fine map separates the pair; the cube-grid map's blend is split (labels recorded).
     lab3, lab4 = (objects["SEGLABEL"][i].split(",") for i in (2, 3))
-    assert lab3[0] == lab4[0] and lab3[1] != lab4[1]
+    assert lab3[0] != lab4[0] and lab3[1] != lab4[1]
     # --voronoi splits the pair's shared segment between them.
     out_v = tmp_path / "mv.fits"
     res = run_main(["mask", TEST_DATA / "mask_cube.fits", TEST_DATA / "mask_catalog.txt",

@@ -683,7 +683,7 @@ def detect_sources(image: Image, *, back_size=DEFAULTS["back_size"],
     work = _as_sep(np.where(bad, 0.0, data / scale))
     sep_mask = np.ascontiguousarray(bad, dtype=np.uint8)
     good_vals = work[~bad]
-    if thresh_type in ("global", "local") and np.all(good_vals == good_vals[0]):
+    if thresh_type in ("auto", "global", "local") and np.all(good_vals == good_vals[0]):
         # SEP would report an RMS of 1 for a flat image: refuse rather than detect noise of 0.
         raise InputError("image", "is flat: its background RMS is 0, so a threshold in sigma "
                          "means nothing",
