@@ -24,6 +24,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from .cubeio import open_fits
 from .errors import InputError
@@ -373,9 +374,10 @@ def split_label(domain: np.ndarray, image: np.ndarray, seeds, core_radius: float
     smooth = ndimage.gaussian_filter(np.where(finite, light, floor), max(core_radius, 1.0) / 4.71)
     smooth[~finite] = -np.inf
     gy, gx = np.mgrid[y0:y1, x0:x1]
-    d2 = np.stack([(gx - x) ** 2 + (gy - y) ** 2 for x, y in zip(sx, sy)])
-    nearest = np.argmin(d2, axis=0)
-    part = np.where(dom & (d2.min(axis=0) <= core_radius * core_radius), nearest + 1, 0).astype(np.int32)
+    # Nearest position to every spaxel (a tree: memory stays O(spaxels) for many objects).
+    dist, nearest = cKDTree(np.column_stack([sx, sy])).query(np.column_stack([gx.ravel(), gy.ravel()]))
+    dist, nearest = dist.reshape(gx.shape), nearest.reshape(gx.shape)
+    part = np.where(dom & (dist <= core_radius), nearest + 1, 0).astype(np.int32)
     # Seed spaxels: under the position, else the segment spaxel nearest to it.
     dy, dx = np.nonzero(dom)
     for k in range(len(sx)):
@@ -395,6 +397,7 @@ def split_label(domain: np.ndarray, image: np.ndarray, seeds, core_radius: float
         for yy, xx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
             if 0 <= yy < hy and 0 <= xx < hx and dom[yy, xx] and not part[yy, xx]:
                 part[yy, xx] = lab
-                heapq.heappush(heap, (max(-smooth[yy, xx], level), float(d2[lab - 1, yy, xx]), yy, xx))
+                d2 = (xx + x0 - sx[lab - 1]) ** 2 + (yy + y0 - sy[lab - 1]) ** 2
+                heapq.heappush(heap, (max(-smooth[yy, xx], level), float(d2), yy, xx))
     out[y0:y1, x0:x1] = part
     return out

@@ -34,10 +34,10 @@ def cmd(ctx, output, threads):
 
     cube, catalog = demo_data()
     report(f"demo: {cube.name} with {catalog.name} from the installed mpdaf ({cube.parent})")
-    # The cluster core is one white-light segment holding several catalogue galaxies: Voronoi
-    # cells give each its own share instead of the whole blend.
+    # The cluster core is one white-light segment holding several catalogue galaxies: the
+    # default split gives each its own footprint instead of the whole blend.
     ctx.invoke(run_cmd, cube=str(cube), catalog=str(catalog), output=output, fwhm=DEMO_FWHM,
-               apertures=(0.5, 1.0), threads=threads, voronoi=True)
+               apertures=(0.5, 1.0), threads=threads)
     index = Path(output) / "index.html"
     report(f"spectra: {output}/sources/  summary: {output}/summary.tsv")
     if index.exists():
