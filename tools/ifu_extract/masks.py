@@ -19,12 +19,13 @@ and its companions in one SEP segment: the normal case in cluster cores and deep
 split among them by default: each keeps the segment's spaxels within one PSF FWHM of its
 position, and the rest goes by a watershed on the white light seeded by the catalogue
 (:func:`~ifu_extract.segmap.split_label`); the split maps are the ``SEGMAP`` written.  Spaxels
-carrying another label (a neighbour) in any map are removed from the object masks.  When the intersection is empty in ``inter`` mode the union is
-used; when the object has no label in any map (or nothing of its segment is left once the
-neighbours and its Voronoi cell are taken out), a circle of radius FWHM (the PSF) centred on it is
-used, minus the neighbours' spaxels and cut to its Voronoi cell among the catalogue positions (so
-that no two footprints overlap), and stored as both MASK_UNION and MASK_INTER: an object is
-never dropped, and its ``STATUS`` says what was done.  With ``voronoi=True`` every object mask
+carrying another label (a neighbour) in any map are removed from the object masks.  When the
+intersection is empty in ``inter`` mode the union is used; when the object has no label in any
+map (or nothing of its segment is left once the neighbours and its Voronoi cell are taken out),
+a circle of radius FWHM (the PSF) centred on it is used, minus the neighbours' spaxels and cut
+to its Voronoi cell among the catalogue positions (so that no two footprints overlap), and
+stored as both MASK_UNION and MASK_INTER: an object is never dropped, and its ``STATUS`` says
+what was done.  With ``voronoi=True`` every object mask
 is also cut to the object's Voronoi cell among the catalogue positions (crowded fields).
 
 File layout (``MASKS.fits``), read back with :func:`read_masks`:
@@ -45,8 +46,7 @@ File layout (``MASKS.fits``), read back with :func:`read_masks`:
 white light at the position), ``bad_coordinates: ...`` (from the catalogue),
 ``no_segment_used_psf_circle``, ``segment_unusable_used_psf_circle``, ``inter_empty_used_union``,
 ``matched_within_radius``, ``shared_segment: with <IDs>`` (only when splitting is turned off),
-``empty_mask: ...``.  A row has masks
-exactly when ``MASKUSED`` is not empty.
+``empty_mask: ...``.  A row has masks exactly when ``MASKUSED`` is not empty.
 
 Axis order follows numpy: masks are ``(ny, nx)``; pixel coordinates are 0-based, ``x`` fast.
 """
@@ -587,7 +587,7 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
                           radius_pix, sky_grow)
     cell = _voronoi_cells(pos, (ny, nx)) if voronoi else None
     # Circle fallbacks are cut to the Voronoi cells too, so that no two footprints overlap.
-    circle_cell = cell if cell is not None or not rows.size else _voronoi_cells(pos, (ny, nx))
+    circle_cell = cell
     shared = {} if voronoi else _shared_segments(own, rows)
 
     sizes = _catalog_size(catalog, size)
@@ -629,6 +629,8 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
                 note.append(ST_RADIUS)
         if not used[i]:
             # No segment, or nothing of it left (neighbours, Voronoi cell): the PSF circle.
+            if circle_cell is None:
+                circle_cell = _voronoi_cells(pos, (ny, nx))
             union = _disc(pos.x[i], pos.y[i], radius_pix, bx0, bx1, by0, by1) & keep
             union &= _window(circle_cell, bx0, bx1, by0, by1, -1) == i
             inter = union
