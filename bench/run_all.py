@@ -1,7 +1,7 @@
 """Run every benchmark (not part of `make test`): each compares ifu-extract with its peer in one
 run and prints a table; results are quoted in bench/README.md.
 
-    python bench/run_all.py [--only extract contsub pixtable spectra]
+    python bench/run_all.py [--only extract contsub pixtable spectra segmentation]
 
 The benchmarks write their inputs to bench/out/ (git-ignored; several GB for the big ones) and
 take from minutes (spectra, contsub) to half an hour (extract with 500 objects, pixtable 3e8 rows).
@@ -19,6 +19,7 @@ BENCHES = {
     "contsub": ["contsub_bench.py"],
     "pixtable": ["pixtable_bench.py"],
     "spectra": ["spectra_bench.py"],
+    "segmentation": ["segmentation_bench.py"],
 }
 
 

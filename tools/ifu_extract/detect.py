@@ -14,10 +14,16 @@
    within a few % of the truth.  When the mask leaves SEP no usable box (one galaxy filling
    a small cube) the first estimate is kept.
 2. **Detection** (``sep.extract``) on the background-subtracted image, filtered by a kernel, at
-   ``thresh`` times an error: the global RMS (``thresh_type='global'``, the default and the
-   SExtractor convention), the local RMS map (``'local'``), the image's own variance
-   (``'variance'``, e.g. MUSE ``STAT``), or none (``'absolute'``: *thresh* in image units);
-   then deblending (``deblend_nthresh`` levels, ``deblend_cont`` contrast) and cleaning.
+   ``thresh`` times an error: the global RMS (``thresh_type='global'``, the SExtractor
+   convention), the local RMS map (``'local'``), the image's own variance (``'variance'``,
+   e.g. MUSE ``STAT``), or none (``'absolute'``: *thresh* in image units); then deblending
+   (``deblend_nthresh`` levels, ``deblend_cont`` contrast) and cleaning.  The default,
+   ``'auto'``, is ``'global'`` unless the image has a variance and the global RMS of the
+   background boxes exceeds :data:`AUTO_RMS_RATIO` times the noise the variance gives: the
+   boxes then measure a galaxy's light, not noise (a small cube filled by a cluster's central
+   galaxy: on the mpdaf minicube of Abell 478 the RMS is 25 times the STAT noise, and at 1.5
+   times that RMS the only segment stops short of three of the eight catalogued objects),
+   and ``'variance'`` is used.
 3. **Measurements**: Kron ("AUTO") flux as SExtractor computes it: the first moment radius
    r1 of the light within 6 isophotal radii, an elliptical aperture of
    ``max(kron_factor * r1, kron_min)`` times (a, b) (``PHOT_AUTOPARAMS 2.5, 3.5``), pixels
@@ -99,6 +105,7 @@ from .wcsutil import pixel_to_world, same_grid
 __all__ = [
     "DEFAULTS",
     "THRESH_TYPES",
+    "AUTO_RMS_RATIO",
     "KERNELS",
     "FILTER_TYPES",
     "FLAG_WINPOS",
@@ -114,7 +121,12 @@ __all__ = [
 ]
 
 #: Error the threshold is expressed in (see the module docstring).
-THRESH_TYPES = ("global", "local", "variance", "absolute")
+THRESH_TYPES = ("auto", "global", "local", "variance", "absolute")
+#: With ``thresh_type='auto'``: the variance is used when the global background RMS exceeds
+#: this many times the median noise of the variance.  Correlated noise and sky residuals make
+#: the RMS of a sky-dominated MUSE white light up to ~1.5 times its STAT noise; a ratio above 3
+#: means the background boxes are filled with source light.
+AUTO_RMS_RATIO = 3.0
 #: Named filter kernels; an array may be given instead.
 KERNELS = ("default", "gaussian", "none")
 #: SEP filter treatments.
@@ -146,7 +158,7 @@ DEFAULTS = {
     "back_mask_dilate": 3.0,
     "mask_thresh": 0.0,
     "thresh": 1.5,
-    "thresh_type": "global",
+    "thresh_type": "auto",
     "minarea": 5,
     "kernel": "default",
     "kernel_fwhm": 3.0,
@@ -586,9 +598,12 @@ def detect_sources(image: Image, *, back_size=DEFAULTS["back_size"],
     thresh : float
         Detection threshold, in units of the error chosen by *thresh_type* (image units for
         ``'absolute'``).
-    thresh_type : {'global', 'local', 'variance', 'absolute'}
+    thresh_type : {'auto', 'global', 'local', 'variance', 'absolute'}
         Error the threshold multiplies: the global background RMS, the local RMS map, the
-        square root of the image variance, or none.
+        square root of the image variance, or none; ``'auto'`` is ``'global'``, or
+        ``'variance'`` when the image has a variance and the global RMS is more than
+        :data:`AUTO_RMS_RATIO` times its noise (see the module docstring).  The type used is
+        ``params['thresh_type']`` of the result.
     minarea : int
         Minimum number of pixels above threshold.
     kernel : {'default', 'gaussian', 'none'} or numpy.ndarray
@@ -668,7 +683,7 @@ def detect_sources(image: Image, *, back_size=DEFAULTS["back_size"],
     work = _as_sep(np.where(bad, 0.0, data / scale))
     sep_mask = np.ascontiguousarray(bad, dtype=np.uint8)
     good_vals = work[~bad]
-    if thresh_type in ("global", "local") and np.all(good_vals == good_vals[0]):
+    if thresh_type in ("auto", "global", "local") and np.all(good_vals == good_vals[0]):
         # SEP would report an RMS of 1 for a flat image: refuse rather than detect noise of 0.
         raise InputError("image", "is flat: its background RMS is 0, so a threshold in sigma "
                          "means nothing",
@@ -687,6 +702,12 @@ def detect_sources(image: Image, *, back_size=DEFAULTS["back_size"],
                   "clean_param": float(clean_param)}
     var_s = None if var is None else np.where(bad, 1.0, var / scale**2)
     bkg = background(sep_mask)
+    if thresh_type == "auto":
+        # Only a variance positive on every usable pixel can serve (it is the error map).
+        noise = None if var_s is None or not (var_s[~bad] > 0).all() else \
+            float(np.median(np.sqrt(var_s[~bad])))
+        thresh_type = ("variance" if noise is not None and bkg.globalrms > AUTO_RMS_RATIO * noise
+                       else "global")
     objects, seg = _extract(*_detection_input(work, bad, bkg, thresh, thresh_type, var_s, scale),
                             **extract_kw)
     back_masked = 0

@@ -14,12 +14,18 @@ Sources:
 
 The object's label in a map is the label at its position or, when the position falls on the
 background, the dominant unclaimed label within ``match_radius`` (a label is *claimed* by the
-catalogue objects that sit on it).  Spaxels carrying another label (a neighbour) in any map are
-removed from the object masks.  When the intersection is empty in ``inter`` mode the union is
-used; when the object has no label in any map (or nothing of its segment is left once the
-neighbours and its Voronoi cell are taken out), a circle of radius FWHM (the PSF) centred on it is
-used, minus the neighbours' spaxels, and stored as both MASK_UNION and MASK_INTER: an object is
-never dropped, and its ``STATUS`` says what was done.  With ``voronoi=True`` every object mask
+catalogue objects that sit on it).  A segment claimed by several catalogue objects (a galaxy
+and its companions in one SEP segment: the normal case in cluster cores and deep fields) is
+split among them by default: each keeps the segment's spaxels within one PSF FWHM of its
+position, and the rest goes by a watershed on the white light seeded by the catalogue
+(:func:`~ifu_extract.segmap.split_label`); the split maps are the ``SEGMAP`` written.  Spaxels
+carrying another label (a neighbour) in any map are removed from the object masks.  When the
+intersection is empty in ``inter`` mode the union is used; when the object has no label in any
+map (or nothing of its segment is left once the neighbours and its Voronoi cell are taken out),
+a circle of radius FWHM (the PSF) centred on it is used, minus the neighbours' spaxels and cut
+to its Voronoi cell among the catalogue positions (so that no two footprints overlap), and
+stored as both MASK_UNION and MASK_INTER: an object is never dropped, and its ``STATUS`` says
+what was done.  With ``voronoi=True`` every object mask
 is also cut to the object's Voronoi cell among the catalogue positions (crowded fields).
 
 File layout (``MASKS.fits``), read back with :func:`read_masks`:
@@ -39,8 +45,8 @@ File layout (``MASKS.fits``), read back with :func:`read_masks`:
 ``STATUS`` is ``ok`` or, joined by ``"; "``: ``off_field`` (outside the cube), ``no_data`` (NaN
 white light at the position), ``bad_coordinates: ...`` (from the catalogue),
 ``no_segment_used_psf_circle``, ``segment_unusable_used_psf_circle``, ``inter_empty_used_union``,
-``matched_within_radius``, ``shared_segment: with <IDs>``, ``empty_mask: ...``.  A row has masks
-exactly when ``MASKUSED`` is not empty.
+``matched_within_radius``, ``shared_segment: with <IDs>`` (only when splitting is turned off),
+``empty_mask: ...``.  A row has masks exactly when ``MASKUSED`` is not empty.
 
 Axis order follows numpy: masks are ``(ny, nx)``; pixel coordinates are 0-based, ``x`` fast.
 """
@@ -66,7 +72,7 @@ from .cubeio import Cube, open_fits
 from .errors import OK, InputError, warn_object
 from .fitsout import add_provenance, atomic_path, encode_checksum, iso_date, ones_sum
 from .psf import psf_from_cube
-from .segmap import DEFAULT_MIN_COVERAGE, SegMap, read_segmap, segmap_on_grid
+from .segmap import DEFAULT_MIN_COVERAGE, SegMap, read_segmap, segmap_on_grid, split_label
 from .wcsutil import celestial_from_header, stamp_box, world_to_pixel
 
 __all__ = [
@@ -422,6 +428,43 @@ def _voronoi_cells(pos: _Placement, shape) -> np.ndarray:
     return rows[nearest].reshape(ny, nx)
 
 
+def _split_shared(labels, own: np.ndarray, rows, pos: _Placement, white: np.ndarray,
+                  core_pix: float) -> tuple[list, np.ndarray, int]:
+    """Split every segment claimed by several rows among them (:func:`~ifu_extract.segmap.split_label`).
+
+    Returns the new label maps, the rows' labels in them, and the number of segments split.
+    The first claimant (catalogue order) keeps the segment's label, the others get new ones;
+    spaxels of the segment that no claimant's flood reaches get a label of their own, so that
+    they go to nobody's mask and not to the sky.
+    """
+    out, own = [], own.copy()
+    nsplit = 0
+    for k, lab in enumerate(labels):
+        groups: dict = {}
+        for i in rows:
+            if own[i, k] > 0:
+                groups.setdefault(int(own[i, k]), []).append(int(i))
+        shared = {key: members for key, members in groups.items() if len(members) > 1}
+        if not shared:
+            out.append(lab)
+            continue
+        new = lab.copy()
+        free = int(lab.max()) + 1
+        for key in sorted(shared):
+            members = shared[key]
+            part = split_label(lab == key, white, [(pos.x[i], pos.y[i]) for i in members], core_pix)
+            for m, i in enumerate(members):
+                value = key if m == 0 else free
+                free += m > 0
+                new[part == m + 1] = value
+                own[i, k] = value
+            new[(lab == key) & (part == 0)] = free
+            free += 1
+            nsplit += 1
+        out.append(new)
+    return out, own, nsplit
+
+
 def _shared_segments(own: np.ndarray, rows) -> dict:
     """``{row: [other rows]}`` of rows whose label is also another row's label in some map."""
     shared: dict = {}
@@ -461,7 +504,7 @@ def _warn_rows(pos: _Placement, status, fwhm: float) -> None:
 def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None = None,
                 size: float = DEFAULT_SIZE, mode: str = "union", fwhm: float | None = None,
                 match_radius: float = DEFAULT_MATCH_RADIUS, sky_grow: int = DEFAULT_SKY_GROW,
-                voronoi: bool = False, warn: bool = True) -> MaskResult:
+                split: bool = True, voronoi: bool = False, warn: bool = True) -> MaskResult:
     """Object and sky masks for every catalogue row.
 
     Parameters
@@ -489,8 +532,15 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
         falls on background (0 = only the label at the position).
     sky_grow : int
         Every label is grown by this many spaxels before the sky is chosen.
+    split : bool
+        Share every segment claimed by several rows among them: each keeps the segment's
+        spaxels within one FWHM of its position, and the rest goes by a watershed on the white
+        light seeded by the rows (:func:`~ifu_extract.segmap.split_label`).  The split labels
+        are the ``SEGMAP`` written.  Off: every claimant takes the whole segment, and its
+        status says ``shared_segment``.
     voronoi : bool
-        Cut every object mask to the object's Voronoi cell among the catalogue positions.
+        Cut every object mask to the object's Voronoi cell among the catalogue positions
+        (instead of *split*).
     warn : bool
         Emit an :class:`~ifu_extract.errors.ObjectWarning` for each object not processed as
         asked (off the field, fallbacks).
@@ -529,9 +579,15 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
     own, radius_matched = _claim_labels(labels, pos, match_radius / pixscale)
     has_segment = (own > 0).any(axis=1)
     rows = np.flatnonzero(pos.infield)
+    nsplit = 0
+    if split and not voronoi:
+        labels, own, nsplit = _split_shared(labels, own, rows, pos, np.asarray(white), radius_pix)
+        grids = [GridSegmap(lab, g.name, g.how, g.footprint) for lab, g in zip(labels, grids)]
     sky_ok = _sky_allowed(labels, valid, pos, np.flatnonzero(pos.infield & ~has_segment),
                           radius_pix, sky_grow)
     cell = _voronoi_cells(pos, (ny, nx)) if voronoi else None
+    # Circle fallbacks are cut to the Voronoi cells too, so that no two footprints overlap.
+    circle_cell = cell
     shared = {} if voronoi else _shared_segments(own, rows)
 
     sizes = _catalog_size(catalog, size)
@@ -573,7 +629,10 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
                 note.append(ST_RADIUS)
         if not used[i]:
             # No segment, or nothing of it left (neighbours, Voronoi cell): the PSF circle.
+            if circle_cell is None:
+                circle_cell = _voronoi_cells(pos, (ny, nx))
             union = _disc(pos.x[i], pos.y[i], radius_pix, bx0, bx1, by0, by1) & keep
+            union &= _window(circle_cell, bx0, bx1, by0, by1, -1) == i
             inter = union
             note = [ST_CIRCLE if not has_segment[i] else ST_SEG_UNUSABLE]
             if union.any():
@@ -584,7 +643,7 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
         if i in shared and used[i] in ("union", "inter"):
             others = shared[i]
             text = ",".join(pos.ids[j] for j in others[:3]) + (",..." if len(others) > 3 else "")
-            note.append(f"{ST_SHARED}: with {text} (--voronoi splits it)")
+            note.append(f"{ST_SHARED}: with {text} (segment not split)")
         sky = _window(sky_ok, bx0, bx1, by0, by1, False) & ~union
         counts[i] = (union.sum(), inter.sum(), sky.sum())
         status[i] = "; ".join(note) if note else OK
@@ -616,6 +675,8 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
         "BOXSIZE": (float(size), "[arcsec] default full side of the stamp boxes"),
         "MATCHRAD": (float(match_radius), "[arcsec] radius for matching a segment"),
         "SKYGROW": (int(sky_grow), "[spaxel] labels grown before choosing the sky"),
+        "SPLIT": (bool(split and not voronoi), "shared segments split: PSF cores + watershed"),
+        "NSPLIT": (int(nsplit), "segments shared by several objects, split"),
         "VORONOI": (bool(voronoi), "object masks cut to Voronoi cells"),
         "NSEGMAP": (len(grids), "segmentation maps used"),
     }
@@ -651,7 +712,7 @@ def make_masks(cube: Cube, catalog: Table, segmaps, *, min_coverage: float = DEF
         Minimum area share for reprojected maps.
     **kwargs
         Passed to :func:`build_masks` (``size``, ``mode``, ``fwhm``, ``match_radius``,
-        ``sky_grow``, ``voronoi``, ``white``, ``warn``).
+        ``sky_grow``, ``split``, ``voronoi``, ``white``, ``warn``).
 
     Returns
     -------

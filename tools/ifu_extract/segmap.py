@@ -15,6 +15,7 @@ axis.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,15 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
+from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from .cubeio import open_fits
 from .errors import InputError
 from .wcsutil import celestial_from_header, pixel_scale_arcsec, same_grid
 
-__all__ = ["SegMap", "read_segmap", "reproject_labels", "segmap_on_grid", "DEFAULT_MIN_COVERAGE"]
+__all__ = ["SegMap", "read_segmap", "reproject_labels", "segmap_on_grid", "split_label",
+           "DEFAULT_MIN_COVERAGE"]
 
 log = logging.getLogger("ifu_extract")
 
@@ -315,3 +319,85 @@ def segmap_on_grid(segmap: SegMap, wcs: WCS, shape, *,
         raise InputError(segmap.path, "does not overlap the cube (no spaxel falls inside it)",
                          "give a segmentation map of the same field, and check both WCS")
     return labels, frac, "reprojected"
+
+
+def split_label(domain: np.ndarray, image: np.ndarray, seeds, core_radius: float) -> np.ndarray:
+    """Share one segment among several objects: PSF cores, then a watershed on the light.
+
+    Every object first keeps the spaxels of the segment within *core_radius* of its position
+    (where two cores overlap, the nearer position wins: the bisector); the rest of the segment
+    goes to the object whose hill of light it lies on, by a seeded watershed (Meyer's flooding)
+    on the image smoothed by a Gaussian of sigma ``core_radius / 4.7`` (half the PSF's
+    sigma when *core_radius* is the FWHM), so that noise peaks do not make basins.  Flooding
+    starts from the cores, brightest spaxel first; a spaxel goes to the flood that reaches it
+    first, and at equal level to the one whose object is nearer.  Faint companions on the wing
+    of a bright galaxy are not local maxima of the light: a plain watershed leaves them a
+    sliver (or nothing), a Voronoi split gives them half of the galaxy's wing; the core keeps
+    their PSF, and the galaxy keeps its light.  Measured against both on synthetic crowded
+    fields in ``bench/segmentation_bench.py`` (results in ``bench/README.md``).
+
+    Parameters
+    ----------
+    domain : numpy.ndarray
+        ``(ny, nx)`` bool, the segment's spaxels.
+    image : numpy.ndarray
+        ``(ny, nx)`` light (the white-light image), NaN allowed (flooded last).
+    seeds : sequence of (float, float)
+        ``(x, y)`` 0-based pixel positions of the objects, x the fast axis.  A position off
+        the segment starts from the segment spaxel nearest to it.
+    core_radius : float
+        Radius of the cores, pixels (the PSF FWHM).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny, nx)`` int32: ``k + 1`` where the spaxel goes to ``seeds[k]``, 0 off the domain.
+        Every domain spaxel connected to a seed is assigned; each object's part is connected
+        to its seed spaxel.
+    """
+    domain = np.asarray(domain, dtype=bool)
+    ny, nx = domain.shape
+    out = np.zeros((ny, nx), dtype=np.int32)
+    if not domain.any() or len(seeds) == 0:
+        return out
+    sx = np.array([float(s[0]) for s in seeds])
+    sy = np.array([float(s[1]) for s in seeds])
+    # Work on the segment's bounding box only.
+    rows, cols = np.nonzero(domain)
+    pad = int(np.ceil(core_radius)) + 1
+    y0, y1 = max(rows.min() - pad, 0), min(rows.max() + pad + 1, ny)
+    x0, x1 = max(cols.min() - pad, 0), min(cols.max() + pad + 1, nx)
+    dom = domain[y0:y1, x0:x1]
+    light = np.asarray(image, dtype=float)[y0:y1, x0:x1]
+    finite = np.isfinite(light)
+    floor = np.nanmin(light) if finite.any() else 0.0
+    smooth = ndimage.gaussian_filter(np.where(finite, light, floor), max(core_radius, 1.0) / 4.71)
+    smooth[~finite] = -np.inf
+    gy, gx = np.mgrid[y0:y1, x0:x1]
+    # Nearest position to every spaxel (a tree: memory stays O(spaxels) for many objects).
+    dist, nearest = cKDTree(np.column_stack([sx, sy])).query(np.column_stack([gx.ravel(), gy.ravel()]))
+    dist, nearest = dist.reshape(gx.shape), nearest.reshape(gx.shape)
+    part = np.where(dom & (dist <= core_radius), nearest + 1, 0).astype(np.int32)
+    # Seed spaxels: under the position, else the segment spaxel nearest to it.
+    dy, dx = np.nonzero(dom)
+    for k in range(len(sx)):
+        xc, yc = int(np.floor(sx[k] + 0.5)) - x0, int(np.floor(sy[k] + 0.5)) - y0
+        if not (0 <= yc < dom.shape[0] and 0 <= xc < dom.shape[1] and dom[yc, xc]):
+            j = int(np.argmin((dx + x0 - sx[k]) ** 2 + (dy + y0 - sy[k]) ** 2))
+            yc, xc = int(dy[j]), int(dx[j])
+        if part[yc, xc] == 0:
+            part[yc, xc] = k + 1
+    # Meyer's flooding from every assigned spaxel: brightest first, then nearest to its object.
+    heap = [(-smooth[y, x], 0.0, y, x) for y, x in zip(*np.nonzero(part))]
+    heapq.heapify(heap)
+    hy, hx = dom.shape
+    while heap:
+        level, _, y, x = heapq.heappop(heap)
+        lab = int(part[y, x])
+        for yy, xx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+            if 0 <= yy < hy and 0 <= xx < hx and dom[yy, xx] and not part[yy, xx]:
+                part[yy, xx] = lab
+                d2 = (xx + x0 - sx[lab - 1]) ** 2 + (yy + y0 - sy[lab - 1]) ** 2
+                heapq.heappush(heap, (max(-smooth[yy, xx], level), float(d2), yy, xx))
+    out[y0:y1, x0:x1] = part
+    return out

@@ -8,8 +8,9 @@ import click
 
 from ._options import report
 
-# Abell 478 minicube: no FSF keywords in its header; 0.75" is the seeing of that MUSE WFM
-# exposure's white light as measured on its compact galaxies.
+# Abell 478 minicube: no FSF keywords in its header and no isolated star to fit one on; 0.75" is
+# the seeing of that MUSE WFM exposure's white light as measured on its compact galaxies, and the
+# default PSF FWHM of the Galaxy workflow.
 DEMO_FWHM = 0.75
 
 
@@ -34,13 +35,11 @@ def cmd(ctx, output, threads):
 
     cube, catalog = demo_data()
     report(f"demo: {cube.name} with {catalog.name} from the installed mpdaf")
-    # The cluster core is one white-light segment holding several catalogue galaxies: Voronoi
-    # cells give each its own share instead of the whole blend.
-    settings = {"fwhm": DEMO_FWHM, "apertures": (0.5, 1.0), "voronoi": True}
-    report(f"demo: ifu-extract run {cube.name} {catalog.name} -o {output} "
-           f"--fwhm {DEMO_FWHM} --aperture 0.5 --aperture 1.0 --voronoi")
-    ctx.invoke(run_cmd, cube=str(cube), catalog=str(catalog), output=output, threads=threads,
-               **settings)
+    # run's defaults, and the one setting the cube cannot give: its PSF (no FSF keywords, no
+    # isolated star in the cluster core), the same as the Galaxy workflow's default.
+    report(f"demo: ifu-extract run {cube.name} {catalog.name} -o {output} --fwhm {DEMO_FWHM}")
+    ctx.invoke(run_cmd, cube=str(cube), catalog=str(catalog), output=output, fwhm=DEMO_FWHM,
+               threads=threads)
     index = Path(output) / "index.html"
     report(f"spectra: {output}/sources/  summary: {output}/summary.tsv")
     if index.exists():

@@ -108,8 +108,9 @@ def _check_image_hdu(data, image, result, product: str, bunit: str | None, input
               help="Detection threshold, in sigma of --thresh-type (image units for absolute).")
 @click.option("--thresh-type", type=click.Choice(THRESH_TYPES), default=DEFAULTS["thresh_type"],
               show_default=True,
-              help="Sigma of the threshold: global background RMS, local RMS map, the "
-                   "image's variance (STAT), or none (absolute).")
+              help="Sigma of the threshold: auto (global, or the variance when the global RMS "
+                   "is over 3 times its noise: a galaxy fills the field), the global background "
+                   "RMS, the local RMS map, the image's variance (STAT), or none (absolute).")
 @click.option("--minarea", type=click.IntRange(min=1), default=DEFAULTS["minarea"],
               show_default=True, help="Minimum number of pixels above the threshold.")
 @click.option("--filter-kernel", type=click.Choice(KERNELS), default=DEFAULTS["kernel"],

@@ -46,16 +46,21 @@ from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_optio
               default=DEFAULT_MIN_COVERAGE, show_default=True,
               help="For maps on another grid: a cube spaxel takes the label covering the largest "
                    "share of its area if that share is at least this fraction, else background.")
+@click.option("--split/--no-split", default=True, show_default=True,
+              help="Share a segment claimed by several catalogue objects among them: each keeps "
+                   "the spaxels within one PSF FWHM of its position, the rest goes by a watershed "
+                   "on the white light. --no-split: each takes the whole segment.")
 @click.option("--voronoi", is_flag=True,
               help="Cut each object mask to the object's Voronoi cell among the catalogue "
-                   "positions (crowded fields, shared segments).")
+                   "positions (instead of --split).")
 @white_option
 @catalog_format_option
 @cube_options
 def cmd(cube, catalog, segmaps, output, size, mode, fwhm, match_radius, sky_grow, min_coverage,
-        voronoi, white_path, catalog_format, **kwargs):
+        split, voronoi, white_path, catalog_format, **kwargs):
     """Object and sky masks for every object of CATALOG on the grid of CUBE.
 
+    A segment holding several catalogue objects is split among them (--split, the default).
     Each object keeps a status: a PSF circle when no segment covers it, the union when the
     intersection is empty; objects off the field are listed without masks.
     """
@@ -69,10 +74,11 @@ def cmd(cube, catalog, segmaps, output, size, mode, fwhm, match_radius, sky_grow
         white = white_for_cube(c, white_path).data if white_path else None
         result = make_masks(c, table, segmaps, min_coverage=min_coverage, size=size, mode=mode,
                             fwhm=fwhm, match_radius=match_radius, sky_grow=sky_grow,
-                            voronoi=voronoi, white=white)
+                            split=split, voronoi=voronoi, white=white)
     batch_exit(result.n_masked, len(table))
     params = {"size": size, "mode": mode, "fwhm": fwhm, "match_radius": match_radius,
-              "sky_grow": sky_grow, "min_coverage": min_coverage, "voronoi": voronoi}
+              "sky_grow": sky_grow, "min_coverage": min_coverage, "split": split,
+              "voronoi": voronoi}
     inputs = {"cube": cube, "catalog": catalog}
     inputs.update({f"segmap{k}": s for k, s in enumerate(segmaps, start=1)})
     write_masks(result, output, inputs=inputs, params={k: v for k, v in params.items() if v is not None})

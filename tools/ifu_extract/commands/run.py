@@ -37,6 +37,7 @@ _ROUTES = {
     "minarea": [("detect", "minarea")],
     "size": [("mask", "size")],
     "mode": [("mask", "mode")],
+    "split": [("mask", "split")],
     "voronoi": [("mask", "voronoi")],
     "fwhm": [("mask", "fwhm"), ("extract", "fwhm")],
     "beta": [("extract", "beta")],
@@ -74,8 +75,11 @@ _ROUTES = {
               help="Box side per object, arcsec (a catalogue SIZE column wins).")
 @click.option("--mode", type=click.Choice(["union", "inter"]), default=None,
               help="Object mask: union or intersection of the segmentation maps.")
+@click.option("--split/--no-split", default=None,
+              help="Split segments shared by several catalogue objects (PSF cores, then a "
+                   "watershed on the white light) [default: split].")
 @click.option("--voronoi", is_flag=True, default=None,
-              help="Split segments shared by several catalogue objects into Voronoi cells.")
+              help="Split segments shared by several catalogue objects into Voronoi cells instead.")
 @click.option("--fwhm", type=click.FloatRange(min=0, min_open=True), default=None,
               help="PSF FWHM, arcsec [default: FSF keywords of the cube].")
 @click.option("--beta", type=click.FloatRange(min=1, min_open=True), default=None, help="PSF Moffat beta.")
