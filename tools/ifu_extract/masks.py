@@ -525,7 +525,7 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
         white = band_image(cube).data
     valid = np.isfinite(np.asarray(white))
     pixscale = cube.pixscale
-    fwhm_val, fwhm_src = resolve_fwhm(cube, fwhm, catalog_candidates(cube, catalog))
+    fwhm_val, fwhm_src = resolve_fwhm(cube, fwhm, catalog_candidates(cube, catalog) if fwhm is None else None)
     radius_pix = fwhm_val / pixscale
     labels = [g.labels for g in grids]
     nrow = len(catalog)

@@ -427,7 +427,8 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
         try:
             _FITTED[key] = fit_psf_from_stars(cube, candidates, kind=kind)
         except InputError as exc:
-            _FITTED[key] = exc
+            _FITTED[key] = InputError(exc.path, "has no MUSE FSF keywords and " + exc.problem.removeprefix("has "),
+                                      exc.fix)
     found = _FITTED[key]
     if isinstance(found, InputError):
         if required:

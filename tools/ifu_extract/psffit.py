@@ -598,14 +598,23 @@ def fit_psf_from_stars(cube, candidates=None, *, kind: str = "moffat", nbands: i
     """
     stars = find_stars(cube, candidates, kind=kind, min_snr=min_snr, max_stars=max_stars)
     used = [s for s in stars if s.status == "used"]
-    beta_poly = None
-    if used:
+    result = None
+    for _ in range(MAX_STARS):
+        used = [s for s in stars if s.status == "used"]
+        if not used:
+            break
         beta_poly = _fit_bands_twice(cube, used, nbands=nbands, kind=kind, beta_degree=beta_degree,
                                      lbrange=lbrange)
-    if not any(s.status == "used" for s in stars):
-        raise InputError(cube.path, "has no MUSE FSF keywords and no usable star to fit the PSF on "
-                         f"({_why(stars)})", "give the PSF FWHM with --fwhm (and --beta)")
-    result = _model_from_stars(stars, kind, fwhm_degree, lbrange, beta_poly)
+        if not any(s.status == "used" for s in stars):
+            break
+        n_before = sum(s.status == "used" for s in stars)
+        result = _model_from_stars(stars, kind, fwhm_degree, lbrange, beta_poly)
+        if len(result.used) == n_before:
+            break
+        result = None  # a star left the common curve: β and the FWHMs again without it
+    if result is None:
+        raise InputError(cube.path, f"has no usable star to fit the PSF on ({_why(stars)})",
+                         "give the PSF FWHM with --fwhm (and --beta)")
     lam = _ref_waves(cube)
     log.info("PSF fitted on %d star(s) [%s]: FWHM %s arcsec at %s Angstrom", len(result.used),
              ", ".join(s.id for s in result.used),
