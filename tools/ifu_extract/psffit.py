@@ -5,7 +5,7 @@ Used when a cube has neither MUSE FSF keywords nor a FWHM given (:func:`ifu_extr
 1. **Candidates**: the catalogue's positions when one is given, else SEP detections on the
    white-light image.
 2. **Point-like, isolated, unsaturated**: every candidate's white-light stamp is fitted with a
-   pixel-integrated circular Moffat plus a constant (STAT weights, the pixels nearer another
+   pixel-integrated circular Moffat plus a plane (STAT weights, the pixels nearer another
    candidate left out).  A star has a high S/N, no neighbour closer than
    :data:`MIN_SEPARATION`, a centre where it was expected, a Moffat β of a PSF (not the low β of
    a galaxy's wings), no flat top, and the smallest FWHM of the field: at most
@@ -55,9 +55,9 @@ MIN_SEPARATION = 1.5
 #: A star's white-light FWHM is at most this fraction above the sharpest candidate's.
 POINT_TOLERANCE = 0.12
 #: Moffat β range of a PSF (a galaxy's wings give a lower β).
-BETA_RANGE = (1.6, 8.0)
+BETA_RANGE = (1.3, 8.0)
 #: Half side of the fitted stamp, arcsec.
-STAMP_HALF = 2.0
+STAMP_HALF = 1.5
 #: Band FWHMs of a star further than this many sigma (and 5 %) from the combined curve drop it.
 STAR_CLIP = 4.0
 #: Reference wavelengths (fractions of the cube's range) at which the FWHM error is reported.
@@ -150,7 +150,7 @@ class PSFFit:
 
 # ------------------------------------------------------------------------------ one image
 def _fit_image(img, ivar, px, py, scale, *, kind="moffat", beta=None, fwhm0=0.8, beta0=2.5):
-    """Fit one stamp with a pixel-integrated circular Moffat (or Gaussian) plus a constant.
+    """Fit one stamp with a pixel-integrated circular Moffat (or Gaussian) plus a plane.
 
     Parameters
     ----------
@@ -186,8 +186,16 @@ def _fit_image(img, ivar, px, py, scale, *, kind="moffat", beta=None, fwhm0=0.8,
             return gaussian_image(shape, p[1], p[2], p[3])
         return moffat_images(shape, p[1], p[2], p[3], p[4] if free_beta else beta)[0]
 
+    # The background is a plane: stars often sit on a galaxy's halo (cluster cores).
+    yy, xx = np.indices(shape, dtype=float)
+    xx -= px
+    yy -= py
+
+    def background(p):
+        return p[-3] + p[-2] * xx + p[-1] * yy
+
     def resid(p):
-        return ((p[0] * model(p) + p[-1] - data) * sw).ravel()
+        return ((p[0] * model(p) + background(p) - data) * sw).ravel()
 
     total = float(np.sum(data))
     p0 = [max(total, 1e-30), px, py, fwhm0 / scale]
@@ -197,9 +205,9 @@ def _fit_image(img, ivar, px, py, scale, *, kind="moffat", beta=None, fwhm0=0.8,
         p0.append(min(max(beta0, 1.3), 9.0))
         lo.append(1.2)
         hi.append(10.0)
-    p0.append(0.0)
-    lo.append(-np.inf)
-    hi.append(np.inf)
+    p0 += [float(np.median(data[good])), 0.0, 0.0]
+    lo += [-np.inf] * 3
+    hi += [np.inf] * 3
     p0 = np.clip(p0, np.array(lo) + 1e-9, np.array(hi) - 1e-9)
     try:
         fit = least_squares(resid, p0, bounds=(lo, hi), x_scale="jac", max_nfev=200)
@@ -214,15 +222,16 @@ def _fit_image(img, ivar, px, py, scale, *, kind="moffat", beta=None, fwhm0=0.8,
     err = np.sqrt(np.clip(np.diag(cov), 0, None))
     # S/N within one FWHM of the centre (the total flux's error is dominated by its degeneracy
     # with the background in the wings, which says nothing about how well the core is measured).
-    yy, xx = np.indices(shape)
-    core_ap = good & ((xx - fit.x[1]) ** 2 + (yy - fit.x[2]) ** 2 <= fit.x[3] ** 2)
+    iy, ix = np.indices(shape)
+    bg = background(fit.x)
+    core_ap = good & ((ix - fit.x[1]) ** 2 + (iy - fit.x[2]) ** 2 <= fit.x[3] ** 2)
     ap_var = float(np.sum(1.0 / ivar[core_ap])) if core_ap.any() else np.inf
-    snr = float(np.sum(data[core_ap] - fit.x[-1]) / np.sqrt(ap_var)) if ap_var > 0 else 0.0
+    snr = float(np.sum((data - bg)[core_ap]) / np.sqrt(ap_var)) if ap_var > 0 else 0.0
     dof = max(int(good.sum()) - len(p0), 1)
     chi2 = float(np.sum(fit.fun**2))
-    m = fit.x[0] * model(fit.x) + fit.x[-1]
-    iy, ix = np.unravel_index(np.argmax(np.where(good, m, -np.inf)), shape)
-    core = float((img[iy, ix] - fit.x[-1]) / (m[iy, ix] - fit.x[-1])) if m[iy, ix] != fit.x[-1] else np.nan
+    star = fit.x[0] * model(fit.x)
+    ky, kx = np.unravel_index(np.argmax(np.where(good, star, -np.inf)), shape)
+    core = float((img[ky, kx] - bg[ky, kx]) / star[ky, kx]) if star[ky, kx] > 0 else np.nan
     out = {"flux": fit.x[0], "flux_err": err[0], "snr": snr, "x": fit.x[1], "y": fit.x[2],
            "fwhm": fit.x[3] * scale, "fwhm_err": err[3] * scale,
            "beta": fit.x[4] if free_beta else (beta if beta is not None else np.nan),
