@@ -21,15 +21,12 @@ Used when a cube has neither MUSE FSF keywords nor a FWHM given (:func:`ifu_extr
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import InputError
 from .psf import PSFModel, gaussian_image, moffat_images
-
-log = logging.getLogger("ifu_extract")
 
 __all__ = ["StarFit", "PSFFit", "fit_psf_on_star", "fit_psf_from_stars", "find_stars", "psf_summary",
            "write_psf_product",
@@ -624,16 +621,7 @@ def fit_psf_from_stars(cube, candidates=None, *, kind: str = "moffat", nbands: i
     if result is None:
         raise InputError(cube.path, f"has no usable star to fit the PSF on ({_why(stars)})",
                          "give the PSF FWHM with --fwhm (and --beta)")
-    lam = _ref_waves(cube)
-    log.info("PSF fitted on %d star(s) [%s]: FWHM %s arcsec at %s Angstrom", len(result.used),
-             ", ".join(s.id for s in result.used),
-             ", ".join(f"{f:.3f}+-{e:.3f}" for f, e in zip(result.model.fwhm(lam), result.fwhm_err(lam))),
-             ", ".join(f"{v:.0f}" for v in lam))
     return result
-
-
-def _ref_waves(cube) -> np.ndarray:
-    return np.array([cube.wave[0] + f * (cube.wave[-1] - cube.wave[0]) for f in REF_FRACTIONS])
 
 
 def _why(stars) -> str:
