@@ -209,3 +209,20 @@ def _segmap(tmp_path, path, truth):
     out = tmp_path / "seg.fits"
     fits.PrimaryHDU(seg, WCS(hdr).celestial.to_header()).writeto(out, overwrite=True)
     return out
+
+
+def test_real_minicube_has_no_usable_star(minicube):
+    """The mpdaf minicube (Abell 478 core, no FSF keywords) holds galaxies only: none of them,
+    from cat.txt or from detection, is taken for a star (the central galaxy's profile would give
+    a far too broad PSF), and the message names --fwhm."""
+    from ifu_extract.catalog import read_catalog
+    from ifu_extract.psf import catalog_candidates
+
+    with open_cube(minicube) as c:
+        details = {}
+        assert resolve_psf(c, candidates=catalog_candidates(c, read_catalog(minicube.parent / "cat.txt")),
+                           details=details) is None
+        assert "no usable star" in details["message"] and "--fwhm" in details["message"]
+        assert "no MUSE FSF keywords" in details["message"]
+        with pytest.raises(InputError, match="no usable star"):
+            fit_psf_from_stars(c)
