@@ -82,9 +82,10 @@ def test_fitted_fwhm_recovers_truth_within_3_percent(field):
 
 
 def test_agrees_with_mpdaf_star_fit_within_5_percent(tmp_path):
-    """The same star fitted by mpdaf's MoffatModel2.from_starfit (same polynomial degrees): the
-    FWHM curves agree within 5 %; ours is the closer to the truth (pixel-integrated Moffat, β by
-    profile likelihood)."""
+    """The same star fitted by mpdaf's MoffatModel2.from_starfit (same polynomial degrees, its
+    Moffat integrated over 5 x 5 subpixels as ours is): the FWHM curves agree within 5 % (0.3 %
+    measured) and β within 0.3.  With mpdaf's default ``factor=1`` (Moffat sampled at pixel
+    centres) its FWHM comes out 4-5 % broader than the truth for a 3-4 spaxel FWHM."""
     from mpdaf.MUSE import MoffatModel2
     from mpdaf.obj import Cube
 
@@ -96,12 +97,10 @@ def test_agrees_with_mpdaf_star_fit_within_5_percent(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = MoffatModel2.from_starfit(Cube(str(path)), (truth.dec["star"], truth.ra["star"]), size=5,
-                                           nslice=20, fwhmdeg=2, betadeg=0)
+                                           nslice=20, fwhmdeg=2, betadeg=0, factor=5)
     lam = truth.wave
     assert np.max(np.abs(ours.fwhm(lam) / theirs.get_fwhm(lam) - 1)) < 0.05
-    ours_err = np.max(np.abs(ours.fwhm(lam) / truth.fwhm_arcsec - 1))
-    assert ours_err < 0.03
-    assert ours_err <= np.max(np.abs(theirs.get_fwhm(lam) / truth.fwhm_arcsec - 1))
+    assert np.max(np.abs(ours.fwhm(lam) / truth.fwhm_arcsec - 1)) < 0.03
     assert abs(float(ours.beta(6000.0)) - float(theirs.get_beta(np.array([6000.0]))[0])) < 0.3
 
 
