@@ -359,8 +359,7 @@ _FITTED: dict = {}  # in-process cache of fitted PSFs: run's steps share one fit
 
 def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = None,
                 fwhm_red: float | None = None, kind: str = "moffat", star: tuple | None = None,
-                candidates=None, required: bool = False, fit: bool = True,
-                details: dict | None = None) -> PSFModel | None:
+                candidates=None, required: bool = False, details: dict | None = None) -> PSFModel | None:
     """The PSF of *cube*, decided in one place for mask, extract, deblend and the line scan.
 
     Priority: the user's FWHM (``--fwhm``, ``--fwhm-red``, ``--beta``) > the cube's MUSE FSF
@@ -385,8 +384,6 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
         detections on the white light.
     required : bool
         Raise when no PSF can be found (deblending); else warn in one line and return None.
-    fit : bool
-        Allow the fit on the data (False: given or header only, as before this policy).
     details : dict, optional
         Filled with ``"fit"`` (the :class:`~ifu_extract.psffit.PSFFit`) when the PSF was fitted,
         and ``"message"`` when none was found.
@@ -416,8 +413,6 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
         return model
     if star is not None:
         return fit_psf_on_star(cube, *star, kind=kind)
-    if not fit:
-        return None
     from .psffit import fit_psf_from_stars
 
     key = (str(cube.path), _stamp(cube), kind,
@@ -438,7 +433,7 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
         return None
     if details is not None:
         details["fit"] = found
-    if beta is not None:  # a given β wins over the fitted one
+    if beta is not None:  # a given β wins over the fitted one (the FWHM stays the fitted one)
         return PSFModel(found.model.kind, found.model.fwhm_coeffs, (float(beta),), "fitted",
                         found.model.lbrange)
     return found.model

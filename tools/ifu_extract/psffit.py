@@ -262,7 +262,7 @@ def _band_stamp(cube, box, z0, z1, exclude):
         img = np.nansum(data, axis=0) / np.maximum(n, 1)
         if var is not None:
             ivar = n.astype(float) ** 2 / np.nansum(np.where(np.isfinite(data), var, np.nan), axis=0)
-        else:  # no STAT: the scatter of the stamp's outer ring
+        else:  # no STAT: uniform weights, scaled below to the robust scatter of the stamp
             ivar = np.ones(img.shape)
     ivar = np.where((n > 0) & np.isfinite(ivar) & ~exclude, ivar, 0.0)
     if var is None and (ivar > 0).any():
