@@ -167,14 +167,14 @@ def test_no_usable_star_one_line_naming_fwhm(tmp_path, capfd):
 
 
 def test_run_without_fsf_keywords_captures_star_flux(field, tmp_path, capfd):
-    """No FSF keywords, no --fwhm: run fits the PSF on the field's stars, writes psf.fits, and
-    MUSE_PSF captures the bright star's flux within 5 % (the fainter one too); the Source files
+    """No FSF keywords, no --fwhm: run --deblend fits the PSF on the field's stars, writes
+    psf.fits, and MUSE_PSF (and DEBLEND) capture each star's flux within 5 %; the Source files
     carry the fitted FSF cards, which mpdaf reads."""
     from mpdaf.MUSE import FSFModel
 
     path, truth, cat = field
     out = tmp_path / "run"
-    res = run_main(["run", path, cat, "-o", out, "--no-plots", "--no-detect", "--segmap",
+    res = run_main(["run", path, cat, "-o", out, "--no-plots", "--no-detect", "--deblend", "--segmap",
                     _segmap(tmp_path, path, truth)], capfd)
     assert res.exit_code == 0, res.stderr
     assert "MUSE_PSF not computed" not in res.stderr
@@ -185,6 +185,9 @@ def test_run_without_fsf_keywords_captures_star_flux(field, tmp_path, capfd):
         ratio = np.nansum(flux) / np.sum(true)
         assert abs(ratio - 1) < tol, (sid, ratio)
         assert fits.getheader(out / "sources" / f"{sid}.fits", "SPE_MUSE_PSF_DATA")["PSFSRC"] == "fitted"
+        # run --deblend used the same fitted PSF (it used to stop: "no star to fit it on").
+        _, flux, *_ = read_source_spectrum(out / "sources" / f"{sid}.fits", "DEBLEND")
+        assert abs(np.nansum(flux) / np.sum(true) - 1) < tol
     prim = fits.getheader(out / "sources" / "star.fits")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
