@@ -101,6 +101,8 @@ class StarFit:
     shift: float = 0.0
     #: χ² summed over the band fits of the last :func:`fit_star_bands`.
     chi2: float = 0.0
+    #: Half side of the fitted stamps, spaxels (None: :data:`STAMP_HALF`).
+    half_size: int | None = None
 
 
 @dataclass
@@ -238,6 +240,11 @@ def _fit_image(img, ivar, px, py, scale, *, kind="moffat", beta=None, fwhm0=0.8,
     return out
 
 
+def _half(cube, star) -> int:
+    """Half side of *star*'s fitted stamps, spaxels."""
+    return int(star.half_size or max(5, round(STAMP_HALF / cube.pixscale)))
+
+
 def _stamp_box(x, y, h):
     xc, yc = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
     return xc - h, xc + h + 1, yc - h, yc + h + 1
@@ -294,7 +301,7 @@ def fit_star_bands(cube, star: StarFit, *, nbands: int = NBANDS, kind: str = "mo
         Half side of the stamp, spaxels (default :data:`STAMP_HALF`).
     """
     scale = cube.pixscale
-    h = int(half_size or max(5, round(STAMP_HALF / scale)))
+    h = int(half_size or _half(cube, star))
     box = _stamp_box(star.x, star.y, h)
     exclude = _neighbour_mask(box, star.x, star.y, others)
     px, py = star.x - box[0], star.y - box[2]
@@ -398,14 +405,13 @@ def _profile_beta(cube, stars, *, nbands, kind):
             total += s.chi2 + (1e30 if len(s.wave) < nb else 0.0)
         return total
 
-    best = minimize_scalar(chi2, bounds=(BETA_RANGE[0] - 0.3, BETA_RANGE[1]), method="bounded",
+    best = minimize_scalar(chi2, bounds=(1.1, BETA_RANGE[1]), method="bounded",
                            options={"xatol": 0.01})
     b0, c0 = float(best.x), float(best.fun)
     d = 0.05
     curv = (chi2(b0 + d) + chi2(b0 - d) - 2.0 * c0) / d**2
-    npix = sum(int(np.sum(np.isfinite(s.fwhm))) for s in stars)  # bands; pixels below
-    dof = max(sum((2 * (int(max(5, round(STAMP_HALF / cube.pixscale)))) + 1) ** 2 for _ in stars) * nb
-              - 5 * npix - 1, 1)
+    nfit = sum(len(s.fwhm) for s in stars)  # band fits, each with 7 parameters (β shared)
+    dof = max(sum((2 * _half(cube, s) + 1) ** 2 for s in stars) * nb - 7 * nfit - 1, 1)
     err = np.sqrt(2.0 / curv * max(c0 / dof, 1.0)) if curv > 0 else np.inf
     return b0, float(err)
 
@@ -476,8 +482,8 @@ def fit_psf_on_star(cube, x: float, y: float, *, kind: str = "moffat", nbins: in
     if not (0 <= int(np.floor(x + 0.5)) < cube.nx and 0 <= int(np.floor(y + 0.5)) < cube.ny):
         raise InputError("--psf-star", f"the star at pixel ({x:.1f}, {y:.1f}) is outside the cube",
                          "choose a star inside the field")
-    star = StarFit("star", float(x), float(y), status="used")
-    _white_fit(cube, star, [], half_size=half_size, kind=kind)
+    star = StarFit("star", float(x), float(y), status="used", half_size=half_size)
+    _white_fit(cube, star, [], kind=kind)
     if star.status != "used":
         star.status = "used"  # a named star is fitted whatever its white-light shape
     beta_poly = _fit_bands_twice(cube, [star], nbands=nbins, kind=kind, beta_degree=beta_degree,
@@ -491,10 +497,10 @@ def fit_psf_on_star(cube, x: float, y: float, *, kind: str = "moffat", nbins: in
 
 
 # ------------------------------------------------------------------------------ many stars
-def _white_fit(cube, star: StarFit, others, *, half_size=None, kind="moffat"):
+def _white_fit(cube, star: StarFit, others, *, kind="moffat"):
     """Fit the white-light (whole band) stamp of *star*; sets its S/N, FWHM, β and centre."""
     scale = cube.pixscale
-    h = int(half_size or max(5, round(STAMP_HALF / scale)))
+    h = _half(cube, star)
     box = _stamp_box(star.x, star.y, h)
     exclude = _neighbour_mask(box, star.x, star.y, others)
     img, ivar = _band_stamp(cube, box, 0, cube.nwave, exclude)
