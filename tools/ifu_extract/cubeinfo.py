@@ -8,7 +8,7 @@ from .cubeio import Cube
 from .psf import muse_fsf_curves, muse_fsf_keywords
 from .wcsutil import pixel_to_world
 
-__all__ = ["cube_info", "fsf_info", "format_info"]
+__all__ = ["cube_info", "fsf_info", "fsf_header_info", "format_info", "format_fsf"]
 
 
 def fsf_info(cube: Cube) -> dict | None:
@@ -22,11 +22,16 @@ def fsf_info(cube: Cube) -> dict | None:
     if found is None:
         return None
     hdr, field_numbers = found
-    ends = np.array([cube.wave[0], cube.wave[-1]])
+    return fsf_header_info(hdr, field_numbers, (cube.wave[0], cube.wave[-1]), cube.pixscale)
+
+
+def fsf_header_info(hdr, field_numbers, ends, pixscale: float) -> dict:
+    """:func:`fsf_info` of FSF keywords in *hdr*, at the wavelengths *ends* (Angstrom)."""
+    ends = np.asarray(ends, dtype=float)
     fields = []
     for field in field_numbers or [None]:
         try:
-            fwhm, beta = muse_fsf_curves(hdr, field, ends, cube.pixscale)
+            fwhm, beta = muse_fsf_curves(hdr, field, ends, pixscale)
         except Exception as exc:  # noqa: BLE001 - mpdaf raises ValueError/KeyError variants
             return {"mode": str(hdr["FSFMODE"]), "error": str(exc)}
         fields.append({"field": field, "fwhm_arcsec": [round(float(v), 4) for v in fwhm],
@@ -79,13 +84,15 @@ def format_info(info: dict) -> str:
         + (f" per {info['per_area']}" if info['per_area'] else ""),
         f"instrument  {info['instrument']}",
     ]
-    fsf = info["fsf"]
+    return "\n".join(lines + format_fsf(info["fsf"]))
+
+
+def format_fsf(fsf: dict | None) -> list[str]:
+    """The ``fsf`` lines of :func:`format_info` for :func:`fsf_info`'s dict."""
     if fsf is None:
-        lines.append("fsf         none in the header")
-    elif "error" in fsf:
-        lines.append(f"fsf         {fsf['mode']} (unreadable: {fsf['error']})")
-    else:
-        for f in fsf["fields"]:
-            lines.append(f"fsf         {fsf['mode']} field {f['field']}: FWHM {f['fwhm_arcsec'][0]:.3f} -> "
-                         f"{f['fwhm_arcsec'][1]:.3f} arcsec, beta {f['beta'][0]:.2f} -> {f['beta'][1]:.2f}")
-    return "\n".join(lines)
+        return ["fsf         none in the header"]
+    if "error" in fsf:
+        return [f"fsf         {fsf['mode']} (unreadable: {fsf['error']})"]
+    return [f"fsf         {fsf['mode']} field {f['field']}: FWHM {f['fwhm_arcsec'][0]:.3f} -> "
+            f"{f['fwhm_arcsec'][1]:.3f} arcsec, beta {f['beta'][0]:.2f} -> {f['beta'][1]:.2f}"
+            for f in fsf["fields"]]

@@ -61,9 +61,9 @@ the other groups go on.
 
 PSF
 ---
-:func:`resolve_psf`: FWHM(λ) and β given by the user, else the MUSE FSF keywords of the cube,
-else fitted on a star of the field (:func:`~ifu_extract.psf.fit_psf_on_star`), else an
-:class:`InputError`.
+:func:`resolve_psf` (the one policy, :func:`ifu_extract.psf.resolve_psf`): FWHM(λ) and β given
+by the user, else the MUSE FSF keywords of the cube, else fitted on a named star, else fitted on
+the field's own point-like stars (:mod:`ifu_extract.psffit`), else an :class:`InputError`.
 Each group then narrows FWHM(λ) by one factor if its own data demand it (χ² of the group in
 wide wavelength bins, :func:`_refine_psf`): a PSF too broad cannot be compensated by the
 model (nothing is sharper than the PSF) and overestimates compact sources, while a PSF too
@@ -78,6 +78,7 @@ Arrays are ``(n_wave, ny, nx)``; images ``(ny, nx)`` with x the fast axis; pixel
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
@@ -96,8 +97,8 @@ from .cubeio import Cube
 from .errors import OK, InputError, warn_object
 from .extract import Spectrum1D
 from .lines import strongest_emission_line
-from .psf import PSFModel, fit_psf_on_star, psf_from_cube  # fit_psf_on_star: re-exported
-from .synth import moffat_alpha
+from .psf import PSFModel, catalog_candidates, fit_psf_on_star, moffat_alpha  # fit_psf_on_star: re-exported
+from .psf import resolve_psf as resolve_cube_psf
 from .wcsutil import world_to_pixel
 
 __all__ = [
@@ -264,36 +265,19 @@ class DeblendResult:
 
 
 # ------------------------------------------------------------------------------ PSF
-def _linear_psf(kind, fwhm_blue, fwhm_red, beta, wave, source) -> PSFModel:
-    w0, w1 = float(wave[0]), float(wave[-1])
-    if fwhm_red is None or w1 == w0:
-        coeffs = (float(fwhm_blue),)
-    else:
-        slope = (float(fwhm_red) - float(fwhm_blue)) / (w1 - w0)
-        coeffs = (slope, float(fwhm_blue) - slope * w0)
-    return PSFModel(kind, coeffs, (float(beta if beta is not None else 2.8),), source)
-
-
 def resolve_psf(cube: Cube, *, psf: PSFModel | None = None, fwhm: float | None = None,
                 fwhm_red: float | None = None, beta: float | None = None, kind: str = "moffat",
-                star: tuple | None = None) -> PSFModel:
-    """The PSF to deblend with: given, else the FSF header keywords, else fitted on a star.
+                star: tuple | None = None, candidates=None) -> PSFModel:
+    """The PSF to deblend with: *psf* when given, else :func:`ifu_extract.psf.resolve_psf`
+    (given FWHM > FSF keywords > *star* > fitted on the field's stars), required.
 
     Parameters
     ----------
     cube : Cube
     psf : PSFModel, optional
         A ready model (wins over everything).
-    fwhm, fwhm_red : float, optional
-        FWHM in arcsec at the first and the last channel (linear in between); *fwhm_red*
-        defaults to *fwhm* (constant FWHM).
-    beta : float, optional
-        Moffat β (default: the header's, else 2.8).
-    kind : {"moffat", "gaussian"}
-        Profile of a given FWHM.
-    star : (float, float), optional
-        0-based cube pixel position of a star on which to fit the PSF when neither a FWHM nor
-        FSF keywords are available.
+    fwhm, fwhm_red, beta, kind, star, candidates : optional
+        See :func:`ifu_extract.psf.resolve_psf`.
 
     Returns
     -------
@@ -302,23 +286,12 @@ def resolve_psf(cube: Cube, *, psf: PSFModel | None = None, fwhm: float | None =
     Raises
     ------
     InputError
-        When no source of a PSF is available, or the star fit fails.
+        When no source of a PSF is available (one line naming ``--fwhm``), or a star fit fails.
     """
     if psf is not None:
         return psf
-    if fwhm is not None:
-        for name, value in (("--fwhm", fwhm), ("--fwhm-red", fwhm_red)):
-            if value is not None and not (np.isfinite(value) and value > 0):
-                raise InputError(name, f"{value} is not a positive FWHM", "give the PSF FWHM in arcsec")
-        return _linear_psf(kind, fwhm, fwhm_red, beta, cube.wave, "given")
-    model = psf_from_cube(cube, beta=beta)
-    if model is not None:
-        return model
-    if star is not None:
-        return fit_psf_on_star(cube, *star, kind=kind)
-    raise InputError(cube.path, "the PSF cannot be determined: no MUSE FSF keywords in the header, "
-                     "no FWHM given and no star to fit it on",
-                     "give --fwhm (and --beta, --fwhm-red), or --psf-star ID of a star in the catalogue")
+    return resolve_cube_psf(cube, fwhm=fwhm, fwhm_red=fwhm_red, beta=beta, kind=kind, star=star,
+                            candidates=candidates, required=True)
 
 
 # ------------------------------------------------------------------------------ Fourier models
@@ -1125,7 +1098,8 @@ class _BinnedGroup:
 
 
 def _scaled_psf(psf: PSFModel, scale: float) -> PSFModel:
-    return PSFModel(psf.kind, tuple(float(c) * scale for c in psf.fwhm_coeffs), psf.beta_coeffs, psf.source)
+    # dataclasses.replace keeps the wavelength normalisation (lbrange) of a fitted PSF.
+    return dataclasses.replace(psf, fwhm_coeffs=tuple(float(c) * scale for c in psf.fwhm_coeffs))
 
 
 def _refine_psf(binned: _BinnedGroup, layout, members, box, region, x, y, segments, images, psf,
@@ -1635,7 +1609,8 @@ def run_deblend(cube_path, catalog: Table, outdir, *, masks_path=None, segmap_pa
                                  "give the ID of a star listed in CATALOG")
             r = catalog[ids.index(str(psf_star))]
             star = world_to_pixel(cube.wcs, float(r["RA"]), float(r["DEC"]))
-        psf = resolve_psf(cube, psf=psf, fwhm=fwhm, fwhm_red=fwhm_red, beta=beta, kind=psf_kind, star=star)
+        psf = resolve_psf(cube, psf=psf, fwhm=fwhm, fwhm_red=fwhm_red, beta=beta, kind=psf_kind, star=star,
+                          candidates=catalog_candidates(cube, catalog))
         seg = None
         if masks_path is not None:
             from .masks import read_masks

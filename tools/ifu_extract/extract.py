@@ -103,6 +103,8 @@ class ExtractConfig:
         Compute ``MUSE_SKY`` and the ``_SKYSUB`` spectra.
     white : bool
         Compute ``MUSE_WHITE``.
+    psf_missing : str
+        Without *psf*: why, recorded in every object's notes (empty: nothing recorded).
     """
 
     apertures: tuple = (1.0,)
@@ -111,6 +113,7 @@ class ExtractConfig:
     psf_radius_fwhm: float = 2.0
     skysub: bool = True
     white: bool = True
+    psf_missing: str = ""
 
 
 @dataclass
@@ -753,6 +756,8 @@ class _Plan:
                 spectra["MUSE_PSF"] = Spectrum1D(flux, var,
                                                  {"PSFSRC": (cfg.psf.source, "PSF from header, given or fitted")})
                 sums["MUSE_PSF"] = np.nan_to_num(s * inv)
+            elif cfg.psf_missing:
+                notes.append(cfg.psf_missing)
             if cfg.skysub:
                 if self.sky_cols is None:
                     notes.append("no sky spaxel: _SKYSUB spectra not computed")

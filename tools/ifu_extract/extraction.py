@@ -84,6 +84,7 @@ class _Shared:
     cube_version: str
     psf_fwhm: float | None    # median PSF FWHM over the band, arcsec
     unit: str                 # the cube's flux unit (formatting it costs ~0.1 ms)
+    fsf: list = None          # MUSE FSF cards of a PSF fitted on the data (none otherwise)
 
     @classmethod
     def of(cls, cube: Cube, job: ExtractJob, z0: int, z1: int) -> "_Shared":
@@ -92,8 +93,13 @@ class _Shared:
         fwhm = None
         if job.cfg.psf is not None:
             fwhm = round(float(np.median(job.cfg.psf.fwhm(cube.wave[z0:z1]))), 4)
+        fsf = []
+        if job.cfg.psf is not None and job.cfg.psf.source == "fitted":
+            from .psf import fsf_cards  # the cube had none: the Source files carry the fitted one
+
+            fsf = fsf_cards(job.cfg.psf, cube.wave)
         return cls(header_cards(spec_hdr), header_cards(cube.wcs.to_header(relax=True)),
-                   _cube_version(cube), fwhm, cube.unit_string)
+                   _cube_version(cube), fwhm, cube.unit_string, fsf)
 
 
 @dataclass
@@ -175,6 +181,8 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
         keywords["NOTES"] = ("; ".join(res.notes)[:60], "extraction notes")
     if shared.psf_fwhm is not None:
         keywords["PSFFWHM"] = (shared.psf_fwhm, "[arcsec] median PSF FWHM used")
+    for key, value, comment in shared.fsf or ():
+        keywords[key] = (value, comment)
     masks_img = {"MASK_UNION": m.union, "MASK_INTER": m.inter, "MASK_SKY": m.sky}
     images = dict(res.images)
     for t, img in weights.items():

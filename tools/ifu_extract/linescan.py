@@ -46,7 +46,7 @@ from .errors import OK, InputError
 from .extract import Spectrum1D, _Stamp
 from .image import Image
 from .psf import PSFModel
-from .synth import moffat_image
+from .psf import moffat_image
 from .wcsutil import pixel_to_world, world_to_pixel
 
 __all__ = [

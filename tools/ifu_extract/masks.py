@@ -71,7 +71,7 @@ from scipy.spatial import cKDTree
 from .cubeio import Cube, open_fits
 from .errors import OK, InputError, warn_object
 from .fitsout import add_provenance, atomic_path, encode_checksum, iso_date, ones_sum
-from .psf import psf_from_cube
+from .psf import catalog_candidates, resolve_psf
 from .segmap import DEFAULT_MIN_COVERAGE, SegMap, read_segmap, segmap_on_grid, split_label
 from .wcsutil import celestial_from_header, stamp_box, world_to_pixel
 
@@ -144,7 +144,7 @@ class GridSegmap:
     footprint: float = 1.0
 
 
-def resolve_fwhm(cube: Cube, fwhm: float | None = None) -> tuple[float, str]:
+def resolve_fwhm(cube: Cube, fwhm: float | None = None, candidates=None) -> tuple[float, str]:
     """The PSF FWHM for the circle fallback, arcsec, and where it came from.
 
     Parameters
@@ -152,28 +152,33 @@ def resolve_fwhm(cube: Cube, fwhm: float | None = None) -> tuple[float, str]:
     cube : Cube
     fwhm : float, optional
         Given FWHM, arcsec; wins over the header.
+    candidates : sequence of (id, x, y), optional
+        Catalogue objects (0-based cube pixels) among which to look for stars.
 
     Returns
     -------
     fwhm : float
-        Given value; else the cube's FSF model (MUSE ``FSF*`` keywords) at the median wavelength;
-        else :data:`DEFAULT_FWHM`.
+        The PSF of :func:`ifu_extract.psf.resolve_psf` (given, the cube's FSF keywords, or fitted
+        on the field's stars) at the median wavelength; else :data:`DEFAULT_FWHM`.
     source : str
-        ``"given"``, ``"header"`` or ``"default"``.
+        ``"given"``, ``"header"``, ``"fitted"`` or ``"default"``.
     """
     if fwhm is not None:
         if not np.isfinite(fwhm) or fwhm <= 0:
             raise InputError("--fwhm", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec")
         return float(fwhm), "given"
+    details = {}
     try:
-        model = psf_from_cube(cube)
+        model = resolve_psf(cube, candidates=candidates, details=details)
     except InputError as exc:
-        log.warning(f"warning: {exc.oneline()}; using FWHM = {DEFAULT_FWHM} arcsec for PSF circles")
+        details["message"] = exc.oneline()
         model = None
     if model is not None:
         value = float(model.fwhm(np.median(cube.wave)))
         if np.isfinite(value) and value > 0:
-            return value, "header"
+            return value, model.source
+    if "message" in details:
+        log.warning(f"warning: {details['message']}; using FWHM = {DEFAULT_FWHM} arcsec for PSF circles")
     return DEFAULT_FWHM, "default"
 
 
@@ -570,7 +575,7 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
         white = band_image(cube).data
     valid = np.isfinite(np.asarray(white))
     pixscale = cube.pixscale
-    fwhm_val, fwhm_src = resolve_fwhm(cube, fwhm)
+    fwhm_val, fwhm_src = resolve_fwhm(cube, fwhm, catalog_candidates(cube, catalog) if fwhm is None else None)
     radius_pix = fwhm_val / pixscale
     labels = [g.labels for g in grids]
     nrow = len(catalog)

@@ -1,5 +1,5 @@
-"""The wavelength-dependent PSF (MUSE's FSF): from header keywords, given by the user, or fitted
-on a star of the cube (:func:`fit_psf_on_star`).
+"""The wavelength-dependent PSF (MUSE's FSF): given by the user, from header keywords, or fitted
+on the cube's stars (:mod:`ifu_extract.psffit`), decided in one place: :func:`resolve_psf`.
 
 A :class:`PSFModel` gives FWHM(λ) in arcsec and β(λ) for a circular Moffat (or a Gaussian), and
 renders normalised PSF images on a pixel grid (:meth:`PSFModel.stamps`), integrated over
@@ -16,13 +16,99 @@ import numpy as np
 from astropy.io import fits
 
 from .errors import InputError
-from .synth import moffat_image, moffat_images
 
 if TYPE_CHECKING:
     from .cubeio import Cube
 
-__all__ = ["PSFModel", "psf_from_cube", "muse_fsf_keywords", "muse_fsf_curves", "fit_psf_on_star",
-           "gaussian_image"]
+__all__ = ["PSFModel", "moffat_alpha", "moffat_image", "moffat_images", "psf_from_cube",
+           "muse_fsf_keywords", "muse_fsf_curves", "fit_psf_on_star", "resolve_psf", "catalog_candidates",
+           "fsf_cards", "gaussian_image"]
+
+
+_SUPER = 5  # subpixels per spaxel side when integrating profiles
+
+
+def _grid(shape, x0, y0, sup=_SUPER):
+    ny, nx = shape
+    off = (np.arange(sup) + 0.5) / sup - 0.5
+    ys = (np.arange(ny)[:, None] + off[None, :]).ravel() - y0
+    xs = (np.arange(nx)[:, None] + off[None, :]).ravel() - x0
+    return ys, xs
+
+
+def moffat_alpha(fwhm, beta: float):
+    """Moffat core width α from the FWHM (same unit)."""
+    return np.asarray(fwhm) / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+
+
+def moffat_image(shape, x0: float, y0: float, fwhm_pix: float, beta: float) -> np.ndarray:
+    """Moffat PSF integrated over spaxels, normalised to unit flux over the infinite plane.
+
+    Parameters
+    ----------
+    shape : (ny, nx)
+    x0, y0 : float
+        Centre, 0-based pixels (x fast axis).
+    fwhm_pix : float
+        FWHM in pixels.
+    beta : float
+        Moffat β (> 1).
+    """
+    alpha = float(moffat_alpha(fwhm_pix, beta))
+    ys, xs = _grid(shape, x0, y0)
+    r2 = ys[:, None] ** 2 + xs[None, :] ** 2
+    prof = (beta - 1.0) / (np.pi * alpha**2) * (1.0 + r2 / alpha**2) ** (-beta)
+    ny, nx = shape
+    return prof.reshape(ny, _SUPER, nx, _SUPER).mean(axis=(1, 3))
+
+
+def moffat_images(shape, x0: float, y0: float, fwhm_pix, beta) -> np.ndarray:
+    """:func:`moffat_image` for several FWHM (and β) at once, on one grid.
+
+    The same images to float rounding (~1e-15 relative), about twice as fast for many FWHM
+    (the node images of a wavelength-dependent PSF): the supersampled radii are computed once,
+    the profiles of a group of FWHM in one broadcast, and each spaxel's subpixels are summed
+    by whole rows and strided slices rather than by a reduction over two short axes.
+
+    Parameters
+    ----------
+    shape : (ny, nx)
+    x0, y0 : float
+        Centre, 0-based pixels (x fast axis).
+    fwhm_pix : array_like
+        ``(n,)`` FWHM in pixels.
+    beta : float or array_like
+        Moffat β (> 1), one value or one per FWHM.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, ny, nx)`` float64, each image normalised to unit flux over the infinite plane.
+    """
+    fwhm = np.atleast_1d(np.asarray(fwhm_pix, dtype=float))
+    beta = np.broadcast_to(np.asarray(beta, dtype=float), fwhm.shape)
+    alpha2 = moffat_alpha(fwhm, beta) ** 2
+    ny, nx = shape
+    ys, xs = _grid(shape, x0, y0)
+    r2 = ys[:, None] ** 2 + xs[None, :] ** 2  # (ny*S, nx*S) pixels², shared by all FWHM
+    out = np.empty((len(fwhm), ny, nx))
+    # Groups of FWHM whose supersampled profiles take ~2 MB, so that they stay in the CPU cache
+    # between the power and the subpixel sums (and memory stays bounded for big stamps).
+    group = max(1, (1 << 18) // max(r2.size, 1))
+    for g0 in range(0, len(fwhm), group):
+        sl = slice(g0, g0 + group)
+        prof = np.divide(r2[None], alpha2[sl, None, None])
+        prof += 1.0
+        np.power(prof, -beta[sl, None, None], out=prof)
+        # Sum the S x S subpixels of each spaxel: along y first (whole contiguous rows), then
+        # along x (strided, on S times fewer values).
+        py = np.add.reduce(prof.reshape(len(prof), ny, _SUPER, nx * _SUPER), axis=2)
+        img = out[sl]
+        np.copyto(img, py[:, :, 0::_SUPER])
+        for s in range(1, _SUPER):
+            img += py[:, :, s::_SUPER]
+    out *= ((beta - 1.0) / (np.pi * alpha2) / _SUPER**2)[:, None, None]
+    return out
 
 
 @dataclass(frozen=True)
@@ -34,24 +120,37 @@ class PSFModel:
     kind : str
         ``"moffat"`` or ``"gaussian"``.
     fwhm_coeffs : tuple of float
-        ``numpy.polyval`` coefficients of FWHM (arcsec) in wavelength (Angstrom).
+        ``numpy.polyval`` coefficients of FWHM (arcsec) in wavelength (Angstrom), or in
+        normalised wavelength when *lbrange* is set.
     beta_coeffs : tuple of float
-        Coefficients of β(λ) (Moffat only).
+        Coefficients of β(λ) (Moffat only), same variable.
     source : str
         Where the model came from (``"header"``, ``"given"``, ``"fitted"``).
+    lbrange : (float, float), optional
+        When set, the polynomials are in MPDAF's normalised wavelength
+        ``(λ - lbrange[0]) / (lbrange[1] - lbrange[0]) - 0.5`` (``FSFMODE = 2``, ``FSFLB1``,
+        ``FSFLB2``), so that they are written as FSF keywords unchanged.
     """
 
     kind: str
     fwhm_coeffs: tuple
     beta_coeffs: tuple = (2.8,)
     source: str = "given"
+    lbrange: tuple | None = None
+
+    def _x(self, wave) -> np.ndarray:
+        wave = np.asarray(wave, dtype=float)
+        if self.lbrange is None:
+            return wave
+        return (wave - self.lbrange[0]) / (self.lbrange[1] - self.lbrange[0]) - 0.5
 
     def fwhm(self, wave) -> np.ndarray:
         """FWHM in arcsec at *wave* (Angstrom)."""
-        return np.polyval(self.fwhm_coeffs, np.asarray(wave, dtype=float))
+        return np.polyval(self.fwhm_coeffs, self._x(wave))
 
     def beta(self, wave) -> np.ndarray:
-        return np.polyval(self.beta_coeffs, np.asarray(wave, dtype=float))
+        """Moffat β at *wave* (Angstrom)."""
+        return np.polyval(self.beta_coeffs, self._x(wave))
 
     def stamps(self, wave, shape, x0: float, y0: float, pixscale: float, nodes: int = 24) -> np.ndarray:
         """PSF images ``(n_wave, ny, nx)`` centred at (*x0*, *y0*) (0-based pixels).
@@ -242,88 +341,146 @@ def _muse_fsf(hdr, field):
     return evaluate
 
 
-def fit_psf_on_star(cube: Cube, x: float, y: float, *, kind: str = "moffat", nbins: int = 8,
+def fit_psf_on_star(cube: Cube, x: float, y: float, *, kind: str = "moffat", nbins: int = 10,
                     half_size: int | None = None) -> PSFModel:
-    """Fit FWHM(λ) (linear) and β (constant) on a star of the cube.
+    """FWHM(λ) and β fitted on the star at cube pixel (*x*, *y*): see
+    :func:`ifu_extract.psffit.fit_psf_on_star` (this is its home for existing callers)."""
+    from .psffit import fit_psf_on_star as fit
 
-    The star's stamp is averaged in *nbins* wavelength bins; each bin image is fitted with a
-    pixel-integrated circular Moffat (or Gaussian) plus a constant, by variance-weighted least
-    squares; FWHM(λ) is the weighted straight line through the bins, β the weighted mean.
+    return fit(cube, x, y, kind=kind, nbins=nbins, half_size=half_size)
+
+
+# ------------------------------------------------------------------------------ the one policy
+#: Where a PSF may come from, in order of priority (see :func:`resolve_psf`).
+PSF_PRIORITY = ("given", "header", "star", "fitted")
+
+_FITTED: dict = {}  # in-process cache of fitted PSFs: run's steps share one fit
+
+
+def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = None,
+                fwhm_red: float | None = None, kind: str = "moffat", star: tuple | None = None,
+                candidates=None, required: bool = False, details: dict | None = None) -> PSFModel | None:
+    """The PSF of *cube*, decided in one place for mask, extract, deblend and the line scan.
+
+    Priority: the user's FWHM (``--fwhm``, ``--fwhm-red``, ``--beta``) > the cube's MUSE FSF
+    keywords > a named star (``--psf-star``) > the PSF fitted on the field's own point-like
+    stars (:func:`ifu_extract.psffit.fit_psf_from_stars`) > none.
 
     Parameters
     ----------
     cube : ifu_extract.cubeio.Cube
-    x, y : float
-        0-based cube pixel position of the star.
+    fwhm : float, optional
+        Given FWHM, arcsec (at the first channel when *fwhm_red* is given).
+    beta : float, optional
+        Moffat β (default: the header's, else the fitted one, else 2.8 with a given FWHM).
+    fwhm_red : float, optional
+        Given FWHM at the last channel (linear in between).
     kind : {"moffat", "gaussian"}
-    nbins : int
-        Wavelength bins.
-    half_size : int, optional
-        Half side of the stamp, spaxels (default: 2.5″).
+        Profile of a given FWHM or of the fit.
+    star : (float, float), optional
+        0-based cube pixel position of a star to fit on (before the automatic search).
+    candidates : sequence of (id, x, y), optional
+        Catalogue objects (0-based cube pixels) among which stars are looked for; default:
+        detections on the white light.
+    required : bool
+        Raise when no PSF can be found (deblending); else warn in one line and return None.
+    details : dict, optional
+        Filled with ``"fit"`` (the :class:`~ifu_extract.psffit.PSFFit`) when the PSF was fitted,
+        and ``"message"`` when none was found.
+
+    Returns
+    -------
+    PSFModel or None
 
     Raises
     ------
     InputError
-        The star is off the cube, too faint, or the fits do not converge to a sensible FWHM.
+        Bad given values, unreadable FSF keywords, a failed *star* fit, or (with *required*) no PSF:
+        one line naming ``--fwhm``.
     """
-    from scipy.optimize import least_squares
+    if fwhm is not None:
+        for name, value in (("--fwhm", fwhm), ("--fwhm-red", fwhm_red)):
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise InputError(name, f"{value} is not a positive FWHM", "give the PSF FWHM in arcsec")
+        if fwhm_red is None:
+            return psf_from_cube(cube, fwhm=fwhm, beta=beta, kind=kind)
+        w0, w1 = float(cube.wave[0]), float(cube.wave[-1])
+        slope = (float(fwhm_red) - float(fwhm)) / (w1 - w0) if w1 != w0 else 0.0
+        coeffs = (slope, float(fwhm) - slope * w0) if w1 != w0 else (float(fwhm),)
+        return PSFModel(kind, coeffs, (float(beta if beta is not None else 2.8),), "given")
+    model = psf_from_cube(cube, beta=beta)
+    if model is not None:
+        return model
+    if star is not None:
+        return fit_psf_on_star(cube, *star, kind=kind)
+    from .psffit import fit_psf_from_stars
 
-    scale = cube.pixscale
-    h = int(half_size or max(5, round(2.5 / scale)))
-    xc, yc = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
-    if not (0 <= xc < cube.nx and 0 <= yc < cube.ny):
-        raise InputError("--psf-star", f"the star at pixel ({x:.1f}, {y:.1f}) is outside the cube",
-                         "choose a star inside the field")
-    edges = np.linspace(0, cube.nwave, nbins + 1).astype(int)
-    fw, be, wv, wt = [], [], [], []
-    for z0, z1 in zip(edges[:-1], edges[1:]):
-        if z1 <= z0:
-            continue
-        data, var = cube.window(xc - h, xc + h + 1, yc - h, yc + h + 1, z0, z1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            n = np.sum(np.isfinite(data), axis=0)
-            img = np.nansum(data, axis=0) / np.maximum(n, 1)
-            ivar = (n**2 / np.nansum(var, axis=0)) if var is not None else n.astype(float)
-        good = (n > 0) & np.isfinite(ivar) & (ivar > 0)
-        img = np.where(good, img, 0.0)
-        sw = np.sqrt(np.where(good, ivar, 0.0))
-        px, py = x - (xc - h), y - (yc - h)
-        shape = img.shape
-
-        def resid(p):
-            amp, x0, y0, f, b, bg = p
-            m = moffat_image(shape, x0, y0, f, b) if kind == "moffat" else \
-                gaussian_image(shape, x0, y0, f)
-            return ((amp * m + bg - img) * sw).ravel()
-
-        peak = float(np.max(img[good])) if good.any() else 0.0
-        p0 = [max(peak, 1e-30) * 10.0, px, py, 0.8 / scale, 2.8, 0.0]
-        lo = [0, px - 2, py - 2, 0.3 / scale * 0.5, 1.2, -np.inf]
-        hi = [np.inf, px + 2, py + 2, 3.0 / scale, 10.0, np.inf]
+    key = (str(cube.path), _stamp(cube), kind,
+           None if candidates is None else tuple((str(i), round(float(x), 3), round(float(y), 3))
+                                                 for i, x, y in candidates))
+    if key not in _FITTED:
         try:
-            fit = least_squares(resid, p0, bounds=(lo, hi), x_scale="jac", max_nfev=400)
-        except ValueError:
-            continue
-        if not fit.success:
-            continue
-        jac = fit.jac
-        try:
-            cov = np.linalg.inv(jac.T @ jac)
-        except np.linalg.LinAlgError:
-            continue
-        sig_f = np.sqrt(max(cov[3, 3], 0)) * scale
-        f = fit.x[3] * scale
-        if not (np.isfinite(sig_f) and sig_f > 0) or fit.x[0] <= 0 or f < 0.16 or f > 2.9:
-            continue
-        fw.append(f)
-        be.append(fit.x[4])
-        wv.append(float(np.mean(cube.wave[z0:z1])))
-        wt.append(1.0 / sig_f**2)
-    if len(fw) < 2:
-        raise InputError("--psf-star", f"the PSF fit on the star at pixel ({x:.1f}, {y:.1f}) failed "
-                         f"in {nbins - len(fw)} of {nbins} wavelength bins",
-                         "choose a brighter, isolated star, or give --fwhm/--beta")
-    fw, be, wv, wt = map(np.asarray, (fw, be, wv, wt))
-    coeffs = np.polyfit(wv, fw, 1, w=np.sqrt(wt))
-    beta = float(np.average(be, weights=wt)) if kind == "moffat" else 2.8
-    return PSFModel(kind, tuple(float(c) for c in coeffs), (beta,), "fitted")
+            _FITTED[key] = fit_psf_from_stars(cube, candidates, kind=kind)
+        except InputError as exc:
+            _FITTED[key] = InputError(exc.path, "has no MUSE FSF keywords and " + exc.problem.removeprefix("has "),
+                                      exc.fix)
+    found = _FITTED[key]
+    if isinstance(found, InputError):
+        if required:
+            raise found
+        if details is not None:
+            details["message"] = found.oneline()
+        return None
+    if details is not None:
+        details["fit"] = found
+    if beta is not None:  # a given β wins over the fitted one (the FWHM stays the fitted one)
+        return PSFModel(found.model.kind, found.model.fwhm_coeffs, (float(beta),), "fitted",
+                        found.model.lbrange)
+    return found.model
+
+
+def _stamp(cube) -> tuple:
+    try:
+        st = cube.path.stat()
+        return (st.st_size, st.st_mtime_ns, cube.data_ext, cube.var_ext)
+    except (OSError, AttributeError):
+        return (id(cube),)
+
+
+def catalog_candidates(cube: Cube, table) -> list | None:
+    """(id, x, y) of a catalogue's objects on *cube* (0-based pixels), for :func:`resolve_psf`."""
+    if table is None or len(table) == 0:
+        return None
+    from .wcsutil import world_to_pixel
+
+    x, y = world_to_pixel(cube.wcs, np.asarray(table["RA"], float), np.asarray(table["DEC"], float))
+    return [(str(i), float(a), float(b)) for i, a, b in zip(table["ID"], np.atleast_1d(x), np.atleast_1d(y))]
+
+
+# ------------------------------------------------------------------------------ FSF keywords out
+def fsf_cards(model: PSFModel, wave=None, *, field: int = 0, lbrange=(5000.0, 9000.0),
+              fwhm_degree: int = 2) -> list[tuple]:
+    """MUSE FSF keywords (``FSFMODE = 2``, as mpdaf's ``MoffatModel2.to_header``) of *model*.
+
+    A model fitted here (``lbrange`` set) is written as it is; another one is sampled at *wave*
+    (Angstrom) and refitted in mpdaf's normalised wavelength.
+
+    Returns
+    -------
+    list of (keyword, value, comment)
+    """
+    if model.lbrange is not None:
+        lbrange, fw, be = model.lbrange, list(model.fwhm_coeffs), list(model.beta_coeffs)
+    else:
+        wave = np.asarray(wave, dtype=float)
+        x = (wave - lbrange[0]) / (lbrange[1] - lbrange[0]) - 0.5
+        fw = list(np.polyfit(x, model.fwhm(wave), fwhm_degree))
+        be = list(np.polyfit(x, model.beta(wave), fwhm_degree))
+    cards = [("FSFMODE", 2, "Circular MOFFAT beta=poly(lbda) fwhm=poly(lbda)"),
+             ("FSFLB1", float(lbrange[0]), "FSF Blue Ref Wave (A)"),
+             ("FSFLB2", float(lbrange[1]), "FSF Red Ref Wave (A)"),
+             (f"FSF{field:02d}FNC", len(fw), f"FSF{field:02d} FWHM Poly Ncoef")]
+    cards += [(f"FSF{field:02d}F{k:02d}", float(c), f"FSF{field:02d} FWHM Poly C{k:02d}") for k, c in enumerate(fw)]
+    cards.append((f"FSF{field:02d}BNC", len(be), f"FSF{field:02d} BETA Poly Ncoef"))
+    cards += [(f"FSF{field:02d}B{k:02d}", float(c), f"FSF{field:02d} BETA Poly C{k:02d}") for k, c in enumerate(be)]
+    return cards

@@ -17,6 +17,9 @@ from astropy.io import fits
 from scipy.signal import fftconvolve
 from scipy.special import gammaincinv
 
+# The PSF profiles live in the library (psf.py); synth builds cubes with them, never the reverse.
+from .psf import _SUPER, _grid, moffat_alpha, moffat_image, moffat_images
+
 __all__ = [
     "SynthSource",
     "Truth",
@@ -30,92 +33,6 @@ __all__ = [
     "continuum_spectrum",
     "emission_line",
 ]
-
-_SUPER = 5  # subpixels per spaxel side when integrating profiles
-
-
-def moffat_alpha(fwhm, beta: float):
-    """Moffat core width α from the FWHM (same unit)."""
-    return np.asarray(fwhm) / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
-
-
-def _grid(shape, x0, y0, sup=_SUPER):
-    ny, nx = shape
-    off = (np.arange(sup) + 0.5) / sup - 0.5
-    ys = (np.arange(ny)[:, None] + off[None, :]).ravel() - y0
-    xs = (np.arange(nx)[:, None] + off[None, :]).ravel() - x0
-    return ys, xs
-
-
-def moffat_image(shape, x0: float, y0: float, fwhm_pix: float, beta: float) -> np.ndarray:
-    """Moffat PSF integrated over spaxels, normalised to unit flux over the infinite plane.
-
-    Parameters
-    ----------
-    shape : (ny, nx)
-    x0, y0 : float
-        Centre, 0-based pixels (x fast axis).
-    fwhm_pix : float
-        FWHM in pixels.
-    beta : float
-        Moffat β (> 1).
-    """
-    alpha = float(moffat_alpha(fwhm_pix, beta))
-    ys, xs = _grid(shape, x0, y0)
-    r2 = ys[:, None] ** 2 + xs[None, :] ** 2
-    prof = (beta - 1.0) / (np.pi * alpha**2) * (1.0 + r2 / alpha**2) ** (-beta)
-    ny, nx = shape
-    return prof.reshape(ny, _SUPER, nx, _SUPER).mean(axis=(1, 3))
-
-
-def moffat_images(shape, x0: float, y0: float, fwhm_pix, beta) -> np.ndarray:
-    """:func:`moffat_image` for several FWHM (and β) at once, on one grid.
-
-    The same images to float rounding (~1e-15 relative), about twice as fast for many FWHM
-    (the node images of a wavelength-dependent PSF): the supersampled radii are computed once,
-    the profiles of a group of FWHM in one broadcast, and each spaxel's subpixels are summed
-    by whole rows and strided slices rather than by a reduction over two short axes.
-
-    Parameters
-    ----------
-    shape : (ny, nx)
-    x0, y0 : float
-        Centre, 0-based pixels (x fast axis).
-    fwhm_pix : array_like
-        ``(n,)`` FWHM in pixels.
-    beta : float or array_like
-        Moffat β (> 1), one value or one per FWHM.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(n, ny, nx)`` float64, each image normalised to unit flux over the infinite plane.
-    """
-    fwhm = np.atleast_1d(np.asarray(fwhm_pix, dtype=float))
-    beta = np.broadcast_to(np.asarray(beta, dtype=float), fwhm.shape)
-    alpha2 = moffat_alpha(fwhm, beta) ** 2
-    ny, nx = shape
-    ys, xs = _grid(shape, x0, y0)
-    r2 = ys[:, None] ** 2 + xs[None, :] ** 2  # (ny*S, nx*S) pixels², shared by all FWHM
-    out = np.empty((len(fwhm), ny, nx))
-    # Groups of FWHM whose supersampled profiles take ~2 MB, so that they stay in the CPU cache
-    # between the power and the subpixel sums (and memory stays bounded for big stamps).
-    group = max(1, (1 << 18) // max(r2.size, 1))
-    for g0 in range(0, len(fwhm), group):
-        sl = slice(g0, g0 + group)
-        prof = np.divide(r2[None], alpha2[sl, None, None])
-        prof += 1.0
-        np.power(prof, -beta[sl, None, None], out=prof)
-        # Sum the S x S subpixels of each spaxel: along y first (whole contiguous rows), then
-        # along x (strided, on S times fewer values).
-        py = np.add.reduce(prof.reshape(len(prof), ny, _SUPER, nx * _SUPER), axis=2)
-        img = out[sl]
-        np.copyto(img, py[:, :, 0::_SUPER])
-        for s in range(1, _SUPER):
-            img += py[:, :, s::_SUPER]
-    out *= ((beta - 1.0) / (np.pi * alpha2) / _SUPER**2)[:, None, None]
-    return out
-
 
 def sersic_image(shape, x0, y0, re_pix, n=1.0, q=1.0, pa_deg=0.0) -> np.ndarray:
     """Sérsic profile integrated over spaxels, normalised to unit total flux.

@@ -28,16 +28,17 @@ from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_optio
                    "image; 'segment' = the segment-restricted image itself (for a sharp --image).")
 @click.option("--fwhm", type=click.FloatRange(min=0, min_open=True, max=10), default=None,
               help="PSF FWHM at the first channel, arcsec [default: the cube's FSF keywords, else "
-                   "fitted on --psf-star].")
+                   "fitted on --psf-star, else on the field's point-like stars].")
 @click.option("--fwhm-red", type=click.FloatRange(min=0, min_open=True, max=10), default=None,
               help="PSF FWHM at the last channel, arcsec (linear in between) [default: --fwhm].")
 @click.option("--beta", type=click.FloatRange(min=1, min_open=True, max=20), default=None,
-              help="Moffat beta [default: FSF keywords, else 2.8].")
+              help="Moffat beta [default: FSF keywords, else fitted, else 2.8].")
 @click.option("--psf-kind", type=click.Choice(["moffat", "gaussian"]), default="moffat",
               show_default=True, help="PSF profile for --fwhm or --psf-star.")
 @click.option("--psf-star", default=None, metavar="ID",
               help="Catalogue ID of a star on which to fit the PSF when the cube has no FSF "
-                   "keywords and no --fwhm is given.")
+                   "keywords and no --fwhm is given [default: the field's stars, found by their "
+                   "shape].")
 @click.option("--overlap", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
               default=0.05, show_default=True,
               help="Sources whose footprints (segment grown to where the PSF falls to this "

@@ -266,7 +266,7 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
         if kind != "cube":
             raise click.UsageError("--line-scan needs a cube as input")
         from ..linescan import DEFAULT_SKY_WINDOWS, ScanConfig, scan_catalog
-        from ..psf import psf_from_cube
+        from ..psf import catalog_candidates, resolve_psf
 
         cfg = ScanConfig(window=line_window, step=line_step, side_width=line_side_width, snr=line_snr,
                          minarea=line_minarea, fwhm=line_fwhm, merge_radius=line_merge_radius,
@@ -276,7 +276,8 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
                                                  dq_ext=dq_ext))
             cs = cubes.enter_context(open_cube(contsub_cube)) if contsub_cube else None
             n0 = len(table)
-            table, scan = scan_catalog(cube, table, contsub=cs, psf=psf_from_cube(cube), config=cfg)
+            psf = resolve_psf(cube, candidates=catalog_candidates(cube, table))
+            table, scan = scan_catalog(cube, table, contsub=cs, psf=psf, config=cfg)
             if line_images:
                 from ..linescan import write_emitter_images
 

@@ -1,6 +1,7 @@
 """``ifu-extract extract CUBE CATALOG --masks MASKS.fits -o OUTDIR``."""
 
 import contextlib
+import logging
 import sys
 
 import click
@@ -9,10 +10,16 @@ from ..catalog import read_catalog
 from ..cubeio import open_cube
 from ..extraction import extract_catalog
 from ..extract import ExtractConfig
-from ..psf import psf_from_cube
+from ..psf import catalog_candidates, resolve_psf
+from ..psffit import psf_summary
 from ..weights import load_weight_images
 from ._options import (batch_exit, catalog_format_option, cube_kwargs, cube_options, report,
                        wave_range_option, white_option)
+
+log = logging.getLogger("ifu_extract")
+
+#: The note of every object (summary.tsv NOTES, Source NOTES) when no PSF could be found.
+NO_PSF_NOTE = "no PSF: MUSE_PSF not computed (give --fwhm)"
 
 
 def extraction_options(func):
@@ -26,8 +33,8 @@ def extraction_options(func):
                      help="exact: pixel overlap fraction; center: spaxels whose centre is inside "
                           "(MPDAF's rule)."),
         click.option("--fwhm", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="PSF FWHM, arcsec, for MUSE_PSF [default: the cube's FSF keywords; "
-                          "without either, MUSE_PSF is not computed]."),
+                     help="PSF FWHM, arcsec, for MUSE_PSF [default: the cube's FSF keywords, else "
+                          "fitted on the field's stars; without any, MUSE_PSF is not computed]."),
         click.option("--beta", type=click.FloatRange(min=1, min_open=True), default=None,
                      help="Moffat beta of the PSF [default: FSF keywords, else 2.8]."),
         click.option("--psf-kind", type=click.Choice(["moffat", "gaussian"]), default="moffat",
@@ -48,11 +55,15 @@ def extraction_options(func):
     return func
 
 
-def build_config(cube, apertures, aperture_method, fwhm, beta, psf_kind, psf_radius, skysub) -> ExtractConfig:
-    """ExtractConfig from the command-line values (PSF resolved against the cube)."""
-    psf = psf_from_cube(cube, fwhm=fwhm, beta=beta, kind=psf_kind)
+def build_config(cube, apertures, aperture_method, fwhm, beta, psf_kind, psf_radius, skysub,
+                 table=None, details: dict | None = None) -> ExtractConfig:
+    """ExtractConfig from the command-line values (PSF resolved against the cube and, for the
+    stars it may be fitted on, the catalogue *table*: :func:`ifu_extract.psf.resolve_psf`)."""
+    psf = resolve_psf(cube, fwhm=fwhm, beta=beta, kind=psf_kind,
+                      candidates=catalog_candidates(cube, table), details=details)
     return ExtractConfig(apertures=tuple(sorted(set(apertures))), aperture_method=aperture_method,
-                         psf=psf, psf_radius_fwhm=psf_radius, skysub=skysub, white=True)
+                         psf=psf, psf_radius_fwhm=psf_radius, skysub=skysub, white=True,
+                         psf_missing="" if psf is not None else NO_PSF_NOTE)
 
 
 @click.command("extract")
@@ -76,10 +87,14 @@ def cmd(cube, catalog, masks, output, apertures, aperture_method, fwhm, beta, ps
     ck = cube_kwargs(kwargs)
     table = read_catalog(catalog, catalog_format)
     with open_cube(cube, **ck) as c:
-        cfg = build_config(c, apertures, aperture_method, fwhm, beta, psf_kind, psf_radius, skysub)
+        details = {}
+        cfg = build_config(c, apertures, aperture_method, fwhm, beta, psf_kind, psf_radius, skysub,
+                           table, details)
         weights = load_weight_images(weight_images, c)
-    if cfg.psf is None:
-        report("no PSF in the cube header and no --fwhm: MUSE_PSF not computed")
+        if cfg.psf is None:
+            log.warning(f"warning: MUSE_PSF not computed: {details.get('message', 'no PSF')}")
+        elif "fit" in details:
+            report(psf_summary(details["fit"], c.wave))
     show = sys.stderr.isatty() and not (click.get_current_context().find_root().obj or {}).get("quiet")
     with click.progressbar(length=len(table), label="extracting", file=sys.stderr) if show \
             else contextlib.nullcontext() as bar:

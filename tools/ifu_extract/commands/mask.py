@@ -33,7 +33,7 @@ from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_optio
                    "falls back to the union.")
 @click.option("--fwhm", type=click.FloatRange(min=0, min_open=True), default=None,
               help="PSF FWHM, arcsec, radius of the circle used when no segment covers an object "
-                   "[default: from the cube's FSF keywords, else 0.8].")
+                   "[default: from the cube's FSF keywords, else fitted on the field's stars, else 0.8].")
 @click.option("--match-radius", type=click.FloatRange(min=0, max=10), default=DEFAULT_MATCH_RADIUS,
               show_default=True,
               help="When an object's position falls on background, take the dominant segment not "

@@ -57,8 +57,9 @@ _ROUTES = {
 @click.argument("cube", type=click.Path(dir_okay=False))
 @click.argument("catalog", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
-              help="Output folder (white.fits, detections.tsv, segmap.fits, catalog.tsv, masks.fits, "
-                   "sources/, summary.tsv, qa/, index.html).")
+              help="Output folder (white.fits, detections.tsv, segmap.fits, catalog.tsv, psf.fits when "
+                   "the PSF was fitted on the field's stars, masks.fits, sources/, summary.tsv, qa/, "
+                   "index.html).")
 @click.option("--config", type=click.Path(dir_okay=False), default=None,
               help="run.toml: one table per verb ([image], [detect], [mask], [extract], [report]) "
                    "with that verb's long option names as keys; command-line options win.")
@@ -81,7 +82,8 @@ _ROUTES = {
 @click.option("--voronoi", is_flag=True, default=None,
               help="Split segments shared by several catalogue objects into Voronoi cells instead.")
 @click.option("--fwhm", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="PSF FWHM, arcsec [default: FSF keywords of the cube].")
+              help="PSF FWHM, arcsec [default: FSF keywords of the cube, else fitted on the field's "
+                   "stars].")
 @click.option("--beta", type=click.FloatRange(min=1, min_open=True), default=None, help="PSF Moffat beta.")
 @click.option("--aperture", "apertures", multiple=True, type=click.FloatRange(min=0, min_open=True),
               help="Aperture radius, arcsec (repeatable).")
@@ -124,7 +126,7 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub,
     files = {k: str(Path(out) / v) for k, v in {
         "white": "white.fits", "detections": "detections.tsv", "segmap": "segmap.fits",
         "catalog": "catalog.tsv", "masks": "masks.fits", "plot": "detections.png",
-        "contsub": "contsub.fits", "line_images": "line_images.fits"}.items()}
+        "contsub": "contsub.fits", "line_images": "line_images.fits", "psf": "psf.fits"}.items()}
     cube_ext = {k: options.get(k) for k in ("data_ext", "var_ext", "dq_ext")}
 
     if do_contsub:
@@ -150,6 +152,7 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub,
     write_catalog(table, files["catalog"])
     n_det = int((table["SOURCE"] == "detect").sum()) if "SOURCE" in table.colnames else len(table)
     report(f"      catalogue: {len(table)} objects ({n_det} from detection) -> {files['catalog']}")
+    _psf_step(cube, cube_ext, files, params["extract"])
     segmaps = ([files["segmap"]] if do_detect else []) + list(options.get("segmaps") or ())
     if not segmaps:
         raise click.UsageError("no segmentation map: let run detect sources or give --segmap")
@@ -183,17 +186,39 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub,
     report(f"done: {out}/summary.tsv" + (f", {out}/index.html" if plots and "report" in commands else ""))
 
 
+def _psf_step(cube, cube_ext, files, extract_params):
+    """The PSF every step will use (:func:`ifu_extract.psf.resolve_psf`, fitted once and shared
+    in this process); when fitted on the field's stars, written to psf.fits and reported."""
+    from ..cubeio import open_cube
+    from ..psf import catalog_candidates, resolve_psf
+    from ..psffit import psf_summary, write_psf_product
+
+    if extract_params.get("fwhm") is not None:
+        return
+    with open_cube(cube, **cube_ext) as c:
+        details = {}
+        cand = catalog_candidates(c, read_catalog(files["catalog"]))
+        model = resolve_psf(c, beta=extract_params.get("beta"),
+                            kind=extract_params.get("psf_kind", "moffat"), candidates=cand, details=details)
+        if model is not None and "fit" in details:
+            write_psf_product(files["psf"], details["fit"], c, inputs={"cube": cube, "catalog": files["catalog"]})
+            report(f"      PSF: no FSF keywords in the cube; fitted on its stars -> {files['psf']}")
+            for line in psf_summary(details["fit"], c.wave, c.pixscale).splitlines():
+                report("      " + line)
+
+
 def _line_scan(table, cube, cube_ext, files, do_contsub, match_radius):
     """Add the line emitters of a narrow-band scan to *table*; write their images."""
     from ..cubeio import open_cube
     from ..linescan import ScanConfig, scan_catalog, write_emitter_images
-    from ..psf import psf_from_cube
+    from ..psf import catalog_candidates, resolve_psf
 
     report(f"      line scan -> {files['line_images']}")
     with open_cube(cube, **cube_ext) as c:
         cs = open_cube(files["contsub"]) if do_contsub else None
         try:
-            merged, scan = scan_catalog(c, table, contsub=cs, psf=psf_from_cube(c),
+            psf = resolve_psf(c, candidates=catalog_candidates(c, table))
+            merged, scan = scan_catalog(c, table, contsub=cs, psf=psf,
                                         config=ScanConfig(merge_radius=match_radius))
             write_emitter_images(files["line_images"], c, scan, contsub=cs, inputs={"cube": cube})
         finally:
@@ -207,10 +232,11 @@ def _emitter_spectra(out, cube, cube_ext, table, files, extract_params):
     """MUSE_NB spectra of the emitters found by the scan, into their Source files."""
     from ..cubeio import open_cube
     from ..linescan import add_emitter_spectra, read_emitter_images
-    from ..psf import psf_from_cube
+    from ..psf import catalog_candidates, resolve_psf
 
     images = read_emitter_images(files["line_images"])
     with open_cube(cube, **cube_ext) as c:
-        psf = psf_from_cube(c, fwhm=extract_params.get("fwhm"), beta=extract_params.get("beta"))
+        psf = resolve_psf(c, fwhm=extract_params.get("fwhm"), beta=extract_params.get("beta"),
+                          candidates=catalog_candidates(c, read_catalog(files["catalog"])))
         n = add_emitter_spectra(out, c, table, images, psf=psf, wave_range=extract_params.get("wave_range"))
     report(f"      MUSE_NB spectra for {n} line emitters")
