@@ -10,7 +10,7 @@ from astropy.io import fits
 from ifu_extract import synth
 from ifu_extract.cubeio import open_cube
 from ifu_extract.errors import InputError
-from ifu_extract.units import parse_flux_unit
+from ifu_extract.units import display_unit, parse_flux_unit
 
 
 def _small_cube(seed=3, shape=(30, 12, 14)):
@@ -122,6 +122,20 @@ def test_flux_units(text, unit, area):
     parsed = parse_flux_unit(text)
     assert parsed.unit == unit
     assert parsed.per_area == area
+
+
+@pytest.mark.parametrize("text,shown", [
+    # what MPDAF writes back (astropy's FITS string) and what the MUSE pipeline writes
+    ("10**-20 erg Angstrom-1 s-1 cm-2", "10⁻²⁰ erg s⁻¹ cm⁻² Å⁻¹"),
+    ("10**(-20)*erg/s/cm**2/Angstrom", "10⁻²⁰ erg s⁻¹ cm⁻² Å⁻¹"),
+    ("1E-17 erg/s/cm^2/Ang/spaxel", "10⁻¹⁷ erg s⁻¹ cm⁻² Å⁻¹"),
+    ("1e-16 erg/s/cm2/A/arcsec^2", "10⁻¹⁶ erg s⁻¹ cm⁻² Å⁻¹ arcsec⁻²"),
+    ("erg/s/cm2/Hz", "erg s⁻¹ cm⁻² Hz⁻¹"),
+    ("not a unit", "not a unit"),
+    ("", ""),
+])
+def test_units_shown_as_astronomers_write_them(text, shown):
+    assert display_unit(text) == shown
 
 
 def test_override_extension(tmp_path):

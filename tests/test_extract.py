@@ -275,3 +275,26 @@ def test_marz_export(minicube_run, tmp_path, capfd, minicube):
         assert h["WAVELENGTH"].data[0] == pytest.approx(4749.890625)
         names = list(h["FIBRES"].data["NAME"])
         assert "1" in names and h["SKY"].data.shape == h[0].data.shape
+
+
+@pytest.mark.parametrize("sky_radius, thin", [(11.0, False), (20.5, True)])
+def test_thin_sky_annulus_gets_a_note(isolated, sky_radius, thin):
+    """A sky mask much smaller than the object (here 8 spaxels in the field corners for 51
+    object spaxels) dominates the _SKYSUB noise: the object keeps its status but gets a note."""
+    wave, _spec, model, region, _ = isolated
+    ny, nx = model.shape[1:]
+    yy, xx = np.indices((ny, nx))
+    r2 = (xx - region.x) ** 2 + (yy - region.y) ** 2
+    region = ObjectRegion("1", 0.0, 0.0, region.x, region.y, region.box, obj_mask=region.obj_mask,
+                          sky_mask=r2 >= sky_radius**2)
+    cfg = ExtractConfig(apertures=(), psf=None)
+    res = extract_object(model.astype(np.float32), np.ones(model.shape, np.float32), wave, PIX,
+                         region, cfg)
+    notes = [n for n in res.notes if n.startswith("thin sky")]
+    n_obj = int(region.obj_mask.sum())
+    assert res.n_sky == int(region.sky_mask.sum())
+    if thin:
+        assert res.n_sky < n_obj / 4
+        assert notes == [f"thin sky: {res.n_sky} sky for {n_obj} object spaxels"]
+    else:
+        assert res.n_sky > n_obj and notes == []

@@ -144,6 +144,27 @@ def test_masks_equal_injected_segments(scene, tmp_path, capfd):
         assert np.array_equal(masks.segmap(1), scene["seg"])
 
 
+def test_without_segmap_every_object_gets_a_psf_circle(scene, tmp_path, capfd):
+    out = tmp_path / "masks.fits"
+    res = run_main(["mask", scene["path"], scene["cat"], "-o", out, "--size", "8", "--fwhm", "0.8"],
+                   capfd)
+    assert res.exit_code == 0, res.stderr
+    objects, masks = read_masks(out)
+    with masks:
+        assert list(objects["MASKUSED"]) == ["circle"] * 4
+        assert set(objects["STATUS"]) == {"no_segment_used_psf_circle"}
+        for src in scene["srcs"]:
+            m = masks.get(src.id)
+            yy, xx = np.indices(m.obj.shape)
+            x0, y0 = src.x - m.x0, src.y - m.y0
+            # radius FWHM = 0.8" = 4 spaxels around the catalogue position, less the NaN spaxels
+            # and the neighbours' circles
+            disc = (xx - x0) ** 2 + (yy - y0) ** 2 <= 4.0**2 + 1e-6
+            assert not (m.obj & ~disc).any() and m.obj.sum() >= 0.9 * disc.sum()
+            assert m.obj[int(round(y0)), int(round(x0))]
+    assert "(4 of 4 objects masked: 0 union, 0 inter, 4 PSF circle)" in res.stdout + res.stderr
+
+
 def test_sep_segments_cover_injected_segments(scene, tmp_path):
     """A segmentation of the noisy white light (as detect would make) covers the truth."""
     with open_cube(scene["path"]) as cube:
@@ -608,8 +629,6 @@ def test_bad_cube_and_unwritable_output(small, tmp_path, capfd):
     res = run_main(["mask", small["cube"], small["cat"], "--segmap", small["seg"], "-o", out,
                     "--mode", "both"], capfd)
     assert res.exit_code == 2 and "Traceback" not in res.stderr
-    res = run_main(["mask", small["cube"], small["cat"], "-o", out], capfd)
-    assert res.exit_code == 2 and "--segmap" in res.stderr
     assert not out.exists()
 
 

@@ -80,7 +80,7 @@ class _Page(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "tr" and "id" in a:
+        if tag == "tbody" and "id" in a:   # one <tbody> per object: data row + figures row
             self._row = {"id": a["id"], "group": a.get("data-group"), "cells": [], "imgs": []}
             self.rows.append(self._row)
         elif tag == "th":
@@ -102,7 +102,7 @@ class _Page(HTMLParser):
     def handle_endtag(self, tag):
         if tag == "td":
             self._cell = None
-        elif tag == "tr":
+        elif tag == "tbody":
             self._row = None
 
     def handle_data(self, data):
@@ -137,7 +137,8 @@ def test_index_lists_every_row_with_status_and_working_links(outdir, reported):
         assert "://" not in href and not href.startswith("/")
         assert (outdir / href).is_file(), href
     assert page.stylesheets == [] and all("src" not in s for s in page.scripts)
-    assert len(page.scripts) == 1
+    # The inline scripts: the base for Galaxy's .../display URL (no trailing slash), the table's.
+    assert len(page.scripts) == 2
 
 
 def test_index_is_sortable_by_snr_and_status(outdir, reported):
@@ -170,8 +171,8 @@ def test_figures_are_pngs_of_fixed_size(outdir, reported):
             assert raw.startswith(PNG_MAGIC)
             assert b"Software" not in raw and b"matplotlib" not in raw  # no metadata chunks
             img = mpimg.imread(outdir / rel)
-            # stamps: 2 panels (white light, masks) of 2.45 x 2.75 in; spectrum 10 x 3.9 in; 100 dpi
-            assert img.shape[:2] == ((275, 490) if kind == "stamps" else (390, 1000))
+            # stamps: 2 panels (white light, masks) of 2.45 x 2.75 in + 1.45 in of keys; spectrum 10 x 3.9 in; 100 dpi
+            assert img.shape[:2] == ((275, 635) if kind == "stamps" else (390, 1000))
             assert img[..., :3].std() > 0.05      # not blank
     # Wall time of the figures per object (generous: the test machine is shared).
     assert result.seconds_per_object < 3.0
@@ -297,10 +298,10 @@ def test_stamps_draw_segmentation_and_masks(outdir, tmp_path):
     assert obj.seglabel > 0
     assert np.array_equal(obj.segmap == obj.seglabel, obj.masks["MASK_UNION"] | (obj.segmap == obj.seglabel))
     info = plot_stamps(obj, tmp_path / "st.png")
-    assert info.tag == "MUSE_WHITE,masks" and info.size == (490, 275)
+    assert info.tag == "MUSE_WHITE,masks" and info.size == (635, 275)
     # A Source with another image (e.g. from xcorr or an ancillary image) gets a third panel.
     obj.images["HST_F606W"] = obj.images["MUSE_WHITE"]
-    assert plot_stamps(obj, tmp_path / "st3.png").size == (735, 275)
+    assert plot_stamps(obj, tmp_path / "st3.png").size == (880, 275)
 
 
 def test_one_bad_object_does_not_stop_the_report(outdir, tmp_path):

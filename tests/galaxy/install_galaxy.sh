@@ -24,6 +24,20 @@ install_venv() {
     log "Galaxy installed in $((SECONDS - t0)) s"
 }
 
+# Optional packages Galaxy's datatypes use when they import (astropy: the fits datatype's HDU
+# list, which the wrappers' validators read).  Its own stamp, keyed by the file: adding to it does
+# not reinstall Galaxy.
+install_extras() {
+    local req="$REPO_ROOT/requirements/galaxy-extras.txt" stamp
+    stamp="$GALAXY_VENV/.extras-$(sha256sum "$req" | cut -c1-12)"
+    [ -f "$stamp" ] && return
+    log "installing Galaxy's datatype extras ($(grep -vc '^#' "$req") packages) into $GALAXY_VENV"
+    "$GALAXY_VENV/bin/python" -m pip install --quiet --progress-bar off \
+        -c "$REPO_ROOT/requirements/galaxy-constraints.txt" -r "$req"
+    "$GALAXY_VENV/bin/python" -c 'import astropy.io.fits'
+    rm -f "$GALAXY_VENV"/.extras-* && touch "$stamp"
+}
+
 # planemo wants a Galaxy source tree (--galaxy_root); the PyPI install has none, so give it a small
 # folder that looks like one: lib/galaxy/version.py, a .venv link and a run.sh that starts
 # galaxy-web directly (Gravity, which run.sh would normally start, refuses to run as root).
@@ -44,4 +58,5 @@ install_shim() {
 }
 
 install_venv
+install_extras
 install_shim

@@ -111,6 +111,10 @@ for tool in "${routed[@]}"; do
     "$IFU_VENV/bin/python" "$GX_HERE/check_container_job.py" "$url" "$admin_key" \
         "ifu-extract:$version" "$tool" "$REPORTS"/shard*.json || status=1
 done
+# The forms refuse the wrong kind of FITS dataset (validators on the fits datatype's HDU list).
+if [ ${#tools[@]} -gt 1 ] || [ "$(basename "${tools[0]}")" = info.xml ]; then
+    "$PLANEMO_VENV/bin/python" "$GX_HERE/check_validators.py" "$url" "$admin_key" || status=1
+fi
 if [ $status -ne 0 ]; then
     for f in "$REPORTS"/shard*.log; do
         log "tail of $f:"

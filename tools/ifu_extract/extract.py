@@ -542,6 +542,9 @@ def extract_window(cube, z0: int, z1: int, region: ObjectRegion, cfg: ExtractCon
     return got
 
 
+#: Fewer sky spaxels than this (or than a quarter of the object's) get a "thin sky" note.
+THIN_SKY_MIN = 10
+
 #: Bytes of one block of channels of a group's union window (data and variance) read at a time
 #: by :func:`extract_windows`: the block stays in the CPU's last-level cache while each object's
 #: part of it is copied out.
@@ -762,6 +765,12 @@ class _Plan:
                 if self.sky_cols is None:
                     notes.append("no sky spaxel: _SKYSUB spectra not computed")
                 else:
+                    n_obj = int(self.obj.sum())
+                    if self.n_sky < max(THIN_SKY_MIN, n_obj / 4):
+                        # Subtracting the mean of n_sky spaxels from a sum of n_obj adds n_obj/n_sky
+                        # times the object's own variance: above 4x (S/N more than halved), or with
+                        # under 10 spaxels, the _SKYSUB spectra are the sky's noise.
+                        notes.append(f"thin sky: {self.n_sky} sky for {n_obj} object spaxels")
                     cd, cv, cg = self.sky_cols
                     n = out["G"][:, cg]
                     sky_flux = np.where(n > 0, out["D"][:, cd] / n, np.nan)

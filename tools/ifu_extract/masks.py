@@ -713,6 +713,7 @@ def make_masks(cube: Cube, catalog: Table, segmaps, *, min_coverage: float = DEF
     cube : Cube
     catalog : astropy.table.Table
     segmaps : sequence of str, os.PathLike, SegMap or arrays on the cube grid
+        None given: every object gets a PSF circle.
     min_coverage : float
         Minimum area share for reprojected maps.
     **kwargs
@@ -723,7 +724,12 @@ def make_masks(cube: Cube, catalog: Table, segmaps, *, min_coverage: float = DEF
     -------
     MaskResult
     """
-    grids = prepare_segmaps(list(segmaps), cube, min_coverage=min_coverage)
+    if len(segmaps) == 0:
+        # No map at all: every object gets the fallback of objects no segment covers, the PSF
+        # circle (an all-empty map *given* is refused by prepare_segmaps: a wrong file).
+        grids = [GridSegmap(np.zeros((cube.ny, cube.nx), np.int32), "none", "no map given", 0.0)]
+    else:
+        grids = prepare_segmaps(list(segmaps), cube, min_coverage=min_coverage)
     result = build_masks(cube, catalog, grids, **kwargs)
     result.meta["MINCOVER"] = (float(min_coverage), "min area share of a reprojected label")
     return result

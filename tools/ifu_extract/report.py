@@ -54,6 +54,7 @@ from .errors import OK, InputError, warn_object
 from .fitsout import atomic_path, ensure_dir
 from .skylines import sky_lines, telluric_bands, vacuum_to_air
 from .sourcefile import BEST_TAGS, best_tag
+from .units import display_unit
 
 __all__ = [
     "QA_DIR",
@@ -83,6 +84,7 @@ FIGURES = ("stamps", "spectrum")
 #: Resolution of the figures (their pixel size is figsize x DPI, fixed).
 DEFAULT_DPI = 100
 _STAMP_PANEL = (2.45, 2.75)   # inches per stamp panel (width, height)
+_STAMP_KEY_WIDTH = 1.45       # inches right of the panels for their keys
 _SPEC_SIZE = (10.0, 3.9)      # inches
 _REQUIRED = ("ID", "STATUS", "FILE")
 #: Text drawn without hinting: glyphs cost half as much to render at these sizes, as readable.
@@ -577,12 +579,15 @@ class _StampsFigure:
 
     def __init__(self, n_panels: int, dpi: int):
         pw, ph = _STAMP_PANEL
-        self.fig = fig = _new_figure(pw * n_panels, ph, dpi)
+        width = pw * n_panels + _STAMP_KEY_WIDTH
+        self.fig = fig = _new_figure(width, ph, dpi)
         left_pad, right_pad = 0.36, 0.08
         self.axes = []
+        #: Left edge of the keys (figure fraction), right of the panels.
+        self.key_x = (pw * n_panels + 0.02) / width
         for k in range(n_panels):
-            ax = fig.add_axes([(k * pw + left_pad) / (pw * n_panels), 0.14,
-                               (pw - left_pad - right_pad) / (pw * n_panels), 0.70])
+            ax = fig.add_axes([(k * pw + left_pad) / width, 0.14,
+                               (pw - left_pad - right_pad) / width, 0.70])
             if k == 0:   # the panels share one grid: axes on the first only (ticks are costly)
                 ax.tick_params(labelsize=6.5, length=2.5, pad=1.5)
                 ax.locator_params(nbins=5)
@@ -599,6 +604,15 @@ class _StampsFigure:
                 artist.remove()
             if ax.legend_ is not None:
                 ax.legend_.remove()
+        for legend in list(self.fig.legends):
+            legend.remove()
+
+    def key(self, handles, title: str, top: float) -> None:
+        """A key of the panels' symbols right of the panels, its top at *top* (figure fraction)."""
+        self.fig.legend(handles=handles, title=title, loc="upper left",
+                        bbox_to_anchor=(self.key_x, top), fontsize=6, title_fontsize=6.5,
+                        frameon=False, handlelength=1.0, handleheight=0.8, borderpad=0.2,
+                        labelspacing=0.3, borderaxespad=0.0, alignment="left")
 
 
 #: Panel titles.  y is the automatic position, given so that matplotlib does not look for tick
@@ -623,6 +637,7 @@ def plot_stamps(obj: ObjectData, path, *, dpi: int = DEFAULT_DPI, max_extra: int
     PlotInfo
         ``tag`` lists the panels drawn, comma-separated.
     """
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Circle, Patch
 
     shape = obj.stamp_shape
@@ -645,6 +660,7 @@ def plot_stamps(obj: ObjectData, path, *, dpi: int = DEFAULT_DPI, max_extra: int
     figure = _kept_figure(("stamps", len(panels), dpi), lambda: _StampsFigure(len(panels), dpi))
     figure.clear()
     gray, mask_cmap = _stamp_colormaps()
+    light_keys, mask_keys = [], []
     for k, (tag, ax) in enumerate(zip(panels, figure.axes)):
         if k == 0:
             ax.set_ylabel("Δy (arcsec)" if arcsec else "Δy (spaxel)", fontsize=7, labelpad=1)
@@ -673,10 +689,7 @@ def plot_stamps(obj: ObjectData, path, *, dpi: int = DEFAULT_DPI, max_extra: int
                 handles.append(Patch(facecolor="none", edgecolor="white", ls="--", label=other_name))
             if obj.segmap is not None and others.any():
                 handles.append(Patch(facecolor="none", edgecolor=_PURPLE, label="other segments"))
-            ax.legend(handles=handles, loc="lower left", fontsize=5.5, framealpha=0.6,
-                      facecolor="#404040", labelcolor="white", edgecolor="none",
-                      handlelength=0.9, handleheight=0.7, borderpad=0.3, labelspacing=0.2,
-                      borderaxespad=0.2)
+            mask_keys = handles
         else:
             data, var = obj.images[tag]
             scaled, vmin, vmax = _stretch(np.asarray(data, dtype=float), var, sky)
@@ -700,10 +713,26 @@ def plot_stamps(obj: ObjectData, path, *, dpi: int = DEFAULT_DPI, max_extra: int
             ax.plot([0], [0], marker="+", color=_SKY, ms=7, mew=1.2)
             if k == 0:
                 fwhm = _num(obj.header.get("PSFFWHM", "nan"))
-                if np.isfinite(fwhm) and fwhm > 0 and arcsec:
+                has_psf = bool(np.isfinite(fwhm) and fwhm > 0 and arcsec)
+                if has_psf:
                     cx = extent[0] + 0.1 * (extent[1] - extent[0]) + fwhm / 2
                     cy = extent[2] + 0.1 * (extent[3] - extent[2]) + fwhm / 2
                     ax.add_patch(Circle((cx, cy), fwhm / 2, fill=False, color=_GREEN, lw=1.0))
+                # Every symbol of the panel in its key (issue 17): only those drawn.
+                keys = [Line2D([], [], ls="none", marker="+", color=_SKY, ms=5, mew=1.0,
+                               label="catalogue position")]
+                if objmask is not None:
+                    keys.append(Patch(facecolor="none", edgecolor=_ORANGE, lw=1.0, label="object mask"))
+                if obj.segmap is not None and obj.seglabel:
+                    keys.append(Patch(facecolor="none", edgecolor=_YELLOW, ls="--", label="its segment"))
+                if obj.segmap is not None and np.any((obj.segmap > 0) & (obj.segmap != obj.seglabel)):
+                    keys.append(Patch(facecolor="none", edgecolor=_PURPLE, label="other segments"))
+                if has_psf:
+                    keys.append(Line2D([], [], ls="none", marker="o", mfc="none", mec=_GREEN, ms=5,
+                                       label=f"PSF FWHM {fwhm:.2f}″"))
+                if not np.all(np.isfinite(data)):
+                    keys.append(Patch(color="#5a1e1e", label="no data (off field, flagged)"))
+                light_keys = keys
                 _compass(ax, obj.wcs, x0, y0, scale, extent)
                 _scale_bar(ax, extent, arcsec)
                 seg_note = f"; segment {obj.seglabel}" if obj.segmap is not None and obj.seglabel else ""
@@ -712,6 +741,10 @@ def plot_stamps(obj: ObjectData, path, *, dpi: int = DEFAULT_DPI, max_extra: int
                 ax.set_title(tag, **_PANEL_TITLE)
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
+    if light_keys:
+        figure.key(light_keys, "white light", 0.86)
+    if mask_keys:
+        figure.key(mask_keys, "masks", 0.86 - 0.075 * (len(light_keys) + 2))
     status = obj.status if len(obj.status) <= 70 else obj.status[:67] + "..."
     figure.title.set_text(f"ID {obj.id}  ·  {status}")
     with _text_style():
@@ -908,7 +941,7 @@ class _SpectrumFigure:
             axs = None
         # The flux labels sit at a fixed place by the figure's left edge (room for 10-character
         # tick labels), not next to the tick labels: then they are drawn once, with the rest.
-        for a, text in ((ax, ylabel), (axs, "local sky")):
+        for a, text in ((ax, ylabel), (axs, "sky")):
             if a is not None:
                 box = a.get_position()
                 fig.text(0.014, (box.y0 + box.y1) / 2, text, rotation=90, ha="center",
@@ -928,6 +961,10 @@ class _SpectrumFigure:
         ax.tick_params(labelsize=7, length=2.5, pad=1.5)
         xlabel = f"wavelength ({medium}, Å)"
         if axs is not None:
+            unit = f" ({ylabel} per spaxel)" if ylabel != "flux" else " (per spaxel)"
+            axs.text(0.004, 0.95, "local sky: mean of the sky mask" + unit, transform=axs.transAxes,
+                     ha="left", va="top", fontsize=6, color="#333333",
+                     bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1.0))
             _mark_lines(axs, self.strong, color=_SKY, lw=0.7, alpha=0.6)
             axs.tick_params(labelsize=7, length=2.5, pad=1.5)
             ax.tick_params(labelbottom=False)
@@ -1037,7 +1074,8 @@ def plot_spectrum(obj: ObjectData, path, *, tag: str | None = None, smooth: int 
     if z_marked:
         key.append("green: lines at the catalogue z")
     key = "; ".join(key)
-    ylabel = obj.unit if obj.unit and len(obj.unit) < 34 else "flux"
+    ylabel = display_unit(obj.unit) if obj.unit else ""
+    ylabel = ylabel if ylabel and len(ylabel) < 34 else "flux"
     dpi = int(dpi)
     figure = _kept_figure(("spectrum", xlim, obj.medium, has_sky, key, ylabel, dpi),
                           lambda: _SpectrumFigure(xlim=xlim, medium=obj.medium, has_sky=has_sky,
@@ -1230,7 +1268,7 @@ def write_index(outdir, columns: list[str], rows: list[dict], plots: dict, *,
     counts = {"ok": 0, "flag": 0, "failed": 0}
     for r in rows:
         counts[status_group(r)] += 1
-    unit = next((r.get("FLUX_UNIT", "") for r in rows if r.get("FLUX_UNIT", "").strip()), "")
+    unit = display_unit(next((r.get("FLUX_UNIT", "") for r in rows if r.get("FLUX_UNIT", "").strip()), ""))
     has_z = "Z" in columns
     # (header, column, sort kind, tooltip)
     cols = [("#", None, "num", "row of the catalogue"),
@@ -1246,12 +1284,20 @@ def write_index(outdir, columns: list[str], rows: list[dict], plots: dict, *,
     if has_z:
         cols.append(("z", "Z", "num", "catalogue redshift"))
     cols += [("RA", "RA", "num", "degrees"), ("Dec", "DEC", "num", "degrees"),
-             ("Notes", "NOTES", "text", "extraction and figure notes"),
-             ("Stamps", None, None, "white light with segmentation and masks; click to enlarge"),
-             ("Spectrum", None, None, "spectrum with ±1σ band and sky lines; click to enlarge")]
+             ("Notes", "NOTES", "text", "extraction and figure notes")]
+    # The figures go in a row of their own under each object's row (one <tbody> per object, so
+    # that sorting and filtering move both): the page then fits a 1400 px window.
+    figures = (("stamps", "white light with segmentation and masks; click to enlarge"),
+               ("spectrum", "spectrum with ±1σ band and sky lines; click to enlarge"))
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{esc(title)}</title>", f"<style>\n{_asset('report.css')}</style>", "</head>",
+           f"<title>{esc(title)}</title>",
+           # Galaxy serves the page at .../display?preview=True as well as .../display/: without
+           # the slash the figures' relative links would miss the dataset's extra files.
+           '<script>(function () { var p = location.pathname; if (/\\/display$/.test(p)) { '
+           'var b = document.createElement("base"); b.href = p + "/"; '
+           'document.head.appendChild(b); } }());</script>',
+           f"<style>\n{_asset('report.css')}</style>", "</head>",
            "<body>", f"<h1>{esc(title)}</h1>",
            '<p class="counts">'
            f'{len(rows)} objects: <span class="badge ok">{counts["ok"]} ok</span> '
@@ -1274,7 +1320,6 @@ def write_index(outdir, columns: list[str], rows: list[dict], plots: dict, *,
         attr = f' data-sort="{kind}"' if kind else ""
         head.append(f'<th{attr} title="{esc(tip, quote=True)}">{esc(name)}</th>')
     out.append("<thead><tr>" + "".join(head) + "</tr></thead>")
-    out.append("<tbody>")
     for i, r in enumerate(rows, start=1):
         group = status_group(r)
         obj_id = r["ID"]
@@ -1298,23 +1343,25 @@ def write_index(outdir, columns: list[str], rows: list[dict], plots: dict, *,
                 if p is not None and p.error:
                     note = (note + "; " if note else "") + f"figure failed: {p.error}"
                 cells.append(f'<td class="notes">{esc(note) if note else "–"}</td>')
-            elif col is None:   # a figure column
-                kind_name = "stamps" if name == "Stamps" else "spectrum"
-                rel = p.files.get(kind_name) if p is not None else None
-                if rel:
-                    href = esc(quote(rel), quote=True)
-                    cells.append(f'<td class="fig"><a href="{href}"><img src="{href}" loading="lazy" '
-                                 f'class="{kind_name}" alt="{kind_name} of {esc(obj_id, quote=True)}">'
-                                 "</a></td>")
-                else:
-                    cells.append('<td class="fig empty">–</td>')
             else:
                 text = r.get(col, "")
                 cells.append(f'<td data-value="{esc(_sort_value(col, text), quote=True)}">'
                              f"{esc(_fmt(col, text))}</td>")
-        out.append(f'<tr id="obj-{esc(obj_id, quote=True)}" class="{group}" data-group="{group}">'
-                   + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+        figs = []
+        for kind_name, tip in figures:
+            rel = p.files.get(kind_name) if p is not None else None
+            if rel:
+                href = esc(quote(rel), quote=True)
+                figs.append(f'<a href="{href}" title="{esc(tip, quote=True)}"><img src="{href}" '
+                            f'loading="lazy" class="{kind_name}" '
+                            f'alt="{kind_name} of {esc(obj_id, quote=True)}"></a>')
+        oid = esc(obj_id, quote=True)
+        out.append(f'<tbody id="obj-{oid}" class="{group}" data-group="{group}">')
+        out.append(f'<tr class="data">{"".join(cells)}</tr>')
+        out.append(f'<tr class="figs"><td colspan="{len(cols)}">'
+                   + ("".join(figs) if figs else '<span class="empty">no figure</span>')
+                   + "</td></tr></tbody>")
+    out.append("</table>")
     out.append(f'<p class="footer">Made by ifu-extract {esc(__version__)} '
                "(<code>ifu-extract report</code>). Spectra: <code>sources/&lt;ID&gt;.fits</code> "
                "(MPDAF Source layout); table: <code>summary.tsv</code>.</p>")

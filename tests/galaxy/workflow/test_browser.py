@@ -275,9 +275,30 @@ def test_06_report(session):
     s.text_on_page("ifu-extract QA report", timeout=60)
     # The 8 objects of the catalogue and the one galaxy the detection adds to it.
     s.text_on_page("9 objects", timeout=30)
-    rows = s.d.find_elements(By.CSS_SELECTOR, "table tbody tr")
-    assert len(rows) == 9, f"{len(rows)} rows in the report table, expected 8 catalogue objects + 1 detected"
+    objects = s.d.find_elements(By.CSS_SELECTOR, "table#objects tbody")
+    assert len(objects) == 9, f"{len(objects)} objects in the report table, expected 8 catalogue objects + 1 detected"
+    # Readable at 1400 x 1000 without scrolling sideways; thumbnails at least 240 px tall.
+    width = s.d.execute_script("return document.documentElement.scrollWidth")
+    assert width <= 1400, f"the report is {width} px wide in a 1400 px window"
     s.shot("report")
+
+
+def test_06b_report_figures_load_from_every_display_url(session):
+    """Galaxy shows the report at .../display/?preview=True and .../display?preview=True: the
+    figures' relative links must resolve from both."""
+    s = session
+    report = report_dataset(s)
+    for path in ("display/?preview=True", "display?preview=True"):
+        s.d.get(f"{URL}/datasets/{report['id']}/{path}")
+        s.text_on_page("ifu-extract QA report", timeout=60)
+        imgs = s.d.find_elements(By.CSS_SELECTOR, "tr.figs img")
+        assert imgs, f"no figure in the report at {path}"
+        s.d.execute_script("arguments[0].scrollIntoView()", imgs[0])
+        WebDriverWait(s.d, 60).until(lambda d: d.execute_script(
+            "return arguments[0].complete && arguments[0].naturalHeight > 0", imgs[0]))
+        heights = [s.d.execute_script("return arguments[0].getBoundingClientRect().height", i)
+                   for i in imgs[:4]]
+        assert min(heights) >= 240, f"figures {heights} px tall at {path}"
 
 
 def test_07_spectrum_plot(session):

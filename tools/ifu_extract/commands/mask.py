@@ -1,4 +1,4 @@
-"""``ifu-extract mask CUBE CATALOG --segmap S.fits [--segmap ...] -o MASKS.fits``."""
+"""``ifu-extract mask CUBE CATALOG [--segmap S.fits ...] -o MASKS.fits``."""
 
 import os
 from pathlib import Path
@@ -18,9 +18,10 @@ from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_optio
 @click.command("mask")
 @click.argument("cube", type=click.Path(dir_okay=False))
 @click.argument("catalog", type=click.Path(dir_okay=False))
-@click.option("--segmap", "segmaps", multiple=True, required=True, type=click.Path(dir_okay=False),
+@click.option("--segmap", "segmaps", multiple=True, type=click.Path(dir_okay=False),
               help="Segmentation map (FITS, 0 = background); repeat for several maps. Maps on "
-                   "another grid (e.g. HST) are reprojected onto the cube grid by area coverage.")
+                   "another grid (e.g. HST) are reprojected onto the cube grid by area coverage. "
+                   "Without one, every object gets a PSF circle (radius the FWHM).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output FITS file: OBJECTS table, MASK_UNION/MASK_INTER/MASK_SKY per object, "
                    "SEGMAP on the cube grid.")

@@ -4,23 +4,24 @@
   "use strict";
   var table = document.getElementById("objects");
   if (!table || !table.tBodies.length) { return; }
-  var body = table.tBodies[0];
+  // One <tbody> per object: its data row, then its figures' row.
+  var objects = Array.prototype.slice.call(table.tBodies);
   var heads = table.tHead.rows[0].cells;
-  function key(row, col, kind) {
-    var cell = row.cells[col];
+  function key(obj, col, kind) {
+    var cell = obj.rows[0].cells[col];
     var v = cell.hasAttribute("data-value") ? cell.getAttribute("data-value") : cell.textContent;
     if (kind === "num") { var x = parseFloat(v); return isNaN(x) ? null : x; }
     return v === "" ? null : v.toLowerCase();
   }
   function sortBy(col, kind, desc) {
-    var rows = Array.prototype.slice.call(body.rows);
+    var rows = objects.slice();
     rows.sort(function (a, b) {
       var ka = key(a, col, kind), kb = key(b, col, kind);
       if (ka === null || kb === null) { return (ka === null) - (kb === null); }  // blanks last
       var c = kind === "num" ? ka - kb : (ka < kb ? -1 : (ka > kb ? 1 : 0));
       return desc ? -c : c;
     });
-    rows.forEach(function (r) { body.appendChild(r); });
+    rows.forEach(function (r) { table.appendChild(r); });
   }
   Array.prototype.forEach.call(heads, function (th, col) {
     var kind = th.getAttribute("data-sort");
@@ -38,14 +39,14 @@
   var shown = document.getElementById("shown");
   function filter() {
     var g = group.value, t = text.value.trim().toLowerCase(), n = 0;
-    Array.prototype.forEach.call(body.rows, function (r) {
+    objects.forEach(function (r) {
       var rg = r.getAttribute("data-group");
       var ok = (!g || rg === g || (g === "problem" && rg !== "ok")) &&
                (!t || r.textContent.toLowerCase().indexOf(t) >= 0);
       r.hidden = !ok;
       if (ok) { n += 1; }
     });
-    shown.textContent = n + " of " + body.rows.length + " shown";
+    shown.textContent = n + " of " + objects.length + " shown";
   }
   if (controls && group && text) {
     controls.hidden = false;
