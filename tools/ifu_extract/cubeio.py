@@ -24,6 +24,7 @@ flux.  Arrays are ``(n_wave, ny, nx)`` float32.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ _VAR_KIND = {"STAT": "var", "VAR": "var", "VARIANCE": "var", "IVAR": "ivar", "ER
 #: MaNGA 3DREDUX mask bits that make a voxel unusable: NOCOV, DEADFIBER, FORESTAR, DONOTUSE.
 MANGA_DONOTUSE_BITS = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 10)
 _FITS_MAGIC = b"SIMPLE  ="
+log = logging.getLogger("ifu_extract")
 #: Bytes of one float32 block of channels read at a time: the block and the few arrays derived
 #: from it stay in the CPU's L2 cache (~2 MB) while they are processed.
 BLOCK_BYTES = 1 << 18
@@ -395,6 +397,27 @@ class Cube:
             ze = min(zs + block, z1)
             data, var = self.window(0, self.nx, 0, self.ny, zs, ze, with_var=with_var)
             yield zs, data, var
+
+    @property
+    def max_box_arcsec(self) -> float:
+        """Largest box side (arcsec) a per-object stamp may have: the field's longer side."""
+        return max(self.nx, self.ny) * self.pixscale
+
+    def clip_box_sizes(self, sizes, what: str = "--size") -> np.ndarray:
+        """Box sides *sizes* (arcsec) clipped to :attr:`max_box_arcsec`, with one warning.
+
+        A stamp then never exceeds the field, whatever the option or the catalogue's SIZE
+        column asks (a 1000-arcsec box on an 8-arcsec field would need tens of GB).
+        """
+        sizes = np.array(sizes, dtype=float, ndmin=1)
+        limit = self.max_box_arcsec
+        over = ~(sizes <= limit)
+        if over.any():
+            log.warning(f"warning: {what}: box side {float(np.nanmax(sizes)):g} arcsec is larger "
+                        f"than the field of {self.path.name} ({limit:g} arcsec); clipped to "
+                        f"{limit:g} arcsec for {int(over.sum())} object(s)")
+            sizes[over] = limit
+        return sizes
 
     def channel_range(self, wmin: float | None, wmax: float | None) -> tuple[int, int]:
         """Half-open channel range whose centres lie within [wmin, wmax] Angstrom."""

@@ -115,7 +115,7 @@ def cutout_catalog(cube: Cube, catalog: Table, outdir, size_arcsec: float,
     """
     outdir = ensure_dir(outdir)
     rows = []
-    sizes = _sizes(catalog, size_arcsec)
+    sizes = cube.clip_box_sizes(_sizes(catalog, size_arcsec))
     for row, size in zip(catalog, sizes):
         obj = str(row["ID"])
         status, x, y, box, fname = str(row["STATUS"]), np.nan, np.nan, (0, 0, 0, 0), ""

@@ -1640,8 +1640,11 @@ def run_deblend(cube_path, catalog: Table, outdir, *, masks_path=None, segmap_pa
         if masks_path is not None:
             from .masks import read_masks
 
+            from .identity import check_product
+
             _, masks = read_masks(masks_path)
             with masks:
+                check_product(masks.header, masks_path, cube, cube_path, what="masks file")
                 seg = masks.segmap(1)
         elif segmap_path is not None:
             from .segmap import read_segmap, segmap_on_grid

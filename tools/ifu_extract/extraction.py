@@ -29,6 +29,7 @@ from .cubeio import Cube, open_cube
 from .errors import OK, InputError, warn_object
 from .extract import ExtractConfig, ObjectRegion, extract_windows
 from .fitsout import ensure_dir, file_checksum, header_cards
+from .identity import check_product
 from .image import white_for_cube
 from .masks import read_masks
 from .sourcefile import best_tag, stamp_wcs_cards, write_source
@@ -394,14 +395,16 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
     list of dict
         Summary rows in catalogue order.
     """
-    outdir = ensure_dir(outdir)
-    ensure_dir(Path(outdir) / "sources")
     cube_kwargs = cube_kwargs or {}
+    # Every input is read and checked before the first output is made.
     with open_cube(cube_path, **cube_kwargs) as cube:
+        objects, masks = read_masks(masks_path)
+        masks.close()
+        check_product(masks.header, masks_path, cube, cube_path, what="masks file")
         white_img = white_for_cube(cube, white_path, wave_range)
         checksum = file_checksum(cube.path)
-    objects, masks = read_masks(masks_path)
-    masks.close()
+    outdir = ensure_dir(outdir)
+    ensure_dir(Path(outdir) / "sources")
     rows = [{c: (row[c] if not np.ma.is_masked(row[c]) else None) for c in catalog.colnames} for row in catalog]
     results: dict[str, dict] = {}
     todo = []

@@ -22,6 +22,7 @@ from astropy.io import fits
 
 from . import __version__
 from .errors import InputError
+from .pathguard import refuse_input
 
 __all__ = [
     "atomic_path",
@@ -72,6 +73,7 @@ def atomic_path(dest, suffix: str | None = None):
         suffix of *dest*.
     """
     dest = Path(dest)
+    refuse_input(dest)  # the one guard: never replace a file the command reads
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(dest, "the output folder does not exist", "create it or choose another -o")
@@ -86,6 +88,7 @@ def atomic_path(dest, suffix: str | None = None):
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o644)
+        refuse_input(dest)
         try:
             os.replace(tmp, dest)
         except OSError as exc:

@@ -43,6 +43,7 @@ from scipy.spatial import cKDTree
 
 from .cubeio import Cube
 from .errors import OK, InputError
+from .identity import check_product
 from .extract import Spectrum1D, _Stamp
 from .image import Image
 from .psf import PSFModel
@@ -304,6 +305,9 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
     if src.shape[1:] != cube.shape[1:]:
         raise InputError(src.path, f"has spatial shape {src.shape[1:]}, the cube {cube.shape[1:]}",
                          "give the contsub output of this cube")
+    if contsub is not None:
+        check_product(contsub.primary_header, contsub.path, cube, cube.path,
+                      what="continuum-subtracted cube", channels=False)
     wave = src.wave
     ranges, centres = band_edges(wave, cfg)
     sky = _sky_channels(wave, cfg.sky_windows)

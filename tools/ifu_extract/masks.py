@@ -534,7 +534,7 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
     cell = _voronoi_cells(pos, (ny, nx)) if voronoi else None
     shared = {} if voronoi else _shared_segments(own, rows)
 
-    sizes = _catalog_size(catalog, size)
+    sizes = cube.clip_box_sizes(_catalog_size(catalog, size))
     boxes = np.zeros((nrow, 4), dtype=np.int32)  # x0, y0, nx, ny
     for i in np.flatnonzero(pos.placed):
         bx0, bx1, by0, by1 = stamp_box(pos.x[i], pos.y[i], sizes[i], pixscale)
@@ -1028,6 +1028,34 @@ class MaskSet:
         self.close()
 
 
+def _check_mask_hdus(objects: Table, spans: list, path) -> None:
+    """Every object with masks has its three stamps, of the box size in its OBJECTS row.
+
+    A file cut at an HDU boundary scans cleanly; the objects whose stamps are gone would be
+    extracted with empty masks under their old statuses.
+    """
+    shapes = {(s.name, s.ver): s.shape for s in spans if s.name in _MASK_NAMES}
+    used = np.flatnonzero(np.asarray(objects["MASKUSED"]) != "")
+    ny, nx = np.asarray(objects["NY"]), np.asarray(objects["NX"])
+    missing = bad = 0
+    for i in used:
+        want = (int(ny[i]), int(nx[i]))
+        for name in _MASK_NAMES:
+            got = shapes.get((name, int(i) + 1))
+            if got is None:
+                missing += 1
+                break
+            if tuple(got) != want:
+                bad += 1
+                break
+    if missing:
+        raise InputError(path, f"is truncated or incomplete: the masks of {missing} of "
+                         f"{len(used)} objects are missing", "re-create it with 'ifu-extract mask'")
+    if bad:
+        raise InputError(path, f"is corrupt: the masks of {bad} objects do not have the box size "
+                         "of their OBJECTS row", "re-create it with 'ifu-extract mask'")
+
+
 def read_masks(path) -> tuple[Table, MaskSet]:
     """Open a ``MASKS.fits`` file written by :func:`write_masks`.
 
@@ -1066,6 +1094,7 @@ def read_masks(path) -> tuple[Table, MaskSet]:
         for name in ("ID", "STATUS", "MASKUSED", "SEGLABEL"):
             objects[name] = np.char.strip(np.asarray(objects[name]).astype(str))
         objects.meta.clear()
+        _check_mask_hdus(objects, spans, path)
     except BaseException:
         hdul.close()
         if buf is not None:

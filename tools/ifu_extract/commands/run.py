@@ -17,7 +17,7 @@ from click.core import ParameterSource
 from ..catalog import merge_catalogs, read_catalog, write_catalog
 from ..fitsout import ensure_dir
 from ..runconfig import load_run_config
-from ._options import catalog_format_option, cube_options, report
+from ._options import BOX_SIZE, catalog_format_option, cube_options, report
 
 
 def _commands() -> dict:
@@ -70,7 +70,7 @@ _ROUTES = {
 @click.option("--thresh", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Detection threshold (see detect --thresh).")
 @click.option("--minarea", type=click.IntRange(min=1), default=None, help="Detection minimum area, spaxels.")
-@click.option("--size", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--size", type=BOX_SIZE, default=None,
               help="Box side per object, arcsec (a catalogue SIZE column wins).")
 @click.option("--mode", type=click.Choice(["union", "inter"]), default=None,
               help="Object mask: union or intersection of the segmentation maps.")
