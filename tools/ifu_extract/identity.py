@@ -10,8 +10,8 @@ IFXCRA0    RA of the centre of spaxel (0, 0), degrees
 IFXCDE0    Dec of the centre of spaxel (0, 0), degrees
 IFXCRA1    RA of the centre of spaxel (nx - 1, ny - 1), degrees
 IFXCDE1    Dec of the centre of spaxel (nx - 1, ny - 1), degrees
-IFXCSUM    fingerprint of the data: the data HDU's ``DATASUM`` when the file has one (free),
-           else ``PLANES:`` a SHA-1 of the size of the data unit and 9 evenly spaced planes
+IFXCSUM    fingerprint of the data: ``PLANES:`` and a SHA-1 of the shape, the type and 9
+           evenly spaced planes (see :func:`data_fingerprint`)
 =========  =======================================================================
 
 :func:`check_product` compares them with the cube given to the consumer and raises a one-line
@@ -47,14 +47,12 @@ def _corners(cube) -> tuple[float, float, float, float]:
 def data_fingerprint(cube) -> str:
     """A cheap, name-independent fingerprint of the cube's data.
 
-    The data HDU's ``DATASUM`` card when present (no read at all); otherwise a SHA-1 of the
-    shape, the on-disk type and :data:`_N_PLANES` evenly spaced whole planes (a few MB of a
-    3 GB MUSE cube, read through the memory map).
+    A SHA-1 of the shape, the on-disk type and :data:`_N_PLANES` evenly spaced whole planes (a
+    few MB of a 3 GB MUSE cube, read through the memory map).  The data HDU's ``DATASUM`` card
+    would cost nothing, but it is often stale: astropy copies it with the header when a script
+    changes the data and writes the file without ``checksum=True``.
     """
     hdu = cube.hdul[cube.data_ext]
-    datasum = str(hdu.header.get("DATASUM", "")).strip()
-    if datasum and datasum != "0":
-        return f"DATASUM:{datasum}"
     h = hashlib.sha1()
     h.update(repr((cube.shape, int(hdu.header.get("BITPIX", 0)))).encode())
     for z in np.unique(np.linspace(0, cube.nwave - 1, _N_PLANES).astype(int)):
