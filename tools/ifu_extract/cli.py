@@ -7,6 +7,7 @@ exit 2; per-object warnings are printed as ``warning: object ID: ...`` lines.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import sys
@@ -15,7 +16,7 @@ import warnings
 import click
 
 from . import __version__
-from .errors import InputError, ObjectWarning
+from .errors import InputError, ObjectWarning, reset_once
 from . import pathguard
 
 #: verb -> "module:attribute" of its click command, under ifu_extract.commands.
@@ -72,7 +73,12 @@ def _guard(cmd: click.Command) -> click.Command:
         inputs = {label(paths[n]): kwargs.get(n) for n in paths if n not in out_names}
         pathguard.check_paths(outputs, inputs)
         pathguard.register_inputs(inputs)
-        return callback(*args, **kwargs)
+        folders = [kwargs.get(n) for n in paths if n in out_names and kwargs.get(n)
+                   and not paths[n].type.file_okay]
+        with contextlib.ExitStack() as stack:
+            for folder in folders:  # no empty output folder left behind by a failure
+                stack.enter_context(pathguard.folder_cleanup(folder))
+            return callback(*args, **kwargs)
 
     guarded._guarded = True
     guarded.__wrapped__ = callback
@@ -128,6 +134,7 @@ def cli(ctx, quiet, verbose):
     for name in ("mpdaf", "astropy", "matplotlib", "PIL"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.ERROR)
     pathguard.clear_inputs()  # the inputs of this command line only
+    reset_once()
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
     ctx.obj["verbose"] = verbose

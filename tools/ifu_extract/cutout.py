@@ -15,7 +15,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from .catalog import write_catalog
+from .catalog import file_stem, write_catalog
 from .cubeio import Cube
 from .errors import OK, warn_object
 from .fitsout import add_provenance, ensure_dir, write_hdulist
@@ -125,7 +125,7 @@ def cutout_catalog(cube: Cube, catalog: Table, outdir, size_arcsec: float,
                 warn_object(obj, f"RA/DEC ({float(row['RA']):.6f}, {float(row['DEC']):.6f}) is outside the cube")
             else:
                 sub = cut_box(cube, box, wave_range)
-                fname = f"{obj}.fits"
+                fname = f"{file_stem(obj)}.fits"
                 write_hdulist(_subcube_hdulist(sub, obj, row["RA"], row["DEC"], status, cube),
                               Path(outdir) / fname)
         else:

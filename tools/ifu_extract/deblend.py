@@ -1522,7 +1522,9 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, outdir, *, 
         line = strongest_emission_line(cube.wave[z0:z1], sp.flux, sp.var, medium=cube.medium)
         if line is not None:
             rec["LINE_WAVE"], rec["LINE_SNR"] = line.wave, line.snr
-        path = Path(outdir) / "sources" / f"{src.id}.fits"
+        from .catalog import file_stem
+
+        path = Path(outdir) / "sources" / f"{file_stem(src.id)}.fits"
         keywords = {"DBSTATUS": (src.status[:68], "deblend status"),
                     "DBGROUP": (int(src.group), "deblending group"),
                     "DBGRPIDS": (",".join(src.group_ids)[:68], "members of the group")}

@@ -24,11 +24,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from .catalog import write_catalog
+from .catalog import file_stem, write_catalog
 from .cubeio import Cube, open_cube
 from .errors import OK, InputError, warn_object
 from .extract import ExtractConfig, ObjectRegion, extract_windows
-from .fitsout import ensure_dir, file_checksum, header_cards
+from .fitsout import ascii_unescape, ensure_dir, file_checksum, header_cards
 from .identity import check_product
 from .image import white_for_cube
 from .masks import read_masks
@@ -151,6 +151,7 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
     row, m, mrow, weights = pending.row, pending.masks, pending.mrow, pending.weights
     white, wvar, obj_id = pending.white, pending.white_var, pending.region.id
     tag = best_tag(res.spectra)
+    notes = list(res.notes) + ([cube.var_problem] if cube.var_problem else [])
     snr = _snr_median(res.spectra[tag].flux, res.spectra[tag].var) if tag else float("nan")
     wflux = wferr = float("nan")
     if white is not None:
@@ -172,15 +173,15 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
             value = row[key]
             keywords[key] = (float(value) if isinstance(value, (int, float, np.number)) else str(value)[:60],
                              "from the input catalogue")
-    if res.notes:
-        keywords["NOTES"] = ("; ".join(res.notes)[:60], "extraction notes")
+    if notes:
+        keywords["NOTES"] = ("; ".join(notes)[:60], "extraction notes")
     if shared.psf_fwhm is not None:
         keywords["PSFFWHM"] = (shared.psf_fwhm, "[arcsec] median PSF FWHM used")
     masks_img = {"MASK_UNION": m.union, "MASK_INTER": m.inter, "MASK_SKY": m.sky}
     images = dict(res.images)
     for t, img in weights.items():
         images[t] = (img.astype(np.float32), None)
-    fname = f"{obj_id}.fits"
+    fname = f"{file_stem(obj_id)}.fits"
     write_source(Path(job.outdir) / "sources" / fname, obj_id=obj_id, ra=row["RA"], dec=row["DEC"],
                  cube_name=cube.path.name, cube_version=shared.cube_version, cube_checksum=job.checksum,
                  spec_header=shared.spec_cards, flux_unit=shared.unit, spectra=res.spectra,
@@ -188,7 +189,7 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
                  keywords=keywords, inputs={"cube": cube.path, "masks": job.masks_path})
     return _row_result(row, status, N_SPAXELS=res.n_spaxels, N_SKY=res.n_sky, SNR_TAG=tag or "",
                        SNR_MEDIAN=snr, WHITE_FLUX=wflux, WHITE_FLUX_ERR=wferr, FLUX_UNIT=shared.unit,
-                       MASKUSED=m.used, FILE=f"sources/{fname}", NOTES="; ".join(res.notes))
+                       MASKUSED=m.used, FILE=f"sources/{fname}", NOTES="; ".join(notes))
 
 
 def _finite(v):
@@ -292,7 +293,7 @@ def _done_row(path: Path, row: dict, checksum: str) -> dict | None:
 
 
 def _row_from_header(hdr, fname, row=None) -> dict:
-    base = row or {"ID": str(hdr["ID"]), "RA": hdr["RA"], "DEC": hdr["DEC"]}
+    base = row or {"ID": ascii_unescape(str(hdr["ID"])), "RA": hdr["RA"], "DEC": hdr["DEC"]}
 
     def num(k):
         v = hdr.get(k, "nan")
@@ -409,7 +410,7 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
     results: dict[str, dict] = {}
     todo = []
     for row in rows:
-        path = Path(outdir) / "sources" / f"{row['ID']}.fits"
+        path = Path(outdir) / "sources" / f"{file_stem(row['ID'])}.fits"
         done = _done_row(path, row, checksum) if (resume and path.exists()) else None
         if done is not None:
             results[str(row["ID"])] = done

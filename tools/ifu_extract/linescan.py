@@ -44,6 +44,7 @@ from scipy.spatial import cKDTree
 from .cubeio import Cube
 from .errors import OK, InputError
 from .identity import check_product
+from .catalog import file_stem
 from .extract import Spectrum1D, _Stamp
 from .image import Image
 from .psf import PSFModel
@@ -822,7 +823,7 @@ def add_emitter_spectra(outdir, cube: Cube, catalog: Table, images: dict, *,
     done = 0
     for row in catalog[np.asarray(catalog["ORIGIN"]).astype(str) == "linescan"]:
         obj_id = str(row["ID"])
-        path = Path(outdir) / "sources" / f"{obj_id}.fits"
+        path = Path(outdir) / "sources" / f"{file_stem(obj_id)}.fits"
         key = emitter_key(obj_id, images)
         if key is None or not path.exists():
             continue

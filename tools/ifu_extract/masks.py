@@ -64,7 +64,7 @@ from scipy.spatial import cKDTree
 
 from .cubeio import Cube, open_fits
 from .errors import OK, InputError, warn_object
-from .fitsout import add_provenance, atomic_path, encode_checksum, iso_date, ones_sum
+from .fitsout import add_provenance, ascii_safe, ascii_unescape, atomic_path, encode_checksum, iso_date, ones_sum
 from .psf import psf_from_cube
 from .segmap import DEFAULT_MIN_COVERAGE, SegMap, read_segmap, segmap_on_grid
 from .wcsutil import celestial_from_header, stamp_box, world_to_pixel
@@ -628,9 +628,24 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
 
 def _set_card(header: fits.Header, key: str, value, comment: str) -> None:
     """Set a card, shortening the comment to what fits beside the value (no VerifyWarning)."""
+    if isinstance(value, str):
+        value = ascii_safe(value)  # FITS headers are ASCII (a cube named cübe.fits)
     width = len(str(fits.Card(key, value)).rstrip())
     room = 80 - width - 3
     header[key] = (value, comment[:room] if room > 0 else "")
+
+
+def _ascii_table(table: Table) -> Table:
+    """*table* with its text columns made ASCII (:func:`~ifu_extract.fitsout.ascii_safe`):
+    FITS tables hold ASCII only; :func:`read_masks` restores the IDs."""
+    text = [c for c in table.colnames if table[c].dtype.kind == "U"
+            and not all(str(v).isascii() for v in table[c])]
+    if not text:
+        return table
+    out = table.copy(copy_data=False)
+    for c in text:
+        out[c] = _text([ascii_safe(v) for v in table[c]])
+    return out
 
 
 def _text(values) -> np.ndarray:
@@ -685,7 +700,7 @@ def write_masks(result: MaskResult, path, *, inputs: dict | None = None,
     add_provenance(prim.header, tool, inputs, params)
     for key, (value, comment) in result.meta.items():
         _set_card(prim.header, key, value, comment)
-    hdus = [prim, fits.BinTableHDU(result.objects, name="OBJECTS")]
+    hdus = [prim, fits.BinTableHDU(_ascii_table(result.objects), name="OBJECTS")]
     cube_hdr = result.wcs.to_header(relax=True)
     for k, g in enumerate(result.segmaps, start=1):
         h = cube_hdr.copy()
@@ -737,6 +752,8 @@ _BLOCK = 2880
 @functools.lru_cache(maxsize=65536)
 def _card(key: str, value, comment: str) -> bytes:
     """One 80-byte header card, formatted by astropy (cached: most cards repeat)."""
+    if isinstance(value, str):
+        value = ascii_safe(value)  # FITS headers are ASCII (an ID such as gälaxy6)
     return str(fits.Card(key, value, comment)).encode("ascii")
 
 
@@ -1093,6 +1110,9 @@ def read_masks(path) -> tuple[Table, MaskSet]:
                              "re-create it with 'ifu-extract mask'")
         for name in ("ID", "STATUS", "MASKUSED", "SEGLABEL"):
             objects[name] = np.char.strip(np.asarray(objects[name]).astype(str))
+        for name in ("ID", "STATUS"):
+            if any("\\" in v for v in objects[name]):  # non-ASCII text written escaped
+                objects[name] = _text([ascii_unescape(v) for v in objects[name]])
         objects.meta.clear()
         _check_mask_hdus(objects, spans, path)
     except BaseException:

@@ -112,28 +112,37 @@ def refuse_input(dest) -> None:
 
 
 @contextlib.contextmanager
-def created_folder(path):
-    """Create folder *path* (and parents) for the duration of a command; remove the folders it
-    created if they are still empty when the command fails.
+def folder_cleanup(path):
+    """Remove folder *path* (and missing parents) if the block fails and leaves it empty.
 
-    Yields the folder as a :class:`~pathlib.Path`.
+    Only folders that did not exist when the block started are removed, and only when empty
+    (the ``sources/`` and ``qa/`` sub-folders our verbs make first count as empty).
     """
-    from .fitsout import ensure_dir
-
     path = Path(path)
     missing = []
     p = path.absolute()
     while not p.exists() and p != p.parent:
         missing.append(p)
         p = p.parent
-    ensure_dir(path)
     try:
         yield path
     except BaseException:
         for folder in missing:  # deepest first
-            for sub in ("sources", "qa"):  # sub-folders our verbs create before writing
+            for sub in ("sources", "qa"):
                 with contextlib.suppress(OSError):
                     (folder / sub).rmdir()
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty
         raise
+
+
+@contextlib.contextmanager
+def created_folder(path):
+    """Create folder *path* (and parents); remove what it created if the block fails early.
+
+    Yields the folder as a :class:`~pathlib.Path`.
+    """
+    from .fitsout import ensure_dir
+
+    with folder_cleanup(path):
+        yield ensure_dir(path)

@@ -53,6 +53,7 @@ from .contsub import fit_continuum
 from .cubeio import Cube, open_cube
 from .errors import OK, InputError, warn_object
 from .identity import check_product
+from .catalog import file_stem
 from .extract import Spectrum1D, _Stamp
 from .masks import read_masks
 from .sourcefile import read_source_spectrum, update_source
@@ -488,7 +489,7 @@ def xcorr_catalog(cube_path, catalog, masks_path, outdir, reference: str, *,
 
 
 def _xcorr_one(cube, csub, masks, seg, obj_id, outdir, tag, cfg) -> dict:
-    path = outdir / "sources" / f"{obj_id}.fits"
+    path = outdir / "sources" / f"{file_stem(obj_id)}.fits"
     try:
         if not path.exists():
             raise _Skip(f"no_source_file: {path.name} not found (run 'extract' first)")

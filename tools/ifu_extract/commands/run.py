@@ -15,7 +15,7 @@ import click
 from click.core import ParameterSource
 
 from ..catalog import merge_catalogs, read_catalog, write_catalog
-from ..fitsout import ensure_dir
+from ..pathguard import created_folder
 from ..runconfig import load_run_config
 from ._options import BOX_SIZE, catalog_format_option, cube_options, report
 
@@ -116,7 +116,27 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub,
                 params[verb][pname] = value
     if os.environ.get("GALAXY_SLOTS") and "threads" not in params.get("extract", {}):
         params["extract"]["threads"] = int(os.environ["GALAXY_SLOTS"])
-    out = ensure_dir(output)
+    # Validate first, write second: the inputs are read and checked before the first product.
+    if not catalog and not do_detect:
+        raise click.UsageError("give a CATALOG or let run detect sources (--detect)")
+    if not do_detect and not options.get("segmaps"):
+        raise click.UsageError("no segmentation map: let run detect sources or give --segmap")
+    user_table = read_catalog(catalog, catalog_format) if catalog else None
+    if options.get("segmaps"):
+        from ..segmap import read_segmap
+
+        for path in options["segmaps"]:
+            read_segmap(path)
+    # The cube is checked by the first step, before it writes; a folder this command made is
+    # removed if it is still empty when a step fails.
+    with created_folder(output) as out:
+        _chain(ctx, commands, params, cube, user_table, out, do_detect, match_radius, do_contsub,
+               do_xcor, do_deblend, do_line_scan, plots, options)
+
+
+def _chain(ctx, commands, params, cube, user_table, out, do_detect, match_radius, do_contsub,
+           do_xcor, do_deblend, do_line_scan, plots, options):
+    """The steps of ``run`` into the folder *out* (inputs already checked)."""
     files = {k: str(Path(out) / v) for k, v in {
         "white": "white.fits", "detections": "detections.tsv", "segmap": "segmap.fits",
         "catalog": "catalog.tsv", "masks": "masks.fits", "plot": "detections.png",
@@ -133,22 +153,21 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub,
         report(f"[2/5] detect -> {files['detections']}")
         ctx.invoke(commands["detect"], image_or_cube=files["white"], output=files["detections"],
                    segmap=files["segmap"], plot=files["plot"] if plots else None, **params["detect"])
-    if catalog:
-        table = read_catalog(catalog, catalog_format)
+    if user_table is not None:
+        table = user_table
         if do_detect:
             table = merge_catalogs(table, read_catalog(files["detections"]), match_radius)
-    elif do_detect:
-        table = read_catalog(files["detections"])
     else:
-        raise click.UsageError("give a CATALOG or let run detect sources (--detect)")
+        table = read_catalog(files["detections"])
     if do_line_scan:
         table = _line_scan(table, cube, cube_ext, files, do_contsub, match_radius)
     write_catalog(table, files["catalog"])
-    n_det = int((table["SOURCE"] == "detect").sum()) if "SOURCE" in table.colnames else len(table)
+    if not do_detect:
+        n_det = 0
+    else:
+        n_det = int((table["SOURCE"] == "detect").sum()) if "SOURCE" in table.colnames else len(table)
     report(f"      catalogue: {len(table)} objects ({n_det} from detection) -> {files['catalog']}")
     segmaps = ([files["segmap"]] if do_detect else []) + list(options.get("segmaps") or ())
-    if not segmaps:
-        raise click.UsageError("no segmentation map: let run detect sources or give --segmap")
     report(f"[3/5] mask -> {files['masks']}")
     # The white light of step 1 serves mask and extract (one pass over the cube, not three).
     white = files["white"] if not params["image"].get("wave_range") and not params["image"].get("line") else None
