@@ -142,6 +142,12 @@ def band_image(cube: Cube, wave_range: tuple[float, float] | None = None) -> Ima
     z0, z1 = cube.channel_range(*(wave_range or (None, None)))
     mean, var = _mean_band(cube, z0, z1)
     if not np.isfinite(mean).any():
+        if cube.var_problem and "negative" in cube.var_problem:
+            # Voxels with a negative variance are ignored: say that this is why nothing is left.
+            name = cube.hdul[cube.var_ext].name or str(cube.var_ext)
+            raise InputError(cube.path, f"has no usable voxel in the requested band: the variance "
+                             f"extension {name} is negative where the data are finite",
+                             "check the variance, or name another extension with --var-ext")
         raise InputError(cube.path, "has no finite value in the requested band",
                          "choose another --wave-range or check the DQ policy")
     meta = {"WAVEMIN": (float(cube.wave[z0]), "[Angstrom] first channel used"),
