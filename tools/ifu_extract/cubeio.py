@@ -554,14 +554,20 @@ def _variance_problem(cube: Cube, layout: str) -> tuple[str, str] | None:
                 f"has no variance extension (looked for {expected}; extensions: {names}): errors "
                 "and S/N will be NaN and the objects' NOTES say so; name it with --var-ext")
     name = cube.hdul[cube.var_ext].name or str(cube.var_ext)
-    n_zero = n_neg = n_fin = 0
-    for z in np.unique(np.linspace(0, cube.nwave - 1, 16).astype(int)):
-        raw = np.asarray(cube._read(cube.var_ext, (slice(int(z), int(z) + 1),)), dtype=np.float64)
-        fin = raw[np.isfinite(raw)]
-        n_fin += fin.size
-        n_zero += int((fin == 0).sum())
-        n_neg += int((fin < 0).sum())
-    if n_fin and n_zero == n_fin:
+    planes = np.unique(np.linspace(0, cube.nwave - 1, 16).astype(int))
+    # fmin/fmax ignore NaN: two reductions per plane, no temporaries.
+    lo, hi = np.inf, -np.inf
+    for z in planes:
+        raw = cube._read(cube.var_ext, int(z))
+        lo = min(lo, float(np.fmin.reduce(raw, axis=None)))
+        hi = max(hi, float(np.fmax.reduce(raw, axis=None)))
+    n_neg = n_fin = 0
+    if lo < 0:  # count them, for the message
+        for z in planes:
+            raw = np.asarray(cube._read(cube.var_ext, int(z)), dtype=np.float64)
+            n_fin += int(np.isfinite(raw).sum())
+            n_neg += int((raw < 0).sum())
+    if lo == 0 and hi == 0:
         return (f"variance {name} all zero: S/N and errors NaN",
                 f"variance extension {name} is all zero: errors and S/N will be NaN and the "
                 "objects' NOTES say so; check the file or name another one with --var-ext")
