@@ -169,6 +169,22 @@ def test_pixtable_output_is_the_table_refused(field, tmp_path, capfd, verb):
     assert _files(tmp_path) == before
 
 
+def test_run_product_is_an_input_refused(field, tmp_path, capfd):
+    f = _copy(field, tmp_path, "cube")
+    out = tmp_path / "out"
+    out.mkdir()
+    cat = out / "catalog.tsv"  # the user's catalogue where run writes its merged one
+    shutil.copy(field["cat"], cat)
+    inputs = Inputs(f["cube"], cat)
+    before = _files(tmp_path)
+    res = run_main(["run", f["cube"], cat, "-o", out], capfd)
+    _one_line(res, "the product catalog.tsv of -o is the same file as the CATALOG", str(cat),
+              "choose another -o folder")
+    assert "[1/5]" not in res.stderr
+    inputs.unchanged()
+    assert _files(tmp_path) == before
+
+
 def test_write_over_a_registered_input_refused_at_the_writer(field, tmp_path):
     """The second layer: atomic_path refuses any registered input, whatever the option."""
     from ifu_extract import pathguard

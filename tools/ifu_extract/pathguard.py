@@ -41,12 +41,12 @@ def same_file(a, b) -> bool:
     return ia is not None and ia == _identity(b)
 
 
-def _error(out_label: str, out_path, in_label: str, in_path) -> InputError:
+def _error(out_label: str, out_path, in_label: str, in_path, fix: str | None = None) -> InputError:
     return InputError(out_path, f"{out_label} is the same file as the {in_label} {in_path}, "
-                      "which it would overwrite", f"choose another {out_label} path")
+                      "which it would overwrite", fix or f"choose another {out_label} path")
 
 
-def check_paths(outputs: dict, inputs: dict) -> None:
+def check_paths(outputs: dict, inputs: dict, fix: str | None = None) -> None:
     """Refuse an output that is one of the inputs, or two outputs that are one file.
 
     Parameters
@@ -56,6 +56,8 @@ def check_paths(outputs: dict, inputs: dict) -> None:
         values are ignored.
     inputs : dict
         ``{label: path or list of paths}`` of files it reads.
+    fix : str, optional
+        The advice of the message (default: choose another path for that output).
 
     Raises
     ------
@@ -77,7 +79,7 @@ def check_paths(outputs: dict, inputs: dict) -> None:
         ident = _identity(path)
         if ident is not None and ident in seen:
             in_label, in_path = seen[ident]
-            raise _error(label, path, in_label, in_path)
+            raise _error(label, path, in_label, in_path, fix)
         key = ident or os.path.normcase(os.path.abspath(path))
         if key in written:
             raise InputError(path, f"is given both as {written[key]} and as {label}",

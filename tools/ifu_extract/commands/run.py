@@ -15,7 +15,7 @@ import click
 from click.core import ParameterSource
 
 from ..catalog import merge_catalogs, read_catalog, write_catalog
-from ..pathguard import created_folder
+from ..pathguard import check_paths, created_folder
 from ..runconfig import load_run_config
 from ._options import BOX_SIZE, catalog_format_option, cube_options, report
 
@@ -50,6 +50,12 @@ _ROUTES = {
     "var_ext": [("image", "var_ext"), ("mask", "var_ext"), ("extract", "var_ext")],
     "dq_ext": [("image", "dq_ext"), ("mask", "dq_ext"), ("extract", "dq_ext")],
 }
+
+
+#: The files of the chain in OUTDIR.
+_PRODUCTS = {"white": "white.fits", "detections": "detections.tsv", "segmap": "segmap.fits",
+             "catalog": "catalog.tsv", "masks": "masks.fits", "plot": "detections.png",
+             "contsub": "contsub.fits", "line_images": "line_images.fits", "summary": "summary.tsv"}
 
 
 @click.command("run")
@@ -121,6 +127,12 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub,
         raise click.UsageError("give a CATALOG or let run detect sources (--detect)")
     if not do_detect and not options.get("segmaps"):
         raise click.UsageError("no segmentation map: let run detect sources or give --segmap")
+    # No product of the chain may replace an input (a catalogue given as OUTDIR/catalog.tsv).
+    check_paths({f"the product {name} of -o": Path(output) / name for name in _PRODUCTS.values()},
+                {"CUBE": cube, "CATALOG": catalog, "--config": config,
+                 "--segmap": list(options.get("segmaps") or ()),
+                 "--image": [w.split("=", 1)[-1] for w in options.get("weight_images") or ()]},
+                fix="choose another -o folder, or move the input out of it")
     user_table = read_catalog(catalog, catalog_format) if catalog else None
     if options.get("segmaps"):
         from ..segmap import read_segmap
@@ -137,10 +149,7 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub,
 def _chain(ctx, commands, params, cube, user_table, out, do_detect, match_radius, do_contsub,
            do_xcor, do_deblend, do_line_scan, plots, options):
     """The steps of ``run`` into the folder *out* (inputs already checked)."""
-    files = {k: str(Path(out) / v) for k, v in {
-        "white": "white.fits", "detections": "detections.tsv", "segmap": "segmap.fits",
-        "catalog": "catalog.tsv", "masks": "masks.fits", "plot": "detections.png",
-        "contsub": "contsub.fits", "line_images": "line_images.fits"}.items()}
+    files = {k: str(Path(out) / v) for k, v in _PRODUCTS.items()}
     cube_ext = {k: options.get(k) for k in ("data_ext", "var_ext", "dq_ext")}
 
     if do_contsub:
