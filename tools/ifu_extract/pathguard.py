@@ -63,6 +63,8 @@ def check_paths(outputs: dict, inputs: dict, fix: str | None = None) -> None:
     ------
     InputError
         One line naming the output and the input it would overwrite.
+    click.UsageError
+        Two outputs are one file.
     """
     seen: dict = {}
     for label, path in inputs.items():
@@ -82,8 +84,10 @@ def check_paths(outputs: dict, inputs: dict, fix: str | None = None) -> None:
             raise _error(label, path, in_label, in_path, fix)
         key = ident or os.path.normcase(os.path.abspath(path))
         if key in written:
-            raise InputError(path, f"is given both as {written[key]} and as {label}",
-                             "give each output its own file name")
+            import click  # a usage error (exit 2), as the verbs' own option checks
+
+            raise click.UsageError(f"two outputs have the same file name: {path} is given both "
+                                   f"as {written[key]} and as {label}")
         written[key] = label
 
 
