@@ -1396,8 +1396,11 @@ class CubeWriter:
     def __init__(self, path, cube: Cube, z0: int, z1: int, names=("DATA",), *, tool="deblend",
                  inputs=None, params=None, product=""):
         from .fitsout import add_provenance
+        from .identity import stamp
+        from .pathguard import refuse_input
 
         self.path = Path(path)
+        refuse_input(self.path)  # never replace an input of the command
         parent = self.path.parent if str(self.path.parent) else Path(".")
         if not parent.is_dir():
             raise InputError(self.path, "the output folder does not exist", "create it first")
@@ -1408,6 +1411,7 @@ class CubeWriter:
         prim["NAXIS"] = 0
         prim["EXTEND"] = True
         add_provenance(prim, tool, inputs, params)
+        stamp(prim, cube)  # the cube it models: checkable by whoever uses it with a cube
         if product:
             prim["IFXPROD"] = (product, "ifu-extract product")
         base = _cube_wcs_header(cube, z0)
