@@ -57,7 +57,10 @@ def _one_line(res, *needles, code=1):
 @pytest.fixture(scope="module")
 def field(tmp_path_factory):
     """A 40 x 20 x 20 MUSE-layout cube with two sources, its catalogue, segmap and masks."""
-    from ifu_extract.cli import main  # noqa: F401  (the CLI is importable)
+    from astropy.wcs import WCS
+    from click.testing import CliRunner
+
+    from ifu_extract.cli import cli
     from ifu_extract.cubeio import open_cube
 
     d = tmp_path_factory.mktemp("field")
@@ -75,16 +78,9 @@ def field(tmp_path_factory):
     seg[11:15, 11:16] = 2
     segmap = d / "segmap.fits"
     with fits.open(cube) as h:
-        from astropy.wcs import WCS
-
         hdr = WCS(h["DATA"].header).celestial.to_header()
     fits.PrimaryHDU(seg, hdr).writeto(segmap)
     masks = d / "masks.fits"
-    import subprocess  # noqa: F401
-    from click.testing import CliRunner
-
-    from ifu_extract.cli import cli
-
     res = CliRunner().invoke(cli, ["mask", str(cube), str(cat), "--segmap", str(segmap),
                                    "-o", str(masks)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
