@@ -311,6 +311,26 @@ def test_size_larger_than_the_cube_is_clipped(field, tmp_path, capfd):
         assert h["DATA"].shape == (40, 20, 20)
 
 
+def test_extract_refuses_stamps_larger_than_the_field(field, tmp_path, capfd, monkeypatch):
+    """Masks made before --size was clipped (unbounded boxes) are refused, not read as windows."""
+    from ifu_extract.cubeio import Cube
+
+    f = _copy(field, tmp_path, "cube", "cat", "segmap")
+    with monkeypatch.context() as m:
+        m.setattr(Cube, "clip_box_sizes", lambda self, sizes, what="--size": np.asarray(sizes, float))
+        res = run_main(["mask", f["cube"], f["cat"], "--segmap", f["segmap"], "-o", tmp_path / "m.fits",
+                        "--size", "30"], capfd)
+    assert res.exit_code == 0, res.stderr
+    inputs = Inputs(tmp_path / "m.fits", *f.values())
+    before = _files(tmp_path)
+    res = run_main(["extract", f["cube"], f["cat"], "--masks", tmp_path / "m.fits", "-o", tmp_path / "out"],
+                   capfd)
+    _one_line(res, "has stamps of up to 150 x 150 spaxels for 2 objects, larger than the field of",
+              "(20 x 20)", "clips --size to the field")
+    inputs.unchanged()
+    assert _files(tmp_path) == before
+
+
 # ---------------------------------------------------------------------- 6. non-ASCII
 def test_non_ascii_cube_name_and_ids(field, tmp_path, capfd):
     cube = tmp_path / "cübe.fits"

@@ -361,6 +361,20 @@ def _spatial_order(rows: list, objects: Table) -> list:
     return sorted(rows, key=key)
 
 
+def _check_boxes(objects: Table, masks_path, cube: Cube) -> None:
+    """Refuse stamps larger than the field (masks made before --size was clipped to the cube):
+    each would be read as a window of that size from the cube."""
+    side = max(cube.nx, cube.ny)
+    used = np.asarray(objects["MASKUSED"]) != ""
+    big = used & ((np.asarray(objects["NX"]) > side) | (np.asarray(objects["NY"]) > side))
+    if big.any():
+        worst = int(max(np.max(np.asarray(objects["NX"])[big]), np.max(np.asarray(objects["NY"])[big])))
+        raise InputError(masks_path, f"has stamps of up to {worst} x {worst} spaxels for "
+                         f"{int(big.sum())} objects, larger than the field of {cube.path} "
+                         f"({cube.nx} x {cube.ny})", "re-create it with 'ifu-extract mask', which "
+                         "clips --size to the field")
+
+
 def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractConfig, *,
                     cube_kwargs: dict | None = None, wave_range=None, threads: int = 1,
                     resume: bool = False, weight_images: dict | None = None,
@@ -402,6 +416,7 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
         objects, masks = read_masks(masks_path)
         masks.close()
         check_product(masks.header, masks_path, cube, cube_path, what="masks file")
+        _check_boxes(objects, masks_path, cube)
         white_img = white_for_cube(cube, white_path, wave_range)
         checksum = file_checksum(cube.path)
     outdir = ensure_dir(outdir)
