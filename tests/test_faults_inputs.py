@@ -233,6 +233,20 @@ def test_extract_masks_of_another_cube_refused(field, tmp_path, capfd, kind, nee
     assert _files(tmp_path) == before  # no output folder
 
 
+def test_white_image_of_another_cube_refused(field, tmp_path, capfd):
+    f = _copy(field, tmp_path, "cube", "cat", "segmap")
+    other = _variant(field["cube"], tmp_path / "other.fits", _scale)
+    res = run_main(["image", other, "-o", tmp_path / "white_other.fits"], capfd)
+    assert res.exit_code == 0, res.stderr
+    inputs = Inputs(other, tmp_path / "white_other.fits", *f.values())
+    before = _files(tmp_path)
+    res = run_main(["mask", f["cube"], f["cat"], "--segmap", f["segmap"], "--white",
+                    tmp_path / "white_other.fits", "-o", tmp_path / "m.fits"], capfd)
+    _one_line(res, "this white-light image was made from other data than", str(f["cube"]))
+    inputs.unchanged()
+    assert _files(tmp_path) == before
+
+
 def test_masks_without_identity_accepted_with_a_warning(field, tmp_path, capfd):
     f = _copy(field, tmp_path, "cube", "cat", "masks")
     with fits.open(f["masks"], mode="update") as h:

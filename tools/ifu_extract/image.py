@@ -207,8 +207,12 @@ def narrowband_image(cube: Cube, centre: float, width: float, *, side_width: flo
 
 
 def write_image(image: Image, path, tool: str, inputs: dict | None = None,
-                params: dict | None = None) -> Path:
-    """Write an image as PRIMARY + DATA (+ STAT) with the celestial WCS (MPDAF Image layout)."""
+                params: dict | None = None, identity: dict | None = None) -> Path:
+    """Write an image as PRIMARY + DATA (+ STAT) with the celestial WCS (MPDAF Image layout).
+
+    *identity* (:func:`~ifu_extract.identity.cube_identity` of the cube it was made from) goes
+    in the primary header.
+    """
     hdr = fits.Header() if image.wcs is None else image.wcs.to_header(relax=True)
     if image.unit:
         hdr["BUNIT"] = image.unit
@@ -216,6 +220,8 @@ def write_image(image: Image, path, tool: str, inputs: dict | None = None,
         hdr[key] = value
     prim = fits.PrimaryHDU()
     add_provenance(prim.header, tool, inputs, params)
+    for key, card in (identity or {}).items():
+        prim.header[key] = card
     hdus = [prim, fits.ImageHDU(image.data, hdr, name="DATA")]
     if image.var is not None:
         hdus.append(fits.ImageHDU(image.var, hdr, name="STAT"))
@@ -339,4 +345,10 @@ def white_for_cube(cube: Cube, path=None, wave_range=None) -> Image:
     if img.wcs is None or not same_grid(img.wcs, img.shape, cube.wcs, (cube.ny, cube.nx)):
         raise InputError(path, "is not on the spatial grid of the cube",
                          "give the output of 'ifu-extract image' on the same cube, or leave --white out")
+    from .identity import check_product
+
+    with fits.open(path) as hdul:  # our images record their cube; others are taken on trust
+        hdr = next((h.header for h in hdul if "IFXCNAX" in h.header), None)
+    if hdr is not None:
+        check_product(hdr, path, cube, cube.path, what="white-light image")
     return img
