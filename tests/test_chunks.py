@@ -227,7 +227,7 @@ def _tamper(src, dest, how):
     ("cube", "were made from different cubes"),
     ("data", "with different results"),
     ("same_out", "is also one of the folders to merge"),
-    ("out_taken", "already holds an output"),
+    ("out_taken", "is not empty"),
 ])
 def test_merge_bad_inputs_are_one_line(field, parts, tmp_path, capfd, case, text):
     out = tmp_path / "merged"

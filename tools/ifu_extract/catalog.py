@@ -40,7 +40,9 @@ _ALIASES = {
     "DEC": ("DEC", "DELTA_J2000", "DEC_DEG", "Y_WORLD", "DEJ2000", "DEC_J2000", "DELTA", "DE"),
 }
 _MISSING = {"", "--", "nan", "NaN", "NAN", "null", "NULL", "None", "-", "N/A", "n/a"}
-_ID_OK = re.compile(r"^[A-Za-z0-9_.+-]+$")
+# Letters and digits of any script (\w), dot, plus, minus: no spaces, separators or quotes.
+_ID_OK = re.compile(r"^[\w.+-]+$")
+_STEM_OK = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
 def safe_id(value) -> str:
@@ -49,6 +51,23 @@ def safe_id(value) -> str:
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         text = str(int(value))
     return text
+
+
+def file_stem(obj_id) -> str:
+    """The file-name stem of an object: its ID when ASCII, else an ASCII form made unique.
+
+    ``<stem>.fits`` and ``<stem>_stamps.png`` are safe in every file system, archive and Galaxy
+    collection; the ID itself is kept in the files' headers and in the summary.
+    """
+    text = str(obj_id)
+    if _STEM_OK.match(text):
+        return text
+    import hashlib
+    import unicodedata
+
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    plain = re.sub(r"[^A-Za-z0-9_.+-]", "_", plain).strip("._") or "id"
+    return f"{plain}_{hashlib.sha1(text.encode('utf-8')).hexdigest()[:8]}"
 
 
 def _sniff(path: Path) -> str:

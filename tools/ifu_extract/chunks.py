@@ -414,10 +414,11 @@ def merge_outputs(inputs, outdir, *, catalog=None, catalog_format: str = "auto",
         if d.resolve() in seen_dirs:
             raise InputError(d, "is given twice", "give each folder once")
         seen_dirs.add(d.resolve())
-    if outdir.exists() and (not outdir.is_dir() or (outdir / "summary.tsv").exists()
-                            or any((outdir / "sources").glob("*"))):
-        raise InputError(outdir, "already holds an output (or is a file)",
-                         "choose a new or empty folder with -o")
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(outdir, "is a file, not a folder", "choose a new or empty folder with -o")
+    if outdir.is_dir() and any(outdir.iterdir()):
+        # Merged files next to older ones would make a folder no run produced.
+        raise InputError(outdir, "is not empty", "choose a new or empty folder with -o")
     columns = None
     entries: dict[str, tuple[int, dict]] = {}
     order: list[str] = []

@@ -7,6 +7,7 @@ exit 2; per-object warnings are printed as ``warning: object ID: ...`` lines.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import sys
@@ -15,7 +16,8 @@ import warnings
 import click
 
 from . import __version__
-from .errors import InputError, ObjectWarning
+from .errors import InputError, ObjectWarning, reset_once
+from . import pathguard
 
 #: verb -> "module:attribute" of its click command, under ifu_extract.commands.
 COMMANDS = {
@@ -37,7 +39,51 @@ COMMANDS = {
     "spectra": "spectra:group",
 }
 
+#: click parameters naming files a verb writes, per verb (default: ``output``); every other
+#: ``click.Path`` parameter is an input.  Used by the output-path guard (:mod:`.pathguard`).
+OUTPUT_PARAMS = {
+    "detect": ("output", "segmap", "background", "rms", "plot", "line_images"),
+    "contsub": ("output", "continuum_output"),
+    "deblend": ("output", "model_cube", "residual_cube"),
+    "extract": ("output", "marz"),
+    "selfcal": ("output", "corrections", "png"),
+    "detimage": ("output", "png", "png_wave"),
+}
+
 log = logging.getLogger("ifu_extract")
+
+
+def _guard(cmd: click.Command) -> click.Command:
+    """Wrap *cmd* (and the subcommands of a group) so that no output is one of its inputs."""
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _guard(sub)
+        return cmd
+    if cmd.callback is None or getattr(cmd.callback, "_guarded", False):
+        return cmd
+    callback = cmd.callback
+    paths = {p.name: p for p in cmd.params if isinstance(p.type, click.Path)}
+    out_names = set(OUTPUT_PARAMS.get(cmd.name, ("output",)))
+
+    def label(p):
+        return p.opts[-1] if isinstance(p, click.Option) else p.human_readable_name
+
+    def guarded(*args, **kwargs):
+        outputs = {label(paths[n]): kwargs.get(n) for n in paths if n in out_names}
+        inputs = {label(paths[n]): kwargs.get(n) for n in paths if n not in out_names}
+        pathguard.check_paths(outputs, inputs)
+        pathguard.register_inputs(inputs)
+        folders = [kwargs.get(n) for n in paths if n in out_names and kwargs.get(n)
+                   and not paths[n].type.file_okay]
+        with contextlib.ExitStack() as stack:
+            for folder in folders:  # no empty output folder left behind by a failure
+                stack.enter_context(pathguard.folder_cleanup(folder))
+            return callback(*args, **kwargs)
+
+    guarded._guarded = True
+    guarded.__wrapped__ = callback
+    cmd.callback = guarded
+    return cmd
 
 
 class LazyGroup(click.Group):
@@ -61,7 +107,7 @@ class LazyGroup(click.Group):
             if exc.name == f"ifu_extract.commands.{module}":
                 return None  # verb not built yet
             raise
-        return getattr(mod, attr)
+        return _guard(getattr(mod, attr))
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -87,6 +133,8 @@ def cli(ctx, quiet, verbose):
     log.setLevel(level)
     for name in ("mpdaf", "astropy", "matplotlib", "PIL"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.ERROR)
+    pathguard.clear_inputs()  # the inputs of this command line only
+    reset_once()
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
     ctx.obj["verbose"] = verbose

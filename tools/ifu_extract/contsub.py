@@ -56,6 +56,7 @@ from scipy import ndimage
 
 from .cubeio import Cube, open_cube
 from .errors import InputError
+from .identity import stamp
 from .fitsout import add_provenance, atomic_path, encode_checksum, fold32, ones_sum
 from .wcsutil import celestial_from_header, quiet_wcs
 
@@ -673,6 +674,7 @@ def _primary_header(cube: Cube, tool_params: dict) -> fits.Header:
             if key in cube.primary_header:
                 hdr[key] = cube.primary_header[key]
     add_provenance(hdr, "contsub", {"cube": cube.path}, tool_params)
+    stamp(hdr, cube)  # consumers check that they pair it with this cube
     return hdr
 
 

@@ -24,6 +24,7 @@ flux.  Arrays are ``(n_wave, ny, nx)`` float32.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from .errors import InputError
+from .errors import InputError, warn_once
 from .units import FluxUnit, parse_flux_unit
 from .wcsutil import celestial_from_header, pixel_scale_arcsec, wave_axis, wcs_cards
 
@@ -52,6 +53,7 @@ _VAR_KIND = {"STAT": "var", "VAR": "var", "VARIANCE": "var", "IVAR": "ivar", "ER
 #: MaNGA 3DREDUX mask bits that make a voxel unusable: NOCOV, DEADFIBER, FORESTAR, DONOTUSE.
 MANGA_DONOTUSE_BITS = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 10)
 _FITS_MAGIC = b"SIMPLE  ="
+log = logging.getLogger("ifu_extract")
 #: Bytes of one float32 block of channels read at a time: the block and the few arrays derived
 #: from it stay in the CPU's L2 cache (~2 MB) while they are processed.
 BLOCK_BYTES = 1 << 18
@@ -79,7 +81,8 @@ def open_fits(path, what: str = "FITS file", *, lazy: bool = False) -> fits.HDUL
             head = fh.read(9)
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror})", "check its permissions") from None
-    if head != _FITS_MAGIC and not path.name.endswith((".gz", ".fz")):
+    packed = compression(head)
+    if head != _FITS_MAGIC and packed is None:
         raise InputError(path, "is not a FITS file (it does not start with 'SIMPLE')",
                          f"give {_article(what)} {what} in FITS format")
     try:
@@ -92,8 +95,8 @@ def open_fits(path, what: str = "FITS file", *, lazy: bool = False) -> fits.HDUL
             raise InputError(path, f"is truncated or corrupt ({reason})",
                              "re-download or re-create the file") from None
         raise InputError(path, f"cannot be read as FITS ({reason})", "check the file") from None
-    if lazy:
-        return hdul
+    if lazy or packed is not None:
+        return hdul  # a compressed file is shorter than its HDUs: astropy checks it as it reads
     size = path.stat().st_size
     for hdu in hdul:
         # A truncated file opens, but its last data units run past the end of the file.
@@ -105,6 +108,34 @@ def open_fits(path, what: str = "FITS file", *, lazy: bool = False) -> fits.HDUL
                              f"{offset + nbytes} bytes, the file has {size})",
                              "re-download or re-create the file")
     return hdul
+
+
+#: Leading bytes of the compressed files astropy opens, and the command that decompresses them.
+_COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip -k"), b"BZh": ("bzip2", "bunzip2 -k"),
+               b"PK\x03\x04": ("zip", "unzip")}
+
+
+def compression(head: bytes) -> str | None:
+    """The compression of a file starting with the bytes *head* (``"gzip"``...), or None."""
+    for magic, (name, _) in _COMPRESSED.items():
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def _refuse_compressed(path, hdul, d: int) -> None:
+    """Cubes are read window by window through a memory map: compressed files are refused."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    packed = compression(head)
+    if packed is not None:
+        tool = next(t for n, t in _COMPRESSED.values() if n == packed)
+        raise InputError(path, f"is a {packed}-compressed cube, which cannot be read window by "
+                         "window", f"decompress it first ({tool} {path.name}) and give the .fits file")
+    if isinstance(hdul[d], fits.CompImageHDU):
+        raise InputError(path, f"extension {hdul[d].name} is tile-compressed (fpack), which cannot "
+                         "be read window by window",
+                         f"decompress it first (funpack {path.name}) and give the .fits file")
 
 
 def _article(word: str) -> str:
@@ -179,6 +210,8 @@ class Cube:
     dq_bits: int
     primary_header: fits.Header = field(repr=False)
     data_header: fits.Header = field(repr=False)
+    #: Why the variance cannot give errors and S/N (missing, all zero, negative), or None.
+    var_problem: str | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -396,6 +429,27 @@ class Cube:
             data, var = self.window(0, self.nx, 0, self.ny, zs, ze, with_var=with_var)
             yield zs, data, var
 
+    @property
+    def max_box_arcsec(self) -> float:
+        """Largest box side (arcsec) a per-object stamp may have: the field's longer side."""
+        return max(self.nx, self.ny) * self.pixscale
+
+    def clip_box_sizes(self, sizes, what: str = "--size") -> np.ndarray:
+        """Box sides *sizes* (arcsec) clipped to :attr:`max_box_arcsec`, with one warning.
+
+        A stamp then never exceeds the field, whatever the option or the catalogue's SIZE
+        column asks (a 1000-arcsec box on an 8-arcsec field would need tens of GB).
+        """
+        sizes = np.array(sizes, dtype=float, ndmin=1)
+        limit = self.max_box_arcsec
+        over = ~(sizes <= limit)
+        if over.any():
+            log.warning(f"warning: {what}: box side {float(np.nanmax(sizes)):g} arcsec is larger "
+                        f"than the field of {self.path.name} ({limit:g} arcsec); clipped to "
+                        f"{limit:g} arcsec for {int(over.sum())} object(s)")
+            sizes[over] = limit
+        return sizes
+
     def channel_range(self, wmin: float | None, wmax: float | None) -> tuple[int, int]:
         """Half-open channel range whose centres lie within [wmin, wmax] Angstrom."""
         lo = -np.inf if wmin is None else wmin
@@ -470,6 +524,62 @@ def _detect_layout(hdul, path, data_ext, var_ext, dq_ext):
     return ("primary" if d == 0 else "custom"), d, v, q
 
 
+#: Extension names of data-quality flags, never a variance.
+_QUALITY_NAMES = ("DQ", "MASK", "QUALITY", "FLAGS", "BADPIX")
+
+
+def _refuse_quality_as_variance(hdul, v: int, path) -> None:
+    hdu = hdul[v]
+    name = (hdu.name or "").upper()
+    integer = int(hdu.header.get("BITPIX", -32)) > 0 and "BSCALE" not in hdu.header
+    if name in _QUALITY_NAMES or integer:
+        what = f"data-quality flags ({name})" if name in _QUALITY_NAMES else \
+            f"integers (BITPIX {hdu.header.get('BITPIX')})"
+        raise InputError(path, f"extension {v} ({name or '-'}) holds {what}, not a variance",
+                         "name the variance (STAT, VAR), inverse variance (IVAR) or error (ERR) "
+                         "extension with --var-ext")
+
+
+def _variance_problem(cube: Cube, layout: str) -> tuple[str, str] | None:
+    """Why the cube's variance cannot give errors: missing, all zero or negative (or None).
+
+    Returns a short note for the objects' NOTES and the warning text.  Reads the variance of
+    16 evenly spaced planes (as :meth:`Cube.sample_finite` does for the data): a cheap look that
+    catches a missing, zeroed or sign-flipped variance extension.
+    """
+    if cube.var_ext is None:
+        names = ", ".join(h.name or "-" for h in cube.hdul)
+        expected = LAYOUTS.get(layout, (None, "STAT, IVAR or ERR"))[1]
+        return ("no variance: S/N and errors NaN",
+                f"has no variance extension (looked for {expected}; extensions: {names}): errors "
+                "and S/N will be NaN and the objects' NOTES say so; name it with --var-ext")
+    name = cube.hdul[cube.var_ext].name or str(cube.var_ext)
+    planes = np.unique(np.linspace(0, cube.nwave - 1, 16).astype(int))
+    # fmin/fmax ignore NaN: two reductions per plane, no temporaries.
+    lo, hi = np.inf, -np.inf
+    for z in planes:
+        raw = cube._read(cube.var_ext, int(z))
+        lo = min(lo, float(np.fmin.reduce(raw, axis=None)))
+        hi = max(hi, float(np.fmax.reduce(raw, axis=None)))
+    n_neg = n_fin = 0
+    if lo < 0:  # count them, for the message
+        for z in planes:
+            raw = np.asarray(cube._read(cube.var_ext, int(z)), dtype=np.float64)
+            n_fin += int(np.isfinite(raw).sum())
+            n_neg += int((raw < 0).sum())
+    if lo == 0 and hi == 0:
+        return (f"variance {name} all zero: S/N and errors NaN",
+                f"variance extension {name} is all zero: errors and S/N will be NaN and the "
+                "objects' NOTES say so; check the file or name another one with --var-ext")
+    if n_neg:
+        share = f"{100.0 * n_neg / max(n_fin, 1):.3g}%"
+        return (f"variance {name} negative in {share} of voxels (ignored)",
+                f"variance extension {name} has negative values ({share} of the sampled voxels): "
+                "those voxels are ignored and the objects' NOTES say so; check the file or name "
+                "another one with --var-ext")
+    return None
+
+
 def open_cube(path, *, data_ext=None, var_ext=None, dq_ext=None,
               dq_bits: int | None = None, require_finite: bool = True) -> Cube:
     """Open an IFU datacube (headers only; pixels are read on demand).
@@ -498,6 +608,7 @@ def open_cube(path, *, data_ext=None, var_ext=None, dq_ext=None,
     hdul = open_fits(path, "datacube")
     try:
         layout, d, v, q = _detect_layout(hdul, path, data_ext, var_ext, dq_ext)
+        _refuse_compressed(path, hdul, d)
         hdr = hdul[d].header
         if _ndim(hdul[d]) != 3:
             raise InputError(path, f"extension {d} ({hdul[d].name or 'PRIMARY'}) is "
@@ -525,6 +636,7 @@ def open_cube(path, *, data_ext=None, var_ext=None, dq_ext=None,
                              "the third axis must be AWAV or WAVE (CTYPE3) in a length unit") from None
         var_kind = None
         if v is not None:
+            _refuse_quality_as_variance(hdul, v, path)
             var_kind = _VAR_KIND.get(hdul[v].name.upper(), "var")
         flux_unit = parse_flux_unit(hdr.get("BUNIT", hdul[0].header.get("BUNIT")))
         scale = pixel_scale_arcsec(wcs)
@@ -539,6 +651,10 @@ def open_cube(path, *, data_ext=None, var_ext=None, dq_ext=None,
             if not any(np.isfinite(blk).any() for _, blk, _ in cube.iter_planes(with_var=False)):
                 raise InputError(path, "has no finite data value (all NaN or flagged)",
                                  "check the data extension and the DQ policy (--dq-ext)")
+        problem = _variance_problem(cube, layout)
+        if problem is not None:
+            cube.var_problem = problem[0]
+            warn_once(path, problem[1])
         return cube
     except BaseException:
         hdul.close()

@@ -15,10 +15,10 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from .catalog import write_catalog
+from .catalog import file_stem, write_catalog
 from .cubeio import Cube
 from .errors import OK, warn_object
-from .fitsout import add_provenance, ensure_dir, write_hdulist
+from .fitsout import add_provenance, ascii_safe, ensure_dir, write_hdulist
 from .wcsutil import stamp_box, wcs_cards, world_to_pixel
 
 __all__ = ["SubCube", "cut_box", "object_box", "cube_wcs_header", "cutout_catalog", "EDGE", "OFF_FIELD"]
@@ -85,11 +85,11 @@ def cut_box(cube: Cube, box, wave_range=None) -> SubCube:
 def _subcube_hdulist(sub: SubCube, obj_id, ra, dec, status, cube: Cube) -> fits.HDUList:
     prim = fits.PrimaryHDU()
     h = prim.header
-    h["ID"] = (obj_id, "object ID from the catalogue")
+    h["ID"] = (ascii_safe(obj_id), "object ID from the catalogue")
     h["RA"] = (float(ra), "[deg] object right ascension")
     h["DEC"] = (float(dec), "[deg] object declination")
     h["STATUS"] = (status, "ok, or edge_partial when padded with NaN")
-    h["CUBE"] = (cube.path.name[:60], "parent cube")
+    h["CUBE"] = (ascii_safe(cube.path.name)[:60], "parent cube")
     h["X0"], h["Y0"], h["Z0"] = sub.x0, sub.y0, sub.z0
     h.comments["X0"] = "parent-cube x of pixel 0 (0-based)"
     h.comments["Y0"] = "parent-cube y of pixel 0 (0-based)"
@@ -115,7 +115,7 @@ def cutout_catalog(cube: Cube, catalog: Table, outdir, size_arcsec: float,
     """
     outdir = ensure_dir(outdir)
     rows = []
-    sizes = _sizes(catalog, size_arcsec)
+    sizes = cube.clip_box_sizes(_sizes(catalog, size_arcsec))
     for row, size in zip(catalog, sizes):
         obj = str(row["ID"])
         status, x, y, box, fname = str(row["STATUS"]), np.nan, np.nan, (0, 0, 0, 0), ""
@@ -125,7 +125,7 @@ def cutout_catalog(cube: Cube, catalog: Table, outdir, size_arcsec: float,
                 warn_object(obj, f"RA/DEC ({float(row['RA']):.6f}, {float(row['DEC']):.6f}) is outside the cube")
             else:
                 sub = cut_box(cube, box, wave_range)
-                fname = f"{obj}.fits"
+                fname = f"{file_stem(obj)}.fits"
                 write_hdulist(_subcube_hdulist(sub, obj, row["RA"], row["DEC"], status, cube),
                               Path(outdir) / fname)
         else:

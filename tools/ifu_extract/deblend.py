@@ -1370,8 +1370,11 @@ class CubeWriter:
     def __init__(self, path, cube: Cube, z0: int, z1: int, names=("DATA",), *, tool="deblend",
                  inputs=None, params=None, product=""):
         from .fitsout import add_provenance
+        from .identity import stamp
+        from .pathguard import refuse_input
 
         self.path = Path(path)
+        refuse_input(self.path)  # never replace an input of the command
         parent = self.path.parent if str(self.path.parent) else Path(".")
         if not parent.is_dir():
             raise InputError(self.path, "the output folder does not exist", "create it first")
@@ -1382,6 +1385,7 @@ class CubeWriter:
         prim["NAXIS"] = 0
         prim["EXTEND"] = True
         add_provenance(prim, tool, inputs, params)
+        stamp(prim, cube)  # the cube it models: checkable by whoever uses it with a cube
         if product:
             prim["IFXPROD"] = (product, "ifu-extract product")
         base = _cube_wcs_header(cube, z0)
@@ -1496,7 +1500,9 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, outdir, *, 
         line = strongest_emission_line(cube.wave[z0:z1], sp.flux, sp.var, medium=cube.medium)
         if line is not None:
             rec["LINE_WAVE"], rec["LINE_SNR"] = line.wave, line.snr
-        path = Path(outdir) / "sources" / f"{src.id}.fits"
+        from .catalog import file_stem
+
+        path = Path(outdir) / "sources" / f"{file_stem(src.id)}.fits"
         keywords = {"DBSTATUS": (src.status[:68], "deblend status"),
                     "DBGROUP": (int(src.group), "deblending group"),
                     "DBGRPIDS": (",".join(src.group_ids)[:68], "members of the group")}
@@ -1615,8 +1621,11 @@ def run_deblend(cube_path, catalog: Table, outdir, *, masks_path=None, segmap_pa
         if masks_path is not None:
             from .masks import read_masks
 
+            from .identity import check_product
+
             _, masks = read_masks(masks_path)
             with masks:
+                check_product(masks.header, masks_path, cube, cube_path, what="masks file")
                 seg = masks.segmap(1)
         elif segmap_path is not None:
             from .segmap import read_segmap, segmap_on_grid

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 
-__all__ = ["InputError", "ObjectWarning", "OK", "warn_object"]
+__all__ = ["InputError", "ObjectWarning", "OK", "warn_object", "warn_once", "reset_once"]
 
 #: Status string of an object processed without any fallback.
 OK = "ok"
@@ -51,3 +51,24 @@ class ObjectWarning(UserWarning):
 def warn_object(obj_id, message: str) -> None:
     """Emit an :class:`ObjectWarning` naming the object."""
     warnings.warn(f"object {obj_id}: {message}", ObjectWarning, stacklevel=2)
+
+
+_ONCE: set = set()
+
+
+def warn_once(path, message: str) -> None:
+    """A whole-input warning (``warning: PATH: message``), printed once per command line.
+
+    ``run`` opens the cube in every step; its problems are said once.
+    """
+    import logging
+
+    key = (str(path), message)
+    if key not in _ONCE:
+        _ONCE.add(key)
+        logging.getLogger("ifu_extract").warning(f"warning: {path}: {message}")
+
+
+def reset_once() -> None:
+    """Forget the warnings given (at the start of each command line)."""
+    _ONCE.clear()

@@ -24,11 +24,12 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from .catalog import write_catalog
+from .catalog import file_stem, write_catalog
 from .cubeio import Cube, open_cube
 from .errors import OK, InputError, warn_object
 from .extract import ExtractConfig, ObjectRegion, extract_windows
-from .fitsout import ensure_dir, file_checksum, header_cards
+from .fitsout import ascii_unescape, ensure_dir, file_checksum, header_cards
+from .identity import check_product
 from .image import white_for_cube
 from .masks import read_masks
 from .sourcefile import best_tag, stamp_wcs_cards, write_source
@@ -156,6 +157,7 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
     row, m, mrow, weights = pending.row, pending.masks, pending.mrow, pending.weights
     white, wvar, obj_id = pending.white, pending.white_var, pending.region.id
     tag = best_tag(res.spectra)
+    notes = list(res.notes) + ([cube.var_problem] if cube.var_problem else [])
     snr = _snr_median(res.spectra[tag].flux, res.spectra[tag].var) if tag else float("nan")
     wflux = wferr = float("nan")
     if white is not None:
@@ -177,8 +179,8 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
             value = row[key]
             keywords[key] = (float(value) if isinstance(value, (int, float, np.number)) else str(value)[:60],
                              "from the input catalogue")
-    if res.notes:
-        keywords["NOTES"] = ("; ".join(res.notes)[:60], "extraction notes")
+    if notes:
+        keywords["NOTES"] = ("; ".join(notes)[:60], "extraction notes")
     if shared.psf_fwhm is not None:
         keywords["PSFFWHM"] = (shared.psf_fwhm, "[arcsec] median PSF FWHM used")
     for key, value, comment in shared.fsf or ():
@@ -187,7 +189,7 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
     images = dict(res.images)
     for t, img in weights.items():
         images[t] = (img.astype(np.float32), None)
-    fname = f"{obj_id}.fits"
+    fname = f"{file_stem(obj_id)}.fits"
     write_source(Path(job.outdir) / "sources" / fname, obj_id=obj_id, ra=row["RA"], dec=row["DEC"],
                  cube_name=cube.path.name, cube_version=shared.cube_version, cube_checksum=job.checksum,
                  spec_header=shared.spec_cards, flux_unit=shared.unit, spectra=res.spectra,
@@ -195,7 +197,7 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
                  keywords=keywords, inputs={"cube": cube.path, "masks": job.masks_path})
     return _row_result(row, status, N_SPAXELS=res.n_spaxels, N_SKY=res.n_sky, SNR_TAG=tag or "",
                        SNR_MEDIAN=snr, WHITE_FLUX=wflux, WHITE_FLUX_ERR=wferr, FLUX_UNIT=shared.unit,
-                       MASKUSED=m.used, FILE=f"sources/{fname}", NOTES="; ".join(res.notes))
+                       MASKUSED=m.used, FILE=f"sources/{fname}", NOTES="; ".join(notes))
 
 
 def _finite(v):
@@ -299,7 +301,7 @@ def _done_row(path: Path, row: dict, checksum: str) -> dict | None:
 
 
 def _row_from_header(hdr, fname, row=None) -> dict:
-    base = row or {"ID": str(hdr["ID"]), "RA": hdr["RA"], "DEC": hdr["DEC"]}
+    base = row or {"ID": ascii_unescape(str(hdr["ID"])), "RA": hdr["RA"], "DEC": hdr["DEC"]}
 
     def num(k):
         v = hdr.get(k, "nan")
@@ -367,6 +369,20 @@ def _spatial_order(rows: list, objects: Table) -> list:
     return sorted(rows, key=key)
 
 
+def _check_boxes(objects: Table, masks_path, cube: Cube) -> None:
+    """Refuse stamps larger than the field (masks made before --size was clipped to the cube):
+    each would be read as a window of that size from the cube."""
+    side = max(cube.nx, cube.ny)
+    used = np.asarray(objects["MASKUSED"]) != ""
+    big = used & ((np.asarray(objects["NX"]) > side) | (np.asarray(objects["NY"]) > side))
+    if big.any():
+        worst = int(max(np.max(np.asarray(objects["NX"])[big]), np.max(np.asarray(objects["NY"])[big])))
+        raise InputError(masks_path, f"has stamps of up to {worst} x {worst} spaxels for "
+                         f"{int(big.sum())} objects, larger than the field of {cube.path} "
+                         f"({cube.nx} x {cube.ny})", "re-create it with 'ifu-extract mask', which "
+                         "clips --size to the field")
+
+
 def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractConfig, *,
                     cube_kwargs: dict | None = None, wave_range=None, threads: int = 1,
                     resume: bool = False, weight_images: dict | None = None,
@@ -402,19 +418,22 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
     list of dict
         Summary rows in catalogue order.
     """
-    outdir = ensure_dir(outdir)
-    ensure_dir(Path(outdir) / "sources")
     cube_kwargs = cube_kwargs or {}
+    # Every input is read and checked before the first output is made.
     with open_cube(cube_path, **cube_kwargs) as cube:
+        objects, masks = read_masks(masks_path)
+        masks.close()
+        check_product(masks.header, masks_path, cube, cube_path, what="masks file")
+        _check_boxes(objects, masks_path, cube)
         white_img = white_for_cube(cube, white_path, wave_range)
         checksum = file_checksum(cube.path)
-    objects, masks = read_masks(masks_path)
-    masks.close()
+    outdir = ensure_dir(outdir)
+    ensure_dir(Path(outdir) / "sources")
     rows = [{c: (row[c] if not np.ma.is_masked(row[c]) else None) for c in catalog.colnames} for row in catalog]
     results: dict[str, dict] = {}
     todo = []
     for row in rows:
-        path = Path(outdir) / "sources" / f"{row['ID']}.fits"
+        path = Path(outdir) / "sources" / f"{file_stem(row['ID'])}.fits"
         done = _done_row(path, row, checksum) if (resume and path.exists()) else None
         if done is not None:
             results[str(row["ID"])] = done

@@ -22,6 +22,7 @@ from astropy.io import fits
 
 from . import __version__
 from .errors import InputError
+from .pathguard import refuse_input
 
 __all__ = [
     "atomic_path",
@@ -35,7 +36,32 @@ __all__ = [
     "encode_checksum",
     "card_image",
     "primary_header_bytes",
+    "ascii_safe",
+    "ascii_unescape",
 ]
+
+
+def ascii_safe(text) -> str:
+    """*text* as printable ASCII for a FITS header (FITS allows nothing else).
+
+    Non-ASCII characters become Python escapes (``cübe.fits`` -> ``c\\xfcbe.fits``), so that
+    the value stays unambiguous and :func:`ascii_unescape` restores it.
+    """
+    text = str(text)
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if c.isascii() and c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+def ascii_unescape(text: str) -> str:
+    """Undo :func:`ascii_safe` (text without a backslash is returned as is)."""
+    if "\\" not in text:
+        return text
+    try:
+        return text.encode("ascii").decode("unicode_escape")
+    except (UnicodeError, ValueError):
+        return text
 
 
 def iso_date() -> str:
@@ -72,6 +98,7 @@ def atomic_path(dest, suffix: str | None = None):
         suffix of *dest*.
     """
     dest = Path(dest)
+    refuse_input(dest)  # the one guard: never replace a file the command reads
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(dest, "the output folder does not exist", "create it or choose another -o")
@@ -86,6 +113,7 @@ def atomic_path(dest, suffix: str | None = None):
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o644)
+        refuse_input(dest)
         try:
             os.replace(tmp, dest)
         except OSError as exc:
@@ -141,9 +169,9 @@ def add_provenance(header: fits.Header, tool: str, inputs: dict | None = None,
     header["DATE"] = (iso_date(), "UTC date the file was written")
     given = sorted((role, path) for role, path in (inputs or {}).items() if path is not None)
     for i, (role, path) in enumerate(given, start=1):
-        header[f"IFXIN{i}"] = (Path(str(path)).name[:60], f"input: {role}")
+        header[f"IFXIN{i}"] = (ascii_safe(Path(str(path)).name)[:60], f"input: {role}")
     for key, value in sorted((params or {}).items()):
-        header.add_history(f"ifu-extract {tool}: {key}={value}"[:72])
+        header.add_history(ascii_safe(f"ifu-extract {tool}: {key}={value}")[:72])
     # Environment marker set only inside our container image: proves where a job ran.
     image = os.environ.get("IFU_EXTRACT_IMAGE")
     if image:
@@ -229,6 +257,8 @@ def card_image(key: str, value=None, comment: str = "") -> bytes:
     non-ASCII text go through :class:`astropy.io.fits.Card`, so that the result is always a
     valid card; comments too long for the card are cut, as astropy does.
     """
+    if isinstance(value, str) and not (value.isascii() and value.isprintable()):
+        value = ascii_safe(value)
     if len(key) <= 8 and key.upper() not in ("HISTORY", "COMMENT", "") and _fits_one_card(value):
         return _card_bytes(key, value, comment)
     with warnings.catch_warnings():

@@ -142,6 +142,12 @@ def band_image(cube: Cube, wave_range: tuple[float, float] | None = None) -> Ima
     z0, z1 = cube.channel_range(*(wave_range or (None, None)))
     mean, var = _mean_band(cube, z0, z1)
     if not np.isfinite(mean).any():
+        if cube.var_problem and "negative" in cube.var_problem:
+            # Voxels with a negative variance are ignored: say that this is why nothing is left.
+            name = cube.hdul[cube.var_ext].name or str(cube.var_ext)
+            raise InputError(cube.path, f"has no usable voxel in the requested band: the variance "
+                             f"extension {name} is negative where the data are finite",
+                             "check the variance, or name another extension with --var-ext")
         raise InputError(cube.path, "has no finite value in the requested band",
                          "choose another --wave-range or check the DQ policy")
     meta = {"WAVEMIN": (float(cube.wave[z0]), "[Angstrom] first channel used"),
@@ -201,8 +207,12 @@ def narrowband_image(cube: Cube, centre: float, width: float, *, side_width: flo
 
 
 def write_image(image: Image, path, tool: str, inputs: dict | None = None,
-                params: dict | None = None) -> Path:
-    """Write an image as PRIMARY + DATA (+ STAT) with the celestial WCS (MPDAF Image layout)."""
+                params: dict | None = None, identity: dict | None = None) -> Path:
+    """Write an image as PRIMARY + DATA (+ STAT) with the celestial WCS (MPDAF Image layout).
+
+    *identity* (:func:`~ifu_extract.identity.cube_identity` of the cube it was made from) goes
+    in the primary header.
+    """
     hdr = fits.Header() if image.wcs is None else image.wcs.to_header(relax=True)
     if image.unit:
         hdr["BUNIT"] = image.unit
@@ -210,6 +220,8 @@ def write_image(image: Image, path, tool: str, inputs: dict | None = None,
         hdr[key] = value
     prim = fits.PrimaryHDU()
     add_provenance(prim.header, tool, inputs, params)
+    for key, card in (identity or {}).items():
+        prim.header[key] = card
     hdus = [prim, fits.ImageHDU(image.data, hdr, name="DATA")]
     if image.var is not None:
         hdus.append(fits.ImageHDU(image.var, hdr, name="STAT"))
@@ -333,4 +345,10 @@ def white_for_cube(cube: Cube, path=None, wave_range=None) -> Image:
     if img.wcs is None or not same_grid(img.wcs, img.shape, cube.wcs, (cube.ny, cube.nx)):
         raise InputError(path, "is not on the spatial grid of the cube",
                          "give the output of 'ifu-extract image' on the same cube, or leave --white out")
+    from .identity import check_product
+
+    with fits.open(path) as hdul:  # our images record their cube; others are taken on trust
+        hdr = next((h.header for h in hdul if "IFXCNAX" in h.header), None)
+    if hdr is not None:
+        check_product(hdr, path, cube, cube.path, what="white-light image")
     return img

@@ -43,6 +43,8 @@ from scipy.spatial import cKDTree
 
 from .cubeio import Cube
 from .errors import OK, InputError
+from .identity import check_product
+from .catalog import file_stem
 from .extract import Spectrum1D, _Stamp
 from .image import Image
 from .psf import PSFModel
@@ -304,6 +306,9 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
     if src.shape[1:] != cube.shape[1:]:
         raise InputError(src.path, f"has spatial shape {src.shape[1:]}, the cube {cube.shape[1:]}",
                          "give the contsub output of this cube")
+    if contsub is not None:
+        check_product(contsub.primary_header, contsub.path, cube, cube.path,
+                      what="continuum-subtracted cube", channels=False)
     wave = src.wave
     ranges, centres = band_edges(wave, cfg)
     sky = _sky_channels(wave, cfg.sky_windows)
@@ -818,7 +823,7 @@ def add_emitter_spectra(outdir, cube: Cube, catalog: Table, images: dict, *,
     done = 0
     for row in catalog[np.asarray(catalog["ORIGIN"]).astype(str) == "linescan"]:
         obj_id = str(row["ID"])
-        path = Path(outdir) / "sources" / f"{obj_id}.fits"
+        path = Path(outdir) / "sources" / f"{file_stem(obj_id)}.fits"
         key = emitter_key(obj_id, images)
         if key is None or not path.exists():
             continue

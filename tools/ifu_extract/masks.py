@@ -70,7 +70,7 @@ from scipy.spatial import cKDTree
 
 from .cubeio import Cube, open_fits
 from .errors import OK, InputError, warn_object
-from .fitsout import add_provenance, atomic_path, encode_checksum, iso_date, ones_sum
+from .fitsout import add_provenance, ascii_safe, ascii_unescape, atomic_path, encode_checksum, iso_date, ones_sum
 from .psf import catalog_candidates, resolve_psf
 from .segmap import DEFAULT_MIN_COVERAGE, SegMap, read_segmap, segmap_on_grid, split_label
 from .wcsutil import celestial_from_header, stamp_box, world_to_pixel
@@ -595,7 +595,7 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
     circle_cell = cell
     shared = {} if voronoi else _shared_segments(own, rows)
 
-    sizes = _catalog_size(catalog, size)
+    sizes = cube.clip_box_sizes(_catalog_size(catalog, size))
     boxes = np.zeros((nrow, 4), dtype=np.int32)  # x0, y0, nx, ny
     for i in np.flatnonzero(pos.placed):
         bx0, bx1, by0, by1 = stamp_box(pos.x[i], pos.y[i], sizes[i], pixscale)
@@ -694,9 +694,24 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
 
 def _set_card(header: fits.Header, key: str, value, comment: str) -> None:
     """Set a card, shortening the comment to what fits beside the value (no VerifyWarning)."""
+    if isinstance(value, str):
+        value = ascii_safe(value)  # FITS headers are ASCII (a cube named cübe.fits)
     width = len(str(fits.Card(key, value)).rstrip())
     room = 80 - width - 3
     header[key] = (value, comment[:room] if room > 0 else "")
+
+
+def _ascii_table(table: Table) -> Table:
+    """*table* with its text columns made ASCII (:func:`~ifu_extract.fitsout.ascii_safe`):
+    FITS tables hold ASCII only; :func:`read_masks` restores the IDs."""
+    text = [c for c in table.colnames if table[c].dtype.kind == "U"
+            and not all(str(v).isascii() for v in table[c])]
+    if not text:
+        return table
+    out = table.copy(copy_data=False)
+    for c in text:
+        out[c] = _text([ascii_safe(v) for v in table[c]])
+    return out
 
 
 def _text(values) -> np.ndarray:
@@ -757,7 +772,7 @@ def write_masks(result: MaskResult, path, *, inputs: dict | None = None,
     add_provenance(prim.header, tool, inputs, params)
     for key, (value, comment) in result.meta.items():
         _set_card(prim.header, key, value, comment)
-    hdus = [prim, fits.BinTableHDU(result.objects, name="OBJECTS")]
+    hdus = [prim, fits.BinTableHDU(_ascii_table(result.objects), name="OBJECTS")]
     cube_hdr = result.wcs.to_header(relax=True)
     for k, g in enumerate(result.segmaps, start=1):
         h = cube_hdr.copy()
@@ -809,6 +824,8 @@ _BLOCK = 2880
 @functools.lru_cache(maxsize=65536)
 def _card(key: str, value, comment: str) -> bytes:
     """One 80-byte header card, formatted by astropy (cached: most cards repeat)."""
+    if isinstance(value, str):
+        value = ascii_safe(value)  # FITS headers are ASCII (an ID such as gälaxy6)
     return str(fits.Card(key, value, comment)).encode("ascii")
 
 
@@ -1100,6 +1117,34 @@ class MaskSet:
         self.close()
 
 
+def _check_mask_hdus(objects: Table, spans: list, path) -> None:
+    """Every object with masks has its three stamps, of the box size in its OBJECTS row.
+
+    A file cut at an HDU boundary scans cleanly; the objects whose stamps are gone would be
+    extracted with empty masks under their old statuses.
+    """
+    shapes = {(s.name, s.ver): s.shape for s in spans if s.name in _MASK_NAMES}
+    used = np.flatnonzero(np.asarray(objects["MASKUSED"]) != "")
+    ny, nx = np.asarray(objects["NY"]), np.asarray(objects["NX"])
+    missing = bad = 0
+    for i in used:
+        want = (int(ny[i]), int(nx[i]))
+        for name in _MASK_NAMES:
+            got = shapes.get((name, int(i) + 1))
+            if got is None:
+                missing += 1
+                break
+            if tuple(got) != want:
+                bad += 1
+                break
+    if missing:
+        raise InputError(path, f"is truncated or incomplete: the masks of {missing} of "
+                         f"{len(used)} objects are missing", "re-create it with 'ifu-extract mask'")
+    if bad:
+        raise InputError(path, f"is corrupt: the masks of {bad} objects do not have the box size "
+                         "of their OBJECTS row", "re-create it with 'ifu-extract mask'")
+
+
 def read_masks(path) -> tuple[Table, MaskSet]:
     """Open a ``MASKS.fits`` file written by :func:`write_masks`.
 
@@ -1137,7 +1182,11 @@ def read_masks(path) -> tuple[Table, MaskSet]:
                              "re-create it with 'ifu-extract mask'")
         for name in ("ID", "STATUS", "MASKUSED", "SEGLABEL"):
             objects[name] = np.char.strip(np.asarray(objects[name]).astype(str))
+        for name in ("ID", "STATUS"):
+            if any("\\" in v for v in objects[name]):  # non-ASCII text written escaped
+                objects[name] = _text([ascii_unescape(v) for v in objects[name]])
         objects.meta.clear()
+        _check_mask_hdus(objects, spans, path)
     except BaseException:
         hdul.close()
         if buf is not None:

@@ -50,6 +50,7 @@ import numpy as np
 from astropy.io import fits
 
 from . import __version__
+from .catalog import file_stem
 from .errors import OK, InputError, warn_object
 from .fitsout import atomic_path, ensure_dir
 from .skylines import sky_lines, telluric_bands, vacuum_to_air
@@ -1172,7 +1173,7 @@ def plot_object(source_path, qa_dir, obj_id: str, *, segmap=None, tag: str | Non
     errors = []
     for kind, func, kwargs in (("stamps", plot_stamps, {}),
                                ("spectrum", plot_spectrum, {"tag": tag, "smooth": smooth})):
-        name = f"{obj_id}_{kind}.png"
+        name = f"{file_stem(obj_id)}_{kind}.png"
         try:
             func(obj, qa_dir / name, dpi=dpi, **kwargs)
             out.files[kind] = f"{QA_DIR}/{name}"

@@ -21,7 +21,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from . import __version__
-from .fitsout import (add_provenance, card_image, header_cards, image_hdu_bytes, primary_header_bytes,
+from .fitsout import (add_provenance, ascii_safe, card_image, header_cards, image_hdu_bytes, primary_header_bytes,
                       write_fast_fits)
 from .wcsutil import celestial_from_header, quiet_wcs, shifted_wcs
 
@@ -260,6 +260,10 @@ def update_source(path, *, spectra: dict | None = None, images: dict | None = No
                 continue
             kept.append(image_hdu_bytes(name, np.asarray(hdu.data), _extension_cards(hdu.header)))
     for key, value in (keywords or {}).items():
+        if isinstance(value, tuple) and value and isinstance(value[0], str):
+            value = (ascii_safe(value[0]), *value[1:])  # FITS headers are ASCII (IDs may not be)
+        elif isinstance(value, str):
+            value = ascii_safe(value)
         primary[key] = value
     primary.add_history(f"ifu-extract {tool}: added {', '.join(sorted(new_exts))}"[:72])
     return write_fast_fits(path, _strip_structural(primary), kept + [new_exts[k] for k in sorted(new_exts)])

@@ -116,6 +116,12 @@ def wave_axis(header: fits.Header, nwave: int) -> tuple[np.ndarray, str]:
     Linear (``CD3_3``/``CDELT3``) and logarithmic (``WAVE-LOG``, MaNGA) axes are read through
     astropy's spectral WCS; a frequency or velocity axis is refused by the caller.
     """
+    step_key = "CD3_3" if "CD3_3" in header else ("CDELT3" if "CDELT3" in header else None)
+    if step_key is not None and nwave > 1:
+        step = header[step_key]
+        if not isinstance(step, (int, float)) or not np.isfinite(step) or step == 0:
+            # wcslib would read a zero CD3_3 as a 1-unit step: refuse it instead.
+            raise ValueError(f"{step_key} = {step!r} is not a wavelength step")
     wcs = quiet_wcs(header)
     if wcs.naxis < 3 or not wcs.has_spectral:
         # Some cubes carry only CRVAL3/CDELT3 without CTYPE3: read them as a linear axis.

@@ -52,6 +52,8 @@ from scipy import ndimage
 from .contsub import fit_continuum
 from .cubeio import Cube, open_cube
 from .errors import OK, InputError, warn_object
+from .identity import check_product
+from .catalog import file_stem
 from .extract import Spectrum1D, _Stamp
 from .masks import read_masks
 from .sourcefile import read_source_spectrum, update_source
@@ -459,9 +461,16 @@ def xcorr_catalog(cube_path, catalog, masks_path, outdir, reference: str, *,
                 csub.close()
                 raise InputError(contsub_path, f"has spatial shape {csub.shape[1:]}, the cube "
                                  f"{cube.shape[1:]}", "give the contsub output of this cube")
+            try:
+                check_product(csub.primary_header, contsub_path, cube, cube_path,
+                              what="continuum-subtracted cube", channels=False)
+            except InputError:
+                csub.close()
+                raise
         try:
             _, masks = read_masks(masks_path)
             with masks:
+                check_product(masks.header, masks_path, cube, cube_path, what="masks file")
                 seg = masks.segmap(1)
                 for row in catalog:
                     obj_id = str(row["ID"])
@@ -480,7 +489,7 @@ def xcorr_catalog(cube_path, catalog, masks_path, outdir, reference: str, *,
 
 
 def _xcorr_one(cube, csub, masks, seg, obj_id, outdir, tag, cfg) -> dict:
-    path = outdir / "sources" / f"{obj_id}.fits"
+    path = outdir / "sources" / f"{file_stem(obj_id)}.fits"
     try:
         if not path.exists():
             raise _Skip(f"no_source_file: {path.name} not found (run 'extract' first)")

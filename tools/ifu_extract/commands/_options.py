@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 
 import click
 
 from ..catalog import FORMATS
 
 log = logging.getLogger("ifu_extract")
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A :class:`click.FloatRange` that also refuses NaN and infinities (usage errors).
+
+    ``FloatRange(min=0, min_open=True)`` lets NaN through, since every comparison with NaN is
+    false.
+    """
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
+#: Box side of per-object stamps, arcsec: a positive finite number (clipped to the field).
+BOX_SIZE = FiniteFloatRange(min=0, min_open=True)
 
 
 def cube_options(func):

@@ -5,7 +5,7 @@ import click
 from ..catalog import catalog_from_position, read_catalog
 from ..cubeio import open_cube
 from ..cutout import cutout_catalog
-from ._options import (batch_exit, catalog_format_option, cube_kwargs, cube_options, report,
+from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs, cube_options, report,
                        wave_range_option)
 
 
@@ -18,7 +18,7 @@ from ._options import (batch_exit, catalog_format_option, cube_kwargs, cube_opti
 @click.option("--id", "obj_id", default="1", show_default=True, help="ID of the --ra/--dec object.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Output folder: one <ID>.fits per object and cutouts.tsv.")
-@click.option("--size", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+@click.option("--size", type=BOX_SIZE, default=5.0, show_default=True,
               help="Full side of the square box, arcsec (a catalogue SIZE column wins).")
 @wave_range_option
 @catalog_format_option

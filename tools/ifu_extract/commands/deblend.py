@@ -4,7 +4,8 @@ import click
 
 from ..catalog import read_catalog
 from ..deblend import MODELS, DeblendConfig, run_deblend
-from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_options, report, wave_range_option
+from ._options import (FiniteFloatRange, batch_exit, catalog_format_option, cube_kwargs, cube_options, report,
+                       wave_range_option)
 
 
 @click.command("deblend")
@@ -57,7 +58,7 @@ from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_optio
                    "3 sigma; the factor is the DBPSFSCL keyword); never widens it.")
 @click.option("--match-radius", type=click.FloatRange(min=0, max=10), default=0.5, show_default=True,
               help="An object on background takes the nearest segment within this radius, arcsec.")
-@click.option("--size", type=click.FloatRange(min=0, min_open=True, max=60), default=5.0,
+@click.option("--size", type=FiniteFloatRange(min=0, min_open=True, max=60), default=5.0,
               show_default=True, help="Stamp side, arcsec, of Source files created by this step.")
 @click.option("--model-cube", type=click.Path(dir_okay=False), default=None,
               help="Write the model cube (all fitted sources) to this FITS file.")

@@ -3,6 +3,7 @@
 import click
 
 from ..cubeio import open_cube
+from ..identity import cube_identity
 from ..image import band_image, narrowband_image, write_image
 from ._options import cube_kwargs, cube_options, report, wave_range_option
 
@@ -43,6 +44,8 @@ def cmd(cube, output, wave_range, line, width, side_width, gap, **kwargs):
     """Collapse CUBE into a white-light, band, or continuum-subtracted narrow-band image."""
     with open_cube(cube, **cube_kwargs(kwargs)) as c:
         img = make_image(c, wave_range, line, width, side_width, gap)
+        identity = cube_identity(c)  # mask/extract --white check it is this cube's image
     params = {"wave_range": wave_range, "line": line, "width": width if line else None}
-    write_image(img, output, "image", {"cube": cube}, {k: v for k, v in params.items() if v})
+    write_image(img, output, "image", {"cube": cube}, {k: v for k, v in params.items() if v},
+                identity=identity)
     report(f"wrote {output} ({img.meta['IMGTYPE'][0]} image, {img.shape[1]} x {img.shape[0]} spaxels)")

@@ -8,11 +8,13 @@ import click
 from ..catalog import read_catalog
 from ..cubeio import open_cube
 from ..errors import InputError
+from ..identity import cube_identity
 from ..masks import (DEFAULT_MATCH_RADIUS, DEFAULT_SIZE, DEFAULT_SKY_GROW, MODES, make_masks,
                      write_masks)
 from ..segmap import DEFAULT_MIN_COVERAGE
 from ..image import white_for_cube
-from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_options, report, white_option
+from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs, cube_options, report,
+                       white_option)
 
 
 @click.command("mask")
@@ -25,7 +27,7 @@ from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_optio
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output FITS file: OBJECTS table, MASK_UNION/MASK_INTER/MASK_SKY per object, "
                    "SEGMAP on the cube grid.")
-@click.option("--size", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_SIZE,
+@click.option("--size", type=BOX_SIZE, default=DEFAULT_SIZE,
               show_default=True,
               help="Full side of each object's square box, arcsec; a catalogue SIZE column wins "
                    "where it is a positive number.")
@@ -76,6 +78,7 @@ def cmd(cube, catalog, segmaps, output, size, mode, fwhm, match_radius, sky_grow
         result = make_masks(c, table, segmaps, min_coverage=min_coverage, size=size, mode=mode,
                             fwhm=fwhm, match_radius=match_radius, sky_grow=sky_grow,
                             split=split, voronoi=voronoi, white=white)
+        result.meta.update(cube_identity(c))  # extract checks the masks against its cube
     batch_exit(result.n_masked, len(table))
     params = {"size": size, "mode": mode, "fwhm": fwhm, "match_radius": match_radius,
               "sky_grow": sky_grow, "min_coverage": min_coverage, "split": split,

@@ -15,9 +15,9 @@ import click
 from click.core import ParameterSource
 
 from ..catalog import merge_catalogs, read_catalog, write_catalog
-from ..fitsout import ensure_dir
+from ..pathguard import check_paths, created_folder
 from ..runconfig import load_run_config
-from ._options import catalog_format_option, cube_options, report
+from ._options import BOX_SIZE, catalog_format_option, cube_options, report
 
 
 def _commands() -> dict:
@@ -53,6 +53,13 @@ _ROUTES = {
 }
 
 
+#: The files of the chain in OUTDIR.
+_PRODUCTS = {"white": "white.fits", "detections": "detections.tsv", "segmap": "segmap.fits",
+             "catalog": "catalog.tsv", "masks": "masks.fits", "plot": "detections.png",
+             "contsub": "contsub.fits", "line_images": "line_images.fits", "summary": "summary.tsv",
+             "psf": "psf.fits"}
+
+
 @click.command("run")
 @click.argument("cube", type=click.Path(dir_okay=False))
 @click.argument("catalog", required=False, type=click.Path(dir_okay=False))
@@ -72,7 +79,7 @@ _ROUTES = {
 @click.option("--thresh", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Detection threshold (see detect --thresh).")
 @click.option("--minarea", type=click.IntRange(min=1), default=None, help="Detection minimum area, spaxels.")
-@click.option("--size", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--size", type=BOX_SIZE, default=None,
               help="Box side per object, arcsec (a catalogue SIZE column wins).")
 @click.option("--mode", type=click.Choice(["union", "inter"]), default=None,
               help="Object mask: union or intersection of the segmentation maps.")
@@ -122,11 +129,34 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub,
                 params[verb][pname] = value
     if os.environ.get("GALAXY_SLOTS") and "threads" not in params.get("extract", {}):
         params["extract"]["threads"] = int(os.environ["GALAXY_SLOTS"])
-    out = ensure_dir(output)
-    files = {k: str(Path(out) / v) for k, v in {
-        "white": "white.fits", "detections": "detections.tsv", "segmap": "segmap.fits",
-        "catalog": "catalog.tsv", "masks": "masks.fits", "plot": "detections.png",
-        "contsub": "contsub.fits", "line_images": "line_images.fits", "psf": "psf.fits"}.items()}
+    # Validate first, write second: the inputs are read and checked before the first product.
+    if not catalog and not do_detect:
+        raise click.UsageError("give a CATALOG or let run detect sources (--detect)")
+    if not do_detect and not options.get("segmaps"):
+        raise click.UsageError("no segmentation map: let run detect sources or give --segmap")
+    # No product of the chain may replace an input (a catalogue given as OUTDIR/catalog.tsv).
+    check_paths({f"the product {name} of -o": Path(output) / name for name in _PRODUCTS.values()},
+                {"CUBE": cube, "CATALOG": catalog, "--config": config,
+                 "--segmap": list(options.get("segmaps") or ()),
+                 "--image": [w.split("=", 1)[-1] for w in options.get("weight_images") or ()]},
+                fix="choose another -o folder, or move the input out of it")
+    user_table = read_catalog(catalog, catalog_format) if catalog else None
+    if options.get("segmaps"):
+        from ..segmap import read_segmap
+
+        for path in options["segmaps"]:
+            read_segmap(path)
+    # The cube is checked by the first step, before it writes; a folder this command made is
+    # removed if it is still empty when a step fails.
+    with created_folder(output) as out:
+        _chain(ctx, commands, params, cube, user_table, out, do_detect, match_radius, do_contsub,
+               do_xcor, do_deblend, do_line_scan, plots, options)
+
+
+def _chain(ctx, commands, params, cube, user_table, out, do_detect, match_radius, do_contsub,
+           do_xcor, do_deblend, do_line_scan, plots, options):
+    """The steps of ``run`` into the folder *out* (inputs already checked)."""
+    files = {k: str(Path(out) / v) for k, v in _PRODUCTS.items()}
     cube_ext = {k: options.get(k) for k in ("data_ext", "var_ext", "dq_ext")}
 
     if do_contsub:
@@ -139,23 +169,22 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub,
         report(f"[2/5] detect -> {files['detections']}")
         ctx.invoke(commands["detect"], image_or_cube=files["white"], output=files["detections"],
                    segmap=files["segmap"], plot=files["plot"] if plots else None, **params["detect"])
-    if catalog:
-        table = read_catalog(catalog, catalog_format)
+    if user_table is not None:
+        table = user_table
         if do_detect:
             table = merge_catalogs(table, read_catalog(files["detections"]), match_radius)
-    elif do_detect:
-        table = read_catalog(files["detections"])
     else:
-        raise click.UsageError("give a CATALOG or let run detect sources (--detect)")
+        table = read_catalog(files["detections"])
     if do_line_scan:
         table = _line_scan(table, cube, cube_ext, files, do_contsub, match_radius)
     write_catalog(table, files["catalog"])
-    n_det = int((table["SOURCE"] == "detect").sum()) if "SOURCE" in table.colnames else len(table)
+    if not do_detect:
+        n_det = 0
+    else:
+        n_det = int((table["SOURCE"] == "detect").sum()) if "SOURCE" in table.colnames else len(table)
     report(f"      catalogue: {len(table)} objects ({n_det} from detection) -> {files['catalog']}")
     _psf_step(cube, cube_ext, files, params["extract"])
     segmaps = ([files["segmap"]] if do_detect else []) + list(options.get("segmaps") or ())
-    if not segmaps:
-        raise click.UsageError("no segmentation map: let run detect sources or give --segmap")
     report(f"[3/5] mask -> {files['masks']}")
     # The white light of step 1 serves mask and extract (one pass over the cube, not three).
     white = files["white"] if not params["image"].get("wave_range") and not params["image"].get("line") else None
