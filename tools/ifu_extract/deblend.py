@@ -80,7 +80,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1395,7 +1394,7 @@ class CubeWriter:
 
     def __init__(self, path, cube: Cube, z0: int, z1: int, names=("DATA",), *, tool="deblend",
                  inputs=None, params=None, product=""):
-        from .fitsout import add_provenance
+        from .fitsout import add_provenance, temp_path
 
         self.path = Path(path)
         parent = self.path.parent if str(self.path.parent) else Path(".")
@@ -1411,9 +1410,7 @@ class CubeWriter:
         if product:
             prim["IFXPROD"] = (product, "ifu-extract product")
         base = _cube_wcs_header(cube, z0)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".fits", dir=parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temp_path(self.path, ".fits")   # named after this process: see fitsout
         nbytes = 4 * int(np.prod(shape))
         padded = -(-nbytes // 2880) * 2880
         offsets = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 
-__all__ = ["InputError", "ObjectWarning", "OK", "warn_object"]
+__all__ = ["DiskFullError", "InputError", "ObjectWarning", "OK", "warn_object"]
 
 #: Status string of an object processed without any fallback.
 OK = "ok"
@@ -42,6 +42,14 @@ class InputError(Exception):
             msg += f"; {self.fix}"
         # A user error is one line, whatever the text it quotes.
         return " ".join(msg.split())
+
+    def __reduce__(self):
+        # Picklable with its three parts (errors cross from worker processes to the parent).
+        return (type(self), (self.path, self.problem, self.fix))
+
+
+class DiskFullError(InputError):
+    """The output device or quota is full: the run stops (it is never one object's fault)."""
 
 
 class ObjectWarning(UserWarning):

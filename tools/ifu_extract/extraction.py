@@ -15,8 +15,6 @@ files alone.
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +24,12 @@ from astropy.table import Table
 
 from .catalog import write_catalog
 from .cubeio import Cube, open_cube
-from .errors import OK, InputError, warn_object
+from .errors import OK, DiskFullError, InputError, warn_object
 from .extract import ExtractConfig, ObjectRegion, extract_windows
 from .fitsout import ensure_dir, file_checksum, header_cards
 from .image import white_for_cube
 from .masks import read_masks
+from .parallel import process_map
 from .sourcefile import best_tag, stamp_wcs_cards, write_source
 
 __all__ = ["SUMMARY_COLUMNS", "ExtractJob", "extract_catalog", "summary_from_sources", "write_summary"]
@@ -214,6 +213,8 @@ def _stamp(image: np.ndarray, box) -> np.ndarray:
 
 def _failed(row: dict, exc: Exception) -> dict:
     """Summary row of an object whose extraction raised *exc* (one bad object never stops a batch)."""
+    if isinstance(exc, DiskFullError):
+        raise exc                       # a full disk is not the object's fault: the run stops
     if isinstance(exc, InputError):
         warn_object(row["ID"], exc.oneline())
         return _row_result(row, f"failed: {exc.oneline()}"[:200])
@@ -279,15 +280,19 @@ def _work(job: ExtractJob) -> list[dict]:
             return [done[i] for i in range(len(job.rows))]
 
 
-def _done_row(path: Path, row: dict, checksum: str) -> dict | None:
-    """Summary row of an object already written by an earlier run on the same cube, else None."""
+def _done_row(path: Path, row: dict, checksum: str, unit: str) -> dict | None:
+    """Summary row of an object already written by an earlier run on the same cube, else None.
+
+    *unit* is the cube's flux unit, which a fresh extraction puts in FLUX_UNIT (the Source
+    file keeps it in its spectra's BUNIT only).
+    """
     try:
         hdr = fits.getheader(path, 0)
     except Exception:  # noqa: BLE001 - unreadable: extract it again
         return None
     if hdr.get("CUBECSUM") != checksum:
         return None
-    return _row_from_header(hdr, f"sources/{path.name}", row)
+    return {**_row_from_header(hdr, f"sources/{path.name}", row), "FLUX_UNIT": unit}
 
 
 def _row_from_header(hdr, fname, row=None) -> dict:
@@ -400,6 +405,7 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
     with open_cube(cube_path, **cube_kwargs) as cube:
         white_img = white_for_cube(cube, white_path, wave_range)
         checksum = file_checksum(cube.path)
+        unit = cube.unit_string
     objects, masks = read_masks(masks_path)
     masks.close()
     rows = [{c: (row[c] if not np.ma.is_masked(row[c]) else None) for c in catalog.colnames} for row in catalog]
@@ -407,7 +413,7 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
     todo = []
     for row in rows:
         path = Path(outdir) / "sources" / f"{row['ID']}.fits"
-        done = _done_row(path, row, checksum) if (resume and path.exists()) else None
+        done = _done_row(path, row, checksum, unit) if (resume and path.exists()) else None
         if done is not None:
             results[str(row["ID"])] = done
         else:
@@ -430,15 +436,11 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
             if progress:
                 progress(len(job.rows))
     else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("fork") if os.name == "posix" else None
-        with ProcessPoolExecutor(max_workers=threads, mp_context=ctx) as pool:
-            for job, out in zip(blocks, pool.map(_work, blocks)):
-                for r in out:
-                    results[r["ID"]] = r
-                if progress:
-                    progress(len(job.rows))
+        for job, out in zip(blocks, process_map(_work, blocks, threads)):
+            for r in out:
+                results[r["ID"]] = r
+            if progress:
+                progress(len(job.rows))
     ordered = [results[str(r["ID"])] for r in rows]
     write_summary(ordered, Path(outdir) / "summary.tsv")
     return ordered
