@@ -107,7 +107,10 @@ def main(argv=None):
         rv = cli.main(args=argv, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, Terminated):      # click turns KeyboardInterrupt into Abort
+            click.echo("terminated", err=True)
+            sys.exit(Terminated.exit_code)
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.UsageError as exc:

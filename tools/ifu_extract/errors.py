@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 
-__all__ = ["DiskFullError", "InputError", "ObjectWarning", "OK", "warn_object"]
+__all__ = ["DiskFullError", "InputError", "is_disk_full", "ObjectWarning", "OK", "warn_object"]
 
 #: Status string of an object processed without any fallback.
 OK = "ok"
@@ -50,6 +50,14 @@ class InputError(Exception):
 
 class DiskFullError(InputError):
     """The output device or quota is full: the run stops (it is never one object's fault)."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for :class:`DiskFullError` and for an ``OSError`` of a full device or quota."""
+    import errno
+
+    return isinstance(exc, DiskFullError) or (
+        isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
 
 
 class ObjectWarning(UserWarning):

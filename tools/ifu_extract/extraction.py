@@ -24,7 +24,7 @@ from astropy.table import Table
 
 from .catalog import write_catalog
 from .cubeio import Cube, open_cube
-from .errors import OK, DiskFullError, InputError, warn_object
+from .errors import OK, InputError, is_disk_full, warn_object
 from .extract import ExtractConfig, ObjectRegion, extract_windows
 from .fitsout import ensure_dir, file_checksum, header_cards
 from .image import white_for_cube
@@ -213,7 +213,7 @@ def _stamp(image: np.ndarray, box) -> np.ndarray:
 
 def _failed(row: dict, exc: Exception) -> dict:
     """Summary row of an object whose extraction raised *exc* (one bad object never stops a batch)."""
-    if isinstance(exc, DiskFullError):
+    if is_disk_full(exc):
         raise exc                       # a full disk is not the object's fault: the run stops
     if isinstance(exc, InputError):
         warn_object(row["ID"], exc.oneline())
@@ -436,11 +436,12 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
             if progress:
                 progress(len(job.rows))
     else:
-        for job, out in zip(blocks, process_map(_work, blocks, threads)):
-            for r in out:
-                results[r["ID"]] = r
-            if progress:
-                progress(len(job.rows))
+        with process_map(_work, blocks, threads) as outs:
+            for job, out in zip(blocks, outs):
+                for r in out:
+                    results[r["ID"]] = r
+                if progress:
+                    progress(len(job.rows))
     ordered = [results[str(r["ID"])] for r in rows]
     write_summary(ordered, Path(outdir) / "summary.tsv")
     return ordered

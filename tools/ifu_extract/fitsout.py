@@ -32,6 +32,7 @@ from astropy.io import fits
 
 from . import __version__
 from .errors import DiskFullError, InputError
+from .parallel import signals_deferred
 
 __all__ = [
     "atomic_path",
@@ -195,8 +196,10 @@ def atomic_path(dest, suffix: str | None = None):
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(dest, "the output folder does not exist", "create it or choose another -o")
-    tmp = temp_path(dest, suffix)
+    tmp = None
     try:
+        with signals_deferred():   # a SIGTERM between creation and this try would leak the file
+            tmp = temp_path(dest, suffix)
         try:
             yield tmp
         except OSError as exc:
@@ -209,8 +212,9 @@ def atomic_path(dest, suffix: str | None = None):
         except OSError as exc:
             raise write_error(dest, exc) from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
 
 

@@ -21,15 +21,15 @@ a ``KeyboardInterrupt``, so that it unwinds exactly like Ctrl-C; the CLI exits w
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
-import functools
 import os
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["Terminated", "install_sigterm_handler", "process_map", "worker_init"]
+__all__ = ["Terminated", "install_sigterm_handler", "process_map", "signals_deferred", "worker_init"]
 
 #: prctl option asking for a signal when the parent thread exits (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
@@ -41,9 +41,33 @@ class Terminated(KeyboardInterrupt):
     exit_code = 128 + signal.SIGTERM
 
 
+#: Depth of :func:`signals_deferred` sections, and whether a SIGTERM came during one.
+_DEFER = {"depth": 0, "pending": False}
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """A section that SIGTERM does not interrupt: :class:`Terminated` is raised when it ends.
+
+    For the few statements that create a resource and hand it to the code that cleans it up
+    (a temporary file between its creation and the ``try`` that removes it).
+    """
+    _DEFER["depth"] += 1
+    try:
+        yield
+    finally:
+        _DEFER["depth"] -= 1
+    if _DEFER["depth"] == 0 and _DEFER["pending"]:
+        _DEFER["pending"] = False
+        raise Terminated()
+
+
 def _on_sigterm(signum, frame):
     # One is enough: a second SIGTERM must not interrupt the cleanup the first one started.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if _DEFER["depth"]:
+        _DEFER["pending"] = True
+        return
     raise Terminated()
 
 
@@ -95,9 +119,9 @@ _IN_TASK = False
 
 
 def _on_sigterm_in_worker(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if _IN_TASK:
-        raise Terminated()
+        _on_sigterm(signum, frame)
+        return
     os._exit(Terminated.exit_code)     # idle: nothing to clean up, no traceback
 
 
@@ -136,28 +160,34 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
                 p.join(1.0)
         except (OSError, ValueError, AssertionError):
             pass
-    pool.shutdown(wait=False, cancel_futures=True)
+    pool.shutdown(wait=False)
 
 
+@contextlib.contextmanager
 def process_map(func, items, threads: int):
-    """``map(func, items)`` on *threads* worker processes, yielding results in order.
+    """``map(func, items)`` on *threads* worker processes, as a context::
 
-    Workers are forked (they share the parent's read-only state, such as large images set
-    before the call) and die with the parent.  If the caller stops early, for any reason,
-    the workers are killed before the exception propagates.
+        with process_map(work, blocks, threads) as results:
+            for out in results:
+                ...
+
+    The results come in order, each as soon as it and those before it are done.  Workers are
+    forked (they share the parent's read-only state, such as large images set before the call)
+    and die with the parent.  Whatever ends the ``with`` block early -- an error in a task or
+    in the loop, Ctrl-C, SIGTERM -- the workers are terminated before the exception goes on.
 
     Parameters
     ----------
     func : callable
         A module-level function (it is run in the workers).
     items : sequence
-        One task per item; each result is yielded as soon as it and those before it are done.
+        One task per item.
     threads : int
-        Number of worker processes (``<= 1`` runs in this process).
+        Number of worker processes (``<= 1``, or a single item, runs in this process).
     """
     items = list(items)
     if threads <= 1 or len(items) <= 1:
-        yield from map(func, items)
+        yield map(func, items)
         return
     import multiprocessing as mp
 
@@ -165,7 +195,10 @@ def process_map(func, items, threads: int):
     pool = ProcessPoolExecutor(max_workers=threads, mp_context=ctx, initializer=worker_init,
                                initargs=(os.getpid(),))
     try:
-        yield from pool.map(functools.partial(_guarded, func), items)
+        # Futures rather than pool.map: map cancels its futures when interrupted, and the pool's
+        # manager thread then fails on them ("InvalidStateError") when the workers are killed.
+        futures = [pool.submit(_guarded, func, item) for item in items]
+        yield (fut.result() for fut in futures)
     except BaseException:
         _stop_workers(pool)
         raise

@@ -50,7 +50,7 @@ import numpy as np
 from astropy.io import fits
 
 from . import __version__
-from .errors import OK, DiskFullError, InputError, warn_object
+from .errors import OK, InputError, is_disk_full, warn_object
 from .fitsout import atomic_path, ensure_dir
 from .parallel import process_map
 from .skylines import sky_lines, telluric_bands, vacuum_to_air
@@ -1139,9 +1139,9 @@ def plot_object(source_path, qa_dir, obj_id: str, *, segmap=None, tag: str | Non
         try:
             func(obj, qa_dir / name, dpi=dpi, **kwargs)
             out.files[kind] = f"{QA_DIR}/{name}"
-        except DiskFullError:
-            raise                       # not this object's fault: the report stops
         except Exception as exc:  # noqa: BLE001 - reported in the index, the others go on
+            if is_disk_full(exc):
+                raise                   # not this object's fault: the report stops
             errors.append(f"{kind}: {_reason(exc)}")
     out.error = "; ".join(errors)
     out.seconds = time.perf_counter() - t0
@@ -1453,8 +1453,9 @@ def make_report(outdir, *, threads: int = 1, plots: bool = True, segmap=None,
                           progress=progress)
         seconds = time.perf_counter() - t0
         index = write_index(outdir, columns, rows, results, title=title, notes=notes)
-    except DiskFullError:
-        _remove_new_files(outdir / QA_DIR, before)     # no half report on a full disk
+    except Exception as exc:
+        if is_disk_full(exc):
+            _remove_new_files(outdir / QA_DIR, before)     # no half report on a full disk
         raise
     return ReportResult(index, len(rows), results, "" if seg is None else str(seg.path), seconds)
 
@@ -1509,11 +1510,12 @@ def _draw_figures(outdir: Path, rows: list[dict], seg, results: dict, *, threads
             from .chunks import even_blocks  # chunks imports this module
 
             blocks = even_blocks(jobs, min(len(jobs), threads * 4))
-            for block, out in zip(blocks, process_map(_plot_jobs, blocks, threads)):
-                for res in out:
-                    results[res.id] = res
-                if progress:
-                    progress(len(block))
+            with process_map(_plot_jobs, blocks, threads) as outs:
+                for block, out in zip(blocks, outs):
+                    for res in out:
+                        results[res.id] = res
+                    if progress:
+                        progress(len(block))
     finally:
         _WORKER["segmap"] = None
         clear_figure_cache()   # the figures drawn here (threads=1) are not needed any more
