@@ -330,3 +330,31 @@ def test_disk_full_stops_extraction(field, tmp_path, capfd, monkeypatch):
     assert res.exit_code == 1, res.stderr
     assert "no space left on the device" in res.err_lines[-1]
     assert not (out / "summary.tsv").exists()
+
+
+def test_killed_contsub_leaves_no_temp_after_the_next_run(field, tmp_path):
+    """kill -9 while contsub streams its cube: the GB-sized temporary file is removed by the
+    next run in that folder (it was left forever, even after a successful rerun)."""
+    cube, _, _ = field
+    driver = r'''
+import os, signal, sys
+from ifu_extract import contsub
+real = contsub._process_block
+def block(*args):
+    out = real(*args)
+    os.kill(os.getpid(), signal.SIGKILL)    # half the cube written to the temporary file
+    return out
+contsub._process_block = block
+from ifu_extract.cli import main
+main(sys.argv[1:])
+'''
+    out = tmp_path / "cs.fits"
+    proc = subprocess.run([sys.executable, "-c", driver, "contsub", str(cube), "-o", str(out)],
+                          capture_output=True, text=True, env=_env())
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith(".cs.fits.")]
+    assert len(stale) == 1 and not out.exists(), stale
+    res = _cli(["contsub", cube, "-o", out])
+    assert res.returncode == 0, res.stderr
+    assert out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cs.fits"]

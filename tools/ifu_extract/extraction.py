@@ -158,7 +158,7 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
     status = m.status
     keywords = {
         "X": (float(mrow["X"]), "[pix] 0-based cube x"), "Y": (float(mrow["Y"]), "[pix] 0-based cube y"),
-        "STATUS": (status[:60], "ok or the fallback"), "MASKUSED": (m.used, "object mask used"),
+        "STATUS": (status, "ok or the fallback"), "MASKUSED": (m.used, "object mask used"),
         "NSPAX": (res.n_spaxels, "spaxels in the object mask"), "NSKY": (res.n_sky, "sky spaxels"),
         "SNRTAG": (tag or "", "tag of SNRMED"), "SNRMED": (_finite(snr), "median S/N over channels"),
         "WFLUX": (_finite(wflux), "white light summed over the mask"),
@@ -171,7 +171,8 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
             keywords[key] = (float(value) if isinstance(value, (int, float, np.number)) else str(value)[:60],
                              "from the input catalogue")
     if res.notes:
-        keywords["NOTES"] = ("; ".join(res.notes)[:60], "extraction notes")
+        # Whole (CONTINUE cards when long): --resume and merge rebuild the summary from it.
+        keywords["NOTES"] = ("; ".join(res.notes), "extraction notes")
     if shared.psf_fwhm is not None:
         keywords["PSFFWHM"] = (shared.psf_fwhm, "[arcsec] median PSF FWHM used")
     masks_img = {"MASK_UNION": m.union, "MASK_INTER": m.inter, "MASK_SKY": m.sky}

@@ -60,7 +60,7 @@ _ROUTES = {
 @click.argument("catalog", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Output folder (white.fits, detections.tsv, segmap.fits, catalog.tsv, masks.fits, "
-                   "sources/, summary.tsv, qa/, index.html).")
+                   "sources/, summary.tsv, qa/, index.html, run_options.json).")
 @click.option("--config", type=click.Path(dir_okay=False), default=None,
               help="run.toml: one table per verb ([image], [detect], [mask], [extract], [report]) "
                    "with that verb's long option names as keys; command-line options win.")
