@@ -2,6 +2,7 @@
 line that names the file, the problem and the fix -- never a wrong answer with exit 0, never an
 internal error."""
 
+import os
 import resource
 import subprocess
 import sys
@@ -148,7 +149,8 @@ def test_huge_table_under_an_address_space_limit(tmp_path):
     proc = subprocess.run([sys.executable, "-c", "from ifu_extract.cli import main; main()",
                            "pixtable", "info", str(big)],
                           capture_output=True, text=True, preexec_fn=_limit_address_space(4_000_000 * 1024),
-                          env={"PATH": "/usr/bin:/bin", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+                          env={"PATH": "/usr/bin:/bin", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                               "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 1, proc.stderr
     assert len(lines) == 1 and "big.fits" in lines[0] and "ulimit -v" in lines[0], proc.stderr

@@ -211,6 +211,9 @@ def _check_resume(out, record: dict, params: dict, force: bool) -> None:
     """
     if params.get("extract", {}).get("resume"):
         old = read_run_options(out)
+        if old is None and any(Path(out, "sources").glob("*.fits")):
+            report(f"--resume: no {RUN_OPTIONS_FILE} in {out}: the options of the earlier run "
+                   "cannot be checked")
         diff = changed_options(old, record) if old is not None else []
         if diff:
             text = ", ".join(f"{k} was {_show(a)}, now {_show(b)}" for k, a, b in diff)
