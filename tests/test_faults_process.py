@@ -14,6 +14,7 @@ signals the main process and waits.  Then:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -144,14 +145,24 @@ def _killed_run(cube, cat, out, sig, k, threads):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(FAULT_AFTER=str(k), FAULT_SIGNAL=str(int(sig))),
                             start_new_session=True)
+    return _finish(proc)
+
+
+def _finish(proc, timeout: float = 300.0):
+    """Exit status, stderr and the processes of its group still alive after it ended.
+
+    Orphans hold the pipes open, so ``communicate`` may time out: the group is then reported
+    (and killed, so that a failing test leaves nothing running).
+    """
     try:
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        err = "(timed out: the pipes were still held open)"
     left = _wait_group_gone(proc.pid)
-    if left:
-        os.killpg(proc.pid, signal.SIGKILL)
+    if left or proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     return proc.returncode, err, left
 
 
@@ -235,11 +246,8 @@ main(sys.argv[1:])
     proc = subprocess.Popen([sys.executable, "-c", driver, "report", str(out), "--threads", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(FAULT_AFTER="4"), start_new_session=True)
-    _, err = proc.communicate(timeout=300)
-    left = _wait_group_gone(proc.pid)
-    if left:
-        os.killpg(proc.pid, signal.SIGKILL)
-    assert not left and proc.returncode == 143, (left, err)
+    code, err, left = _finish(proc)
+    assert not left and code == 143, (left, err)
     assert _temps(out) == []
     assert not (out / "index.html").exists()
 
