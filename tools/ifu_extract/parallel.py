@@ -4,10 +4,11 @@ Every process pool of the package comes from :func:`process_map`.  Its workers
 
 * stay in the parent's process group, so a signal sent to the job's group (Galaxy, Slurm,
   ``docker stop``) reaches them too;
-* ask the kernel for ``SIGTERM`` when their parent dies (``prctl(PR_SET_PDEATHSIG)`` on Linux;
-  elsewhere a watchdog thread polls the parent), and exit at once if the parent died before
-  they could ask, so a ``kill -9`` of the parent never leaves workers writing files or blocked
-  on a pipe nobody reads;
+* ask the kernel for ``SIGTERM`` when their parent dies (``prctl(PR_SET_PDEATHSIG)`` on Linux),
+  exit at once if the parent died before they could ask, and run a watchdog thread that ends
+  them a grace period after the parent is gone (elsewhere than Linux, and when the SIGTERM's
+  exception is swallowed), so a ``kill -9`` of the parent never leaves workers writing files
+  or blocked on a pipe nobody writes to;
 * handle ``SIGTERM`` like the parent does (:class:`Terminated`): the task unwinds, its
   temporary files are removed (:func:`ifu_extract.fitsout.atomic_path`), the worker exits;
 * ignore ``SIGINT`` (a Ctrl-C reaches the whole foreground group: the parent decides).
@@ -87,12 +88,24 @@ def _set_parent_death_signal(sig: int) -> bool:
         return False
 
 
+#: Seconds a terminated worker gets to remove its temporary files before it is killed.
+GRACE_SECONDS = 5.0
+
+
 def _watch_parent(parent_pid: int) -> None:
+    """Worker thread: once the parent is gone, SIGTERM this worker, and end it after a grace.
+
+    The death signal normally does the first part; the second is the guarantee: a SIGTERM whose
+    exception is swallowed (raised inside a finalizer, say) must not leave the worker waiting
+    forever on a queue nobody writes to.
+    """
     import time
 
     while os.getppid() == parent_pid:
-        time.sleep(1.0)
+        time.sleep(0.5)
     os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(GRACE_SECONDS)
+    os._exit(Terminated.exit_code)
 
 
 def worker_init(parent_pid: int) -> None:
@@ -104,12 +117,12 @@ def worker_init(parent_pid: int) -> None:
         PID of the process that started the pool.  If the worker's parent is already another
         process (the parent died before the death signal was set), the worker exits at once.
     """
+    import threading
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm_in_worker)
-    if not _set_parent_death_signal(signal.SIGTERM):
-        import threading
-
-        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    _set_parent_death_signal(signal.SIGTERM)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     if os.getppid() != parent_pid:
         os._exit(Terminated.exit_code)
 
@@ -128,17 +141,13 @@ def _on_sigterm_in_worker(signum, frame):
 def _guarded(func, item):
     """Run one task in a worker; on SIGTERM, unwind it (cleanup runs) and leave the process."""
     global _IN_TASK
-    _IN_TASK = True
     try:
+        _IN_TASK = True
         return func(item)
     except Terminated:
         os._exit(Terminated.exit_code)
     finally:
         _IN_TASK = False
-
-
-#: Seconds a terminated worker gets to remove its temporary files before SIGKILL.
-GRACE_SECONDS = 5.0
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
