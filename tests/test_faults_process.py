@@ -53,6 +53,13 @@ def write_fast_fits(dest, primary, extensions):
         with fitsout.atomic_path(dest, suffix=".fits") as tmp:
             tmp.write_bytes(bytes(primary))
             os.kill(MAIN, SIG)
+            if os.environ.get("FAULT_SWALLOW"):
+                # Code that swallows the SIGTERM's exception (as a finalizer would), then
+                # goes on for a long time: the worker must still end.
+                try:
+                    time.sleep(60)
+                except BaseException:
+                    pass
             time.sleep(60)
     return real(dest, primary, extensions)
 
@@ -138,12 +145,12 @@ def _wait_group_gone(pgid: int, timeout: float = 30.0) -> list[int]:
     return _group_members(pgid)
 
 
-def _killed_run(cube, cat, out, sig, k, threads):
+def _killed_run(cube, cat, out, sig, k, threads, **env):
     """Start ``run`` in its own process group; the driver signals it once *k* Source files exist."""
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, "run", str(cube), str(cat), "-o", str(out),
                              "--threads", str(threads), "--no-plots", "--fwhm", "0.7"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(FAULT_AFTER=str(k), FAULT_SIGNAL=str(int(sig))),
+                            env=_env(FAULT_AFTER=str(k), FAULT_SIGNAL=str(int(sig)), **env),
                             start_new_session=True)
     return _finish(proc)
 
@@ -196,6 +203,16 @@ def test_kill_then_resume_equals_clean_run(field, tmp_path, sig, threads, seed):
     assert res.returncode == 0, res.stderr
     assert f"resume: {n_written} objects already extracted" in res.stderr
     assert _tree(out) == _tree(clean)            # byte for byte, no temporary file left
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_worker_that_swallows_sigterm_still_ends(field, tmp_path, sig):
+    """A worker whose task swallows the SIGTERM exception still ends once its parent is gone
+    (watchdog) or stopped it (SIGKILL after the grace period)."""
+    cube, cat, _ = field
+    code, err, left = _killed_run(cube, cat, tmp_path / "out", sig, 3, 2, FAULT_SWALLOW="1")
+    assert not left, f"workers left running: {left}"
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 143), err
 
 
 def test_stale_temp_files_of_dead_processes_are_removed(field, tmp_path):
