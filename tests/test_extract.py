@@ -261,6 +261,9 @@ def test_resume_keeps_written_objects(minicube_run, tmp_path, capfd, minicube):
     assert victim.exists()
     after = {p.name: p.stat().st_mtime_ns for p in (work / "sources").glob("*.fits")}
     assert all(after[k] == v for k, v in before.items())
+    # The resumed summary is the clean run's, byte for byte (FLUX_UNIT, NOTES and STATUS of the
+    # kept objects come back from their Source files whole).
+    assert (work / "summary.tsv").read_bytes() == (out / "summary.tsv").read_bytes()
 
 
 def test_marz_export(minicube_run, tmp_path, capfd, minicube):

@@ -2,12 +2,15 @@
 
 Verbs are imported lazily (``ifu-extract info`` does not import matplotlib or SEP).  User errors
 (:class:`~ifu_extract.errors.InputError`) become one stderr line and exit code 1; usage errors
-exit 2; per-object warnings are printed as ``warning: object ID: ...`` lines.
+exit 2; per-object warnings are printed as ``warning: object ID: ...`` lines.  Ctrl-C exits
+with 130 and SIGTERM (Galaxy, Slurm, ``docker stop``) with 143, both after the same cleanup:
+worker processes killed, temporary files removed (:mod:`ifu_extract.parallel`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import sys
@@ -16,8 +19,9 @@ import warnings
 import click
 
 from . import __version__
-from .errors import InputError, ObjectWarning, reset_once
 from . import pathguard
+from .errors import InputError, ObjectWarning, reset_once
+from .parallel import Terminated, install_sigterm_handler
 
 #: verb -> "module:attribute" of its click command, under ifu_extract.commands.
 COMMANDS = {
@@ -146,11 +150,15 @@ def main(argv=None):
     warnings.simplefilter("always", ObjectWarning)
     verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
     prog = "ifu-extract"
+    install_sigterm_handler()
     try:
         rv = cli.main(args=argv, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, Terminated):      # click turns KeyboardInterrupt into Abort
+            click.echo("terminated", err=True)
+            sys.exit(Terminated.exit_code)
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.UsageError as exc:
@@ -163,20 +171,42 @@ def main(argv=None):
     except InputError as exc:
         click.echo(f"{prog}: error: {exc.oneline()}", err=True)
         sys.exit(1)
+    except Terminated as exc:
+        click.echo("terminated", err=True)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            click.echo(f"{prog}: error: {where}no space left on the device; free some space or "
+                       "choose another output folder with -o", err=True)
+            sys.exit(1)
+        if exc.errno != errno.ENOMEM:
+            if verbose:
+                raise
+            _internal_error(prog, exc)
+        _out_of_memory(prog)
     except MemoryError:
-        click.echo(f"{prog}: error: out of memory; process a smaller window or fewer objects "
-                   "at once (--wave-range, split)", err=True)
-        sys.exit(1)
+        _out_of_memory(prog)
     except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, traceback on -v
         if verbose:
             raise
-        click.echo(f"{prog}: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                   " (rerun with --verbose for the traceback and report it)", err=True)
-        sys.exit(3)
+        _internal_error(prog, exc)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _out_of_memory(prog: str):
+    click.echo(f"{prog}: error: out of memory; process a smaller window or fewer objects "
+               "at once (--wave-range, split), or raise the memory limit (ulimit -v)", err=True)
+    sys.exit(1)
+
+
+def _internal_error(prog: str, exc: BaseException):
+    click.echo(f"{prog}: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+               " (rerun with --verbose for the traceback and report it)", err=True)
+    sys.exit(3)
 
 
 if __name__ == "__main__":  # pragma: no cover

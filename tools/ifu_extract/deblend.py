@@ -81,7 +81,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1369,7 +1368,7 @@ class CubeWriter:
 
     def __init__(self, path, cube: Cube, z0: int, z1: int, names=("DATA",), *, tool="deblend",
                  inputs=None, params=None, product=""):
-        from .fitsout import add_provenance
+        from .fitsout import add_provenance, temp_path
         from .identity import stamp
         from .pathguard import refuse_input
 
@@ -1389,9 +1388,7 @@ class CubeWriter:
         if product:
             prim["IFXPROD"] = (product, "ifu-extract product")
         base = _cube_wcs_header(cube, z0)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".fits", dir=parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temp_path(self.path, ".fits")   # named after this process: see fitsout
         nbytes = 4 * int(np.prod(shape))
         padded = -(-nbytes // 2880) * 2880
         offsets = []

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import warnings
 
-__all__ = ["InputError", "ObjectWarning", "OK", "warn_object", "warn_once", "reset_once"]
+__all__ = ["DiskFullError", "InputError", "is_disk_full", "ObjectWarning", "OK", "warn_object",
+           "warn_once", "reset_once"]
 
 #: Status string of an object processed without any fallback.
 OK = "ok"
@@ -42,6 +43,22 @@ class InputError(Exception):
             msg += f"; {self.fix}"
         # A user error is one line, whatever the text it quotes.
         return " ".join(msg.split())
+
+    def __reduce__(self):
+        # Picklable with its three parts (errors cross from worker processes to the parent).
+        return (type(self), (self.path, self.problem, self.fix))
+
+
+class DiskFullError(InputError):
+    """The output device or quota is full: the run stops (it is never one object's fault)."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for :class:`DiskFullError` and for an ``OSError`` of a full device or quota."""
+    import errno
+
+    return isinstance(exc, DiskFullError) or (
+        isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
 
 
 class ObjectWarning(UserWarning):

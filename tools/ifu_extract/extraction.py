@@ -15,8 +15,6 @@ files alone.
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,12 +24,13 @@ from astropy.table import Table
 
 from .catalog import file_stem, write_catalog
 from .cubeio import Cube, open_cube
-from .errors import OK, InputError, warn_object
+from .errors import OK, InputError, is_disk_full, warn_object
 from .extract import ExtractConfig, ObjectRegion, extract_windows
 from .fitsout import ascii_unescape, ensure_dir, file_checksum, header_cards
 from .identity import check_product
 from .image import white_for_cube
 from .masks import read_masks
+from .parallel import process_map
 from .sourcefile import best_tag, stamp_wcs_cards, write_source
 
 __all__ = ["SUMMARY_COLUMNS", "ExtractJob", "extract_catalog", "summary_from_sources", "write_summary"]
@@ -167,7 +166,7 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
     status = m.status
     keywords = {
         "X": (float(mrow["X"]), "[pix] 0-based cube x"), "Y": (float(mrow["Y"]), "[pix] 0-based cube y"),
-        "STATUS": (status[:60], "ok or the fallback"), "MASKUSED": (m.used, "object mask used"),
+        "STATUS": (status, "ok or the fallback"), "MASKUSED": (m.used, "object mask used"),
         "NSPAX": (res.n_spaxels, "spaxels in the object mask"), "NSKY": (res.n_sky, "sky spaxels"),
         "SNRTAG": (tag or "", "tag of SNRMED"), "SNRMED": (_finite(snr), "median S/N over channels"),
         "WFLUX": (_finite(wflux), "white light summed over the mask"),
@@ -180,7 +179,8 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
             keywords[key] = (float(value) if isinstance(value, (int, float, np.number)) else str(value)[:60],
                              "from the input catalogue")
     if notes:
-        keywords["NOTES"] = ("; ".join(notes)[:60], "extraction notes")
+        # Whole (CONTINUE cards when long): --resume and merge rebuild the summary from it.
+        keywords["NOTES"] = ("; ".join(notes), "extraction notes")
     if shared.psf_fwhm is not None:
         keywords["PSFFWHM"] = (shared.psf_fwhm, "[arcsec] median PSF FWHM used")
     for key, value, comment in shared.fsf or ():
@@ -224,6 +224,8 @@ def _stamp(image: np.ndarray, box) -> np.ndarray:
 
 def _failed(row: dict, exc: Exception) -> dict:
     """Summary row of an object whose extraction raised *exc* (one bad object never stops a batch)."""
+    if is_disk_full(exc):
+        raise exc                       # a full disk is not the object's fault: the run stops
     if isinstance(exc, InputError):
         warn_object(row["ID"], exc.oneline())
         return _row_result(row, f"failed: {exc.oneline()}"[:200])
@@ -289,15 +291,19 @@ def _work(job: ExtractJob) -> list[dict]:
             return [done[i] for i in range(len(job.rows))]
 
 
-def _done_row(path: Path, row: dict, checksum: str) -> dict | None:
-    """Summary row of an object already written by an earlier run on the same cube, else None."""
+def _done_row(path: Path, row: dict, checksum: str, unit: str) -> dict | None:
+    """Summary row of an object already written by an earlier run on the same cube, else None.
+
+    *unit* is the cube's flux unit, which a fresh extraction puts in FLUX_UNIT (the Source
+    file keeps it in its spectra's BUNIT only).
+    """
     try:
         hdr = fits.getheader(path, 0)
     except Exception:  # noqa: BLE001 - unreadable: extract it again
         return None
     if hdr.get("CUBECSUM") != checksum:
         return None
-    return _row_from_header(hdr, f"sources/{path.name}", row)
+    return {**_row_from_header(hdr, f"sources/{path.name}", row), "FLUX_UNIT": unit}
 
 
 def _row_from_header(hdr, fname, row=None) -> dict:
@@ -427,6 +433,7 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
         _check_boxes(objects, masks_path, cube)
         white_img = white_for_cube(cube, white_path, wave_range)
         checksum = file_checksum(cube.path)
+        unit = cube.unit_string
     outdir = ensure_dir(outdir)
     ensure_dir(Path(outdir) / "sources")
     rows = [{c: (row[c] if not np.ma.is_masked(row[c]) else None) for c in catalog.colnames} for row in catalog]
@@ -434,7 +441,7 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
     todo = []
     for row in rows:
         path = Path(outdir) / "sources" / f"{file_stem(row['ID'])}.fits"
-        done = _done_row(path, row, checksum) if (resume and path.exists()) else None
+        done = _done_row(path, row, checksum, unit) if (resume and path.exists()) else None
         if done is not None:
             results[str(row["ID"])] = done
         else:
@@ -457,11 +464,8 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
             if progress:
                 progress(len(job.rows))
     else:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("fork") if os.name == "posix" else None
-        with ProcessPoolExecutor(max_workers=threads, mp_context=ctx) as pool:
-            for job, out in zip(blocks, pool.map(_work, blocks)):
+        with process_map(_work, blocks, threads) as outs:
+            for job, out in zip(blocks, outs):
                 for r in out:
                     results[r["ID"]] = r
                 if progress:

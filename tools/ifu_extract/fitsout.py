@@ -4,15 +4,25 @@ Every file the tools write goes through :func:`atomic_path`: the content is writ
 temporary file in the destination folder and renamed into place only when complete, so a
 failure never leaves a half-written output.  Dates come from ``SOURCE_DATE_EPOCH`` when it is
 set, so that reruns are byte-identical.
+
+Temporary files are named by :func:`temp_path`, ``.<name>.ifxtmp-<host>-<pid>-<random><suffix>``:
+the host and PID of the process writing them.  A process killed with ``kill -9`` cannot remove
+its temporary files, so :func:`clean_stale_temps` removes, when a folder is first written to,
+those whose owner is a dead process of this host (a live owner's file, or another host's on a
+shared disk, is left alone).  Running out of space while writing is the one-line
+:class:`~ifu_extract.errors.DiskFullError`, never a half-written output.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import functools
 import hashlib
 import os
+import re
+import socket
 import tempfile
 import warnings
 from pathlib import Path
@@ -21,11 +31,15 @@ import numpy as np
 from astropy.io import fits
 
 from . import __version__
-from .errors import InputError
+from .errors import DiskFullError, InputError
 from .pathguard import refuse_input
+from .parallel import signals_deferred
 
 __all__ = [
     "atomic_path",
+    "temp_path",
+    "clean_stale_temps",
+    "write_error",
     "write_hdulist",
     "add_provenance",
     "iso_date",
@@ -75,14 +89,121 @@ def iso_date() -> str:
 
 
 def ensure_dir(path) -> Path:
-    """Create folder *path* (and parents); a clear error when it cannot be created."""
+    """Create folder *path* (and parents); a clear error when it cannot be created.
+
+    Temporary files left in it by killed runs are removed (:func:`clean_stale_temps`).
+    """
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(path, f"cannot create the output folder ({exc.strerror})",
-                         "choose a writable location with -o") from None
+        raise write_error(path, exc, "cannot create the output folder",
+                          "choose a writable location with -o") from None
+    clean_stale_temps(path)
+    _SCANNED.add(_folder_key(path))
     return path
+
+
+#: Space errors: the device or the user's quota is full.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def write_error(dest, exc: OSError, problem: str = "cannot be written",
+                fix: str = "choose a writable output path") -> InputError:
+    """The one-line error for an :class:`OSError` raised while writing *dest*.
+
+    A full disk or quota is a :class:`~ifu_extract.errors.DiskFullError` naming the folder.
+    """
+    if getattr(exc, "errno", None) in _NO_SPACE:
+        return DiskFullError(dest, "no space left on the device",
+                             "free some space or choose another output folder with -o")
+    return InputError(dest, f"{problem} ({exc.strerror or exc})", fix)
+
+
+# ----------------------------------------------------------------------------- temporary files
+_TEMP_TAG = "ifxtmp"
+_TEMP_RE = re.compile(r"^\..+\." + _TEMP_TAG + r"-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^.]+")
+#: Folders already scanned for stale temporary files by this process.
+_SCANNED: set = set()
+
+
+@functools.lru_cache(maxsize=1)
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _folder_key(folder) -> str:
+    try:
+        return os.path.realpath(folder)
+    except OSError:  # pragma: no cover
+        return str(folder)
+
+
+def temp_path(dest, suffix: str | None = None) -> Path:
+    """Create an empty temporary file next to *dest*, named after this host and process.
+
+    Parameters
+    ----------
+    dest : str or os.PathLike
+        The output the temporary file will become.
+    suffix : str, optional
+        Suffix of the temporary file; defaults to the suffixes of *dest*.
+
+    Returns
+    -------
+    pathlib.Path
+        ``.<dest name>.ifxtmp-<host hash>-<pid>-<random><suffix>`` in the folder of *dest*.
+    """
+    dest = Path(dest)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if suffix is None:
+        suffix = "".join(dest.suffixes) or ".tmp"
+    key = _folder_key(parent)
+    if key not in _SCANNED:
+        _SCANNED.add(key)
+        clean_stale_temps(parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{_TEMP_TAG}-{_host_tag()}-{os.getpid()}-",
+                                   suffix=suffix, dir=parent)
+    except OSError as exc:
+        raise write_error(dest, exc, "cannot write here", "choose a writable output path") from None
+    os.close(fd)
+    return Path(tmp)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True           # someone else's live process
+    return True
+
+
+def clean_stale_temps(folder) -> list[Path]:
+    """Remove the temporary files of dead processes of this host from *folder*.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files removed.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    host = _host_tag()
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if m is None or m["host"] != host or _pid_alive(int(m["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
 
 
 @contextlib.contextmanager
@@ -102,26 +223,26 @@ def atomic_path(dest, suffix: str | None = None):
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(dest, "the output folder does not exist", "create it or choose another -o")
-    if suffix is None:
-        suffix = "".join(dest.suffixes) or ".tmp"
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=parent)
-    except OSError as exc:
-        raise InputError(dest, f"cannot write here ({exc.strerror})",
-                         "choose a writable output path") from None
-    os.close(fd)
-    try:
-        yield Path(tmp)
+        with signals_deferred():   # a SIGTERM between creation and this try would leak the file
+            tmp = temp_path(dest, suffix)
+        try:
+            yield tmp
+        except OSError as exc:
+            if getattr(exc, "errno", None) in _NO_SPACE:
+                raise write_error(dest, exc) from None
+            raise
         os.chmod(tmp, 0o644)
         refuse_input(dest)
         try:
             os.replace(tmp, dest)
         except OSError as exc:
-            raise InputError(dest, f"cannot be written ({exc.strerror})",
-                             "choose a writable output path") from None
+            raise write_error(dest, exc) from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
 
 
@@ -143,8 +264,7 @@ def write_hdulist(hdul: fits.HDUList, dest, *, checksum: bool = True, verify: st
         try:
             hdul.writeto(tmp, overwrite=True, checksum=False, output_verify=verify)
         except OSError as exc:
-            raise InputError(dest, f"cannot write ({exc.strerror or exc})",
-                             "check free space and permissions") from None
+            raise write_error(dest, exc, "cannot write", "check free space and permissions") from None
     return Path(dest)
 
 
@@ -357,8 +477,7 @@ def write_fast_fits(dest, primary: fits.Header, extensions) -> Path:
                 for ext in extensions:
                     fh.write(ext)
         except OSError as exc:
-            raise InputError(dest, f"cannot write ({exc.strerror or exc})",
-                             "check free space and permissions") from None
+            raise write_error(dest, exc, "cannot write", "check free space and permissions") from None
     return Path(dest)
 
 

@@ -32,6 +32,7 @@ reason and the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import html
@@ -40,7 +41,6 @@ import os
 import struct
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -51,8 +51,9 @@ from astropy.io import fits
 
 from . import __version__
 from .catalog import file_stem
-from .errors import OK, InputError, warn_object
+from .errors import OK, InputError, is_disk_full, warn_object
 from .fitsout import atomic_path, ensure_dir
+from .parallel import process_map
 from .skylines import sky_lines, telluric_bands, vacuum_to_air
 from .sourcefile import BEST_TAGS, best_tag
 from .units import display_unit
@@ -1178,6 +1179,8 @@ def plot_object(source_path, qa_dir, obj_id: str, *, segmap=None, tag: str | Non
             func(obj, qa_dir / name, dpi=dpi, **kwargs)
             out.files[kind] = f"{QA_DIR}/{name}"
         except Exception as exc:  # noqa: BLE001 - reported in the index, the others go on
+            if is_disk_full(exc):
+                raise                   # not this object's fault: the report stops
             errors.append(f"{kind}: {_reason(exc)}")
     out.error = "; ".join(errors)
     out.seconds = time.perf_counter() - t0
@@ -1491,52 +1494,82 @@ def make_report(outdir, *, threads: int = 1, plots: bool = True, segmap=None,
         notes.append(f"Segmentation map: {seg.path.name} (outlines on the stamps)")
     results: dict[str, ObjectPlots] = {}
     t0 = time.perf_counter()
-    if plots:
-        qa_dir = ensure_dir(outdir / QA_DIR)
-        kwargs = {"tag": tag, "smooth": int(smooth), "dpi": int(dpi)}
-        jobs = []
-        for r in rows:
-            fname = r.get("FILE", "").strip()
-            if not fname:
-                continue
-            src = outdir / fname
-            if not src.is_file():
-                results[r["ID"]] = ObjectPlots(r["ID"], error=f"Source file {fname} is missing")
-                continue
-            jobs.append((str(src), str(qa_dir), r["ID"], kwargs))
-        if progress and len(rows) > len(jobs):
-            progress(len(rows) - len(jobs))   # rows without a Source file: nothing to draw
-        _WORKER["segmap"] = None if seg is None else _SegmapSampler(seg)
-        try:
-            threads = max(1, min(int(threads), len(jobs) or 1))
-            if threads == 1:
-                for job in jobs:
-                    (res,) = _plot_jobs([job])
-                    results[res.id] = res
-                    if progress:
-                        progress(1)
-            else:
-                import multiprocessing as mp
-
-                ctx = mp.get_context("fork") if os.name == "posix" else None
-                from .chunks import even_blocks  # chunks imports this module
-
-                blocks = even_blocks(jobs, min(len(jobs), threads * 4))
-                with ProcessPoolExecutor(max_workers=threads, mp_context=ctx) as pool:
-                    for block, out in zip(blocks, pool.map(_plot_jobs, blocks)):
-                        for res in out:
-                            results[res.id] = res
-                        if progress:
-                            progress(len(block))
-        finally:
-            _WORKER["segmap"] = None
-            clear_figure_cache()   # the figures drawn here (threads=1) are not needed any more
-        for obj_id, res in results.items():
-            if res.error:
-                warn_object(obj_id, f"QA figure failed: {res.error}")
-    seconds = time.perf_counter() - t0
-    index = write_index(outdir, columns, rows, results, title=title, notes=notes)
+    before = _folder_state(outdir / QA_DIR)
+    try:
+        if plots:
+            _draw_figures(outdir, rows, seg, results, threads=threads, tag=tag, smooth=smooth, dpi=dpi,
+                          progress=progress)
+        seconds = time.perf_counter() - t0
+        index = write_index(outdir, columns, rows, results, title=title, notes=notes)
+    except Exception as exc:
+        if is_disk_full(exc):
+            _remove_new_files(outdir / QA_DIR, before)     # no half report on a full disk
+        raise
     return ReportResult(index, len(rows), results, "" if seg is None else str(seg.path), seconds)
+
+
+def _folder_state(folder: Path) -> dict | None:
+    """``{name: (inode, mtime)}`` of the files in *folder* (None when it does not exist)."""
+    try:
+        return {e.name: (e.inode(), e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_file()}
+    except OSError:
+        return None
+
+
+def _remove_new_files(folder: Path, before: dict | None) -> None:
+    """Remove the files of *folder* written since :func:`_folder_state` returned *before*."""
+    now = _folder_state(folder) or {}
+    for name, state in now.items():
+        if before is None or before.get(name) != state:
+            with contextlib.suppress(OSError):
+                os.unlink(folder / name)
+    if before is None:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _draw_figures(outdir: Path, rows: list[dict], seg, results: dict, *, threads, tag, smooth, dpi,
+                  progress) -> None:
+    """Both figures of every row with a Source file, into *results* ``{ID: ObjectPlots}``."""
+    qa_dir = ensure_dir(outdir / QA_DIR)
+    kwargs = {"tag": tag, "smooth": int(smooth), "dpi": int(dpi)}
+    jobs = []
+    for r in rows:
+        fname = r.get("FILE", "").strip()
+        if not fname:
+            continue
+        src = outdir / fname
+        if not src.is_file():
+            results[r["ID"]] = ObjectPlots(r["ID"], error=f"Source file {fname} is missing")
+            continue
+        jobs.append((str(src), str(qa_dir), r["ID"], kwargs))
+    if progress and len(rows) > len(jobs):
+        progress(len(rows) - len(jobs))   # rows without a Source file: nothing to draw
+    _WORKER["segmap"] = None if seg is None else _SegmapSampler(seg)
+    try:
+        threads = max(1, min(int(threads), len(jobs) or 1))
+        if threads == 1:
+            for job in jobs:
+                (res,) = _plot_jobs([job])
+                results[res.id] = res
+                if progress:
+                    progress(1)
+        else:
+            from .chunks import even_blocks  # chunks imports this module
+
+            blocks = even_blocks(jobs, min(len(jobs), threads * 4))
+            with process_map(_plot_jobs, blocks, threads) as outs:
+                for block, out in zip(blocks, outs):
+                    for res in out:
+                        results[res.id] = res
+                    if progress:
+                        progress(len(block))
+    finally:
+        _WORKER["segmap"] = None
+        clear_figure_cache()   # the figures drawn here (threads=1) are not needed any more
+    for obj_id, res in results.items():
+        if res.error:
+            warn_object(obj_id, f"QA figure failed: {res.error}")
 
 
 def _cube_names(outdir: Path, rows: list[dict]) -> list[str]:

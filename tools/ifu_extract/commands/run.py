@@ -8,6 +8,7 @@ the verb's long option names), then the options given to ``run``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,8 +16,11 @@ import click
 from click.core import ParameterSource
 
 from ..catalog import merge_catalogs, read_catalog, write_catalog
+from ..errors import InputError
+from ..fitsout import file_checksum
 from ..pathguard import check_paths, created_folder
-from ..runconfig import load_run_config
+from ..runconfig import (RUN_OPTIONS_FILE, changed_options, load_run_config, read_run_options,
+                         run_options_record, write_run_options)
 from ._options import BOX_SIZE, catalog_format_option, cube_options, report
 
 
@@ -57,7 +61,7 @@ _ROUTES = {
 _PRODUCTS = {"white": "white.fits", "detections": "detections.tsv", "segmap": "segmap.fits",
              "catalog": "catalog.tsv", "masks": "masks.fits", "plot": "detections.png",
              "contsub": "contsub.fits", "line_images": "line_images.fits", "summary": "summary.tsv",
-             "psf": "psf.fits"}
+             "psf": "psf.fits", "run_options": RUN_OPTIONS_FILE}
 
 
 @click.command("run")
@@ -66,7 +70,7 @@ _PRODUCTS = {"white": "white.fits", "detections": "detections.tsv", "segmap": "s
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Output folder (white.fits, detections.tsv, segmap.fits, catalog.tsv, psf.fits when "
                    "the PSF was fitted on the field's stars, masks.fits, sources/, summary.tsv, qa/, "
-                   "index.html).")
+                   "index.html, run_options.json).")
 @click.option("--config", type=click.Path(dir_okay=False), default=None,
               help="run.toml: one table per verb ([image], [detect], [mask], [extract], [report]) "
                    "with that verb's long option names as keys; command-line options win.")
@@ -100,7 +104,12 @@ _PRODUCTS = {"white": "white.fits", "detections": "detections.tsv", "segmap": "s
               help="Wavelength range of the spectra, Angstrom.")
 @click.option("--threads", type=click.IntRange(min=1, max=256), default=None,
               help="Worker processes (Galaxy passes GALAXY_SLOTS).")
-@click.option("--resume", is_flag=True, default=None, help="Skip objects already written in OUTDIR.")
+@click.option("--resume", is_flag=True, default=None,
+              help="Skip objects already written in OUTDIR by a run with the same options and inputs "
+                   "(recorded in OUTDIR/run_options.json).")
+@click.option("--force", is_flag=True,
+              help="With --resume: accept options or inputs that differ from the recorded ones; the "
+                   "Source files are then all extracted again.")
 @click.option("--contsub", "do_contsub", is_flag=True,
               help="Continuum-subtract the cube (contsub.fits), used by --xcor and --line-scan.")
 @click.option("--xcor", "do_xcor", is_flag=True,
@@ -114,7 +123,7 @@ _PRODUCTS = {"white": "white.fits", "detections": "detections.tsv", "segmap": "s
 @cube_options
 @click.pass_context
 def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub, do_xcor, do_deblend,
-        do_line_scan, plots, catalog_format, **options):
+        do_line_scan, plots, catalog_format, force, **options):
     """Run the whole chain on CUBE (and optionally CATALOG) into OUTDIR."""
     commands = _commands()
     params = {verb: {} for verb in commands}
@@ -149,15 +158,21 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub,
     # The cube is checked by the first step, before it writes; a folder this command made is
     # removed if it is still empty when a step fails.
     with created_folder(output) as out:
-        _chain(ctx, commands, params, cube, user_table, out, do_detect, match_radius, do_contsub,
-               do_xcor, do_deblend, do_line_scan, plots, options)
+        _chain(ctx, commands, params, cube, catalog, catalog_format, user_table, out, do_detect,
+               match_radius, do_contsub, do_xcor, do_deblend, do_line_scan, plots, force, options)
 
 
-def _chain(ctx, commands, params, cube, user_table, out, do_detect, match_radius, do_contsub,
-           do_xcor, do_deblend, do_line_scan, plots, options):
+def _chain(ctx, commands, params, cube, catalog, catalog_format, user_table, out, do_detect,
+           match_radius, do_contsub, do_xcor, do_deblend, do_line_scan, plots, force, options):
     """The steps of ``run`` into the folder *out* (inputs already checked)."""
     files = {k: str(Path(out) / v) for k, v in _PRODUCTS.items()}
     cube_ext = {k: options.get(k) for k in ("data_ext", "var_ext", "dq_ext")}
+    flags = {"detect": do_detect, "match_radius": match_radius, "contsub": do_contsub, "xcor": do_xcor,
+             "deblend": do_deblend, "line_scan": do_line_scan, "catalog_format": catalog_format,
+             "segmap": [_fingerprint(p) for p in options.get("segmaps") or ()], **cube_ext}
+    record = run_options_record({"CUBE": _fingerprint(cube), "CATALOG": _fingerprint(catalog)},
+                                flags, params)
+    _check_resume(out, record, params, force)
 
     if do_contsub:
         report(f"[0/5] contsub -> {files['contsub']}")
@@ -234,6 +249,43 @@ def _psf_step(cube, cube_ext, files, extract_params):
             report(f"      PSF: no FSF keywords in the cube; fitted on its stars -> {files['psf']}")
             for line in psf_summary(details["fit"], c.wave, c.pixscale).splitlines():
                 report("      " + line)
+
+
+def _fingerprint(path) -> str | None:
+    """Content fingerprint of an input file (None when absent: the step that reads it says so)."""
+    if not path:
+        return None
+    try:
+        return file_checksum(path)
+    except OSError:
+        return None
+
+
+def _check_resume(out, record: dict, params: dict, force: bool) -> None:
+    """Refuse ``--resume`` when the options differ from those recorded in OUTDIR; record ours.
+
+    With ``--force`` the difference is reported and every object is extracted again, so that
+    no Source file made with other options is kept.
+    """
+    if params.get("extract", {}).get("resume"):
+        old = read_run_options(out)
+        if old is None and any(Path(out, "sources").glob("*.fits")):
+            report(f"--resume: no {RUN_OPTIONS_FILE} in {out}: the options of the earlier run "
+                   "cannot be checked")
+        diff = changed_options(old, record) if old is not None else []
+        if diff:
+            text = ", ".join(f"{k} was {_show(a)}, now {_show(b)}" for k, a, b in diff)
+            if not force:
+                raise InputError(Path(out) / RUN_OPTIONS_FILE, f"--resume with changed options: {text}",
+                                 "rerun without --resume (or into a new folder), or add --force to "
+                                 "extract every object again with the new options")
+            report(f"--force: options changed ({text}); every object is extracted again")
+            params["extract"]["resume"] = False
+    write_run_options(out, record)
+
+
+def _show(value) -> str:
+    return "unset" if value is None else json.dumps(value)
 
 
 def _line_scan(table, cube, cube_ext, files, do_contsub, match_radius):

@@ -148,6 +148,7 @@ class TableMeta:
     weighted: bool = False
     exposures: list = field(default_factory=list)
     xoffset: np.ndarray = field(default_factory=lambda: np.full((32, 64), -1, dtype=np.int32))
+    has_center: bool = False
 
     @property
     def has_sky(self) -> bool:
@@ -166,17 +167,27 @@ class TableMeta:
         if not CONVENTIONS[self.convention]:
             raise InputError(path, "has pixel-stage coordinates (WCS 'pixel'), not sky "
                              "coordinates", "select by IFU, slice or wavelength instead")
+        if not self.has_center:
+            keys = "RA/DEC" if self.convention == "projected" else "CRVAL1/CRVAL2"
+            raise InputError(path, f"has no field centre ({keys} in the primary header), so its "
+                             "positions cannot be placed on the sky",
+                             f"add the {keys} keywords the MUSE pipeline writes, or select by IFU, "
+                             "slice or wavelength instead")
 
 
-def _center(header: fits.Header, convention: str | None) -> tuple[float, float]:
+def _center(header: fits.Header, convention: str | None) -> tuple[float, float] | None:
+    """Field centre, degrees; None when the keywords of *convention* are absent or not numbers."""
     if convention == "projected":
         kx, ky = "RA", "DEC"
     elif convention == "positioned":
         kx, ky = "CRVAL1", "CRVAL2"
     else:
-        return 0.0, 0.0
+        return None
     if kx not in header or ky not in header:
-        return 0.0, 0.0
+        return None
+    if not all(isinstance(header[k], (int, float)) and not isinstance(header[k], bool)
+               and np.isfinite(header[k]) for k in (kx, ky)):
+        return None
     try:
         unit = u.Unit(header["CUNIT1"])
         return (float((header[kx] * unit).to_value(u.deg)),
@@ -214,7 +225,9 @@ def read_meta(header: fits.Header, raw_text: str | None = None) -> TableMeta:
         meta.wcs_value = str(header[wkey])
         meta.wcs_comment = header.comments[wkey]
         meta.convention = meta.wcs_value.split(" ")[0] if meta.wcs_value.strip() else ""
-    meta.xc, meta.yc = _center(header, meta.convention)
+    centre = _center(header, meta.convention)
+    meta.has_center = centre is not None
+    meta.xc, meta.yc = centre if centre is not None else (0.0, 0.0)
     meta.nifu = int(get_keyword(header, "MERGED", 1))
     meta.fluxcal = bool(get_keyword(header, "FLUXCAL", False))
     meta.skysub = bool(get_keyword(header, "SKYSUB", False))

@@ -39,7 +39,7 @@ def table_info(table) -> dict:
         "wcs_comment": m.wcs_comment,
         "convention": m.convention,
         "sky_coordinates": m.has_sky,
-        "center_deg": [m.xc, m.yc] if m.has_sky else None,
+        "center_deg": [m.xc, m.yc] if m.has_sky and m.has_center else None,
         "exposures": [list(r) for r in m.exposures],
         "limits": limits,
     }

@@ -21,7 +21,7 @@ from astropy.io import fits
 from ..errors import InputError
 from ..fitsout import add_provenance, atomic_path, file_checksum
 from .header import get_keyword
-from .sky import CellGrid, MaskProjector, SkyFrame, load_mask_image
+from .sky import CellGrid, MaskProjector, SkyFrame, load_mask_image, sky_positions
 from .writer import StreamWriter
 
 __all__ = ["MaskColumn", "MaskFromImage", "table_domain", "write_mask_column", "MASKCOL_EXT"]
@@ -45,6 +45,38 @@ def table_domain(table) -> tuple[float, float, float, float]:
             float(parts[:, 2].min()), float(parts[:, 3].max()))
 
 
+def _require_overlap(path, table, frame, wcs, shape, domain) -> None:
+    """Refuse a mask image that does not cover any part of the table's field.
+
+    Such a mask gives every row the value 0 (sky), which looks like a valid mask column; a
+    mask of another field, or a table whose field centre is wrong, is a mistake to report.
+    The table's field is sampled on a 9 x 9 grid of its xpos/ypos domain; the image overlaps
+    when a sample lands on it or the image centre lies within the samples' bounding box.
+    """
+    ny, nx = shape
+    xlo, xhi, ylo, yhi = domain
+    gx, gy = np.meshgrid(np.linspace(xlo, xhi, 9), np.linspace(ylo, yhi, 9))
+    ra, dec = sky_positions(frame, gx.ravel(), gy.ravel())
+    if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
+        return
+    with np.errstate(invalid="ignore"):
+        px, py = wcs.all_world2pix(ra, dec, 0)
+    if np.any((px >= -0.5) & (px < nx - 0.5) & (py >= -0.5) & (py < ny - 0.5)):
+        return
+    cra, cdec = (float(v) for v in wcs.all_pix2world((nx - 1) / 2, (ny - 1) / 2, 0))
+    cos0 = np.cos(np.radians(frame.yc))
+    dx = ((ra - frame.xc + 180) % 360 - 180) * cos0
+    dy = dec - frame.yc
+    cx = ((cra - frame.xc + 180) % 360 - 180) * cos0
+    cy = cdec - frame.yc
+    if dx.min() <= cx <= dx.max() and dy.min() <= cy <= dy.max():
+        return
+    raise InputError(path, f"the mask image (centre RA {cra:.5f} Dec {cdec:.5f}) does not cover the "
+                     f"field of the pixel table {Path(table.path).name} (centre RA {frame.xc:.5f} "
+                     f"Dec {frame.yc:.5f}); every row would be unmasked",
+                     "give the mask image of this field")
+
+
 class MaskFromImage:
     """The mask column of a table, computed from a mask image chunk by chunk.
 
@@ -65,7 +97,9 @@ class MaskFromImage:
         image, wcs = load_mask_image(path, ext)
         self.ny, self.nx = image.shape
         self.flat = np.ascontiguousarray(image).ravel()
-        self.projector = MaskProjector(frame, wcs, image.shape, table_domain(table))
+        domain = table_domain(table)
+        _require_overlap(self.path, table, frame, wcs, image.shape, domain)
+        self.projector = MaskProjector(frame, wcs, image.shape, domain)
         self.grid = CellGrid(self.projector, image)
 
     def values(self, table, a: int, b: int, rows=None) -> np.ndarray:

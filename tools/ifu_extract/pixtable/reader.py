@@ -151,8 +151,16 @@ class PixTable:
         if need > size:
             raise InputError(self.path, f"is truncated ({size} bytes, {need} needed)",
                              "copy or download the file again")
-        with open(self.path, "rb") as fh:
-            self._mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        try:
+            with open(self.path, "rb") as fh:
+                self._mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        except (OSError, MemoryError) as exc:
+            # A mapped file costs address space, not memory: ulimit -v limits the former.
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise InputError(self.path, f"cannot be mapped into memory ({size / 1e9:.1f} GB file: "
+                             f"{reason}); a mapped file needs address space, not RAM",
+                             "raise the address-space limit (ulimit -v unlimited, or a Galaxy/Slurm "
+                             "virtual-memory limit above the file size)") from None
         self._views = {}
 
     # -- opening ------------------------------------------------------------------------------
@@ -168,13 +176,33 @@ class PixTable:
             self.layout = "image"
             self._parse_images(hdul)
 
-    def _missing(self, found):
+    def _missing(self, found, hdul=None):
         missing = [c for c in COLUMNS if c not in found]
+        if missing and hdul is not None:
+            self._check_complete(hdul)
         if missing:
             what = "extension" if self.layout == "image" else "column"
             raise InputError(self.path, f"has no '{missing[0]}' {what}"
                              + (f" (nor {', '.join(missing[1:])})" if len(missing) > 1 else ""),
                              "a MUSE pixel table has the columns " + ", ".join(COLUMNS))
+
+    def _check_complete(self, hdul) -> None:
+        """Raise "is truncated" when the file ends inside an HDU (astropy lists the HDUs it
+        could read, so a file cut short would otherwise look like one without some columns)."""
+        size = self.path.stat().st_size
+        last = len(hdul) - 1
+        info = hdul.fileinfo(last)
+        end = info["datLoc"] + info["datSpan"]
+        if size % 2880 or end > size:
+            raise InputError(self.path, f"is truncated ({size} bytes; it ends inside HDU {last})",
+                             "copy or download the file again")
+
+    def _check_integer(self, name: str, dtype: np.dtype, what: str) -> None:
+        """dq and origin hold bit fields: a float column would silently lose bits."""
+        if name in ("dq", "origin") and dtype.kind not in "iu":
+            raise InputError(self.path, f"column '{name}' is {what}, not an integer column "
+                             f"({name} holds bit-packed values)",
+                             "write it as int32, as the MUSE pipeline and MPDAF do")
 
     def _parse_images(self, hdul) -> None:
         cols, nrows = {}, None
@@ -199,10 +227,11 @@ class PixTable:
             if dtype is None:
                 raise InputError(self.path, f"extension '{name}' has BITPIX {hdr['BITPIX']}",
                                  "expected float32 or int32 columns")
+            self._check_integer(name, np.dtype(dtype), f"floating point (BITPIX {hdr['BITPIX']})")
             cols[name] = Column(name, np.dtype(dtype), hdul.fileinfo(i)["datLoc"],
                                 np.dtype(dtype).itemsize, hdr.get("BUNIT"),
                                 float(hdr.get("BSCALE", 1.0)), float(hdr.get("BZERO", 0.0)))
-        self._missing(cols)
+        self._missing(cols, hdul)
         self.nrows = int(nrows or 0)
         self.columns = cols
 
@@ -212,7 +241,7 @@ class PixTable:
         rowbytes = int(hdr["NAXIS1"])
         datloc = hdul.fileinfo(1)["datLoc"]
         names = [str(n).lower() for n in hdu.columns.names]
-        self._missing(names)
+        self._missing(names, hdul)
         dt = hdu.columns.dtype  # numpy record layout of one row, with byte offsets
         cols = {}
         for i, col in enumerate(hdu.columns):
@@ -223,6 +252,7 @@ class PixTable:
             if fdt.shape or fdt.kind not in "fiu":
                 raise InputError(self.path, f"column '{name}' has format {col.format}",
                                  "expected scalar 1E / 1J columns")
+            self._check_integer(name, fdt, f"floating point (format {col.format})")
             cols[name] = Column(name, fdt.newbyteorder(">") if fdt.itemsize > 1 else fdt,
                                 datloc + off, rowbytes, col.unit,
                                 float(col.bscale if col.bscale is not None else 1.0),

@@ -113,12 +113,22 @@ class SkyFrame:
         table has no sky coordinates)."""
         table.meta.require_sky(table.path)
         unit = table.unit("xpos")
+        where = "BUNIT of the xpos extension" if table.layout == "image" else "TUNIT of the xpos column"
+        fix = (f"set the {where} to 'deg' (positioned tables) or 'rad' (projected ones), as the "
+               "MUSE pipeline writes (MPDAF refuses the file too)")
+        if unit is None:
+            text = table.columns["xpos"].unit
+            problem = (f"column 'xpos' has no unit ({where})" if not text else
+                       f"column 'xpos' has an unknown unit {text!r}")
+            raise InputError(table.path, problem + ", so its positions cannot be placed on the sky", fix)
         if unit == u.deg:
             name = "deg"
         elif unit == u.rad:
             name = "rad"
-        else:
+        elif unit == u.pix:
             name = "pix"
+        else:
+            raise InputError(table.path, f"column 'xpos' is in {unit}, not an angle or pixels", fix)
         return cls(table.meta.convention, name, table.meta.xc, table.meta.yc)
 
     @property
