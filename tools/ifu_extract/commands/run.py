@@ -180,6 +180,8 @@ def _chain(ctx, commands, params, cube, catalog, catalog_format, user_table, out
                    **{**cube_ext, **params.get("contsub", {})})
     report(f"[1/5] image: white light -> {files['white']}")
     ctx.invoke(commands["image"], cube=cube, output=files["white"], **params["image"])
+    # Recorded once the cube has been read without error (validate first, write second).
+    write_run_options(out, record)
     if do_detect:
         report(f"[2/5] detect -> {files['detections']}")
         ctx.invoke(commands["detect"], image_or_cube=files["white"], output=files["detections"],
@@ -262,7 +264,7 @@ def _fingerprint(path) -> str | None:
 
 
 def _check_resume(out, record: dict, params: dict, force: bool) -> None:
-    """Refuse ``--resume`` when the options differ from those recorded in OUTDIR; record ours.
+    """Refuse ``--resume`` when the options differ from those recorded in OUTDIR.
 
     With ``--force`` the difference is reported and every object is extracted again, so that
     no Source file made with other options is kept.
@@ -281,7 +283,6 @@ def _check_resume(out, record: dict, params: dict, force: bool) -> None:
                                  "extract every object again with the new options")
             report(f"--force: options changed ({text}); every object is extracted again")
             params["extract"]["resume"] = False
-    write_run_options(out, record)
 
 
 def _show(value) -> str:
