@@ -404,7 +404,8 @@ def _continuum_ratio(cont, kern, resid, var, g, z, y, x) -> float:
     return float(np.clip(joint / alone, 0.0, 1.0))
 
 
-def _candidates(snr, num, den, z_core, thresh, sign, cont=None, kern=None, resid=None, var=None, g=None):
+def _candidates(snr, num, den, z_core, thresh, sign, cont=None, kern=None, resid=None, var=None, g=None,
+                footprint=(3, 5, 5)):
     """Peaks of the 3-D groups of voxels where ``sign * snr >= thresh`` with their peak in the
     core channels *z_core* (slice); tuples (z, y, x, s, dz, dy, dx, amp, inv_sd, extent, nchan,
     continuum)."""
@@ -413,11 +414,15 @@ def _candidates(snr, num, den, z_core, thresh, sign, cont=None, kern=None, resid
     if not above.any():
         return []
     lab, n = ndimage.label(above)
+    # Local maxima of each group (two neighbours at one wavelength touch through their wings);
+    # the sub-peaks of one line are merged later, in position and wavelength.
     pos = []
     for k, box in enumerate(ndimage.find_objects(lab), start=1):
         sub = np.where(lab[box] == k, s[box], -np.inf)
-        i = np.unravel_index(int(np.argmax(sub)), sub.shape)
-        pos.append(tuple(int(i[d] + box[d].start) for d in range(3)))
+        peaks = (sub == ndimage.maximum_filter(sub, size=footprint, mode="constant", cval=-np.inf))
+        peaks &= np.isfinite(sub)
+        for i in zip(*np.nonzero(peaks)):
+            pos.append(tuple(int(i[d] + box[d].start) for d in range(3)))
     out = []
     nz, ny, nx = s.shape
     for z, y, x in pos:
@@ -490,6 +495,8 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
     hg = len(g) // 2
     fwhm_default = cfg.fwhm if cfg.fwhm is not None else 0.7
     hw = max(1, int(cfg.calib_window) // 2)
+    rpk = max(1, int(np.ceil(0.5 * cfg.merge_radius / cube.pixscale)))
+    footprint = (2 * hg + 1, 2 * rpk + 1, 2 * rpk + 1)
     margin = hw + 2 * hg + 2
     chunk = max(16, int(chunk))
     cont = _continuum_bins(src, cfg, sky, z0, z1)
@@ -547,7 +554,7 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
         n_valid += np.isfinite(core).sum(axis=0)
         del core
         for sign in (1, -1):
-            for c in _candidates(snr, num, den, sl, cfg.snr, sign, cc, kern, resid, var, g):
+            for c in _candidates(snr, num, den, sl, cfg.snr, sign, cc, kern, resid, var, g, footprint):
                 z = c[0] + r0
                 cands[sign].append((z, *c[1:], float(sig_r[c[0]])))
         del resid, var, cc, num, den, snr

@@ -57,7 +57,8 @@ _ROUTES = {
 @click.argument("catalog", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Output folder (white.fits, detections.tsv, segmap.fits, catalog.tsv, masks.fits, "
-                   "sources/, summary.tsv, qa/, index.html).")
+                   "sources/, summary.tsv, qa/, index.html; lines.tsv and line_images.fits with "
+                   "--line-scan).")
 @click.option("--config", type=click.Path(dir_okay=False), default=None,
               help="run.toml: one table per verb ([image], [detect], [mask], [extract], [report]) "
                    "with that verb's long option names as keys; command-line options win.")
@@ -120,7 +121,7 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub,
     files = {k: str(Path(out) / v) for k, v in {
         "white": "white.fits", "detections": "detections.tsv", "segmap": "segmap.fits",
         "catalog": "catalog.tsv", "masks": "masks.fits", "plot": "detections.png",
-        "contsub": "contsub.fits", "line_images": "line_images.fits"}.items()}
+        "contsub": "contsub.fits", "line_images": "line_images.fits", "lines": "lines.tsv"}.items()}
     cube_ext = {k: options.get(k) for k in ("data_ext", "var_ext", "dq_ext")}
 
     if do_contsub:
@@ -180,22 +181,18 @@ def cmd(ctx, cube, catalog, output, config, do_detect, match_radius, do_contsub,
 
 
 def _line_scan(table, cube, cube_ext, files, do_contsub, match_radius):
-    """Add the line emitters of a narrow-band scan to *table*; write their images."""
-    from ..cubeio import open_cube
-    from ..linescan import ScanConfig, scan_catalog, write_emitter_images
-    from ..psf import psf_from_cube
+    """Add the objects of the line scan to *table*; write the line table and their images."""
+    from ..linescan import ScanConfig, run_line_scan
 
-    report(f"      line scan -> {files['line_images']}")
-    with open_cube(cube, **cube_ext) as c:
-        cs = open_cube(files["contsub"]) if do_contsub else None
-        try:
-            merged, scan = scan_catalog(c, table, contsub=cs, psf=psf_from_cube(c),
-                                        config=ScanConfig(merge_radius=match_radius))
-            write_emitter_images(files["line_images"], c, scan, contsub=cs, inputs={"cube": cube})
-        finally:
-            if cs is not None:
-                cs.close()
-    report(f"      line scan: {len(scan.catalog)} emitters, {len(merged) - len(table)} new objects")
+    report(f"      line scan -> {files['lines']}, {files['line_images']}")
+    cfg = ScanConfig(merge_radius=match_radius, **({"continuum_width": 0.0, "side_width": 0.0}
+                                                   if do_contsub else {}))
+    merged, scan = run_line_scan(cube, table, cube_ext=cube_ext,
+                                 contsub_path=files["contsub"] if do_contsub else None, config=cfg,
+                                 images_path=files["line_images"], lines_path=files["lines"],
+                                 inputs={"cube": cube})
+    report(f"      line scan: {len(scan.lines)} lines in {len(scan.catalog)} objects, "
+           f"{len(merged) - len(table)} new; {scan.n_false} false lines expected (negated cube)")
     return merged
 
 
