@@ -16,11 +16,16 @@ finds their lines, one row per line, and groups the lines of one object:
    convolution per channel, float32, chunked over wavelength).  ``A × Δλ`` is the line flux.
 3. **Calibration on the data.**  STAT misses the correlated noise of resampled cubes, so the S/N
    of step 2 is over-dispersed (robust spread 1.3-1.5 on real MUSE data).  It is divided by its
-   robust spread (1.4826 × MAD) over the field in blocks of ``calib_block`` channels, then by the
-   robust spread along wavelength of every spaxel (never below 1: continuum residuals of bright
-   galaxies), so that the calibrated S/N of noise has unit spread.
-4. **Detection.**  Voxels whose calibrated S/N reaches ``snr`` form 3-D connected groups; each
-   group's peak is a candidate.  Candidates closer than ``merge_radius`` (arcsec) in position
+   robust spread (1.4826 × MAD) over the field in every channel, smoothed by a running median of
+   ``calib_window`` channels, then by the robust spread along wavelength of every spaxel (never
+   below 1: continuum residuals of bright galaxies), so that the calibrated S/N of noise has unit
+   spread.  The S/N map itself is thresholded (no background is subtracted from it).
+4. **Detection.**  Voxels whose calibrated S/N reaches ``snr`` form 3-D connected groups; the
+   local maxima of each group are candidates.  A candidate keeps the fraction ``POINT`` of its
+   S/N that a point source still has when fitted jointly with a component shaped as the local
+   continuum image (on the line's narrow band): features of continuum objects that follow their
+   light (stellar absorption, continuum residuals; the negated cube turns absorption into
+   emission) lose most of it.  Candidates closer than ``merge_radius`` (arcsec) in position
    *and* ``line_merge`` (Angstrom) in wavelength are one line, at its highest S/N (sub-pixel and
    sub-channel positions from parabolas).  Lines closer than ``merge_radius`` are one object.
 5. **Purity.**  The same detection on the negated S/N cube (every line found there is false) is
@@ -138,10 +143,12 @@ class ScanConfig:
         The spectra are averaged in bins of this width (Angstrom) before the running median.
     calib_window : int
         Channels of the running median of the per-channel spreads (calibration).
-    min_ew : float
-        Lines whose observed equivalent width against the continuum of a point source at their
-        position is below this (Angstrom, either sign of the continuum) are dropped: features of
-        bright continuum objects (stellar absorption, continuum-fit residuals); 0 keeps all.
+    continuum_test : bool
+        Discount what a candidate shares with the continuum image around it (see
+        :func:`scan_lines`, step 4): features of bright continuum objects that follow their light
+        (stellar absorption, continuum residuals) are not lines.
+    spaxel_spread : bool
+        Also divide the S/N by each spaxel's robust spread along wavelength (never below 1).
     merge_radius : float
         Candidates (with *line_merge*) and lines closer than this (arcsec) are one line, one
         object.
@@ -192,8 +199,9 @@ class LineScan:
         ``LINE_FLUX_ERR`` (cube unit x Angstrom, error calibrated), ``SNR`` (calibrated),
         ``PURITY`` (estimate from the negated cube), ``EXTENT`` (arcsec: diameter of the area
         where the S/N is above half its peak; about 1.4 PSF FWHM for a point source), ``NCHAN``
-        (channels above half the peak S/N), ``EW`` (observed equivalent width against the
-        point-source continuum at the line, Angstrom; 1e4 without continuum), ``FLAGS``.  ``meta`` holds the calibration
+        (channels above half the peak S/N), ``POINT`` (the fraction of its S/N left once a
+        component shaped as the local continuum image is fitted with it: 1 for a line on the sky),
+        ``FLAGS``.  ``meta`` holds the calibration
         (``SNRTHR``, ``NFALSE``, ``PURITY``, ``SNRSPRD``...).
     false_lines : astropy.table.Table
         The lines of the negated cube (all false), same columns.
@@ -595,7 +603,10 @@ def _lines(cands, ctx) -> Table:
         snr = s / sp
         # A feature shaped like the continuum image (stellar absorption, continuum residuals;
         # either sign) keeps only the S/N it has beyond that shape.
-        if snr * (rho if cfg.continuum_test else 1.0) < cfg.snr:
+        if cfg.continuum_test:
+            snr *= rho
+            sp /= max(rho, 1e-6)       # the flux error grows as the S/N shrinks
+        if snr < cfg.snr:
             continue
         zz = z + dz
         lam = float(np.interp(zz, np.arange(wave.size), wave))
