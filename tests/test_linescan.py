@@ -350,3 +350,28 @@ def test_negated_pass_is_the_negated_cube(minicube):
     assert len(a.lines) + len(b.lines) > 0
     for t1, t2 in ((a.false_lines, b.lines), (a.lines, b.false_lines)):
         assert np.allclose(t1["LINE_WAVE"], t2["LINE_WAVE"]) and np.allclose(t1["SNR"], t2["SNR"], rtol=1e-4)
+
+
+def test_detect_cli_writes_one_row_per_line(tmp_path, capfd):
+    """``detect --line-scan --lines``: the catalogue gets one row per object, the line table one
+    row per line with its object's ID, and the report says how many false lines to expect."""
+    from conftest import run_main
+
+    wave = 4750.0 + 1.25 * np.arange(SHAPE[0])
+    a = synth.emission_line(wave, 4920.0, 1.5, 1.0) + synth.emission_line(wave, 5210.0, 1.5, 1.0)
+    data, var, dq, hdr, _ = synth.make_cube([synth.SynthSource("A", 12.0, 20.0, a * 900.0)],
+                                            shape=SHAPE, sigma=1.0, seed=3)
+    synth.cube_hdulist(data, var, dq, hdr).writeto(tmp_path / "a.fits")
+    res = run_main(["detect", tmp_path / "a.fits", "-o", tmp_path / "cat.tsv", "--line-scan",
+                    "--lines", tmp_path / "lines.ecsv", "--line-snr", "8"], capfd)
+    assert res.exit_code == 0, res.stderr
+    assert "false lines expected" in res.stderr
+    lines = Table.read(tmp_path / "lines.ecsv")
+    cat = Table.read(tmp_path / "cat.tsv", format="ascii.tab")
+    assert len(lines) == 2 and len(set(lines["ID"])) == 1
+    oid = lines["ID"][0]
+    assert oid in [str(i) for i in cat["ID"]]
+    assert lines.meta["SNRTHR"] == 8.0 and "NFALSE" in lines.meta
+    res = run_main(["detect", tmp_path / "a.fits", "-o", tmp_path / "c2.tsv", "--lines", tmp_path / "l2.tsv"],
+                   capfd)
+    assert res.exit_code == 2 and "--line-scan" in res.stderr

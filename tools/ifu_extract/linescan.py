@@ -863,6 +863,7 @@ def merge_emitters(catalog: Table, emitters: Table, cube: Cube, *, radius: float
         cx[ok], cy[ok] = world_to_pixel(cube.wcs, ra[ok], dec[ok])
     rpix = radius / cube.pixscale
     new = []
+    ids = {}
     tree = cKDTree(np.column_stack([cx[ok], cy[ok]])) if ok.any() else None
     rows_ok = np.flatnonzero(ok)
     for e in emitters:
@@ -872,6 +873,7 @@ def merge_emitters(catalog: Table, emitters: Table, cube: Cube, *, radius: float
             if d <= rpix:
                 hit = rows_ok[k]
         if hit is not None:
+            ids[str(e["ID"])] = str(out["ID"][hit])
             if not np.isfinite(line_wave[hit]):
                 line_wave[hit] = float(e["LBDA"])
         else:
@@ -888,10 +890,12 @@ def merge_emitters(catalog: Table, emitters: Table, cube: Cube, *, radius: float
         while eid in used:
             eid += "_L"
         used.add(eid)
+        ids[str(e["ID"])] = eid
         row = {c: None for c in out.colnames}
         row.update({"ID": eid, "RA": float(e["RA"]), "DEC": float(e["DEC"]), "STATUS": OK,
                     "LINE_WAVE": float(e["LBDA"]), "ORIGIN": "linescan"})
         out.add_row([_fill(out[c], row[c]) for c in out.colnames])
+    out.meta["_emitter_ids"] = ids   # read (and removed) by scan_catalog
     return out
 
 
@@ -1108,27 +1112,27 @@ def scan_catalog(cube: Cube, catalog: Table | None, *, contsub: Cube | None = No
 
 
 def _flag_catalog_lines(scan: LineScan, merged: Table) -> None:
-    """Flag ``catalog`` the lines (and objects) that fell on a catalogue object."""
-    if not len(scan.catalog) or "ORIGIN" not in merged.colnames:
+    """Give the lines the IDs of their objects in *merged*; flag ``catalog`` the lines and
+    objects that fell on a catalogue object."""
+    ids = merged.meta.pop("_emitter_ids", {})
+    if not len(scan.catalog):
         return
-    new = set()
-    for i, o in zip(merged["ID"], merged["ORIGIN"]):
-        key = str(i)
-        while str(o) == "linescan" and key.endswith("_L"):
-            key = key[:-2]
-        if str(o) == "linescan":
-            new.add(key)
-    known = {str(i) for i in scan.catalog["ID"]} - new
+    new = {str(i) for i, o in zip(merged["ID"], merged["ORIGIN"]) if str(o) == "linescan"}
+    known = {e for e, m in ids.items() if m not in new}
 
     def add(tab):
-        flags = [str(f) for f in tab["FLAGS"]]
-        out = [",".join(sorted(set(filter(None, f.split(","))) | {"catalog"})) if str(i) in known else f
-               for i, f in zip(tab["ID"], flags)]
+        out = [",".join(sorted(set(filter(None, str(f).split(","))) | {"catalog"})) if str(i) in known
+               else str(f) for i, f in zip(tab["ID"], tab["FLAGS"])]
         tab["FLAGS"] = np.array(out, dtype=str)
 
     add(scan.catalog)
     if len(scan.lines):
         add(scan.lines)
+        width = max(len(v) for v in list(ids.values()) + ["x"]) + 6
+        obj = np.array([ids.get(str(i), str(i)) for i in scan.lines["ID"]], dtype=f"U{width}")
+        line_id = np.array([f"{o}_{str(li).rsplit('_', 1)[-1]}" for o, li in zip(obj, scan.lines["LINE_ID"])],
+                           dtype=f"U{width}")
+        scan.lines["ID"], scan.lines["LINE_ID"] = obj, line_id
 
 
 #: Header cards of the calibration (key, LineScan.lines.meta key, comment).
