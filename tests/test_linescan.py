@@ -178,7 +178,7 @@ def test_scan_catalog_and_emitter_images_round_trip(tmp_path):
         assert img.wcs is not None and abs(img.meta["LINEWAVE"][0] - scan.catalog["LBDA"][0]) < 1.3
         from astropy.io import fits
         with fits.open(tmp_path / "nb.fits") as hdul:  # the calibration travels with the images
-            assert hdul[0].header["SNRTHR"] == 5.0 and hdul[0].header["NFALSE"] == scan.n_false
+            assert hdul[0].header["SNRTHR"] == 5.5 and hdul[0].header["NFALSE"] == scan.n_false
         e = scan.catalog[0]
         a = extract_emitter(cube, e["X"], e["Y"], img, psf=psf)
         b = extract_emitter(cube, e["X"], e["Y"], direct, psf=psf)

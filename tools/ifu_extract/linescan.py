@@ -149,6 +149,9 @@ class ScanConfig:
         (stellar absorption, continuum residuals) are not lines.
     spaxel_spread : bool
         Also divide the S/N by each spaxel's robust spread along wavelength (never below 1).
+    sky_spaxels : bool
+        Measure each channel's spread on the half of the spaxels that is faintest in continuum
+        (the noise rather than the lines and absorption features of the objects).
     merge_radius : float
         Candidates (with *line_merge*) and lines closer than this (arcsec) are one line, one
         object.
@@ -163,7 +166,7 @@ class ScanConfig:
         the width of its continuum side bands and their gap (default ``window / 2``).
     """
 
-    snr: float = 5.0
+    snr: float = 5.5
     line_fwhm: float = 4.0
     fwhm: float | None = None
     continuum_width: float = 150.0
@@ -171,6 +174,7 @@ class ScanConfig:
     calib_window: int = 9
     continuum_test: bool = True
     spaxel_spread: bool = True
+    sky_spaxels: bool = True
     merge_radius: float = 0.6
     line_merge: float | None = None
     sky_windows: tuple = DEFAULT_SKY_WINDOWS
@@ -515,8 +519,17 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
     valid_any = np.zeros((ny, nx), dtype=bool)
     cont_snr = np.zeros((ny, nx), dtype=np.float64)
     ncont = 0
-    # Spaxels sampled for the per-channel statistics (all of them up to 5000).
-    sample = slice(None, None, max(1, (ny * nx) // 5000))
+    # Spaxels of the per-channel statistics: the fainter half in continuum when
+    # sky_spaxels (the noise, not the features of the objects that cover the rest), up to 5000.
+    sample = np.arange(ny * nx)
+    if cont is not None and cfg.sky_spaxels:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            level = np.nanmedian(np.abs(cont[0]), axis=0).ravel()
+        ok = np.isfinite(level)
+        if ok.sum() >= 100:
+            sample = np.flatnonzero(ok & (level <= np.nanmedian(level[ok])))
+    sample = sample[::max(1, sample.size // 5000)]
     for c0 in range(z0, z1, chunk):
         c1 = min(c0 + chunk, z1)
         r0, r1 = max(c0 - margin, z0), min(c1 + margin, z1)

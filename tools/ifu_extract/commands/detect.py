@@ -152,7 +152,7 @@ def _check_image_hdu(data, image, result, product: str, bunit: str | None, input
 @click.option("--lines", "lines_path", type=click.Path(dir_okay=False), default=None,
               help="Write the line table here: one row per line (LINE_ID, ID of its object, RA, DEC, "
                    "LINE_WAVE, LINE_FLUX, LINE_FLUX_ERR, SNR, PURITY, EXTENT...); format by suffix.")
-@click.option("--line-snr", type=click.FloatRange(min=0, min_open=True), default=5.0,
+@click.option("--line-snr", type=click.FloatRange(min=0, min_open=True), default=5.5,
               show_default=True,
               help="Detection threshold: matched-filter S/N calibrated on the data (unit spread on noise).")
 @click.option("--line-profile-fwhm", type=click.FloatRange(min=0, min_open=True), default=4.0,
