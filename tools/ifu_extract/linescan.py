@@ -366,14 +366,6 @@ def _row_median(a) -> np.ndarray:
     return np.where(cnt > 0, 0.5 * (lo.astype(np.float64) + hi), np.nan)
 
 
-def _mad_sigma(x) -> float:
-    x = x[np.isfinite(x)]
-    if x.size < 50:
-        return np.nan
-    m = np.median(x)
-    return float(1.4826 * np.median(np.abs(x - m)))
-
-
 def _continuum_ratio(cont, kern, resid, var, g, z, y, x) -> float:
     """How much of a candidate survives a continuum-shaped component: the S/N of the point-source
     amplitude fitted jointly with the local continuum image, over its S/N alone (1: nothing of

@@ -15,7 +15,6 @@ import click
 from astropy.io import fits
 
 from ..catalog import merge_catalogs, read_catalog, write_catalog
-from ..cubeio import open_cube
 from ..detect import DEFAULTS, FILTER_TYPES, KERNELS, THRESH_TYPES, DetectionWarning
 from ..errors import InputError
 from ..fitsout import add_provenance, atomic_path, write_hdulist
