@@ -84,7 +84,8 @@ def test_line_emitter_found_and_flux_recovered(tmp_path):
         assert 0.5 < line["EXTENT"] < 2.0
         img = emitter_image(cube, e["LBDA"], scan.config)
         assert img.shape == (40, 40) and img.wcs is not None and img.var is not None
-        assert np.unravel_index(np.nanargmax(img.data), img.shape) in [(17, 22), (18, 22), (17, 23), (18, 23)]
+        py, px = np.unravel_index(np.nanargmax(img.data), img.shape)   # noisy: within 1.5 spaxels
+        assert np.hypot(px - EMITTER[0], py - EMITTER[1]) <= 1.5
         sp = extract_emitter(cube, e["X"], e["Y"], img, psf=psf)
         wave = cube.wave
         win = np.abs(wave - LINE) < 4 * LINE_SIGMA
