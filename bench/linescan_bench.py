@@ -311,6 +311,32 @@ def report(out) -> str:
     return "\n".join(lines)
 
 
+def equal_false(out, ours="ifu-extract") -> str:
+    """Completeness (S/N >= 8) of each method at the threshold whose false count is the largest
+    not above each of ours: the comparison at equal false counts."""
+    snr = np.asarray(out["snr"])
+
+    def table(m):
+        r = out["methods"][m]
+        rows = []
+        for th, false in r["false"].items():
+            rec = np.asarray(r["rec"][th], dtype=bool)
+            rows.append((int(false), float(th), float(rec[snr[:rec.size] >= 8].mean())))
+        return sorted(rows)
+
+    mine = table(ours)
+    lines = ["| false lines (negated) | " + " | ".join(f"{m} (threshold, S/N >= 8)" for m in out["methods"]) + " |",
+             "|" + "---|" * (len(out["methods"]) + 1)]
+    for false in sorted({f for f, _, _ in mine if f > 0}):
+        cells = []
+        for m in out["methods"]:
+            cand = [(f, t, r) for f, t, r in table(m) if f <= false]
+            cells.append(f"{max(cand, key=lambda c: c[2])[2]:.3f} ({max(cand, key=lambda c: c[2])[1]:g}, "
+                         f"{max(cand, key=lambda c: c[2])[0]} false)" if cand else "-")
+        lines.append(f"| <= {false} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def speed_run(args) -> dict:
     """CPU seconds of scan_lines on a synthetic (3681, 300, 300) float32 DATA+STAT cube."""
     from astropy.wcs import WCS
@@ -360,6 +386,8 @@ def main(argv=None):
         out = json.loads(args.report.read_text())
         print(json.dumps(out["conditions"], indent=1))
         print(report(out))
+        print()
+        print(equal_false(out))
         return
     if args.speed:
         out = speed_run(args)
