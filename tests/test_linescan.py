@@ -1,5 +1,7 @@
-"""The line scan: continuum-subtracted narrow bands slid through the cube, detections merged into
-emitters, their narrow-band images as extraction weights (issue 4, item 4)."""
+"""The line scan: a calibrated 3-D matched filter, one row per line, lines grouped into objects,
+their narrow-band images as extraction weights (issues 4 and 16).  Synthetic cubes with known
+truth, and injections into the real MUSE minicube shipped with mpdaf (with DATA negated, every
+line found is false)."""
 
 from __future__ import annotations
 
@@ -63,17 +65,27 @@ def test_line_emitter_found_and_flux_recovered(tmp_path):
         psf = psf_from_cube(cube)
         scan = scan_lines(cube, psf=psf)
         cat = scan.catalog
-        print(f"\nline scan: {len(cat)} emitter(s), {len(scan.bands)} bands "
-              f"({scan.skipped} skipped); expected S/N 10")
-        print(cat["ID", "X", "Y", "LBDA", "SNR", "NLINES", "NBANDS"])
-        assert len(cat) == 1
+        print(f"\nline scan: {len(cat)} object(s), {len(scan.lines)} line(s), "
+              f"{int(scan.scanned.sum())} channels scanned; S/N 10 in a 5 A band")
+        print(scan.lines["ID", "X", "Y", "LINE_WAVE", "LINE_FLUX", "LINE_FLUX_ERR", "SNR", "EXTENT"])
+        assert len(cat) == 1 and len(scan.lines) == 1
         e = cat[0]
         assert np.hypot(e["X"] - EMITTER[0], e["Y"] - EMITTER[1]) < 1.0
-        assert abs(e["LBDA"] - LINE) <= 2.5 and e["NLINES"] == 1
-        assert 6.0 < e["SNR"] < 15.0
+        assert abs(e["LBDA"] - LINE) <= 1.0 and e["NLINES"] == 1
+        # The 3-D filter sees more of the line than a 5 A band: S/N above 10, not wildly.
+        assert 10.0 < e["SNR"] < 20.0
+        line = scan.lines[0]
+        # Flux of the matched filter (PSF x 4 A Gaussian for a 3.5 A line): within 20 %, and the
+        # error is its S/N's.
+        print(f"line flux {line['LINE_FLUX']:.1f} +- {line['LINE_FLUX_ERR']:.1f}, true {flux:.1f}")
+        assert abs(line["LINE_FLUX"] / flux - 1) < 0.2
+        assert line["LINE_FLUX"] / line["LINE_FLUX_ERR"] == pytest.approx(line["SNR"], rel=1e-3)
+        # A point source: the half-peak S/N area is about sqrt(2) PSF FWHM across.
+        assert 0.5 < line["EXTENT"] < 2.0
         img = emitter_image(cube, e["LBDA"], scan.config)
         assert img.shape == (40, 40) and img.wcs is not None and img.var is not None
-        assert np.unravel_index(np.nanargmax(img.data), img.shape) in [(17, 22), (18, 22), (17, 23), (18, 23)]
+        py, px = np.unravel_index(np.nanargmax(img.data), img.shape)   # noisy: within 1.5 spaxels
+        assert np.hypot(px - EMITTER[0], py - EMITTER[1]) <= 1.5
         sp = extract_emitter(cube, e["X"], e["Y"], img, psf=psf)
         wave = cube.wave
         win = np.abs(wave - LINE) < 4 * LINE_SIGMA
@@ -90,7 +102,7 @@ def test_pure_noise_at_most_one_false_detection(tmp_path):
     _cube(path, seed=9, with_emitter=False)  # the continuum galaxy, and noise
     with open_cube(path) as cube:
         scan = scan_lines(cube, psf=psf_from_cube(cube))
-    print(f"\npure noise: {len(scan.catalog)} false detection(s) in {len(scan.bands)} bands")
+    print(f"\npure noise: {len(scan.lines)} false line(s) in {int(scan.scanned.sum())} channels")
     assert len(scan.catalog) <= 1
     data = synth.make_cube([], shape=SHAPE, sigma=1.0, seed=21)
     synth.cube_hdulist(*data[:4]).writeto(tmp_path / "flat.fits")
@@ -99,8 +111,8 @@ def test_pure_noise_at_most_one_false_detection(tmp_path):
 
 
 def test_sky_windows_are_skipped(tmp_path):
-    """No band touches a sky window: a line inside one is not reported (the built-in list holds
-    the bright night-sky lines; any window can be given)."""
+    """Channels of a sky window carry no weight and hold no line: a line inside one is not
+    reported (the built-in list holds the bright night-sky lines; any window can be given)."""
     assert any(lo < 5577.3 < hi for lo, hi in DEFAULT_SKY_WINDOWS)
     assert any(lo < 6300.3 < hi for lo, hi in DEFAULT_SKY_WINDOWS)
     assert any(lo < 6363.8 < hi for lo, hi in DEFAULT_SKY_WINDOWS)
@@ -112,11 +124,10 @@ def test_sky_windows_are_skipped(tmp_path):
         window = (LINE - 6.0, LINE + 6.0)  # as if the line sat on a sky line
         scan = scan_lines(cube, psf=psf, config=ScanConfig(sky_windows=DEFAULT_SKY_WINDOWS + (window,)))
         plain = scan_lines(cube, psf=psf)
+        wave = cube.wave
     assert len(plain.catalog) == 1 and len(scan.catalog) == 0
-    assert scan.skipped > plain.skipped == 0
-    centre = scan.bands.mean(axis=1)
-    inside = (centre > window[0]) & (centre < window[1])
-    assert inside.sum() >= 4 and not scan.scanned[inside].any() and plain.scanned.all()
+    inside = (wave >= window[0]) & (wave <= window[1])
+    assert inside.sum() >= 8 and not scan.scanned[inside].any() and plain.scanned[inside].all()
 
 
 def test_merge_catalog_ids_win(tmp_path):
@@ -139,8 +150,9 @@ def test_scan_on_a_contsub_cube_and_bad_options(tmp_path):
     _cube(path, seed=4)
     subtract_continuum(path, tmp_path / "cs.fits", method="median", median_width=100.0)
     with open_cube(path) as cube, open_cube(tmp_path / "cs.fits") as cs:
-        scan = scan_lines(cube, contsub=cs, psf=psf_from_cube(cube), config=ScanConfig(side_width=0.0))
-        assert len(scan.catalog) == 1 and abs(scan.catalog["LBDA"][0] - LINE) <= 2.5
+        scan = scan_lines(cube, contsub=cs, psf=psf_from_cube(cube),
+                          config=ScanConfig(side_width=0.0, continuum_width=0.0))
+        assert len(scan.catalog) == 1 and abs(scan.catalog["LBDA"][0] - LINE) <= 1.0
         with pytest.raises(InputError, match="narrower than one channel"):
             scan_lines(cube, config=ScanConfig(window=0.5))
         with pytest.raises(InputError, match="empty"):
@@ -165,6 +177,9 @@ def test_scan_catalog_and_emitter_images_round_trip(tmp_path):
         direct = emitter_image(cube, scan.catalog["LBDA"][0], scan.config)
         assert np.allclose(img.data, direct.data, equal_nan=True) and img.var is not None
         assert img.wcs is not None and abs(img.meta["LINEWAVE"][0] - scan.catalog["LBDA"][0]) < 1.3
+        from astropy.io import fits
+        with fits.open(tmp_path / "nb.fits") as hdul:  # the calibration travels with the images
+            assert hdul[0].header["SNRTHR"] == 5.5 and hdul[0].header["NFALSE"] == scan.n_false
         e = scan.catalog[0]
         a = extract_emitter(cube, e["X"], e["Y"], img, psf=psf)
         b = extract_emitter(cube, e["X"], e["Y"], direct, psf=psf)
@@ -186,3 +201,179 @@ def test_merge_into_a_detect_catalogue(tmp_path):
     assert merged["ID"][-1] == "L1" and merged["ORIGIN"][-1] == "linescan"
     assert [str(v) for v in merged["ID"][:-1]] == [str(v) for v in det["ID"]]
     assert np.isnan(merged["flux"][-1]) and abs(merged["LINE_WAVE"][-1] - LINE) < 3
+
+
+# ---------------------------------------------------------------------- one row per line
+def test_two_lines_of_one_object_are_one_object_two_rows(tmp_path):
+    """Lines are merged in position *and* wavelength: an emitter with two lines is one object
+    with two rows in the line table; another emitter at the wavelength of one of them, 2.4"
+    away, is another object."""
+    wave = 4750.0 + 1.25 * np.arange(SHAPE[0])
+    a = synth.emission_line(wave, 4920.0, 1.5, 1.0) + synth.emission_line(wave, 5210.0, 1.5, 1.0)
+    b = synth.emission_line(wave, 5210.0, 1.5, 1.0)
+    flux = 900.0  # S/N ~ 15 each (sigma 1)
+    srcs = [synth.SynthSource("A", 12.0, 20.0, a * flux), synth.SynthSource("B", 24.0, 20.0, b * flux)]
+    data, var, dq, hdr, _ = synth.make_cube(srcs, shape=SHAPE, sigma=1.0, seed=3)
+    synth.cube_hdulist(data, var, dq, hdr).writeto(tmp_path / "two.fits")
+    with open_cube(tmp_path / "two.fits") as cube:
+        scan = scan_lines(cube, psf=psf_from_cube(cube))
+    print(scan.lines["LINE_ID", "ID", "X", "Y", "LINE_WAVE", "SNR"])
+    lines = scan.lines[scan.lines["SNR"] > 10]           # the injected lines are at S/N ~ 30
+    objs = scan.catalog[np.isin(scan.catalog["ID"], lines["ID"])]
+    assert len(objs) == 2 and len(lines) == 3
+    ida = objs["ID"][np.argmin(np.abs(objs["X"] - 12.0))]
+    mine = lines[lines["ID"] == ida]
+    assert len(mine) == 2 and sorted(np.round(mine["LINE_WAVE"], -1)) == [4920.0, 5210.0]
+    assert list(mine["LINE_ID"]) == [f"{ida}_1", f"{ida}_2"]
+    row = objs[objs["ID"] == ida][0]
+    assert row["NLINES"] == 2 and min(abs(row["LBDA"] - 4920.0), abs(row["LBDA"] - 5210.0)) < 1.5
+    assert len(set(lines["LINE_ID"])) == 3
+
+
+def test_calibrated_significance_on_correlated_noise(tmp_path):
+    """STAT that misses correlated noise (the resampling of real cubes) makes the raw S/N
+    over-dispersed; the calibration brings it back: the raw spread is measured, and the false
+    lines of the correlated-noise cube are as few as those of white noise."""
+    rng = np.random.default_rng(5)
+    counts = {}
+    for name, smooth in (("white", False), ("correlated", True)):
+        data, var, dq, hdr, _ = synth.make_cube([], shape=SHAPE, sigma=1.0, seed=11)
+        if smooth:
+            from scipy import ndimage
+            noise = rng.standard_normal(SHAPE)
+            # 3x3 spatial boxcar scaled back to unit variance per voxel: STAT stays right per
+            # voxel but neighbours are correlated, as in a resampled cube.
+            data = (ndimage.uniform_filter(noise, size=(1, 3, 3), mode="nearest") * 3.0).astype(np.float32)
+        synth.cube_hdulist(data, var, dq, hdr).writeto(tmp_path / f"{name}.fits")
+        with open_cube(tmp_path / f"{name}.fits") as cube:
+            scan = scan_lines(cube, psf=psf_from_cube(cube), config=ScanConfig(snr=4.5))
+        counts[name] = (float(np.nanmedian(scan.spread)), len(scan.lines), scan.n_false)
+    print(f"\n(raw spread, lines, negated lines) at S/N 4.5: {counts}")
+    assert counts["white"][0] == pytest.approx(1.0, abs=0.08)
+    assert counts["correlated"][0] > 1.5                    # what STAT misses
+    # Gaussian random-field tail: about 0.5 peaks above 4.5 per pass in this volume; without the
+    # calibration the correlated cube's raw S/N of 4.5 would be 2.9 sigma (hundreds of peaks).
+    for name in counts:
+        assert counts[name][1] + counts[name][2] <= 5, name
+
+
+# ---------------------------------------------------------------------- the real minicube
+@pytest.fixture(scope="module")
+def minicube():
+    import os
+
+    import mpdaf
+
+    from ifu_extract.linescan import ArrayCube
+
+    path = os.path.join(os.path.dirname(mpdaf.__file__), "data", "sdetect", "minicube.fits")
+    cube = open_cube(path)
+    data, var = cube.window(0, cube.nx, 0, cube.ny)
+    yield cube, data, var, ArrayCube
+    cube.close()
+
+
+def _inject(cube, var, seed, n, snr_range, fwhm=0.7):
+    """*n* point-like lines (Moffat PSF x Gaussian line), each in its own wavelength slot away
+    from the sky windows, flux set by the S/N of the optimal estimate computed from STAT."""
+    from ifu_extract.synth import moffat_image
+
+    rng = np.random.default_rng(seed)
+    wave = cube.wave
+    edges = np.linspace(wave[0] + 30, wave[-1] - 30, n + 1)
+    model = np.zeros(var.shape, dtype=np.float32)
+    truth = []
+    for k in range(n):
+        while True:
+            lam = rng.uniform(edges[k] + 25, edges[k + 1] - 25)
+            if all(not (a - 6 <= lam <= b + 6) for a, b in DEFAULT_SKY_WINDOWS):
+                break
+        x, y = rng.uniform(2, cube.nx - 3), rng.uniform(2, cube.ny - 3)
+        s = rng.uniform(2.5, 6.0) / 2.3548
+        z = np.flatnonzero(np.abs(wave - lam) < 5 * s)
+        m = (np.exp(-0.5 * ((wave[z] - lam) / s) ** 2) / (np.sqrt(2 * np.pi) * s))[:, None, None] \
+            * moffat_image(var.shape[1:], x, y, fwhm / cube.pixscale, 2.8)[None]
+        v = var[z]
+        ok = np.isfinite(v) & (v > 0)
+        snr = rng.uniform(*snr_range)
+        model[z] += snr / np.sqrt(np.sum(np.where(ok, m * m / np.where(ok, v, 1), 0))) * m
+        truth.append((x, y, lam, snr))
+    return np.array(truth), model
+
+
+def _found(truth, lines, pixscale):
+    ok = []
+    for x, y, lam, _ in truth:
+        d = np.hypot(lines["X"] - x, lines["Y"] - y) * pixscale
+        ok.append(bool(np.any((d <= 0.8) & (np.abs(lines["LINE_WAVE"] - lam) <= 5.0))))
+    return np.array(ok)
+
+
+def test_minicube_injections_and_negated_purity(minicube):
+    """Real MUSE data: injected point-like lines are recovered at the default threshold, and the
+    cube with DATA negated gives at most 5 lines (all false); its count is what the scan reports
+    as NFALSE.  The bench (bench/linescan_bench.py) measures the full completeness curve."""
+    from ifu_extract.linescan import ScanConfig as Cfg
+
+    cube, data, var, ArrayCube = minicube
+    cfg = Cfg(fwhm=0.7)
+    neg = scan_lines(ArrayCube(-data, var, cube), config=cfg)
+    print(f"\nnegated minicube: {len(neg.lines)} false lines at S/N {cfg.snr} "
+          f"(raw S/N spread {np.nanmedian(neg.spread):.2f})")
+    assert len(neg.lines) <= 5
+    truths, found, reported = [], [], None
+    for seed in (1, 2):
+        truth, model = _inject(cube, var, seed, 30, (8.0, 20.0))
+        scan = scan_lines(ArrayCube(data + model, var, cube), config=cfg)
+        truths.append(truth)
+        found.append(_found(truth, scan.lines, cube.pixscale))
+        reported = scan.n_false
+    truth, found = np.concatenate(truths), np.concatenate(found)
+    hi = truth[:, 3] >= 14
+    print(f"recovered: S/N 8-20 {found.mean():.2f}, S/N 14-20 {found[hi].mean():.2f} "
+          f"({len(found)} injections); NFALSE reported {reported}")
+    # Measured here: 0.48 and 0.75 (seeds 1, 2); the bench (bench/linescan_bench.py) measures the
+    # full curve.  The S/N is STAT's, which the data's noise exceeds 1.4-2.7 times in this cube
+    # (a STAT S/N of 8 is a real S/N of 3-6), so the S/N 8-20 rate is far from 1.
+    assert found.mean() >= 0.4
+    assert found[hi].mean() >= 0.65
+    # The negated pass of the injected cubes finds as few false lines.
+    assert reported <= 5
+
+
+def test_negated_pass_is_the_negated_cube(minicube):
+    """The purity pass is exactly the scan of the cube with DATA negated (the median, the filter
+    and the spreads are odd or even in the data)."""
+    cube, data, var, ArrayCube = minicube
+    cfg = ScanConfig(fwhm=0.7, snr=4.0, wave_range=(5200.0, 7400.0))
+    a = scan_lines(ArrayCube(data, var, cube), config=cfg)
+    b = scan_lines(ArrayCube(-data, var, cube), config=cfg)
+    assert len(a.false_lines) == len(b.lines) and len(b.false_lines) == len(a.lines)
+    assert len(a.lines) + len(b.lines) > 0
+    for t1, t2 in ((a.false_lines, b.lines), (a.lines, b.false_lines)):
+        assert np.allclose(t1["LINE_WAVE"], t2["LINE_WAVE"]) and np.allclose(t1["SNR"], t2["SNR"], rtol=1e-4)
+
+
+def test_detect_cli_writes_one_row_per_line(tmp_path, capfd):
+    """``detect --line-scan --lines``: the catalogue gets one row per object, the line table one
+    row per line with its object's ID, and the report says how many false lines to expect."""
+    from conftest import run_main
+
+    wave = 4750.0 + 1.25 * np.arange(SHAPE[0])
+    a = synth.emission_line(wave, 4920.0, 1.5, 1.0) + synth.emission_line(wave, 5210.0, 1.5, 1.0)
+    data, var, dq, hdr, _ = synth.make_cube([synth.SynthSource("A", 12.0, 20.0, a * 900.0)],
+                                            shape=SHAPE, sigma=1.0, seed=3)
+    synth.cube_hdulist(data, var, dq, hdr).writeto(tmp_path / "a.fits")
+    res = run_main(["detect", tmp_path / "a.fits", "-o", tmp_path / "cat.tsv", "--line-scan",
+                    "--lines", tmp_path / "lines.ecsv", "--line-snr", "8"], capfd)
+    assert res.exit_code == 0, res.stderr
+    assert "false lines expected" in res.stderr
+    lines = Table.read(tmp_path / "lines.ecsv")
+    cat = Table.read(tmp_path / "cat.tsv", format="ascii.tab")
+    assert len(lines) == 2 and len(set(lines["ID"])) == 1
+    oid = lines["ID"][0]
+    assert oid in [str(i) for i in cat["ID"]]
+    assert lines.meta["SNRTHR"] == 8.0 and "NFALSE" in lines.meta
+    res = run_main(["detect", tmp_path / "a.fits", "-o", tmp_path / "c2.tsv", "--lines", tmp_path / "l2.tsv"],
+                   capfd)
+    assert res.exit_code == 2 and "--line-scan" in res.stderr

@@ -15,7 +15,6 @@ import click
 from astropy.io import fits
 
 from ..catalog import merge_catalogs, read_catalog, write_catalog
-from ..cubeio import open_cube
 from ..detect import DEFAULTS, FILTER_TYPES, KERNELS, THRESH_TYPES, DetectionWarning
 from ..errors import InputError
 from ..fitsout import add_provenance, atomic_path, write_hdulist
@@ -148,22 +147,29 @@ def _check_image_hdu(data, image, result, product: str, bunit: str | None, input
               default=DEFAULTS["min_radius"], show_default=True,
               help="Circular aperture radius for sources smaller than a Kron aperture, pixels.")
 @click.option("--line-scan", is_flag=True,
-              help="Cube input: also slide continuum-subtracted narrow bands through the cube and "
-                   "add the line emitters (invisible in white light) to the catalogue.")
-@click.option("--line-window", type=click.FloatRange(min=0, min_open=True), default=5.0,
-              show_default=True, help="Narrow-band width of the scan, Angstrom.")
-@click.option("--line-step", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Step between bands, Angstrom [default: half the window].")
-@click.option("--line-side-width", type=click.FloatRange(min=0), default=20.0, show_default=True,
-              help="Width of each continuum side band, Angstrom (0: no local continuum).")
-@click.option("--line-snr", type=click.FloatRange(min=0, min_open=True), default=5.0,
-              show_default=True, help="Detection threshold: matched-filter S/N in a band.")
-@click.option("--line-minarea", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Minimum area of a line detection, spaxels.")
+              help="Cube input: also find emission lines with a calibrated 3-D matched filter and "
+                   "add the objects they belong to (invisible in white light) to the catalogue.")
+@click.option("--lines", "lines_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the line table here: one row per line (LINE_ID, ID of its object, RA, DEC, "
+                   "LINE_WAVE, LINE_FLUX, LINE_FLUX_ERR, SNR, PURITY, EXTENT...); format by suffix.")
+@click.option("--line-snr", type=click.FloatRange(min=0, min_open=True), default=5.5,
+              show_default=True,
+              help="Detection threshold: matched-filter S/N calibrated on the data (unit spread on noise).")
+@click.option("--line-profile-fwhm", type=click.FloatRange(min=0, min_open=True), default=4.0,
+              show_default=True, help="FWHM of the Gaussian line profile of the filter, Angstrom.")
+@click.option("--line-continuum-width", type=click.FloatRange(min=0), default=150.0, show_default=True,
+              help="Running-median continuum window, Angstrom (0: none, e.g. with --contsub-cube).")
 @click.option("--line-merge-radius", type=click.FloatRange(min=0, max=10), default=0.6,
-              show_default=True, help="Emitters within this radius (arcsec) of a detection are that object.")
+              show_default=True,
+              help="Lines closer than this (arcsec) are one object; emitters this close to a "
+                   "catalogue object are that object.")
 @click.option("--line-fwhm", type=click.FloatRange(min=0, min_open=True), default=None,
               help="PSF FWHM for the matched filter, arcsec [default: FSF keywords, else 0.7].")
+@click.option("--line-window", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True,
+              help="Narrow-band width of the emitters' images (--line-images), Angstrom.")
+@click.option("--line-side-width", type=click.FloatRange(min=0), default=20.0, show_default=True,
+              help="Width of each continuum side band of the emitters' images, Angstrom.")
 @click.option("--sky-window", "sky_windows", nargs=2, type=float, multiple=True, metavar="MIN MAX",
               help="Wavelength window skipped by the scan (repeatable), Angstrom.")
 @click.option("--no-default-sky", is_flag=True,
@@ -186,8 +192,8 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
         back_mask_dilate, thresh, thresh_type,
         minarea, filter_kernel, filter_file, filter_fwhm, filter_type, deblend_nthresh,
         deblend_cont, clean, clean_param, kron_factor, kron_min, min_radius, line_scan,
-        line_window, line_step, line_side_width, line_snr, line_minarea, line_merge_radius,
-        line_fwhm, sky_windows, no_default_sky, contsub_cube, line_images, merge_catalog,
+        lines_path, line_snr, line_profile_fwhm, line_continuum_width, line_merge_radius,
+        line_fwhm, line_window, line_side_width, sky_windows, no_default_sky, contsub_cube, line_images, merge_catalog,
         match_radius):
     """Detect sources in IMAGE_OR_CUBE with SEP (SExtractor's algorithms).
 
@@ -265,24 +271,23 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
     if line_scan:
         if kind != "cube":
             raise click.UsageError("--line-scan needs a cube as input")
-        from ..linescan import DEFAULT_SKY_WINDOWS, ScanConfig, scan_catalog
-        from ..psf import catalog_candidates, resolve_psf
+        from ..linescan import DEFAULT_SKY_WINDOWS, ScanConfig, run_line_scan
 
-        cfg = ScanConfig(window=line_window, step=line_step, side_width=line_side_width, snr=line_snr,
-                         minarea=line_minarea, fwhm=line_fwhm, merge_radius=line_merge_radius,
+        cfg = ScanConfig(snr=line_snr, line_fwhm=line_profile_fwhm,
+                         continuum_width=0.0 if contsub_cube else line_continuum_width,
+                         merge_radius=line_merge_radius, window=line_window,
+                         side_width=0.0 if contsub_cube else line_side_width,
                          sky_windows=(() if no_default_sky else DEFAULT_SKY_WINDOWS) + tuple(sky_windows))
-        with contextlib.ExitStack() as cubes:
-            cube = cubes.enter_context(open_cube(image_or_cube, data_ext=data_ext, var_ext=var_ext,
-                                                 dq_ext=dq_ext))
-            cs = cubes.enter_context(open_cube(contsub_cube)) if contsub_cube else None
-            n0 = len(table)
-            psf = resolve_psf(cube, candidates=catalog_candidates(cube, table))
-            table, scan = scan_catalog(cube, table, contsub=cs, psf=psf, config=cfg)
-            if line_images:
-                from ..linescan import write_emitter_images
-
-                write_emitter_images(line_images, cube, scan, contsub=cs, inputs={"cube": image_or_cube})
-        report(f"line scan: {len(scan.catalog)} emitters, {len(table) - n0} new objects")
+        n0 = len(table)
+        table, scan = run_line_scan(image_or_cube, table,
+                                    cube_ext={"data_ext": data_ext, "var_ext": var_ext, "dq_ext": dq_ext},
+                                    contsub_path=contsub_cube, config=cfg, fwhm=line_fwhm,
+                                    images_path=line_images, lines_path=lines_path,
+                                    inputs={"cube": image_or_cube})
+        report(f"line scan: {len(scan.lines)} lines in {len(scan.catalog)} objects, {len(table) - n0} new; "
+               f"{scan.n_false} false lines expected at S/N {line_snr:g} (negated cube)")
+    elif lines_path or line_images:
+        raise click.UsageError("--lines and --line-images need --line-scan")
 
     # All outputs are written to temporary files and renamed together at the end: an error
     # in any of them leaves no output at all.

@@ -61,7 +61,7 @@ _ROUTES = {
 _PRODUCTS = {"white": "white.fits", "detections": "detections.tsv", "segmap": "segmap.fits",
              "catalog": "catalog.tsv", "masks": "masks.fits", "plot": "detections.png",
              "contsub": "contsub.fits", "line_images": "line_images.fits", "summary": "summary.tsv",
-             "psf": "psf.fits", "run_options": RUN_OPTIONS_FILE}
+             "psf": "psf.fits", "run_options": RUN_OPTIONS_FILE, "lines": "lines.tsv"}
 
 
 @click.command("run")
@@ -70,7 +70,7 @@ _PRODUCTS = {"white": "white.fits", "detections": "detections.tsv", "segmap": "s
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Output folder (white.fits, detections.tsv, segmap.fits, catalog.tsv, psf.fits when "
                    "the PSF was fitted on the field's stars, masks.fits, sources/, summary.tsv, qa/, "
-                   "index.html, run_options.json).")
+                   "index.html, run_options.json; lines.tsv and line_images.fits with --line-scan).")
 @click.option("--config", type=click.Path(dir_okay=False), default=None,
               help="run.toml: one table per verb ([image], [detect], [mask], [extract], [report]) "
                    "with that verb's long option names as keys; command-line options win.")
@@ -290,23 +290,18 @@ def _show(value) -> str:
 
 
 def _line_scan(table, cube, cube_ext, files, do_contsub, match_radius):
-    """Add the line emitters of a narrow-band scan to *table*; write their images."""
-    from ..cubeio import open_cube
-    from ..linescan import ScanConfig, scan_catalog, write_emitter_images
-    from ..psf import catalog_candidates, resolve_psf
+    """Add the objects of the line scan to *table*; write the line table and their images."""
+    from ..linescan import ScanConfig, run_line_scan
 
-    report(f"      line scan -> {files['line_images']}")
-    with open_cube(cube, **cube_ext) as c:
-        cs = open_cube(files["contsub"]) if do_contsub else None
-        try:
-            psf = resolve_psf(c, candidates=catalog_candidates(c, table))
-            merged, scan = scan_catalog(c, table, contsub=cs, psf=psf,
-                                        config=ScanConfig(merge_radius=match_radius))
-            write_emitter_images(files["line_images"], c, scan, contsub=cs, inputs={"cube": cube})
-        finally:
-            if cs is not None:
-                cs.close()
-    report(f"      line scan: {len(scan.catalog)} emitters, {len(merged) - len(table)} new objects")
+    report(f"      line scan -> {files['lines']}, {files['line_images']}")
+    cfg = ScanConfig(merge_radius=match_radius, **({"continuum_width": 0.0, "side_width": 0.0}
+                                                   if do_contsub else {}))
+    merged, scan = run_line_scan(cube, table, cube_ext=cube_ext,
+                                 contsub_path=files["contsub"] if do_contsub else None, config=cfg,
+                                 images_path=files["line_images"], lines_path=files["lines"],
+                                 inputs={"cube": cube})
+    report(f"      line scan: {len(scan.lines)} lines in {len(scan.catalog)} objects, "
+           f"{len(merged) - len(table)} new; {scan.n_false} false lines expected (negated cube)")
     return merged
 
 
