@@ -145,6 +145,8 @@ start() {
     p2="$(free_port)"
     while [ "$p2" = "$p1" ]; do p2="$(free_port)"; done
     write_conf "$p1" "$p2"
+    # The completion log holds this session's jobs only (the last one's is kept beside it).
+    [ -f "$JOBCOMP" ] && mv -f "$JOBCOMP" "$JOBCOMP.prev"
     export SLURM_CONF="$CONF"
     start_munge
     # -i: ignore the saved state of an earlier run (jobs of a test cluster do not survive it).
