@@ -15,9 +15,10 @@ Per chunk count: the wall time of the invocation, the number of jobs, the tool c
 
 Queueing for a free core (Slurm's start - submit) is not overhead and is reported apart.
 
-Extrapolation: the steps on the whole cube (white light, continuum subtraction, detection,
-masks, merge, report) run once whatever the chunk count; the per-chunk steps cost ``c`` seconds
-of tool time per object (measured) plus ``o`` overhead per job.  With P parts on S slots:
+Extrapolation: the steps on the whole cube or catalogue (white light, continuum subtraction,
+detection, masks, split, merge, deblend, report) run once whatever the chunk count; the per-chunk
+steps (extract, xcorr) cost ``c`` seconds of tool time per object (measured) plus ``o`` overhead
+per job.  With P parts on S slots:
 ``T(P) = T_whole + ceil(P / S) * (n_steps * o + N / P * c)``.  Printed for --nodes nodes of
 --slots-per-node slots.
 """
@@ -31,7 +32,7 @@ import statistics
 import sys
 from pathlib import Path
 
-PER_CHUNK = ("ifu_extract_extract", "ifu_extract_xcorr", "ifu_extract_deblend")
+PER_CHUNK = ("ifu_extract_extract", "ifu_extract_xcorr")  # mapped over the parts (the .ga)
 
 
 def median(values):
