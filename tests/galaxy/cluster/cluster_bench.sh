@@ -31,7 +31,7 @@ mkdir -p "$OUT"
 log "field: $OBJECTS objects (bench/cluster_field.py)"
 mapfile -t field < <("$IFU_VENV/bin/python" "$REPO_ROOT/bench/cluster_field.py" --objects "$OBJECTS" --out "$OUT")
 conf="$(bash "$HERE/slurm.sh" start)"
-IFU_GALAXY_NAME="$NAME" IFU_GALAXY_SLURM_CONF="$conf" IFU_GALAXY_SLURM_CORES="$CORES" \
+IFU_GALAXY_NAME="$NAME" IFU_GALAXY_SLURM_CONF="$conf" IFU_GALAXY_SLURM_CORES="$CORES" IFU_GALAXY_CELERY=0 \
     bash "$GX_HERE/galaxy.sh" start --fresh --owner-pid $$ >/dev/null
 url="$(IFU_GALAXY_NAME="$NAME" bash "$GX_HERE/galaxy.sh" url)"
 admin_key="$(IFU_GALAXY_NAME="$NAME" bash "$GX_HERE/galaxy.sh" key)"

@@ -51,8 +51,12 @@ t_slurm=$((SECONDS - t0))
 
 # Both servers stop with this script (--owner-pid); the first start of a machine makes the seed
 # database, so then they start one after the other.
+# The Slurm server runs without Celery: Galaxy 26.1 runs uploads (__DATA_FETCH__) and metadata as
+# Celery tasks on the Galaxy host when Celery is on; off, they are jobs like any other, through Slurm.
 start_galaxy() {  # $1 = instance name, $2 = slurm.conf or ""
-    IFU_GALAXY_NAME="$1" IFU_GALAXY_SLURM_CONF="$2" IFU_GALAXY_SLURM_CORES="$CORES" \
+    local celery=1
+    [ -n "$2" ] && celery=0
+    IFU_GALAXY_NAME="$1" IFU_GALAXY_SLURM_CONF="$2" IFU_GALAXY_SLURM_CORES="$CORES" IFU_GALAXY_CELERY=$celery \
         bash "$GX_HERE/galaxy.sh" start --fresh --owner-pid $$ > "$OUT/start-$1.log" 2>&1 ||
         { tail -n 30 "$OUT/start-$1.log" >&2; return 1; }
 }
