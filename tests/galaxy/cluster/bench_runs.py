@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--timeout", type=float, default=7200)
+    ap.add_argument("--reuse", action="store_true",
+                    help="Galaxy's job cache: the steps whose inputs and parameters do not depend on "
+                         "the chunk count (white light, contsub, detect, mask) run in the first "
+                         "invocation only; later ones reuse their outputs (no job is run)")
     args = ap.parse_args(argv)
     gi = GalaxyInstance(args.url, key=args.key)
     hid = gi.histories.create_history("ifu-extract cluster scaling")["id"]
@@ -91,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             name, _, value = item.partition("=")
             inputs[name] = parse_value(value)
         t1 = time.time()
-        inv = gi.workflows.invoke_workflow(wf_id, inputs=inputs, history_id=hid, inputs_by="name")
+        inv = gi.workflows.invoke_workflow(wf_id, inputs=inputs, history_id=hid, inputs_by="name",
+                                           use_cached_job=args.reuse)
         gi.invocations.wait_for_invocation(inv["id"], maxwait=args.timeout)
         deadline = time.time() + args.timeout
         while True:
@@ -114,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                    "created": galaxy_epoch(full["create_time"]),
                    "updated": galaxy_epoch(full["update_time"]),
                    "runtime": float(metrics["runtime_seconds"]) if "runtime_seconds" in metrics else None,
-                   "slots": metrics.get("galaxy_slots")}
+                   "slots": metrics.get("galaxy_slots"),
+                   "reused": bool(full.get("copied_from_job_id")) or not full.get("external_id")}
             for k in ("SubmitTime", "StartTime", "EndTime"):
                 if rec.get(k):
                     row[k.lower()] = slurm_epoch(rec[k])

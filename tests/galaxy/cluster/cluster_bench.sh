@@ -9,7 +9,8 @@
 # chunk count, one after the other in one history (bench_runs.py).  Each part's jobs get
 # $IFU_GALAXY_SLURM_CORES cores (default 1 here: the parts are the unit of parallelism, as on a
 # cluster where each part gets its own slot).  Results: bench/out/cluster/scaling.json and a
-# summary on stdout; the machine's load average is printed before and after.
+# summary on stdout; the machine's load average is printed before and after.  IFU_BENCH_REUSE=1:
+# the steps that do not depend on the chunk count run in the first invocation only (job cache).
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 HERE="$GX_HERE/cluster"
 NAME="${IFU_CLUSTER_NAME:-cluster}"
@@ -39,7 +40,7 @@ log "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; chunk
 status=0
 "$PLANEMO_VENV/bin/python" "$HERE/bench_runs.py" "$url" "$admin_key" "$(bash "$HERE/slurm.sh" jobcomp)" \
     --cube "${field[0]}" --catalogue "${field[1]}" --chunks "${CHUNKS[@]}" \
-    --out "$OUT/scaling.json" || status=$?
+    --out "$OUT/scaling.json" ${IFU_BENCH_REUSE:+--reuse} || status=$?
 log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$IFU_VENV/bin/python" "$REPO_ROOT/bench/cluster_scaling.py" "$OUT/scaling.json" --objects "$OBJECTS" || status=1
 exit $status
