@@ -13,7 +13,9 @@
 # the steps that do not depend on the chunk count run in the first invocation only (job cache).
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 HERE="$GX_HERE/cluster"
-NAME="${IFU_CLUSTER_NAME:-cluster}"
+# A Galaxy and a Slurm cluster of its own (the cluster test's may run at the same time).
+NAME="${IFU_CLUSTER_NAME:-cluster-bench}"
+export IFU_SLURM_NAME="${IFU_SLURM_NAME:-slurm-bench}"
 OBJECTS="${IFU_BENCH_OBJECTS:-2000}"
 CORES="${IFU_GALAXY_SLURM_CORES:-1}"
 CHUNKS=("$@")

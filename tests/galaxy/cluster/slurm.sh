@@ -8,7 +8,7 @@
 #   slurm.sh stop      stop the three daemons of this clone (by their pid files)
 #   slurm.sh status | conf | jobcomp    sinfo, the path of slurm.conf, of the job-completion log
 #
-# Everything of it lives in the cache, per clone (<instance>/slurm): slurm.conf, a munge key of
+# Everything of it lives in the cache, per clone (<instance>/slurm, or <instance>/$IFU_SLURM_NAME): slurm.conf, a munge key of
 # its own, the logs and the job-completion log (JobCompType=jobcomp/filetxt: no accounting
 # database is needed to know which jobs Slurm ran and how they ended).  The daemons' sockets and
 # spool live under a short folder in $TMPDIR (a UNIX socket path has at most 107 bytes).  The
@@ -16,8 +16,10 @@
 # Ports are free ports chosen at each start, so two clones can run their clusters side by side.
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
-SLURM_DIR="$INSTANCE_DIR/slurm"
-RUN_DIR="${TMPDIR:-/tmp}/ifx-slurm-$_clone_id"
+# IFU_SLURM_NAME: several clusters of one clone side by side (the benchmark's and the test's).
+SLURM_NAME="${IFU_SLURM_NAME:-slurm}"
+SLURM_DIR="$INSTANCE_DIR/$SLURM_NAME"
+RUN_DIR="${TMPDIR:-/tmp}/ifx-$SLURM_NAME-$_clone_id"
 CONF="$SLURM_DIR/slurm.conf"
 JOBCOMP="$SLURM_DIR/jobcomp.log"
 PACKAGES=(slurmctld slurmd slurm-client munge)
