@@ -8,9 +8,10 @@
 #   slurm.sh stop      stop the three daemons of this clone (by their pid files)
 #   slurm.sh status | conf | jobcomp    sinfo, the path of slurm.conf, of the job-completion log
 #
-# Everything of it lives in the cache, per clone (<instance>/slurm, or <instance>/$IFU_SLURM_NAME): slurm.conf, a munge key of
-# its own, the logs and the job-completion log (JobCompType=jobcomp/filetxt: no accounting
-# database is needed to know which jobs Slurm ran and how they ended).  The daemons' sockets and
+# Everything of it lives in the cache, per clone (<instance>/slurm, or <instance>/$IFU_SLURM_NAME):
+# slurm.conf, a munge key of its own, the logs and the job-completion log
+# (JobCompType=jobcomp/filetxt: no accounting database is needed to know which jobs Slurm ran and
+# how they ended).  The daemons' sockets and
 # spool live under a short folder in $TMPDIR (a UNIX socket path has at most 107 bytes).  The
 # system's own munge and Slurm configuration (/etc/munge, /etc/slurm) are not used or changed.
 # Ports are free ports chosen at each start, so two clones can run their clusters side by side.
