@@ -38,11 +38,14 @@ IFU_GALAXY_NAME="$NAME" IFU_GALAXY_SLURM_CONF="$conf" IFU_GALAXY_SLURM_CORES="$C
     bash "$GX_HERE/galaxy.sh" start --fresh --owner-pid $$ >/dev/null
 url="$(IFU_GALAXY_NAME="$NAME" bash "$GX_HERE/galaxy.sh" url)"
 admin_key="$(IFU_GALAXY_NAME="$NAME" bash "$GX_HERE/galaxy.sh" key)"
+# A real user (the bootstrap key has none), an admin (admin_users): the cube is linked by path.
+key="$("$GALAXY_VENV/bin/python" "$GX_HERE/galaxy_api.py" "$url" "$admin_key" user-key admin@example.org)"
 log "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; chunks ${CHUNKS[*]}, $CORES core(s) per part"
 status=0
-"$PLANEMO_VENV/bin/python" "$HERE/bench_runs.py" "$url" "$admin_key" "$(bash "$HERE/slurm.sh" jobcomp)" \
+rm -f "$OUT/scaling.json"
+"$PLANEMO_VENV/bin/python" "$HERE/bench_runs.py" "$url" "$key" "$(bash "$HERE/slurm.sh" jobcomp)" \
     --cube "${field[0]}" --catalogue "${field[1]}" --chunks "${CHUNKS[@]}" \
     --out "$OUT/scaling.json" ${IFU_BENCH_REUSE:+--reuse} || status=$?
 log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$IFU_VENV/bin/python" "$REPO_ROOT/bench/cluster_scaling.py" "$OUT/scaling.json" --objects "$OBJECTS" || status=1
+[ -f "$OUT/scaling.json" ] && "$IFU_VENV/bin/python" "$REPO_ROOT/bench/cluster_scaling.py" "$OUT/scaling.json" --objects "$OBJECTS" || status=1
 exit $status
