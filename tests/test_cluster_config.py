@@ -53,7 +53,8 @@ def rendered_template(cores: int) -> dict:
     runner = string.Template(render_config.SLURM_RUNNER).substitute(PARTITION="main", CORES=cores)
     assert runner in container, "render_config.SLURM_RUNNER and this test disagree"
     values = {"SLURM_PARTITION": "main", "SLURM_CORES": str(cores), "JOB_BIN": "/opt/ifu-extract/bin",
-              "SLURM_CONTAINER_ENVIRONMENT": container, "RUN_ENVIRONMENT": "slurm_container_ifu"}
+              "SLURM_CONTAINER_ENVIRONMENT": container, "RUN_ENVIRONMENT": "slurm_container_ifu",
+              "EXTRA_ENV": ""}
     return yaml.safe_load(string.Template(text).substitute(values))
 
 

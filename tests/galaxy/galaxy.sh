@@ -67,6 +67,9 @@ prepare() {  # $1 = port; render the configuration, seed the database
         fi ;;
     *) die "IFU_GALAXY_CONTAINER must be 0, 1 or auto, not '$CONTAINER'" ;;
     esac
+    # Extra variables in every job's environment (the cluster test: SOURCE_DATE_EPOCH=...).
+    local kv
+    for kv in ${IFU_GALAXY_JOB_ENV:-}; do opts+=(--job-env "$kv"); done
     if [ -n "$SLURM_CONF_FILE" ]; then
         [ -f "$SLURM_CONF_FILE" ] || die "IFU_GALAXY_SLURM_CONF=$SLURM_CONF_FILE: no such file (tests/galaxy/cluster/slurm.sh start)"
         opts+=(--slurm-conf "$SLURM_CONF_FILE" --slurm-cores "$SLURM_CORES")

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     bad_job = wait_job(gi, bad["jobs"][0]["id"], args.timeout)
 
     status = 0
-    print(f"ifu_extract_run: {run_job['state']} (Slurm job {run_job.get('external_id')})")
+    print(f"ifu_extract_run: {run_job['state']}")
     if run_job["state"] != "ok":
         print((run_job.get("stderr") or "")[-1500:])
         status = 1
@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                 gi.datasets.download_dataset(ref["id"], file_path=str(args.out / "run" / f"{name}.fits"),
                                              use_default_filename=False)
     stderr = (bad_job.get("tool_stderr") or bad_job.get("stderr") or "").strip()
-    print(f"ifu_extract_image on a truncated cube: {bad_job['state']} (Slurm job "
-          f"{bad_job.get('external_id')}, exit code {bad_job.get('exit_code')}): "
+    print(f"ifu_extract_image on a truncated cube: {bad_job['state']} (exit code "
+          f"{bad_job.get('exit_code')}): "
           f"{stderr.splitlines()[-1] if stderr else 'no stderr'}")
     if bad_job["state"] != "error":
         status = 1
