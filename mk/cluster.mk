@@ -39,5 +39,6 @@ cluster-test: galaxy $(STAMP) image slurm-install
 cluster-bench: galaxy $(STAMP) image slurm-install
 	bash $(CLUSTER_SCRIPTS)/cluster_bench.sh
 
-# In `make test` (about N minutes, see docs/cluster.md), after the other Galaxy tests.
+# In `make test` after the other Galaxy tests: 21 minutes on the shared 2-core machine at load
+# 12-17 (docs/cluster.md); not measured on an idle machine.
 TEST_TARGETS_LAST += cluster-test
