@@ -5,8 +5,9 @@
 Standard library only (any python).  For every job of the Galaxy server (all users, admin view):
 
 - Galaxy's record: the external id (the Slurm job id ``sbatch`` returned; Galaxy 26.1's API gives
-  no ``job_runner_name`` for these jobs, it is shown when present) and the job's working folder
-  (``.../jobs/000/<database id>/`` in its command line);
+  no ``job_runner_name`` for these jobs, it is checked when present) and, where the API shows the
+  job's working folder in its command line (``.../jobs/000/<database id>/``: the uploads, not the
+  tool jobs in 26.1), the database id;
 - Slurm's record: the line of that job id in the job-completion log (``JobCompType=jobcomp/filetxt``),
   whose job name (``g<database id>_<tool>_<user>``, Galaxy's naming) must name the same job and
   tool, whose
