@@ -30,8 +30,9 @@ $(STAMP): requirements/constraints.txt pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/ifu-extract demo -o $(DEMO_OUT)
 
-# Extra test targets (Galaxy, container) append themselves to TEST_TARGETS from mk/*.mk.
-test: pytest $(TEST_TARGETS)
+# Extra test targets (Galaxy, container) append themselves to TEST_TARGETS from mk/*.mk;
+# TEST_TARGETS_LAST run after them (the cluster test: its own servers, after the shared one's).
+test: pytest $(TEST_TARGETS) $(TEST_TARGETS_LAST)
 
 pytest: $(STAMP)
 	$(PY) -m pytest -q

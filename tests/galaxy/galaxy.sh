@@ -19,6 +19,9 @@ CELERY="${IFU_GALAXY_CELERY:-1}"
 # image first), auto = when the image is built, 0 = never (every tool runs from the venv).
 CONTAINER="${IFU_GALAXY_CONTAINER:-auto}"
 CONTAINER_TOOLS=(ifu_extract_run)
+# Every job through a Slurm cluster (issue 19): the slurm.conf of tests/galaxy/cluster/slurm.sh.
+SLURM_CONF_FILE="${IFU_GALAXY_SLURM_CONF:-}"
+SLURM_CORES="${IFU_GALAXY_SLURM_CORES:-2}"
 DIR="$INSTANCE_DIR/$NAME"
 PID_FILE="$DIR/galaxy.pid"
 URL_FILE="$DIR/url"
@@ -64,6 +67,14 @@ prepare() {  # $1 = port; render the configuration, seed the database
         fi ;;
     *) die "IFU_GALAXY_CONTAINER must be 0, 1 or auto, not '$CONTAINER'" ;;
     esac
+    # Extra variables in every job's environment (the cluster test: SOURCE_DATE_EPOCH=...).
+    local kv
+    for kv in ${IFU_GALAXY_JOB_ENV:-}; do opts+=(--job-env "$kv"); done
+    if [ -n "$SLURM_CONF_FILE" ]; then
+        [ -f "$SLURM_CONF_FILE" ] || die "IFU_GALAXY_SLURM_CONF=$SLURM_CONF_FILE: no such file (tests/galaxy/cluster/slurm.sh start)"
+        opts+=(--slurm-conf "$SLURM_CONF_FILE" --slurm-cores "$SLURM_CORES")
+        log "every job through Slurm ($SLURM_CONF_FILE), run/extract/merge/report on $SLURM_CORES cores"
+    fi
     "$GALAXY_VENV/bin/python" "$GX_HERE/render_config.py" --instance "$DIR" --repo "$REPO_ROOT" \
         --ifu-venv "$IFU_VENV" --host "$GALAXY_HOST" --port "$1" "${opts[@]}"
     # A migrated empty database from the cache saves Galaxy creating one (about a minute).
@@ -94,6 +105,11 @@ launch() {  # $1 = port; start galaxy-web in its own session, output to the log 
     fi
     # Jobs inherit this environment: no stray user site-packages, no GUI back end.
     export PYTHONNOUSERSITE=1 MPLBACKEND=Agg
+    if [ -n "$SLURM_CONF_FILE" ]; then
+        # sbatch/squeue/scancel of the Galaxy server find the cluster; the sacct of cluster/bin
+        # answers from its job-completion log (no accounting database).
+        export SLURM_CONF="$SLURM_CONF_FILE" PATH="$GX_HERE/cluster/bin:$PATH"
+    fi
     echo "http://$GALAXY_HOST:$1" > "$URL_FILE"
     : > "$LOG_FILE"
     # One session (process group) for the web server, its jobs and the Celery worker: stop() ends

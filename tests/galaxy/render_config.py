@@ -6,6 +6,7 @@ passed in here at run time; the templates in the repository hold none of it.  Se
 bootstrap admin key, id_secret) are made once per instance and kept in its folder.
 
     python render_config.py --instance DIR --repo DIR --ifu-venv DIR --host H --port N [--watch]
+                            [--container-tool ID] [--slurm-conf FILE --slurm-cores N]
 """
 
 from __future__ import annotations
@@ -37,9 +38,8 @@ CELERY_TASKS = """\
 #: the tool folder, the job folder, the working folder, the file store) and user (UID:GID of the
 #: Galaxy process) are kept.
 CONTAINER_ENVIRONMENT = """\
-    container_ifu:
-      runner: local
-      local_slots: 1
+    ${NAME}:
+${RUNNER}
       docker_enabled: true
       require_container: true
       docker_cmd: ${PODMAN_FRONT_END}
@@ -52,7 +52,20 @@ CONTAINER_ENVIRONMENT = """\
           value: "1"
         - name: OPENBLAS_NUM_THREADS
           value: "1"
-"""
+${EXTRA_ENV}"""
+
+#: Where the containerised environment runs: the local runner (one slot), or Slurm (issue 19; the
+#: same cores and memory as the multi-core tools of tests/galaxy/cluster/job_conf_slurm.yml.in).
+LOCAL_RUNNER = """\
+      runner: local
+      local_slots: 1"""
+SLURM_RUNNER = """\
+      runner: slurm
+      shell_plugin: LocalShell
+      job_plugin: Slurm
+      job_partition: ${PARTITION}
+      job_ncpus: ${CORES}
+      job_--mem: 4G"""
 
 #: Our report HTML keeps its JavaScript/CSS: these tools are on the sanitize allow-list.
 UNSANITIZED_TOOLS = ("ifu_extract_report", "ifu_extract_run", "ifu_extract_merge")
@@ -79,16 +92,48 @@ def host_ulimits(front_end: Path) -> str:
                           text=True).stdout.strip()
 
 
-def container_blocks(repo: Path, tools: list[str]) -> tuple[str, str]:
+def job_env_entries(pairs: list[str]) -> str:
+    """``NAME=VALUE`` pairs as entries of a job environment's ``env`` list (8 spaces in)."""
+    out = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise SystemExit(f"render_config: --job-env {pair!r}: expected NAME=VALUE")
+        out.append(f'        - name: {name}\n          value: "{value}"\n')
+    return "".join(out)
+
+
+def container_environment(repo: Path, name: str, runner: str, extra_env: str = "") -> str:
+    """The containerised environment NAME on RUNNER (a job_conf.yml fragment)."""
+    front_end = repo / "containers" / "podman-galaxy.sh"
+    return string.Template(CONTAINER_ENVIRONMENT).substitute(
+        NAME=name, RUNNER=runner, PODMAN_FRONT_END=str(front_end), ULIMITS=host_ulimits(front_end),
+        EXTRA_ENV=extra_env)
+
+
+def container_blocks(repo: Path, tools: list[str], extra_env: str = "") -> tuple[str, str]:
     """The containerised environment and the routes of TOOLS to it (job_conf.yml fragments)."""
     if not tools:
         return "", ""
-    front_end = repo / "containers" / "podman-galaxy.sh"
-    env = string.Template(CONTAINER_ENVIRONMENT).substitute(
-        PODMAN_FRONT_END=str(front_end), ULIMITS=host_ulimits(front_end))
+    env = container_environment(repo, "container_ifu", LOCAL_RUNNER, extra_env)
     routes = "tools:\n" + "".join(
         f"  - id: {tool}\n    environment: container_ifu\n" for tool in tools)
     return env, routes
+
+
+def slurm_values(repo: Path, tools: list[str], partition: str, cores: int,
+                 extra_env: str = "") -> dict:
+    """Fields of cluster/job_conf_slurm.yml.in: every job through Slurm (issue 19)."""
+    values = {"SLURM_PARTITION": partition, "SLURM_CORES": str(cores),
+              "SLURM_CONTAINER_ENVIRONMENT": "", "RUN_ENVIRONMENT": "slurm_ifu_multi"}
+    if "ifu_extract_run" in tools:
+        runner = string.Template(SLURM_RUNNER).substitute(PARTITION=partition, CORES=cores)
+        values["SLURM_CONTAINER_ENVIRONMENT"] = container_environment(repo, "slurm_container_ifu",
+                                                                      runner, extra_env)
+        values["RUN_ENVIRONMENT"] = "slurm_container_ifu"
+    if set(tools) - {"ifu_extract_run"}:
+        raise SystemExit("render_config: with --slurm-conf only ifu_extract_run has a container route")
+    return values
 
 
 def wrapper_entries(wrappers: Path) -> str:
@@ -112,6 +157,14 @@ def main() -> None:
     ap.add_argument("--container-tool", action="append", default=[], metavar="TOOL_ID",
                     help="run this tool's jobs in its container (the image must be built: "
                          "make image); repeat for more tools")
+    ap.add_argument("--job-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a variable set in every job's environment (repeat for more)")
+    ap.add_argument("--slurm-conf", type=Path, default=None,
+                    help="every job through this Slurm cluster (cluster/job_conf_slurm.yml.in; "
+                         "SLURM_CONF of the Galaxy process must name the same file)")
+    ap.add_argument("--slurm-partition", default="ifx")
+    ap.add_argument("--slurm-cores", type=int, default=2,
+                    help="cores (GALAXY_SLOTS) of run, extract, merge and report jobs")
     args = ap.parse_args()
 
     import galaxy.tools  # the Galaxy venv's package: where its bundled tools are
@@ -135,7 +188,8 @@ def main() -> None:
     link.symlink_to(target)
 
     repo = args.repo.resolve()
-    container_env, tool_routes = container_blocks(repo, args.container_tool)
+    extra_env = job_env_entries(args.job_env)
+    container_env, tool_routes = container_blocks(repo, args.container_tool, extra_env)
     values = {
         "REPO_ROOT": str(repo),
         "CONFIG_DIR": str(config_dir),
@@ -152,11 +206,17 @@ def main() -> None:
         "MODEL_TOOLS": str(model_tools),
         "CONTAINER_ENVIRONMENT": container_env,
         "TOOL_ROUTES": tool_routes,
+        "EXTRA_ENV": extra_env,
         "CELERY_BLOCK": (string.Template(CELERY_TASKS).substitute(DATA_DIR=str(data_dir))
                          if args.celery else "  enable_celery_tasks: false"),
     }
     render("galaxy.yml.in", config_dir / "galaxy.yml", values)
-    render("job_conf.yml.in", config_dir / "job_conf.yml", values)
+    if args.slurm_conf is None:
+        render("job_conf.yml.in", config_dir / "job_conf.yml", values)
+    else:
+        values.update(slurm_values(repo, args.container_tool, args.slurm_partition,
+                                   args.slurm_cores, extra_env))
+        render("cluster/job_conf_slurm.yml.in", config_dir / "job_conf.yml", values)
     render("tool_conf.xml.in", config_dir / "tool_conf.xml", values)
     (config_dir / "dependency_resolvers_conf.xml").write_text(
         "<dependency_resolvers>\n  <!-- none: jobs find ifu-extract on PATH -->\n</dependency_resolvers>\n")
