@@ -823,7 +823,7 @@ def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, 
     col_ft = np.tensordot(np.asarray(rows_w), comp_ft, axes=1)   # (n_columns, fy, fx)
     col_nodes = np.stack([grid.to_image(col_ft * f) for f in node_ft]).astype(np.float32)
     parts = {"comp_ft": comp_ft, "owner": owner, "shares": shares, "grid": grid,
-             "node_ft": node_ft, "resolved": resolved}
+             "node_ft": node_ft, "resolved": resolved, "sigma": comp_sigma}
     return _GroupModel(rows, box, region, node_wave, col_nodes, np.asarray(col_member),
                        image_models, notes, (caps, shapes, (px, py)), parts)
 
@@ -1409,8 +1409,29 @@ def _solve_joint(cube, gm, images, box, region, z0, z1, cfg, model_cube):
     # With a sharp ancillary image, compact members keep the shape measured on it; resolved
     # members still adapt their amplitudes per wavelength band on the cube (colour gradients).
     fixed = np.zeros(K, dtype=bool) if images.from_cube else ~resolved
-    comps = GroupComponents(node_images, gm.node_wave, parts["owner"], parts["shares"],
-                            resolved & ~fixed, fixed)
+    # A resolved source's core and envelope get their own spectra (a red bulge in a blue
+    # disk: the colour gradient has the spectral features of both, which no smooth change of
+    # shape with wavelength follows); its DEBLEND spectrum is their sum.
+    owner = np.asarray(parts["owner"]).copy()
+    shares = np.asarray(parts["shares"], dtype=float).copy()
+    member_of = list(range(K))
+    sigma = parts["sigma"]
+    if cfg.gradients:
+        for k in np.flatnonzero(resolved & ~fixed):
+            outer = (owner == k) & (sigma > GRADIENT_SPLIT)
+            inner = (owner == k) & (sigma <= GRADIENT_SPLIT)
+            if outer.any() and inner.any():
+                owner[outer] = len(member_of)
+                member_of.append(k)
+                for sel_ in (inner, outer):
+                    total = shares[sel_].sum()
+                    shares[sel_] = shares[sel_] / total if total > 0 else 1.0 / sel_.sum()
+                gm.notes[gm.rows[k]].append("core and envelope fitted with their own spectra")
+    member_of = np.asarray(member_of)
+    sub_resolved = resolved[member_of]
+    sub_fixed = fixed[member_of]
+    comps = GroupComponents(node_images, gm.node_wave, owner, shares, sub_resolved & ~sub_fixed,
+                            sub_fixed, member_of)
     nz = z1 - z0
     npx = int(sel.sum())
     data = np.empty((nz, npx), np.float32)
@@ -1434,10 +1455,10 @@ def _solve_joint(cube, gm, images, box, region, z0, z1, cfg, model_cube):
     if model_cube is not None:
         Hm = hat_weights(wave, res.morph_wave)
         Hn = hat_weights(wave, gm.node_wave)
-        onehot = (parts["owner"][:, None] == np.arange(K)[None, :]).astype(float)
+        onehot = (owner[:, None] == np.arange(len(member_of))[None, :]).astype(float)
         full = np.stack([grid.to_image(parts["comp_ft"] * f) for f in parts["node_ft"]])  # (n, C, ny, nx)
         col = np.einsum("cj,ck,ncyx->jnkyx", res.amp, onehot, full, optimize=True)
-        fz = np.nan_to_num(res.flux)
+        fz = np.nan_to_num(res.sub_flux)
         for c0 in range(0, nz, 256):
             c1 = min(c0 + 256, nz)
             m = np.einsum("lj,ln,jnkyx->lkyx", Hm[c0:c1], Hn[c0:c1], col, optimize=True)

@@ -51,8 +51,8 @@ __all__ = ["GroupComponents", "JointResult", "joint_fit", "hat_weights", "MORPH_
 MORPH_NODES = 4
 #: Alternations of the flux and morphology steps (and the relative change of the fluxes below
 #: which they stop early).
-JOINT_ITERATIONS = 12
-JOINT_TOL = 1e-4
+JOINT_ITERATIONS = 30
+JOINT_TOL = 1e-3
 #: Channels where a flux falls below this many standard deviations are solved with fluxes >= 0.
 NEG_SIGMA = 4.0
 #: A member's spaxels are those where its model is at least this fraction of the group's.
@@ -82,6 +82,10 @@ class GroupComponents:
         ``(K,)`` bool: member whose amplitudes may change with wavelength.
     fixed : numpy.ndarray
         ``(K,)`` bool: member whose amplitudes are held at *amp*.
+    member_of : numpy.ndarray, optional
+        ``(K,)`` index of the source each (sub-)member belongs to (default: itself).  A
+        resolved source may be split into sub-members (its core and its envelope), each with
+        its own spectrum; the source's flux is their sum.
     """
 
     node_images: np.ndarray
@@ -90,6 +94,7 @@ class GroupComponents:
     amp: np.ndarray
     banded: np.ndarray
     fixed: np.ndarray
+    member_of: np.ndarray | None = None
 
     @property
     def n_members(self) -> int:
@@ -103,7 +108,8 @@ class JointResult:
     Attributes
     ----------
     flux, var : numpy.ndarray
-        ``(n_wave, K)`` fluxes and their variances (NaN where a member has no usable spaxel).
+        ``(n_wave, n_sources)`` each source's flux (the sum of its sub-members') and its
+        variance (NaN where it has no usable spaxel).
     background : numpy.ndarray or None
         ``(n_wave,)`` uniform background per spaxel, when fitted.
     amp : numpy.ndarray
@@ -117,6 +123,8 @@ class JointResult:
     clipped : numpy.ndarray
         ``(K,)`` number of channels where the member's flux was re-solved >= 0.
     iterations : int
+    sub_flux : numpy.ndarray
+        ``(n_wave, K)`` the flux of every (sub-)member.
     """
 
     flux: np.ndarray
@@ -128,6 +136,7 @@ class JointResult:
     chi2_group: float
     clipped: np.ndarray
     iterations: int
+    sub_flux: np.ndarray | None = None
 
 
 def hat_weights(wave, nodes) -> np.ndarray:
@@ -240,7 +249,7 @@ def _bins(n_wave, node_wave, wave) -> list:
 
 
 def joint_fit(data, var, wave, comps: GroupComponents, *, background: bool = False,
-              morph_nodes: int = MORPH_NODES, iterations: int = JOINT_ITERATIONS,
+              morph_nodes: int | None = None, iterations: int | None = None,
               block: int = 512) -> JointResult:
     """Spectra and morphologies of a group's members fitted together (module docstring).
 
@@ -254,10 +263,10 @@ def joint_fit(data, var, wave, comps: GroupComponents, *, background: bool = Fal
     comps : GroupComponents
     background : bool
         Fit a uniform background per channel.
-    morph_nodes : int
-        Morphology nodes of the banded members.
-    iterations : int
-        Largest number of alternations.
+    morph_nodes : int, optional
+        Morphology nodes of the banded members (default ``MORPH_NODES``).
+    iterations : int, optional
+        Largest number of alternations (default ``JOINT_ITERATIONS``).
     block : int
         Channels per block of the flux step (memory).
 
@@ -267,6 +276,8 @@ def joint_fit(data, var, wave, comps: GroupComponents, *, background: bool = Fal
     """
     L, P = data.shape
     K = comps.n_members
+    morph_nodes = MORPH_NODES if morph_nodes is None else morph_nodes
+    iterations = JOINT_ITERATIONS if iterations is None else iterations
     good = np.isfinite(data)
     if var is not None:
         good &= np.isfinite(var) & (var > 0)
@@ -281,43 +292,58 @@ def joint_fit(data, var, wave, comps: GroupComponents, *, background: bool = Fal
     amp = np.repeat(comps.amp[:, None], J, axis=1)
     bins = _bins(L, comps.node_wave, wave)
 
+    member_of = np.arange(K) if comps.member_of is None else np.asarray(comps.member_of)
+    Ko = int(member_of.max()) + 1
+    Smat = (member_of[:, None] == np.arange(Ko)[None, :]).astype(float)   # (K, Ko)
+
+    sub_flux = np.full((L, K), np.nan)
+
     def fluxes(amp, final=False):
-        flux = np.full((L, K), np.nan)
-        fvar = np.full((L, K), np.nan)
+        flux = np.full((L, K if not final else Ko), np.nan)
+        fvar = np.full((L, Ko), np.nan)
         bkg = np.zeros(L) if background else None
-        clipped = np.zeros(K, int)
-        chi = np.zeros((K, 2)) if final else None
+        clipped = np.zeros(Ko, int)
+        chi = np.zeros((Ko, 2))
         tot = np.zeros(2)
         for c0 in range(0, L, block):
             sl = slice(c0, min(c0 + block, L))
             m = _models(comps, amp, Hm, Hn, sl)
             f, cov = _flux_step(d[sl], iv[sl], m, background)
-            if final:
-                # A flux far below zero is model mismatch, not noise: those channels are
-                # solved again with every flux >= 0.
-                fv = np.einsum("lkk->lk", cov)[:, :K]
-                with np.errstate(invalid="ignore"):
-                    low = f[:, :K] < -NEG_SIGMA * np.sqrt(fv)
-                rows = np.flatnonzero(low.any(axis=1))
-                if rows.size:
-                    f2, cov2 = _flux_step(d[sl][rows], iv[sl][rows], m[rows], background, nonneg=True)
-                    f[rows], cov[rows] = f2, cov2
-                    clipped += low[rows].sum(axis=0)
-            flux[sl] = f[:, :K]
-            fvar[sl] = np.einsum("lkk->lk", cov)[:, :K]
+            if not final:
+                flux[sl] = f[:, :K]
+                if background:
+                    bkg[sl] = f[:, K]
+                continue
+            # A source's flux far below zero is model mismatch, not noise: those channels
+            # are solved again with every flux >= 0.
+            fs = f[:, :K] @ Smat
+            fv = np.einsum("ka,lkj,ja->la", Smat, cov[:, :K, :K], Smat)
+            with np.errstate(invalid="ignore"):
+                low = fs < -NEG_SIGMA * np.sqrt(fv)
+            rows = np.flatnonzero(low.any(axis=1))
+            if rows.size:
+                f2, cov2 = _flux_step(d[sl][rows], iv[sl][rows], m[rows], background, nonneg=True)
+                f[rows], cov[rows] = f2, cov2
+                clipped += low[rows].sum(axis=0)
+            # Clamped fluxes have NaN covariances with the others: their variance stands alone.
+            cz = np.where(np.isfinite(cov), cov, 0.0)
+            diag = np.einsum("lkk->lk", cov)
+            cz[:, np.arange(cov.shape[1]), np.arange(cov.shape[1])] = diag
+            flux[sl] = f[:, :K] @ Smat
+            sub_flux[sl] = f[:, :K]
+            fvar[sl] = np.einsum("ka,lkj,ja->la", Smat, cz[:, :K, :K], Smat)
             if background:
                 bkg[sl] = f[:, K]
-            if final:
-                fz = np.nan_to_num(f)
-                parts = fz[:, :K, None] * m                                   # (l, K, P)
-                model = parts.sum(axis=1) + (fz[:, K:K + 1] if background else 0.0)
-                chi2 = (d[sl] - model) ** 2 * iv[sl]
-                tot += (chi2.sum(), (iv[sl] > 0).sum())
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    share = np.abs(parts) / np.maximum(np.abs(parts).sum(axis=1, keepdims=True), 1e-300)
-                own = share >= OWN_FRACTION
-                chi[:, 0] += np.einsum("lkp,lp->k", own, chi2)
-                chi[:, 1] += np.einsum("lkp,lp->k", own, (iv[sl] > 0).astype(float))
+            fz = np.nan_to_num(f)
+            parts = np.einsum("lk,lkp,ka->lap", fz[:, :K], m, Smat)          # (l, Ko, P)
+            model = parts.sum(axis=1) + (fz[:, K:K + 1] if background else 0.0)
+            chi2 = (d[sl] - model) ** 2 * iv[sl]
+            tot += (chi2.sum(), (iv[sl] > 0).sum())
+            with np.errstate(invalid="ignore", divide="ignore"):
+                share = np.abs(parts) / np.maximum(np.abs(parts).sum(axis=1, keepdims=True), 1e-300)
+            own = share >= OWN_FRACTION
+            chi[:, 0] += np.einsum("lkp,lp->k", own, chi2)
+            chi[:, 1] += np.einsum("lkp,lp->k", own, (iv[sl] > 0).astype(float))
         return flux, fvar, bkg, clipped, chi, tot
 
     flux, _, bkg, _, _, _ = fluxes(amp)
@@ -325,7 +351,11 @@ def joint_fit(data, var, wave, comps: GroupComponents, *, background: bool = Fal
     for n_iter in range(1, iterations + 1):
         amp = _morphology_step(comps, d, iv, flux, bkg, Hm, Hn, bins, amp)
         new, _, bkg, _, _, _ = fluxes(amp)
-        change = np.nanmax(np.abs(new - flux)) / max(np.nanmax(np.abs(new)), 1e-300)
+        # Each member's own change, relative to its own flux: a faint member's spectrum moves
+        # by amounts that are nothing on its bright neighbour's scale.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            change = float(np.nanmax(np.nanmean(np.abs(new - flux), axis=0)
+                                     / np.maximum(np.nanmean(np.abs(new), axis=0), 1e-300)))
         flux = new
         if change < JOINT_TOL:
             break
@@ -335,14 +365,14 @@ def joint_fit(data, var, wave, comps: GroupComponents, *, background: bool = Fal
     dof_group = max(tot[1] - n_par * L, 1.0)
     chi2_group = float(tot[0] / dof_group) if var is not None else np.nan
     with np.errstate(invalid="ignore", divide="ignore"):
-        chi2 = chi[:, 0] / np.maximum(chi[:, 1] - L, 1.0) if var is not None else np.full(K, np.nan)
-    return JointResult(flux, fvar, bkg, amp, morph_wave, chi2, chi2_group, clipped, n_iter)
+        chi2 = chi[:, 0] / np.maximum(chi[:, 1] - L, 1.0) if var is not None else np.full(Ko, np.nan)
+    return JointResult(flux, fvar, bkg, amp, morph_wave, chi2, chi2_group, clipped, n_iter, sub_flux)
 
 
 # ------------------------------------------------------------------------------ centres
 #: Largest shift of a member's centre from its catalogue position, spaxels, and as a fraction of
 #: the distance to its nearest neighbour.
-CENTRE_MAX_SHIFT = 1.5
+CENTRE_MAX_SHIFT = 1.0
 CENTRE_NEIGHBOUR_FRACTION = 0.25
 CENTRE_ITERATIONS = 8
 
