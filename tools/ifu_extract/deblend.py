@@ -124,6 +124,8 @@ MODELS = ("profile", "segment")
 #: Widths (major-axis sigma, spaxels) of the Gaussian components of a "profile" model; 0 is
 #: the point source.  Components wider than the source's segment allows are left out.
 COMPONENT_SIGMAS = (0.0, 0.5, 1.0, 1.5, 2.5, 4.0, 6.0, 9.0)
+#: A member's widest component is at most this fraction of its segment's radius.
+SEGMENT_CAP = 1.5
 #: A member's widest component is at most this fraction of the distance to a brighter member.
 NEIGHBOUR_FRACTION = 0.3
 #: Widest component (sigma, spaxels) of a member without a segment.
@@ -156,6 +158,8 @@ REFINE_MIN_DCHI2 = 9.0
 #: brighter.
 CENTRE_NEAR = 10.0
 CENTRE_MIN_RATIO = 0.25
+#: With a sharp ancillary image, compact members keep the shape fitted on it in the joint fit.
+IMAGE_FIXES_COMPACT = True
 #: Status of members of a refused group (followed by the details).
 ST_GROUP_TOO_LARGE = "group_too_large"
 
@@ -569,6 +573,7 @@ class _ModelImages:
     image: np.ndarray
     var: np.ndarray | None
     from_cube: bool
+    white: "_ModelImages | None" = None   # the cube's white light, with an ancillary image
 
 
 @dataclass
@@ -663,13 +668,15 @@ def _ivar(var):
 
 
 def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, psf, node_wave,
-                       wave, pixscale, cfg: DeblendConfig, spectrum=None, layout=None) -> _GroupModel:
+                       wave, pixscale, cfg: DeblendConfig, spectrum=None, layout=None,
+                       centres=None) -> _GroupModel:
     """The group's column models (members' unit-flux models, then gradient shapes) at the PSF
     nodes, and the members' models in the model image.
 
     *layout* (``_GroupModel.layout`` of an earlier build) reuses that build's component caps
     and intrinsic shapes ("profile" models), so that models built with different PSFs have
-    the same components and only their amplitudes are refitted."""
+    the same components and only their amplitudes are refitted.  *centres* (``(x, y)`` arrays
+    of the members) are used instead of fitting them."""
     bx0, bx1, by0, by1 = box
     ny, nx = by1 - by0, bx1 - bx0
     fwhm_max = float(np.max(psf.fwhm(node_wave))) / pixscale
@@ -733,7 +740,7 @@ def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, 
         pflux = _fit_amplitudes(point, img, ivar, good, cfg.background)
         caps = []
         for k, i in enumerate(rows):
-            cap = max(1.0, 0.6 * np.sqrt(len(segments[i][0]) / np.pi)) if i in segments else NO_SEGMENT_CAP
+            cap = max(1.0, SEGMENT_CAP * np.sqrt(len(segments[i][0]) / np.pi)) if i in segments else NO_SEGMENT_CAP
             brighter = [j for j in range(K) if pflux[j] > pflux[k]]
             if brighter:
                 dist = min(np.hypot(x[rows[j]] - x[i], y[rows[j]] - y[i]) for j in brighter)
@@ -774,7 +781,10 @@ def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, 
             own = img - (models.sum(axis=0) - models[k])
             shapes.append(_intrinsic_shape(np.where(np.isfinite(own), own, 0.0), point[k],
                                            px[k] - bx0, py[k] - by0, s_w))
-        if cfg.fit_centres:
+        if centres is not None:
+            px, py = (np.asarray(v, dtype=float) for v in centres)
+            phases = [grid.phase(px[k], py[k]) for k in range(K)]
+        elif cfg.fit_centres:
             # The centres are fitted with the final components (elliptical ones included: a
             # round model of an elliptical galaxy leaves a residual its neighbour pulls at).
             from .deblend_models import refine_centres
@@ -787,8 +797,8 @@ def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, 
                                     background=cfg.background)
             for k, i in enumerate(rows):
                 moved = np.hypot(px[k] - x[i], py[k] - y[i]) * pixscale
-                if moved >= 0.02:
-                    notes[i].append(f"centre fitted {moved:.2f} arcsec from the catalogue position")
+                if moved >= 0.005:
+                    notes[i].append(f"centre fitted {moved:.3f} arcsec from the catalogue position")
             phases = [grid.phase(px[k], py[k]) for k in range(K)]
     comp_ft, owner, comp_sigma = components(shapes)
     design = grid.to_image(comp_ft * image_ft)                  # (C, ny, nx)
@@ -1037,6 +1047,12 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
                              f"{(cube.ny, cube.nx)}", "resample it to the cube grid first")
         images = _ModelImages(image, None if image_var is None else np.asarray(image_var, float),
                               bool(image_is_cube))
+        if not image_is_cube and cfg.fit_centres and cfg.model == "profile":
+            from .image import band_image
+
+            white = band_image(cube, (float(wave[0]), float(wave[-1])))
+            images.white = _ModelImages(white.data.astype(np.float64),
+                                        None if white.var is None else white.var.astype(np.float64), True)
     if segmap is not None and segmap.shape != (cube.ny, cube.nx):
         raise InputError("--segmap", f"segmentation map shape {segmap.shape} is not the cube grid "
                          f"{(cube.ny, cube.nx)}", "put it on the cube grid first")
@@ -1294,8 +1310,16 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
         data, dvar = cube.window(bx0, bx1, by0, by1, c0, min(c0 + 512, z1), with_var=refine)
         binned.add(c0 - z0, data, dvar)
     spectrum = binned.spectrum
+    centres = None
+    if cfg.fit_centres and images.white is not None and cfg.model == "profile":
+        # With an ancillary image the centres are fitted on the cube's own white light: the
+        # image's astrometry and sampling are not the cube's, and a model 0.02″ off the cube's
+        # light leaks its neighbour into a faint member.
+        white = _build_group_model(members, box, region, x, y, segments, images.white, psf,
+                                   node_wave, wave, pixscale, cfg, spectrum)
+        centres = white.layout[2]
     gm = _build_group_model(members, box, region, x, y, segments, images, psf, node_wave,
-                            wave, pixscale, cfg, spectrum)
+                            wave, pixscale, cfg, spectrum, centres=centres)
     psf_scale = 1.0
     if refine and gm.layout is not None:
         psf, psf_scale, note = _refine_psf(binned, gm.layout, members, box, region, x, y, segments,
@@ -1408,7 +1432,7 @@ def _solve_joint(cube, gm, images, box, region, z0, z1, cfg, model_cube):
     resolved = np.asarray(parts["resolved"], dtype=bool)
     # With a sharp ancillary image, compact members keep the shape measured on it; resolved
     # members still adapt their amplitudes per wavelength band on the cube (colour gradients).
-    fixed = np.zeros(K, dtype=bool) if images.from_cube else ~resolved
+    fixed = np.zeros(K, dtype=bool) if images.from_cube or not IMAGE_FIXES_COMPACT else ~resolved
     # A resolved source's core and envelope get their own spectra (a red bulge in a blue
     # disk: the colour gradient has the spectral features of both, which no smooth change of
     # shape with wavelength follows); its DEBLEND spectrum is their sum.
