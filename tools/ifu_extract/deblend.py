@@ -70,6 +70,13 @@ model (nothing is sharper than the PSF) and overestimates compact sources, while
 narrow is widened by the intrinsic components, so only narrowing is measured and applied.
 The factor is written as ``DBPSFSCL`` with each spectrum.
 
+Joint fit (default, ``DeblendConfig.solver="joint"``)
+----------------------------------------------------
+The "profile" components above only start the fit: the members' centres are fitted on the
+cube's white light, then the spectra and the components' amplitudes are fitted together on the
+cube (:mod:`ifu_extract.deblend_models`, which also writes χ²/dof and the poor-model flag), and
+channels where a source's flux falls below -4 sigma are re-solved with fluxes >= 0 (issue 15).
+
 Everything is deterministic: no random numbers, groups and members in catalogue order.
 Arrays are ``(n_wave, ny, nx)``; images ``(ny, nx)`` with x the fast axis; pixel positions are
 0-based.
@@ -197,6 +204,15 @@ class DeblendConfig:
     block : int
         Largest number of channels solved at once (the memory is bounded by
         ``block x components x spaxels`` floats).
+    solver : {"joint", "image"}
+        "profile" models: ``"joint"`` fits the spectra and the members' component amplitudes
+        together on the cube (:mod:`ifu_extract.deblend_models`), a resolved source's core and
+        envelope with their own spectra; ``"image"`` keeps the amplitudes fitted on the model
+        image (the previous release's solver, with the gradient shapes above).
+    fit_centres : bool
+        Fit the centres of the members that dominate their surroundings on the cube's white
+        light (:func:`ifu_extract.deblend_models.refine_centres`) instead of using the
+        catalogue positions as they are.
     """
 
     model: str = "profile"
