@@ -1506,8 +1506,11 @@ def _solve_joint(cube, gm, images, box, region, z0, z1, cfg, model_cube):
             if res.background is not None:
                 block += res.background[c0:c1, None, None] * region[None]
             _add_box(model_cube, block.astype(np.float32), box, c0, cube.ny, cube.nx)
-    meta = {"DBCHI2": ([round(float(v), 4) for v in res.chi2], "chi2/dof of the fit on its own spaxels"),
-            "DBGCHI2": (round(float(res.chi2_group), 4), "chi2/dof of the fit over the group"),
+    def _fin(v):  # FITS headers hold no NaN: -1 when the cube has no variance
+        return round(float(v), 4) if np.isfinite(v) else -1.0
+
+    meta = {"DBCHI2": ([_fin(v) for v in res.chi2], "chi2/dof on its own spaxels (-1: no STAT)"),
+            "DBGCHI2": (_fin(res.chi2_group), "chi2/dof of the fit over the group"),
             "DBPOOR": ([bool(v > POOR_CHI2) for v in res.chi2], f"model poor: DBCHI2 > {POOR_CHI2}"),
             "DBNCLIP": ([int(v) for v in res.clipped], "channels refitted with fluxes >= 0"),
             "DBNITER": (int(res.iterations), "joint fit iterations")}
