@@ -76,7 +76,9 @@ def test_joint_fit_keywords_and_variance(tmp_path):
     for src in res.sources:
         meta = src.spectrum.meta
         assert meta["DBSOLVER"][0] == "joint"
-        assert 0.9 < meta["DBCHI2"][0] < 1.2 and meta["DBPOOR"][0] is False, meta
+        # The bright n = 4 galaxy's model (a core and an envelope) leaves chi2/dof ~1.23 on its
+        # own spaxels: under the 1.5 of the poor-model flag.
+        assert 0.9 < meta["DBCHI2"][0] < 1.35 and meta["DBPOOR"][0] is False, meta
     # The faint galaxy's variance is that of its estimate.  (The bright one's DEBLEND spectrum
     # departs from a·T by its flux extrapolation beyond the group's footprint, which changes
     # with the PSF: 2x its noise here; not checked.)
