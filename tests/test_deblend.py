@@ -320,7 +320,11 @@ def test_blend_systematics_noise_free(tmp_path):
     for name in ("5% broad", "10% broad", "exact", "5% narrow"):
         a1, c1, a2, c2, used, notes = runs[name]
         assert any("gradient" in n for n in notes)
-        assert abs(c1) < 0.002 and abs(c2) < 0.01, name
+        # The joint solver (fitted centres, core/envelope spectra) leaves a noise-free floor of
+        # 1.0-2.4 % in the faint galaxy (0.02-1 % with the old per-layer solver at exact
+        # positions), the price of 6-11 % instead of 23-58 % with 0.06-0.11" catalogue errors
+        # (bench/README.md, Deblending).
+        assert abs(c1) < 0.002 and abs(c2) < 0.03, name
         assert abs(a1 - 1) < 0.01, name
         assert abs(a2 - 1) < (0.02 if "broad" in name or name == "exact" else 0.05), name
     assert abs(runs["5% broad"][4] - 1) < 0.01 and abs(runs["10% broad"][4] - 1) < 0.01
@@ -328,7 +332,9 @@ def test_blend_systematics_noise_free(tmp_path):
     # What the refinement removes: a PSF too broad leaks the neighbour into the faint galaxy.
     assert runs["5% broad, not refined"][3] > 0.02 and runs["10% broad, not refined"][3] > 0.08
     # Without the core/envelope shape the bright galaxy's colour gradient leaks into its neighbour.
-    assert abs(runs["5% broad, no gradients"][3]) > 0.2
+    # (With the joint solver's own core and envelope spectra the leak is 3 %, not the 20+ % of the
+    # per-layer solver: the gradient amplitudes still remove it.)
+    assert abs(runs["5% broad, no gradients"][3]) > 0.02 > abs(runs["5% broad"][3])
 
 
 def test_real_mosaic_residuals_are_noise(mosaic, tmp_path, capfd):

@@ -70,6 +70,13 @@ model (nothing is sharper than the PSF) and overestimates compact sources, while
 narrow is widened by the intrinsic components, so only narrowing is measured and applied.
 The factor is written as ``DBPSFSCL`` with each spectrum.
 
+Joint fit (default, ``DeblendConfig.solver="joint"``)
+----------------------------------------------------
+The "profile" components above only start the fit: the members' centres are fitted on the
+cube's white light, then the spectra and the components' amplitudes are fitted together on the
+cube (:mod:`ifu_extract.deblend_models`, which also writes χ²/dof and the poor-model flag), and
+channels where a source's flux falls below -4 sigma are re-solved with fluxes >= 0 (issue 15).
+
 Everything is deterministic: no random numbers, groups and members in catalogue order.
 Arrays are ``(n_wave, ny, nx)``; images ``(ny, nx)`` with x the fast axis; pixel positions are
 0-based.
@@ -124,6 +131,8 @@ MODELS = ("profile", "segment")
 #: Widths (major-axis sigma, spaxels) of the Gaussian components of a "profile" model; 0 is
 #: the point source.  Components wider than the source's segment allows are left out.
 COMPONENT_SIGMAS = (0.0, 0.5, 1.0, 1.5, 2.5, 4.0, 6.0, 9.0)
+#: A member's widest component is at most this fraction of its segment's radius.
+SEGMENT_CAP = 1.5
 #: A member's widest component is at most this fraction of the distance to a brighter member.
 NEIGHBOUR_FRACTION = 0.3
 #: Widest component (sigma, spaxels) of a member without a segment.
@@ -151,6 +160,13 @@ REFINE_BIN_MIN = 20
 REFINE_LOWEST = 0.70
 REFINE_STEP = 0.05
 REFINE_MIN_DCHI2 = 9.0
+#: Centre fitting (:func:`ifu_extract.deblend_models.refine_centres`): a member's centre is
+#: fitted unless a member within CENTRE_NEAR spaxels is more than 1/CENTRE_MIN_RATIO times
+#: brighter.
+CENTRE_NEAR = 10.0
+CENTRE_MIN_RATIO = 0.25
+#: With a sharp ancillary image, compact members keep the shape fitted on it in the joint fit.
+IMAGE_FIXES_COMPACT = True
 #: Status of members of a refused group (followed by the details).
 ST_GROUP_TOO_LARGE = "group_too_large"
 
@@ -188,6 +204,15 @@ class DeblendConfig:
     block : int
         Largest number of channels solved at once (the memory is bounded by
         ``block x components x spaxels`` floats).
+    solver : {"joint", "image"}
+        "profile" models: ``"joint"`` fits the spectra and the members' component amplitudes
+        together on the cube (:mod:`ifu_extract.deblend_models`), a resolved source's core and
+        envelope with their own spectra; ``"image"`` keeps the amplitudes fitted on the model
+        image (the previous release's solver, with the gradient shapes above).
+    fit_centres : bool
+        Fit the centres of the members that dominate their surroundings on the cube's white
+        light (:func:`ifu_extract.deblend_models.refine_centres`) instead of using the
+        catalogue positions as they are.
     """
 
     model: str = "profile"
@@ -200,6 +225,8 @@ class DeblendConfig:
     gradients: bool = True
     refine_psf: bool = True
     block: int = 512
+    solver: str = "joint"
+    fit_centres: bool = True
 
 
 @dataclass
@@ -534,6 +561,7 @@ class _ModelImages:
     image: np.ndarray
     var: np.ndarray | None
     from_cube: bool
+    white: "_ModelImages | None" = None   # the cube's white light, with an ancillary image
 
 
 @dataclass
@@ -556,6 +584,7 @@ class _GroupModel:
     image_models: np.ndarray    # (K, ny, nx) members' models in the whole-band image
     notes: dict                 # row -> list of notes
     layout: tuple | None = None  # ("profile") members' component caps and intrinsic shapes
+    parts: dict | None = None   # ("profile") components for the joint fit (deblend_models)
 
     @property
     def n_columns(self) -> int:
@@ -627,13 +656,15 @@ def _ivar(var):
 
 
 def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, psf, node_wave,
-                       wave, pixscale, cfg: DeblendConfig, spectrum=None, layout=None) -> _GroupModel:
+                       wave, pixscale, cfg: DeblendConfig, spectrum=None, layout=None,
+                       centres=None) -> _GroupModel:
     """The group's column models (members' unit-flux models, then gradient shapes) at the PSF
     nodes, and the members' models in the model image.
 
     *layout* (``_GroupModel.layout`` of an earlier build) reuses that build's component caps
     and intrinsic shapes ("profile" models), so that models built with different PSFs have
-    the same components and only their amplitudes are refitted."""
+    the same components and only their amplitudes are refitted.  *centres* (``(x, y)`` arrays
+    of the members) are used instead of fitting them."""
     bx0, bx1, by0, by1 = box
     ny, nx = by1 - by0, bx1 - bx0
     fwhm_max = float(np.max(psf.fwhm(node_wave))) / pixscale
@@ -690,22 +721,26 @@ def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, 
     # ellipticity are measured; unresolved members stay round and compact, resolved ones get
     # elongated components in four directions so that any ellipticity and angle is a
     # non-negative combination.  The final fit uses those components.
-    phases = [grid.phase(x[i], y[i]) for i in rows]
-    point = grid.to_image(np.stack(phases) * image_ft)             # (K, ny, nx)
+    px = np.array([x[i] for i in rows], dtype=float)
+    py = np.array([y[i] for i in rows], dtype=float)
     if layout is None:
+        point = grid.to_image(np.stack([grid.phase(px[k], py[k]) for k in range(K)]) * image_ft)
         pflux = _fit_amplitudes(point, img, ivar, good, cfg.background)
         caps = []
         for k, i in enumerate(rows):
-            cap = max(1.0, 0.6 * np.sqrt(len(segments[i][0]) / np.pi)) if i in segments else NO_SEGMENT_CAP
+            cap = max(1.0, SEGMENT_CAP * np.sqrt(len(segments[i][0]) / np.pi)) if i in segments else NO_SEGMENT_CAP
             brighter = [j for j in range(K) if pflux[j] > pflux[k]]
             if brighter:
                 dist = min(np.hypot(x[rows[j]] - x[i], y[rows[j]] - y[i]) for j in brighter)
                 cap = min(cap, NEIGHBOUR_FRACTION * dist)
             caps.append(max(0.5, cap))
     else:
-        caps, shapes = layout
+        caps, shapes, (px, py) = layout
+    phases = [grid.phase(px[k], py[k]) for k in range(K)]
+    point = grid.to_image(np.stack(phases) * image_ft)             # (K, ny, nx)
 
-    def components(shapes):
+    def components(shapes, centres=None):
+        phs = phases if centres is None else [grid.phase(cx, cy) for cx, cy in zip(*centres)]
         fts, own, sigs = [], [], []
         for k in range(K):
             smaj, q, theta = shapes[k]
@@ -718,7 +753,7 @@ def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, 
                 else:
                     variants = [(1.0, 0.0)]
                 for qq, tt in variants:
-                    fts.append(phases[k] * grid.gaussian(sig, qq, tt))
+                    fts.append(phs[k] * grid.gaussian(sig, qq, tt))
                     own.append(k)
                     sigs.append(sig)
         return np.stack(fts), np.asarray(own), np.asarray(sigs)
@@ -733,7 +768,26 @@ def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, 
         for k, i in enumerate(rows):
             own = img - (models.sum(axis=0) - models[k])
             shapes.append(_intrinsic_shape(np.where(np.isfinite(own), own, 0.0), point[k],
-                                           x[i] - bx0, y[i] - by0, s_w))
+                                           px[k] - bx0, py[k] - by0, s_w))
+        if centres is not None:
+            px, py = (np.asarray(v, dtype=float) for v in centres)
+            phases = [grid.phase(px[k], py[k]) for k in range(K)]
+        elif cfg.fit_centres:
+            # The centres are fitted with the final components (elliptical ones included: a
+            # round model of an elliptical galaxy leaves a residual its neighbour pulls at).
+            from .deblend_models import refine_centres
+
+            px, py = refine_centres(grid, image_ft, img, ivar, good, px, py,
+                                    lambda cx, cy: components(shapes, (cx, cy))[:2],
+                                    fit=lambda design: _fit_amplitudes(design, img, ivar, good,
+                                                                       cfg.background),
+                                    movable=_centre_movable(models.sum(axis=(1, 2)), px, py),
+                                    background=cfg.background)
+            for k, i in enumerate(rows):
+                moved = np.hypot(px[k] - x[i], py[k] - y[i]) * pixscale
+                if moved >= 0.005:
+                    notes[i].append(f"centre fitted {moved:.3f} arcsec from the catalogue position")
+            phases = [grid.phase(px[k], py[k]) for k in range(K)]
     comp_ft, owner, comp_sigma = components(shapes)
     design = grid.to_image(comp_ft * image_ft)                  # (C, ny, nx)
     amp = _fit_amplitudes(design, img, ivar, good, cfg.background)
@@ -766,8 +820,23 @@ def _build_group_model(rows, box, region, x, y, segments, images: _ModelImages, 
                 notes[rows[k]].append("colour gradient (core/envelope) modelled")
     col_ft = np.tensordot(np.asarray(rows_w), comp_ft, axes=1)   # (n_columns, fy, fx)
     col_nodes = np.stack([grid.to_image(col_ft * f) for f in node_ft]).astype(np.float32)
+    parts = {"comp_ft": comp_ft, "owner": owner, "shares": shares, "grid": grid,
+             "node_ft": node_ft, "resolved": resolved, "sigma": comp_sigma}
     return _GroupModel(rows, box, region, node_wave, col_nodes, np.asarray(col_member),
-                       image_models, notes, (caps, shapes))
+                       image_models, notes, (caps, shapes, (px, py)), parts)
+
+
+def _centre_movable(pflux, px, py) -> np.ndarray:
+    """Members whose centre is fitted: those at least CENTRE_MIN_RATIO as bright (point-source
+    flux on the model image) as every member within CENTRE_NEAR spaxels."""
+    K = len(pflux)
+    out = np.ones(K, dtype=bool)
+    for k in range(K):
+        for j in range(K):
+            if j != k and np.hypot(px[j] - px[k], py[j] - py[k]) < CENTRE_NEAR \
+                    and pflux[k] < CENTRE_MIN_RATIO * pflux[j]:
+                out[k] = False
+    return out
 
 
 # ------------------------------------------------------------------------------ the solver
@@ -966,6 +1035,12 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
                              f"{(cube.ny, cube.nx)}", "resample it to the cube grid first")
         images = _ModelImages(image, None if image_var is None else np.asarray(image_var, float),
                               bool(image_is_cube))
+        if not image_is_cube and cfg.fit_centres and cfg.model == "profile":
+            from .image import band_image
+
+            white = band_image(cube, (float(wave[0]), float(wave[-1])))
+            images.white = _ModelImages(white.data.astype(np.float64),
+                                        None if white.var is None else white.var.astype(np.float64), True)
     if segmap is not None and segmap.shape != (cube.ny, cube.nx):
         raise InputError("--segmap", f"segmentation map shape {segmap.shape} is not the cube grid "
                          f"{(cube.ny, cube.nx)}", "put it on the cube grid first")
@@ -1163,8 +1238,8 @@ def _refine_psf(binned: _BinnedGroup, layout, members, box, region, x, y, segmen
     # Unresolved members are pure PSFs here (no component wider than a point): their χ² then
     # measures the PSF's width from both sides, with no amplitude held at zero by the
     # non-negativity (which would bias a model with the true PSF towards a broader one).
-    caps, shapes = layout
-    layout = ([0.0 if sh[0] == 0 else c for c, sh in zip(caps, shapes)], shapes)
+    caps, shapes, centres = layout
+    layout = ([0.0 if sh[0] == 0 else c for c, sh in zip(caps, shapes)], shapes, centres)
 
     def chi2(scale: float) -> float:
         trial = _scaled_psf(psf, scale)
@@ -1224,8 +1299,16 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
         data, dvar = cube.window(bx0, bx1, by0, by1, c0, min(c0 + 512, z1), with_var=refine)
         binned.add(c0 - z0, data, dvar)
     spectrum = binned.spectrum
+    centres = None
+    if cfg.fit_centres and images.white is not None and cfg.model == "profile":
+        # With an ancillary image the centres are fitted on the cube's own white light: the
+        # image's astrometry and sampling are not the cube's, and a model 0.02″ off the cube's
+        # light leaks its neighbour into a faint member.
+        white = _build_group_model(members, box, region, x, y, segments, images.white, psf,
+                                   node_wave, wave, pixscale, cfg, spectrum)
+        centres = white.layout[2]
     gm = _build_group_model(members, box, region, x, y, segments, images, psf, node_wave,
-                            wave, pixscale, cfg, spectrum)
+                            wave, pixscale, cfg, spectrum, centres=centres)
     psf_scale = 1.0
     if refine and gm.layout is not None:
         psf, psf_scale, note = _refine_psf(binned, gm.layout, members, box, region, x, y, segments,
@@ -1238,6 +1321,11 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
             for i in members:
                 gm.notes[i].append(note)
     K = len(members)
+    meta_fit = {}
+    if cfg.solver == "joint" and gm.parts is not None:
+        flux, var, meta_fit = _solve_joint(cube, gm, images, box, region, z0, z1, cfg, model_cube)
+        _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta_fit)
+        return
     ncol = gm.n_columns
     step = int(min(cfg.block, max(8, 2e7 // max(ncol * region.size, 1))))
     sel = region.ravel()
@@ -1291,20 +1379,115 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
     if kept.any():
         flux[kept] = first["flux"][kept]
         var[kept] = first["var"][kept]
+    _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta_fit)
+
+
+def _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta_fit):
+    """The members' DEBLEND spectra, model images and header keywords."""
+    K = len(members)
     for k, i in enumerate(members):
         res = results[i]
         meta = {"DBGROUP": (res.group, "deblending group"),
                 "DBNGROUP": (K, "sources fitted together"),
                 "DBMODEL": (cfg.model, "spatial model kind"),
+                "DBSOLVER": (cfg.solver if gm.parts is not None else "image",
+                             "joint: spectra and morphology fitted together"),
                 "DBNONNEG": (bool(cfg.nonneg), "fluxes constrained >= 0"),
                 "DBBKG": (bool(cfg.background), "uniform background fitted"),
                 "PSFSRC": (psf.source, "PSF from header, given or fitted"),
                 "DBPSFSCL": (float(psf_scale), "FWHM scale fitted on the group (1: as given)")}
+        for key, per_member in meta_fit.items():
+            value, comment = per_member
+            meta[key] = (value[k] if isinstance(value, (list, tuple, np.ndarray)) else value, comment)
         res.spectrum = Spectrum1D(flux[:, k], var[:, k], meta)
         res.model_image = gm.image_models[k]
         res.box = box
         res.notes = gm.notes[i]
         res.status = OK
+
+
+def _solve_joint(cube, gm, images, box, region, z0, z1, cfg, model_cube):
+    """Fluxes of a "profile" group from the joint fit of spectra and morphologies
+    (:func:`ifu_extract.deblend_models.joint_fit`); the model added to *model_cube*."""
+    from .deblend_models import POOR_CHI2, GroupComponents, hat_weights, joint_fit
+
+    bx0, bx1, by0, by1 = box
+    sel = region.ravel()
+    parts = gm.parts
+    grid = parts["grid"]
+    K = len(gm.rows)
+    node_images = np.stack([grid.to_image(parts["comp_ft"] * f).reshape(len(parts["owner"]), -1)[:, sel]
+                            for f in parts["node_ft"]])
+    resolved = np.asarray(parts["resolved"], dtype=bool)
+    # With a sharp ancillary image, compact members keep the shape measured on it; resolved
+    # members still adapt their amplitudes per wavelength band on the cube (colour gradients).
+    fixed = np.zeros(K, dtype=bool) if images.from_cube or not IMAGE_FIXES_COMPACT else ~resolved
+    # A resolved source's core and envelope get their own spectra (a red bulge in a blue
+    # disk: the colour gradient has the spectral features of both, which no smooth change of
+    # shape with wavelength follows); its DEBLEND spectrum is their sum.
+    owner = np.asarray(parts["owner"]).copy()
+    shares = np.asarray(parts["shares"], dtype=float).copy()
+    member_of = list(range(K))
+    sigma = parts["sigma"]
+    if cfg.gradients:
+        for k in np.flatnonzero(resolved & ~fixed):
+            outer = (owner == k) & (sigma > GRADIENT_SPLIT)
+            inner = (owner == k) & (sigma <= GRADIENT_SPLIT)
+            if outer.any() and inner.any():
+                owner[outer] = len(member_of)
+                member_of.append(k)
+                for sel_ in (inner, outer):
+                    total = shares[sel_].sum()
+                    shares[sel_] = shares[sel_] / total if total > 0 else 1.0 / sel_.sum()
+                gm.notes[gm.rows[k]].append("core and envelope fitted with their own spectra")
+    member_of = np.asarray(member_of)
+    sub_resolved = resolved[member_of]
+    sub_fixed = fixed[member_of]
+    comps = GroupComponents(node_images, gm.node_wave, owner, shares, sub_resolved & ~sub_fixed,
+                            sub_fixed, member_of)
+    nz = z1 - z0
+    npx = int(sel.sum())
+    data = np.empty((nz, npx), np.float32)
+    var = None
+    for c0 in range(z0, z1, 512):
+        c1 = min(c0 + 512, z1)
+        d, v = cube.window(bx0, bx1, by0, by1, c0, c1)
+        data[c0 - z0:c1 - z0] = d.reshape(c1 - c0, -1)[:, sel]
+        if v is not None:
+            if var is None:
+                var = np.empty((nz, npx), np.float32)
+            var[c0 - z0:c1 - z0] = v.reshape(c1 - c0, -1)[:, sel]
+    wave = cube.wave[z0:z1]
+    res = joint_fit(data, var, wave, comps, background=cfg.background)
+    del data, var
+    for k, i in enumerate(gm.rows):
+        if res.clipped[k]:
+            gm.notes[i].append(f"{int(res.clipped[k])} channels below -4 sigma refitted with fluxes >= 0")
+        if res.chi2[k] > POOR_CHI2:
+            gm.notes[i].append(f"poor model: chi2/dof {res.chi2[k]:.2f}")
+    if model_cube is not None:
+        Hm = hat_weights(wave, res.morph_wave)
+        Hn = hat_weights(wave, gm.node_wave)
+        onehot = (owner[:, None] == np.arange(len(member_of))[None, :]).astype(float)
+        full = np.stack([grid.to_image(parts["comp_ft"] * f) for f in parts["node_ft"]])  # (n, C, ny, nx)
+        col = np.einsum("cj,ck,ncyx->jnkyx", res.amp, onehot, full, optimize=True)
+        fz = np.nan_to_num(res.sub_flux)
+        for c0 in range(0, nz, 256):
+            c1 = min(c0 + 256, nz)
+            m = np.einsum("lj,ln,jnkyx->lkyx", Hm[c0:c1], Hn[c0:c1], col, optimize=True)
+            block = np.einsum("lk,lkyx->lyx", fz[c0:c1], m)
+            if res.background is not None:
+                block += res.background[c0:c1, None, None] * region[None]
+            _add_box(model_cube, block.astype(np.float32), box, c0, cube.ny, cube.nx)
+    def _fin(v):  # FITS headers hold no NaN: -1 when the cube has no variance
+        return round(float(v), 4) if np.isfinite(v) else -1.0
+
+    meta = {"DBCHI2": ([_fin(v) for v in res.chi2], "chi2/dof on its own spaxels (-1: no STAT)"),
+            "DBGCHI2": (_fin(res.chi2_group), "chi2/dof of the fit over the group"),
+            "DBPOOR": ([bool(v > POOR_CHI2) for v in res.chi2], f"model poor: DBCHI2 > {POOR_CHI2}"),
+            "DBNCLIP": ([int(v) for v in res.clipped], "channels refitted with fluxes >= 0"),
+            "DBNITER": (int(res.iterations), "joint fit iterations")}
+    return res.flux, res.var, meta
 
 
 def _smooth_amplitudes(amp: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

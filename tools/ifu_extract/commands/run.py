@@ -50,6 +50,7 @@ _ROUTES = {
     "wave_range": [("extract", "wave_range")],
     "threads": [("extract", "threads"), ("report", "threads")],
     "resume": [("extract", "resume")],
+    "deblend_image": [("deblend", "image")],
     "segmaps": [],
     "data_ext": [("image", "data_ext"), ("mask", "data_ext"), ("extract", "data_ext")],
     "var_ext": [("image", "var_ext"), ("mask", "var_ext"), ("extract", "var_ext")],
@@ -116,6 +117,9 @@ _PRODUCTS = {"white": "white.fits", "detections": "detections.tsv", "segmap": "s
               help="Cross-correlation maps and XCOR/XCOR_CONTSUB spectra (the AutoSpec method, iterated).")
 @click.option("--deblend", "do_deblend", is_flag=True,
               help="Model-based deblending of overlapping sources: DEBLEND spectra.")
+@click.option("--deblend-image", type=click.Path(dir_okay=False), default=None,
+              help="Sharp image of the field (FITS with WCS, e.g. HST) on which --deblend fits the "
+                   "sources' shapes, convolved with the cube's PSF [default: the cube's white light].")
 @click.option("--line-scan", "do_line_scan", is_flag=True,
               help="Find line emitters with a narrow-band scan and extract them (MUSE_NB spectra).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write the QA report.")
