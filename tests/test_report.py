@@ -174,8 +174,7 @@ def test_figures_are_pngs_of_fixed_size(outdir, reported):
             # stamps: 2 panels (white light, masks) of 2.45 x 2.75 in + 1.45 in of keys; spectrum 10 x 3.9 in; 100 dpi
             assert img.shape[:2] == ((275, 635) if kind == "stamps" else (390, 1000))
             assert img[..., :3].std() > 0.05      # not blank
-    # Wall time of the figures per object (generous: the test machine is shared).
-    assert result.seconds_per_object < 3.0
+    # (Speed is in bench/README.md, not asserted here.)
     assert not list((outdir / "qa").glob(".*"))   # no temporary files left
 
 

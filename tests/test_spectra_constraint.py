@@ -118,15 +118,13 @@ def test_errors_are_one_line_and_name_the_fix():
     assert "use one of:" in msg and "status" in msg
 
 
-def test_like_is_linear_not_backtracking():
-    values = np.array(["a" * 60 + "b"] * 2000)
-    import time
-
-    t0 = time.perf_counter()
+def test_like_with_many_wildcards_on_long_values():
+    # A pattern a backtracking matcher takes exponential time on (its speed is in bench/).
     from ifu_extract.spectra.constraint import _like
 
+    values = np.array(["a" * 60 + "b"] * 2000 + ["a" * 60 + "c"])
     out = _like(values, "%a%a%a%a%a%a%a%a%c", icase=False)
-    assert not out.any() and time.perf_counter() - t0 < 1.0
+    assert not out[:-1].any() and out[-1]
 
 
 def test_constraints_over_a_store_use_catalogue_and_summary_columns():
