@@ -21,6 +21,7 @@ NOT_WRAPPED = {
     "--help": "",
     "--threads": "set from GALAXY_SLOTS",
     "--resume": "Galaxy datasets are immutable: a job never resumes a previous output folder",
+    "--force": "as --resume (it only lets --resume go on with changed options)",
     "--url": "the HTTP spectra service is for use outside Galaxy (the tools read store datasets)",
     "--token": "as --url",
     "--token-file": "as --url",
