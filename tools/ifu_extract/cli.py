@@ -21,6 +21,7 @@ import click
 from . import __version__
 from . import pathguard
 from .errors import InputError, ObjectWarning, reset_once
+from .fitsout import sweep_stale_temps
 from .parallel import Terminated, install_sigterm_handler
 
 #: verb -> "module:attribute" of its click command, under ifu_extract.commands.
@@ -156,6 +157,7 @@ def main(argv=None):
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort as exc:
+        sweep_stale_temps()   # the workers are stopped: what they were writing goes too
         if isinstance(exc.__cause__, Terminated):      # click turns KeyboardInterrupt into Abort
             click.echo("terminated", err=True)
             sys.exit(Terminated.exit_code)
@@ -172,9 +174,11 @@ def main(argv=None):
         click.echo(f"{prog}: error: {exc.oneline()}", err=True)
         sys.exit(1)
     except Terminated as exc:
+        sweep_stale_temps()
         click.echo("terminated", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        sweep_stale_temps()
         click.echo("interrupted", err=True)
         sys.exit(130)
     except OSError as exc:

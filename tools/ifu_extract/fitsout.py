@@ -39,6 +39,7 @@ __all__ = [
     "atomic_path",
     "temp_path",
     "clean_stale_temps",
+    "sweep_stale_temps",
     "write_error",
     "write_hdulist",
     "add_provenance",
@@ -169,6 +170,14 @@ def temp_path(dest, suffix: str | None = None) -> Path:
         raise write_error(dest, exc, "cannot write here", "choose a writable output path") from None
     os.close(fd)
     return Path(tmp)
+
+
+def sweep_stale_temps() -> None:
+    """Remove, from every folder this process has written in, the temporary files of dead
+    processes of this host: run when a command is terminated, once its workers are stopped, so
+    that a worker killed while writing leaves nothing behind (the next run would remove it)."""
+    for folder in sorted(_SCANNED):
+        clean_stale_temps(folder)
 
 
 def _pid_alive(pid: int) -> bool:
