@@ -339,7 +339,7 @@ def test_extract_refuses_stamps_larger_than_the_field(field, tmp_path, capfd, mo
     before = _files(tmp_path)
     res = run_main(["extract", f["cube"], f["cat"], "--masks", tmp_path / "m.fits", "-o", tmp_path / "out"],
                    capfd)
-    _one_line(res, "has stamps of up to 150 x 150 spaxels for 2 objects, larger than the field of",
+    _one_line(res, "has stamps of up to 150 x 150 spaxels for 2 objects, more than twice the field of",
               "(20 x 20)", "clips --size to the field")
     inputs.unchanged()
     assert _files(tmp_path) == before

@@ -376,15 +376,16 @@ def _spatial_order(rows: list, objects: Table) -> list:
 
 
 def _check_boxes(objects: Table, masks_path, cube: Cube) -> None:
-    """Refuse stamps larger than the field (masks made before --size was clipped to the cube):
-    each would be read as a window of that size from the cube."""
-    side = max(cube.nx, cube.ny)
+    """Refuse stamps more than twice the field's side (masks made before --size was clipped to
+    the cube, e.g. --size 1000 on an 8" field): each would be read as a window of that size.
+    Stamps somewhat larger than the field are only padded, as older masks files have them."""
+    side = 2 * max(cube.nx, cube.ny)
     used = np.asarray(objects["MASKUSED"]) != ""
     big = used & ((np.asarray(objects["NX"]) > side) | (np.asarray(objects["NY"]) > side))
     if big.any():
         worst = int(max(np.max(np.asarray(objects["NX"])[big]), np.max(np.asarray(objects["NY"])[big])))
         raise InputError(masks_path, f"has stamps of up to {worst} x {worst} spaxels for "
-                         f"{int(big.sum())} objects, larger than the field of {cube.path} "
+                         f"{int(big.sum())} objects, more than twice the field of {cube.path} "
                          f"({cube.nx} x {cube.ny})", "re-create it with 'ifu-extract mask', which "
                          "clips --size to the field")
 
