@@ -47,7 +47,7 @@ COMMANDS = {
 #: click parameters naming files a verb writes, per verb (default: ``output``); every other
 #: ``click.Path`` parameter is an input.  Used by the output-path guard (:mod:`.pathguard`).
 OUTPUT_PARAMS = {
-    "detect": ("output", "segmap", "background", "rms", "plot", "line_images"),
+    "detect": ("output", "segmap", "background", "rms", "plot", "line_images", "lines_path"),
     "contsub": ("output", "continuum_output"),
     "deblend": ("output", "model_cube", "residual_cube"),
     "extract": ("output", "marz"),
