@@ -17,7 +17,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from conftest import run_main, write_synth
+from conftest import TEST_DATA, run_main, write_synth
 from ifu_extract import synth
 
 WAVE = 4750 + 1.25 * np.arange(40)
@@ -525,3 +525,20 @@ def test_zero_wavelength_step_refused(field, tmp_path, capfd):
     _one_line(res, "has no usable wavelength axis (CD3_3 = 0.0 is not a wavelength step)")
     inputs.unchanged()
     assert _files(tmp_path) == before
+
+
+def test_outputs_galaxy_created_empty_are_written(tmp_path, capfd):
+    """Galaxy creates every output dataset as an empty file before the job: none of them may be
+    taken for an input by the output-path guard (detect's --lines was)."""
+    outs = {name: tmp_path / f"dataset_{k}.dat" for k, name in enumerate(
+        ("-o", "--segmap", "--background", "--rms", "--lines", "--line-images"))}
+    for path in outs.values():
+        path.touch()
+    args = ["detect", TEST_DATA / "gx_minicube.fits", "--catalog-format", "tsv", "--line-scan",
+            "--line-fwhm", "0.75"]
+    for opt, path in outs.items():
+        args += [opt, path]
+    res = run_main(args, capfd)
+    assert res.exit_code == 0, res.stderr
+    assert all(path.stat().st_size > 0 for path in outs.values())
+    assert outs["--lines"].read_text().startswith("LINE_ID\tID\tRA\tDEC")
