@@ -293,11 +293,12 @@ def test_06b_report_figures_load_from_every_display_url(session):
         s.text_on_page("ifu-extract QA report", timeout=60)
         imgs = s.d.find_elements(By.CSS_SELECTOR, "tr.figs img")
         assert imgs, f"no figure in the report at {path}"
-        s.d.execute_script("arguments[0].scrollIntoView()", imgs[0])
-        WebDriverWait(s.d, 60).until(lambda d: d.execute_script(
-            "return arguments[0].complete && arguments[0].naturalHeight > 0", imgs[0]))
-        heights = [s.d.execute_script("return arguments[0].getBoundingClientRect().height", i)
-                   for i in imgs[:4]]
+        heights = []
+        for img in imgs[:4]:   # loaded lazily: brought into view one by one
+            s.d.execute_script("arguments[0].scrollIntoView()", img)
+            WebDriverWait(s.d, 60).until(lambda d, i=img: d.execute_script(
+                "return arguments[0].complete && arguments[0].naturalHeight > 0", i))
+            heights.append(s.d.execute_script("return arguments[0].getBoundingClientRect().height", img))
         assert min(heights) >= 240, f"figures {heights} px tall at {path}"
 
 
