@@ -11,7 +11,7 @@
 #    Slurm), and `cluster-local`, the usual local runner, for the reference run;
 # 3. the published workflow on both, the catalogue split into $IFU_CLUSTER_CHUNKS (4) parts, with
 #    SOURCE_DATE_EPOCH set; one ifu_extract_run job in the container through Slurm; one job that
-#    must fail (ifu_extract_image on a truncated cube);
+#    must fail (ifu_extract_image on a band outside the cube);
 # 4. checks: the Slurm run made 4 chunks and 4 jobs per per-chunk step (compare_spectra.py), its
 #    spectra and Source files are byte-identical to the local runner's (compare_bytes.py), the
 #    container job ran in the image (IFXIMAGE), and every Galaxy job of the `cluster` server ran

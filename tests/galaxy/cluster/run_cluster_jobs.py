@@ -5,8 +5,8 @@
 1. ``ifu_extract_run`` on CUBE and CAT: the job configuration sends it to the container
    destination on Slurm (``slurm_container_ifu``); must end ``ok``.  Its Source files are
    downloaded to DIR/run/ (check_container_job's IFXIMAGE marker proves the image ran it).
-2. ``ifu_extract_image`` on a truncated copy of CUBE (its first 2880-byte blocks only): the tool
-   must fail (exit 1, one-line error), and Galaxy must see the Slurm job as failed (``error``).
+2. ``ifu_extract_image`` on CUBE with a band outside its wavelengths: the tool must fail (exit 1,
+   one-line error), and Galaxy must see the Slurm job as failed (``error``).
 
 Writes DIR/jobs.json (ids, states, the failing job's stderr) and exits 1 if either job does not
 end as expected.
@@ -49,18 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     gi = GalaxyInstance(args.url, key=args.key)
     hid = gi.histories.create_history("ifu-extract cluster test: single jobs")["id"]
 
-    broken = args.out / "truncated_cube.fits"
-    broken.write_bytes(args.cube.read_bytes()[:2 * 2880])  # headers only: no data behind them
     up = {}
-    for name, path, ftype in (("cube", args.cube, "fits"), ("catalogue", args.catalogue, "txt"),
-                              ("broken", broken, "fits")):
+    for name, path, ftype in (("cube", args.cube, "fits"), ("catalogue", args.catalogue, "txt")):
         up[name] = gi.tools.upload_file(str(path), hid, file_type=ftype)["outputs"][0]["id"]
     for ds in up.values():
         gi.datasets.wait_for_dataset(ds, maxwait=args.timeout, check=False)
 
     run = gi.tools.run_tool(hid, "ifu_extract_run", {"cube": {"src": "hda", "id": up["cube"]},
                                                      "catalog": {"src": "hda", "id": up["catalogue"]}})
-    bad = gi.tools.run_tool(hid, "ifu_extract_image", {"cube": {"src": "hda", "id": up["broken"]}})
+    # The forms refuse a FITS file without a 3-D image (validators), so the job that must fail
+    # passes them and fails in the tool: a band outside the cube's wavelengths.
+    bad = gi.tools.run_tool(hid, "ifu_extract_image", {"cube": {"src": "hda", "id": up["cube"]},
+                                                       "band|kind": "range",
+                                                       "band|wave_range": "1000 1100"})
     run_job = wait_job(gi, run["jobs"][0]["id"], args.timeout)
     bad_job = wait_job(gi, bad["jobs"][0]["id"], args.timeout)
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 gi.datasets.download_dataset(ref["id"], file_path=str(args.out / "run" / f"{name}.fits"),
                                              use_default_filename=False)
     stderr = (bad_job.get("tool_stderr") or bad_job.get("stderr") or "").strip()
-    print(f"ifu_extract_image on a truncated cube: {bad_job['state']} (exit code "
+    print(f"ifu_extract_image on a band outside the cube: {bad_job['state']} (exit code "
           f"{bad_job.get('exit_code')}): "
           f"{stderr.splitlines()[-1] if stderr else 'no stderr'}")
     if bad_job["state"] != "error":
