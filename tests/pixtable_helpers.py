@@ -66,3 +66,22 @@ def selected_rows(result) -> np.ndarray:
     parts = [c.a + (np.arange(c.b - c.a) if c.rows() is None else c.rows())
              for c in result.chunks if c.count]
     return np.concatenate(parts) if parts else np.array([], dtype=np.int64)
+
+
+def one_line_error(res, *needles):
+    """The CLI result is one ``ifu-extract: error:`` line (exit 1) holding every needle."""
+    assert res.exit_code == 1, res.stderr
+    assert len(res.err_lines) == 1, res.stderr
+    assert "Traceback" not in res.stderr and res.err_lines[0].startswith("ifu-extract: error:")
+    for n in needles:
+        assert n in res.stderr, res.stderr
+
+
+def rewrite(src, dst, edit):
+    """Copy FITS file *src* to *dst* with *edit(hdul)* applied; returns *dst*."""
+    from astropy.io import fits
+
+    with fits.open(src) as hdul:
+        edit(hdul)
+        hdul.writeto(dst)
+    return dst

@@ -7,21 +7,8 @@ from astropy.io import fits
 from conftest import run_main
 from ifu_extract.pixtable.header import KEYWORD
 from pixtable_helpers import RA0, DEC0, mpdaf_pixtable, table
-
-
-def _one_line_error(res, *needles):
-    assert res.exit_code == 1, res.stderr
-    assert len(res.err_lines) == 1, res.stderr
-    assert "Traceback" not in res.stderr and res.err_lines[0].startswith("ifu-extract: error:")
-    for n in needles:
-        assert n in res.stderr, res.stderr
-
-
-def _rewrite(src, dst, edit):
-    with fits.open(src) as hdul:
-        edit(hdul)
-        hdul.writeto(dst)
-    return dst
+from pixtable_helpers import one_line_error as _one_line_error
+from pixtable_helpers import rewrite as _rewrite
 
 
 def test_missing_column(tmp_path, capfd):

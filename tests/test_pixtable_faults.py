@@ -15,21 +15,8 @@ from ifu_extract.pixtable.header import COLUMNS
 from ifu_extract.pixtable.synth import mask_image_hdulist
 from ifu_extract.pixtable.writer import PixTableWriter
 from pixtable_helpers import DEC0, RA0, table
-
-
-def _one_line_error(res, *needles):
-    assert res.exit_code == 1, res.stderr
-    assert len(res.err_lines) == 1, res.stderr
-    assert "Traceback" not in res.stderr and res.err_lines[0].startswith("ifu-extract: error:")
-    for n in needles:
-        assert n in res.stderr, res.stderr
-
-
-def _rewrite(src, dst, edit):
-    with fits.open(src) as hdul:
-        edit(hdul)
-        hdul.writeto(dst)
-    return dst
+from pixtable_helpers import one_line_error as _one_line_error
+from pixtable_helpers import rewrite as _rewrite
 
 
 def test_xpos_without_unit_is_refused(tmp_path, capfd):
