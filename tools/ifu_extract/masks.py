@@ -70,7 +70,8 @@ from scipy.spatial import cKDTree
 
 from .cubeio import Cube, open_fits
 from .errors import OK, InputError, warn_object
-from .fitsout import add_provenance, ascii_safe, ascii_unescape, atomic_path, encode_checksum, iso_date, ones_sum
+from .fitsio import encode_checksum, ones_sum
+from .fitsout import add_provenance, ascii_safe, ascii_unescape, atomic_path, iso_date
 from .psf import catalog_candidates, resolve_psf
 from .segmap import DEFAULT_MIN_COVERAGE, SegMap, read_segmap, segmap_on_grid, split_label
 from .wcsutil import celestial_from_header, stamp_box, world_to_pixel

@@ -21,8 +21,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from . import __version__
-from .fitsout import (add_provenance, ascii_safe, card_image, header_cards, image_hdu_bytes, primary_header_bytes,
-                      write_fast_fits)
+from .fitsio import card_image, header_cards, image_hdu_bytes, primary_header_bytes, write_fast_fits
+from .fitsout import add_provenance, ascii_safe
 from .wcsutil import celestial_from_header, quiet_wcs, shifted_wcs
 
 __all__ = ["SOURCE_FORMAT", "build_source", "write_source", "read_source_spectrum",
