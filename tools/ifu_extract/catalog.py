@@ -29,6 +29,7 @@ from astropy.io import fits
 from astropy.table import MaskedColumn, Table
 
 from .errors import OK, InputError
+from .fitsio import file_head, is_fits
 from .fitsout import atomic_path
 
 __all__ = ["read_catalog", "write_catalog", "merge_catalogs", "FORMATS", "catalog_from_position", "safe_id"]
@@ -71,9 +72,8 @@ def file_stem(obj_id) -> str:
 
 
 def _sniff(path: Path) -> str:
-    with open(path, "rb") as fh:
-        head = fh.read(65536)
-    if head.startswith(b"SIMPLE  ="):
+    head = file_head(path, 65536)
+    if is_fits(head):
         return "fits"
     try:
         text = head.decode("utf-8")

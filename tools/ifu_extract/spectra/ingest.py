@@ -44,6 +44,7 @@ from astropy.io import fits
 
 from ..catalog import safe_id
 from ..errors import InputError
+from ..fitsio import is_fits
 from .grid import Grid, GridMismatch
 from .skyindex import hpx_of
 from .storefile import (MASK_BAD, PAD_WORDS, PLANE_DTYPES, Context, StoreWriter,
@@ -119,7 +120,7 @@ def detect_kind(path: Path) -> str:
     """``'fits'``, ``'summary'`` (text with an ID column) or ``'unknown'``, from the content."""
     with open(path, "rb") as fh:
         head = fh.read(2880)
-    if head.startswith(b"SIMPLE  ="):
+    if is_fits(head):
         return "fits"
     try:
         first = head.decode("utf-8").splitlines()[0] if head else ""
