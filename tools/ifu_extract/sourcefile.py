@@ -13,6 +13,7 @@ Layout (what ``mpdaf.sdetect.Source.from_file`` reads):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,12 +254,13 @@ class SourceFile:
 
     Parameters
     ----------
-    path : str or os.PathLike
-        A file written by :func:`write_source` (or by MPDAF).
+    path : str, os.PathLike or file object
+        A file written by :func:`write_source` (or by MPDAF); a file object (as specutils
+        passes) can be read but not updated.
     """
 
     def __init__(self, path):
-        self.path = Path(path)
+        self.path = Path(path) if isinstance(path, (str, os.PathLike)) else path
 
     def __repr__(self) -> str:
         return f"SourceFile({str(self.path)!r})"
