@@ -20,15 +20,21 @@ from .errors import InputError
 if TYPE_CHECKING:
     from .cubeio import Cube
 
-__all__ = ["PSFModel", "moffat_alpha", "moffat_image", "moffat_images", "psf_from_cube",
+__all__ = ["PSFModel", "SUPERSAMPLE", "subpixel_grid", "moffat_alpha", "moffat_image", "moffat_images", "psf_from_cube",
            "muse_fsf_keywords", "muse_fsf_curves", "fit_psf_on_star", "resolve_psf", "catalog_candidates",
            "fsf_cards", "gaussian_image"]
 
 
-_SUPER = 5  # subpixels per spaxel side when integrating profiles
+#: Subpixels per spaxel side when integrating profiles over spaxels.
+SUPERSAMPLE = 5
 
 
-def _grid(shape, x0, y0, sup=_SUPER):
+def subpixel_grid(shape, x0, y0, sup=SUPERSAMPLE):
+    """Subpixel centres ``(ys, xs)`` of a *shape* ``(ny, nx)`` image relative to ``(x0, y0)``.
+
+    Each is 1-D, ``ny * sup`` (``nx * sup``) long: the *sup* subpixel centres of every spaxel
+    row (column), in spaxels, 0-based (spaxel centres at integers).
+    """
     ny, nx = shape
     off = (np.arange(sup) + 0.5) / sup - 0.5
     ys = (np.arange(ny)[:, None] + off[None, :]).ravel() - y0
@@ -55,11 +61,11 @@ def moffat_image(shape, x0: float, y0: float, fwhm_pix: float, beta: float) -> n
         Moffat β (> 1).
     """
     alpha = float(moffat_alpha(fwhm_pix, beta))
-    ys, xs = _grid(shape, x0, y0)
+    ys, xs = subpixel_grid(shape, x0, y0)
     r2 = ys[:, None] ** 2 + xs[None, :] ** 2
     prof = (beta - 1.0) / (np.pi * alpha**2) * (1.0 + r2 / alpha**2) ** (-beta)
     ny, nx = shape
-    return prof.reshape(ny, _SUPER, nx, _SUPER).mean(axis=(1, 3))
+    return prof.reshape(ny, SUPERSAMPLE, nx, SUPERSAMPLE).mean(axis=(1, 3))
 
 
 def moffat_images(shape, x0: float, y0: float, fwhm_pix, beta) -> np.ndarray:
@@ -89,7 +95,7 @@ def moffat_images(shape, x0: float, y0: float, fwhm_pix, beta) -> np.ndarray:
     beta = np.broadcast_to(np.asarray(beta, dtype=float), fwhm.shape)
     alpha2 = moffat_alpha(fwhm, beta) ** 2
     ny, nx = shape
-    ys, xs = _grid(shape, x0, y0)
+    ys, xs = subpixel_grid(shape, x0, y0)
     r2 = ys[:, None] ** 2 + xs[None, :] ** 2  # (ny*S, nx*S) pixels², shared by all FWHM
     out = np.empty((len(fwhm), ny, nx))
     # Groups of FWHM whose supersampled profiles take ~2 MB, so that they stay in the CPU cache
@@ -102,12 +108,12 @@ def moffat_images(shape, x0: float, y0: float, fwhm_pix, beta) -> np.ndarray:
         np.power(prof, -beta[sl, None, None], out=prof)
         # Sum the S x S subpixels of each spaxel: along y first (whole contiguous rows), then
         # along x (strided, on S times fewer values).
-        py = np.add.reduce(prof.reshape(len(prof), ny, _SUPER, nx * _SUPER), axis=2)
+        py = np.add.reduce(prof.reshape(len(prof), ny, SUPERSAMPLE, nx * SUPERSAMPLE), axis=2)
         img = out[sl]
-        np.copyto(img, py[:, :, 0::_SUPER])
-        for s in range(1, _SUPER):
-            img += py[:, :, s::_SUPER]
-    out *= ((beta - 1.0) / (np.pi * alpha2) / _SUPER**2)[:, None, None]
+        np.copyto(img, py[:, :, 0::SUPERSAMPLE])
+        for s in range(1, SUPERSAMPLE):
+            img += py[:, :, s::SUPERSAMPLE]
+    out *= ((beta - 1.0) / (np.pi * alpha2) / SUPERSAMPLE**2)[:, None, None]
     return out
 
 
