@@ -28,7 +28,7 @@ from astropy.coordinates import Angle, SkyCoord
 from astropy.io import fits
 from astropy.table import MaskedColumn, Table
 
-from .errors import OK, InputError
+from .errors import OK, InputError, ParameterError
 from .fitsio import file_head, is_fits
 from .fitsout import atomic_path
 
@@ -298,7 +298,7 @@ def catalog_from_position(ra: float, dec: float, obj_id: str = "1") -> Table:
     tab = Table({"ID": [obj_id], "RA": [float(ra)] * u.deg, "DEC": [float(dec)] * u.deg,
                  "STATUS": [OK]})
     if not (0 <= ra <= 360 and -90 <= dec <= 90):
-        raise InputError("--ra/--dec", f"({ra}, {dec}) is not a sky position in degrees",
+        raise ParameterError("ra/dec", f"({ra}, {dec}) is not a sky position in degrees",
                          "give RA in [0, 360] and Dec in [-90, 90]")
     tab.meta["format"] = "position"
     return tab

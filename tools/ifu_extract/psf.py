@@ -8,6 +8,7 @@ spaxels, for optimal extraction and deblending.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,15 +16,25 @@ import numpy as np
 
 from astropy.io import fits
 
-from .errors import InputError
+from .errors import InputError, ParameterError
 
 if TYPE_CHECKING:
     from .cubeio import Cube
 
-__all__ = ["PSFModel", "SUPERSAMPLE", "subpixel_grid", "moffat_alpha", "moffat_image", "moffat_images", "psf_from_cube",
+__all__ = ["PSFModel", "DEFAULT_BETA", "CIRCLE_FWHM", "FILTER_FWHM", "resolve_fwhm", "SUPERSAMPLE", "subpixel_grid", "moffat_alpha", "moffat_image", "moffat_images", "psf_from_cube",
            "muse_fsf_keywords", "muse_fsf_curves", "fit_psf_on_star", "resolve_psf", "catalog_candidates",
            "fsf_cards", "gaussian_image"]
 
+
+log = logging.getLogger("ifu_extract")
+
+# The named defaults of the PSF policy (values of 5a40b32: outputs are unchanged).
+#: Moffat β of a given FWHM when no β is given (MUSE WFM's typical β).
+DEFAULT_BETA = 2.8
+#: FWHM, arcsec, of the PSF circles of the masks when no PSF is given, read or fitted.
+CIRCLE_FWHM = 0.8
+#: FWHM, arcsec, of the line scan's spatial filter when no PSF model is known.
+FILTER_FWHM = 0.7
 
 #: Subpixels per spaxel side when integrating profiles over spaxels.
 SUPERSAMPLE = 5
@@ -140,7 +151,7 @@ class PSFModel:
 
     kind: str
     fwhm_coeffs: tuple
-    beta_coeffs: tuple = (2.8,)
+    beta_coeffs: tuple = (DEFAULT_BETA,)
     source: str = "given"
     lbrange: tuple | None = None
 
@@ -247,8 +258,8 @@ def psf_from_cube(cube, *, fwhm: float | None = None, beta: float | None = None,
     """
     if fwhm is not None:
         if fwhm <= 0:
-            raise InputError("--fwhm", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec")
-        return PSFModel(kind, (float(fwhm),), (float(beta or 2.8),), "given")
+            raise ParameterError("fwhm", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec")
+        return PSFModel(kind, (float(fwhm),), (float(beta or DEFAULT_BETA),), "given")
     found = muse_fsf_keywords(cube)
     if found is None:
         return None
@@ -378,7 +389,7 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
     fwhm : float, optional
         Given FWHM, arcsec (at the first channel when *fwhm_red* is given).
     beta : float, optional
-        Moffat β (default: the header's, else the fitted one, else 2.8 with a given FWHM).
+        Moffat β (default: the header's, else the fitted one, else :data:`DEFAULT_BETA` with a given FWHM).
     fwhm_red : float, optional
         Given FWHM at the last channel (linear in between).
     kind : {"moffat", "gaussian"}
@@ -405,15 +416,15 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
         one line naming ``--fwhm``.
     """
     if fwhm is not None:
-        for name, value in (("--fwhm", fwhm), ("--fwhm-red", fwhm_red)):
+        for name, value in (("fwhm", fwhm), ("fwhm_red", fwhm_red)):
             if value is not None and not (np.isfinite(value) and value > 0):
-                raise InputError(name, f"{value} is not a positive FWHM", "give the PSF FWHM in arcsec")
+                raise ParameterError(name, f"{value} is not a positive FWHM", "give the PSF FWHM in arcsec")
         if fwhm_red is None:
             return psf_from_cube(cube, fwhm=fwhm, beta=beta, kind=kind)
         w0, w1 = float(cube.wave[0]), float(cube.wave[-1])
         slope = (float(fwhm_red) - float(fwhm)) / (w1 - w0) if w1 != w0 else 0.0
         coeffs = (slope, float(fwhm) - slope * w0) if w1 != w0 else (float(fwhm),)
-        return PSFModel(kind, coeffs, (float(beta if beta is not None else 2.8),), "given")
+        return PSFModel(kind, coeffs, (float(beta if beta is not None else DEFAULT_BETA),), "given")
     model = psf_from_cube(cube, beta=beta)
     if model is not None:
         return model
@@ -490,3 +501,41 @@ def fsf_cards(model: PSFModel, wave=None, *, field: int = 0, lbrange=(5000.0, 90
     cards.append((f"FSF{field:02d}BNC", len(be), f"FSF{field:02d} BETA Poly Ncoef"))
     cards += [(f"FSF{field:02d}B{k:02d}", float(c), f"FSF{field:02d} BETA Poly C{k:02d}") for k, c in enumerate(be)]
     return cards
+
+
+def resolve_fwhm(cube: Cube, fwhm: float | None = None, candidates=None) -> tuple[float, str]:
+    """The PSF FWHM for the circle fallback, arcsec, and where it came from.
+
+    Parameters
+    ----------
+    cube : Cube
+    fwhm : float, optional
+        Given FWHM, arcsec; wins over the header.
+    candidates : sequence of (id, x, y), optional
+        Catalogue objects (0-based cube pixels) among which to look for stars.
+
+    Returns
+    -------
+    fwhm : float
+        The PSF of :func:`ifu_extract.psf.resolve_psf` (given, the cube's FSF keywords, or fitted
+        on the field's stars) at the median wavelength; else :data:`CIRCLE_FWHM`.
+    source : str
+        ``"given"``, ``"header"``, ``"fitted"`` or ``"default"``.
+    """
+    if fwhm is not None:
+        if not np.isfinite(fwhm) or fwhm <= 0:
+            raise ParameterError("fwhm", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec")
+        return float(fwhm), "given"
+    details = {}
+    try:
+        model = resolve_psf(cube, candidates=candidates, details=details)
+    except InputError as exc:
+        details["message"] = exc.oneline()
+        model = None
+    if model is not None:
+        value = float(model.fwhm(np.median(cube.wave)))
+        if np.isfinite(value) and value > 0:
+            return value, model.source
+    if "message" in details:
+        log.warning(f"warning: {details['message']}; using FWHM = {CIRCLE_FWHM} arcsec for PSF circles")
+    return CIRCLE_FWHM, "default"
