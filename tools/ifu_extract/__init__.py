@@ -8,18 +8,17 @@ layer over a function here.  Core modules:
 ``catalog``   catalogue formats (AutoSpec, MUSELET, CSV, TSV, ECSV, FITS)
 ``wcsutil``   celestial/spectral WCS helpers, pixel scales, cut-out WCS
 ``fitsout``   atomic writes, provenance headers, deterministic dates
+``fitsio``    FITS bytes: cards, checksums, the streaming cube writer, file-kind sniffing
+``sourcefile`` the per-object Source files (MPDAF layout): write, read, update
+``psf``       the PSF policy (given > header > star > fitted) and its named defaults
 ``synth``     synthetic cubes with known truth (tests, benchmarks, test-data)
 """
 
-import os
 from importlib.metadata import PackageNotFoundError, version
 
-# Our linear algebra is many small products (one object at a time) and we parallelise over
-# objects with processes; a multi-threaded BLAS only adds contention (40x slower measured on a
-# loaded 2-core machine).  Applies when this package is imported before numpy; the extraction
-# workers also limit the BLAS pool at run time (threadpoolctl).
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+# Importing the package changes nothing in the process: the command line makes BLAS
+# single-threaded when it starts (ifu_extract.cli.main), worker processes when they start
+# (ifu_extract.parallel.worker_init, threadpoolctl).
 
 try:
     __version__ = version("ifu-extract")

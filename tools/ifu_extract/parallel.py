@@ -121,10 +121,19 @@ def worker_init(parent_pid: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm_in_worker)
+    _single_threaded_blas()
     _set_parent_death_signal(signal.SIGTERM)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     if os.getppid() != parent_pid:
         os._exit(Terminated.exit_code)
+
+
+def _single_threaded_blas() -> None:
+    """One BLAS thread per worker: the pool already uses every core (the BLAS libraries the
+    parent loaded are limited here; the command line also sets the environment at start)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
 
 
 #: True while a worker runs a task (a SIGTERM then unwinds the task before the worker exits).
