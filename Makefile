@@ -9,14 +9,15 @@ STAMP := $(VENV)/.stack-$(STACK_KEY)
 DEMO_OUT ?= demo-out
 .DEFAULT_GOAL := help
 
-.PHONY: venv demo test pytest bench clean help
+.PHONY: venv demo test lint pytest bench clean help
 
 # Galaxy server, wrappers and planemo (issue: Galaxy wrappers); container image (issue: container).
 -include mk/*.mk
 
 help:
 	@echo "make demo   - run ifu-extract on the real MUSE minicube shipped with mpdaf"
-	@echo "make test   - install everything and run every test"
+	@echo "make test   - install everything and run every test (lint first)"
+	@echo "make lint   - ruff (configuration in pyproject.toml)"
 	@echo "make bench  - benchmarks against peers (slow; results in bench/README.md)"
 
 venv: $(STAMP)
@@ -32,7 +33,10 @@ demo: $(STAMP)
 
 # Extra test targets (Galaxy, container) append themselves to TEST_TARGETS from mk/*.mk;
 # TEST_TARGETS_LAST run after them (the cluster test: its own servers, after the shared one's).
-test: pytest $(TEST_TARGETS) $(TEST_TARGETS_LAST)
+test: lint pytest $(TEST_TARGETS) $(TEST_TARGETS_LAST)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 pytest: $(STAMP)
 	$(PY) -m pytest -q

@@ -370,7 +370,8 @@ def main(argv=None):
     for r in results:
         cpu = "" if r["ours_cpu_ms_per_object"] is None else f" ({r['ours_cpu_ms_per_object']:.1f})"
         cpu_x = "" if r["cpu_speedup"] is None else f" ({r['cpu_speedup']:.0f}x)"
-        print(f"| {r['field']} | {'yes' if r['plots'] else 'no'} | {r['threads']} | {r['ours_ms_per_object']:.1f}{cpu} | "
+        print(f"| {r['field']} | {'yes' if r['plots'] else 'no'} | {r['threads']} | "
+              f"{r['ours_ms_per_object']:.1f}{cpu} | "
               f"{r['peer_ms_per_object']:.0f} ({r['peer_cpu_ms_per_object']:.0f}) | {r['speedup']:.0f}x{cpu_x} | "
               f"{r['ours_rssanon_mb']:.0f} | {r['peer_rssanon_mb']:.0f} | "
               f"{r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} |")

@@ -93,7 +93,6 @@ def injections(cube, var, seed, per_cube, fwhm, sky_windows, snr_values=None):
     """Truth of one realisation: rows (x, y, wave, line_fwhm, snr, flux) and the model cube."""
     rng = np.random.default_rng(seed)
     wave = cube.wave
-    dw = float(np.median(cube.dwave))
     ny, nx = cube.ny, cube.nx
     lo, hi = wave[0] + 30.0, wave[-1] - 30.0
     edges = np.linspace(lo, hi, per_cube + 1)
@@ -153,7 +152,6 @@ def lsdcat_classic(data, var, wave, pixscale, fwhm, floor, velocity_fwhm=300.0, 
     Returns (x, y, wave, snr) of the clusters' peaks with S/N >= floor.
     """
     from ifu_extract.contsub import fit_continuum
-    from ifu_extract.psf import gaussian_image
 
     dw = float(np.median(np.diff(wave)))
     cont = fit_continuum(data, None, wave, method="median", median_width=median_width * dw).continuum
@@ -296,8 +294,9 @@ def report(out) -> str:
     snr = np.asarray(out["snr"])
     bins = REPORT_BINS
     idx = np.clip(np.digitize(snr, bins) - 1, 0, len(bins) - 2)
-    lines = ["| method | threshold | false (negated) | " + " | ".join(f"S/N {a}-{b}" for a, b in zip(bins[:-1], bins[1:]))
-             + " | S/N >= 8 |", "|" + "---|" * (len(bins) + 3)]
+    lines = ["| method | threshold | false (negated) | "
+             + " | ".join(f"S/N {a}-{b}" for a, b in zip(bins[:-1], bins[1:])) + " | S/N >= 8 |",
+             "|" + "---|" * (len(bins) + 3)]
     for m, r in out["methods"].items():
         for th, false in sorted(r["false"].items(), key=lambda t: float(t[0])):
             rec = np.asarray(r["rec"].get(th, r["rec"].get(float(th), [])), dtype=bool)

@@ -146,7 +146,7 @@ def main(argv=None) -> int:
                             rows.append((kind, method, seed, i, own_in / truth[i].sum(),
                                          (total[f].sum() - own_in) / max(own_in, 1e-30)))
     tab = Table(rows=rows, names=("kind", "method", "seed", "obj", "own", "contam"))
-    print(f"| field | objects | method | own median | own worst | contam median | contam p90 |")
+    print("| field | objects | method | own median | own worst | contam median | contam p90 |")
     print("|---|---|---|---|---|---|---|")
     for kind in ("core", "deep"):
         for group, sel in (("companions", lambda t: t["obj"] > 0), ("host", lambda t: t["obj"] == 0)) \

@@ -9,16 +9,17 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+# The imports come after the BLAS variables on purpose (numpy reads them when it loads).
 from pathlib import Path  # noqa: E402
 
-import numpy as np
-import pytest
-from click.testing import CliRunner
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
 
-import mpdaf
+import mpdaf  # noqa: E402
 
-from ifu_extract import synth
-from ifu_extract.cli import cli
+from ifu_extract import synth  # noqa: E402
+from ifu_extract.cli import cli  # noqa: E402
 
 MPDAF_DATA = Path(mpdaf.__file__).parent / "data" / "sdetect"
 REPO = Path(__file__).resolve().parents[1]

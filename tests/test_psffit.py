@@ -127,7 +127,8 @@ def test_fsf_cards_read_back_by_mpdaf(field, tmp_path):
     fw, be = muse_fsf_curves(hdr, 0, lam, 0.2)
     assert np.allclose(fw, fit.model.fwhm(lam), rtol=1e-9)
     assert all(hdr[f"FSFEF{k:02d}"] > 0 for k in range(3))
-    assert np.all(curve["FWHM_ERR"] > 0) and np.all(np.abs(curve["FWHM"] / np.interp(curve["WAVE"], lam, truth.fwhm_arcsec) - 1) < 0.03)
+    assert np.all(curve["FWHM_ERR"] > 0)
+    assert np.all(np.abs(curve["FWHM"] / np.interp(curve["WAVE"], lam, truth.fwhm_arcsec) - 1) < 0.03)
     assert sorted(stars["STATUS"]).count("used") == 2
     # A model from elsewhere (linear in Angstrom) is written through the same cards.
     from ifu_extract.psf import PSFModel

@@ -4,7 +4,6 @@ answer cap, the stacked-image row cap, LIKE patterns, the access log, the missin
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 import subprocess
 import sys

@@ -79,7 +79,6 @@ def compare(dumped: str) -> int:
     options = json.loads(Path(dumped).read_text())
     problems = []
     macros = (REPO / "wrappers" / "macros.xml").read_text()
-    import re
     import tomllib
 
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -114,7 +113,9 @@ def compare(dumped: str) -> int:
             for el in params[name]:
                 if "choices" in info and el.get("type") == "select":
                     values = {o.get("value") for o in el.iter("option")}
-                    missing = set(info["choices"]) - values - {"auto", "same"} if "auto" not in values else set(info["choices"]) - values
+                    missing = set(info["choices"]) - values
+                    if "auto" not in values:
+                        missing -= {"auto", "same"}
                     if missing and not (name == "--catalog-format" and path == "detect"):
                         problems.append(f"{path}: {name} lacks the choices {sorted(missing)}")
                 for bound in ("min", "max"):

@@ -21,7 +21,8 @@ from .errors import InputError, ParameterError
 if TYPE_CHECKING:
     from .cubeio import Cube
 
-__all__ = ["PSFModel", "DEFAULT_BETA", "CIRCLE_FWHM", "FILTER_FWHM", "resolve_fwhm", "SUPERSAMPLE", "subpixel_grid", "moffat_alpha", "moffat_image", "moffat_images", "psf_from_cube",
+__all__ = ["PSFModel", "DEFAULT_BETA", "CIRCLE_FWHM", "FILTER_FWHM", "resolve_fwhm", "SUPERSAMPLE",
+           "subpixel_grid", "moffat_alpha", "moffat_image", "moffat_images", "psf_from_cube",
            "muse_fsf_keywords", "muse_fsf_curves", "fit_psf_on_star", "resolve_psf", "catalog_candidates",
            "fsf_cards", "gaussian_image"]
 

@@ -46,11 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from scipy import ndimage
 
 from .contsub import fit_continuum
-from .cubeio import Cube, open_cube
+from .cubeio import open_cube
 from .errors import OK, InputError, warn_object
 from .identity import check_product
 from .catalog import file_stem

@@ -4,7 +4,8 @@
 
 Runs with the package's venv (astropy).  Checks that the chunk collection of each run has as many
 elements as chunks asked for and that every per-chunk step ran one job per chunk; that both runs
-give the same summary objects (IDs, in order; STATUS notes naming neighbours in the chunk may differ) and the same Source files; and that every SPE_* extension
+give the same summary objects (IDs, in order; STATUS notes naming neighbours in the chunk may
+differ) and the same Source files; and that every SPE_* extension
 holds the same array in both (NaN in the same places; values equal to float32 rounding, rtol 1e-6:
 the chunks cut the same catalogue rows out of the same cube, so nothing but the job boundaries
 differs).  Prints one line per check and exits 1 on the first difference.
