@@ -130,7 +130,7 @@ def _fsf_cube_header(cards):
 def test_native_fsf_reader_matches_mpdaf(cards):
     from mpdaf.MUSE import FSFModel
 
-    from ifu_extract.psf import _muse_fsf
+    from ifu_extract.psfmodel import _muse_fsf
 
     hdr = _fsf_cube_header(cards)
     field = int(next(k for k in cards if k[3:5].isdigit())[3:5])
@@ -143,7 +143,7 @@ def test_native_fsf_reader_matches_mpdaf(cards):
 
 
 def test_native_fsf_reader_declines_what_it_does_not_know():
-    from ifu_extract.psf import _muse_fsf
+    from ifu_extract.psfmodel import _muse_fsf
 
     assert _muse_fsf(_fsf_cube_header({"FSFMODE": "MOFFAT1", "FSF01BET": 2.8}), 1) is None
     assert _muse_fsf(_fsf_cube_header({"FSFMODE": 3, "FSF01BET": 2.8}), 1) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cubeio import Cube
-from .psf import muse_fsf_curves, muse_fsf_keywords
+from .psfmodel import muse_fsf_curves, muse_fsf_keywords
 from .wcsutil import pixel_to_world
 
 __all__ = ["cube_info", "fsf_info", "fsf_header_info", "format_info", "format_fsf"]

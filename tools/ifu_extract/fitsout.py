@@ -33,7 +33,7 @@ from astropy.io import fits
 
 from . import __version__
 from .errors import DiskFullError, InputError
-from .pathguard import refuse_input
+from .pathguard import folder_cleanup, refuse_input
 from .parallel import signals_deferred
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "iso_date",
     "file_checksum",
     "ensure_dir",
+    "created_folder",
     "ascii_safe",
     "ascii_unescape",
 ]
@@ -99,6 +100,16 @@ def ensure_dir(path) -> Path:
     clean_stale_temps(path)
     _SCANNED.add(_folder_key(path))
     return path
+
+
+@contextlib.contextmanager
+def created_folder(path):
+    """Create folder *path* (and parents); remove what it created if the block fails early.
+
+    Yields the folder as a :class:`~pathlib.Path`.
+    """
+    with folder_cleanup(path):
+        yield ensure_dir(path)
 
 
 #: Space errors: the device or the user's quota is full.

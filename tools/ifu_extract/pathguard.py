@@ -140,15 +140,3 @@ def folder_cleanup(path):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty
         raise
-
-
-@contextlib.contextmanager
-def created_folder(path):
-    """Create folder *path* (and parents); remove what it created if the block fails early.
-
-    Yields the folder as a :class:`~pathlib.Path`.
-    """
-    from .fitsout import ensure_dir
-
-    with folder_cleanup(path):
-        yield ensure_dir(path)

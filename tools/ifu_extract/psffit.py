@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputError, ParameterError
-from .psf import DEFAULT_BETA, PSFModel, gaussian_image, moffat_images
+from .psfmodel import DEFAULT_BETA, PSFModel, fsf_cards, gaussian_image, moffat_images
 
 __all__ = ["StarFit", "PSFFit", "fit_psf_on_star", "fit_psf_from_stars", "find_stars", "psf_summary",
            "write_psf_product",
@@ -644,8 +644,6 @@ def _why(stars) -> str:
 # ------------------------------------------------------------------------------ reporting
 def _fsf_header(fit: PSFFit, wave):
     from astropy.io import fits
-
-    from .psf import fsf_cards
 
     hdr = fits.Header()
     for key, value, comment in fsf_cards(fit.model, wave):

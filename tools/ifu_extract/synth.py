@@ -18,7 +18,7 @@ from scipy.signal import fftconvolve
 from scipy.special import gammaincinv
 
 # The PSF profiles live in the library (psf.py); synth builds cubes with them, never the reverse.
-from .psf import SUPERSAMPLE, subpixel_grid, moffat_alpha, moffat_image, moffat_images
+from .psfmodel import SUPERSAMPLE, moffat_alpha, moffat_image, moffat_images, subpixel_grid
 
 __all__ = [
     "SynthSource",

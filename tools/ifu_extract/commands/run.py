@@ -17,8 +17,8 @@ from click.core import ParameterSource
 
 from ..catalog import merge_catalogs, read_catalog, write_catalog
 from ..errors import InputError
-from ..fitsout import file_checksum
-from ..pathguard import check_paths, created_folder
+from ..fitsout import created_folder, file_checksum
+from ..pathguard import check_paths
 from ..runconfig import (RUN_OPTIONS_FILE, changed_options, load_run_config, read_run_options,
                          run_options_record, write_run_options)
 from ._options import BOX_SIZE, catalog_format_option, cube_options, report
