@@ -21,7 +21,7 @@ import click
 
 from . import __version__
 from . import pathguard
-from .errors import InputError, ObjectWarning, ParameterError, reset_once
+from .errors import InputError, ObjectWarning, OptionConflict, ParameterError, reset_once
 from .parallel import Terminated, install_sigterm_handler
 
 # This module imports no numpy (nor astropy): main() must set the BLAS threads before it loads.
@@ -79,6 +79,12 @@ def _guard(cmd: click.Command) -> click.Command:
     options = {p.name: label(p) for p in cmd.params if isinstance(p, click.Option)}
 
     def guarded(*args, **kwargs):
+        try:
+            return checked(*args, **kwargs)
+        except OptionConflict as exc:  # a usage error (exit 2), as the verbs' own option checks
+            raise click.UsageError(str(exc)) from None
+
+    def checked(*args, **kwargs):
         outputs = {label(paths[n]): kwargs.get(n) for n in paths if n in out_names}
         inputs = {label(paths[n]): kwargs.get(n) for n in paths if n not in out_names}
         pathguard.check_paths(outputs, inputs)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import warnings
 
-__all__ = ["DiskFullError", "InputError", "ParameterError", "is_disk_full", "ObjectWarning", "OK", "warn_object",
-           "warn_once", "reset_once"]
+__all__ = ["DiskFullError", "InputError", "ParameterError", "OptionConflict", "is_disk_full", "ObjectWarning",
+           "OK", "warn_object", "warn_once", "reset_once"]
 
 #: Status string of an object processed without any fallback.
 OK = "ok"
@@ -77,6 +77,11 @@ class ParameterError(InputError):
 
     def __reduce__(self):
         return (type(self), (self.param, self.problem, self.fix))
+
+
+class OptionConflict(Exception):
+    """Options that cannot go together (two outputs that are one file): the command line reports
+    it as a usage error (exit status 2), as click's own option checks."""
 
 
 class DiskFullError(InputError):

@@ -19,7 +19,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, OptionConflict
 
 __all__ = ["check_paths", "register_inputs", "refuse_input", "clear_inputs", "same_file"]
 
@@ -63,8 +63,8 @@ def check_paths(outputs: dict, inputs: dict, fix: str | None = None) -> None:
     ------
     InputError
         One line naming the output and the input it would overwrite.
-    click.UsageError
-        Two outputs are one file.
+    OptionConflict
+        Two outputs are one file (a usage error of the command line).
     """
     seen: dict = {}
     for label, path in inputs.items():
@@ -84,9 +84,7 @@ def check_paths(outputs: dict, inputs: dict, fix: str | None = None) -> None:
             raise _error(label, path, in_label, in_path, fix)
         key = ident or os.path.normcase(os.path.abspath(path))
         if key in written:
-            import click  # a usage error (exit 2), as the verbs' own option checks
-
-            raise click.UsageError(f"two outputs have the same file name: {path} is given both "
+            raise OptionConflict(f"two outputs have the same file name: {path} is given both "
                                    f"as {written[key]} and as {label}")
         written[key] = label
 
