@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("new", type=Path)
     ap.add_argument("--ignore-cards", default="CHECKSUM,DATASUM")
     ap.add_argument("--logs", action="store_true", help="also compare stdout/stderr logs")
+    ap.add_argument("--subset", action="store_true",
+                    help="NEW ran only some groups: files of BASE absent from NEW are not reported")
     args = ap.parse_args(argv)
     ignore = [c for c in args.ignore_cards.split(",") if c]
 
@@ -51,6 +53,8 @@ def main(argv=None) -> int:
                      or p.suffix == ".rc")}
 
     fa, fb = files(args.base), files(args.new)
+    if args.subset:
+        fa &= fb
     bad = 0
     for rel in sorted(fa - fb):
         print(f"MISSING  {rel}"); bad += 1

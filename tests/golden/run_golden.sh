@@ -2,6 +2,7 @@
 # Byte-identity battery for refactors: run a fixed set of ifu-extract commands on the mpdaf
 # minicube and test-data into OUTDIR, then compare two such folders with compare.py.
 #   bash tests/golden/run_golden.sh OUTDIR [GROUP...]     (default: every group)
+#   python tests/golden/compare.py BASE OUTDIR [--subset]  (--subset: only the groups that ran)
 # Groups: info image detect cutout mask extract contsub xcorr deblend report split merge run
 #         pixtable spectra demo.  Uses the ifu-extract on PATH (or $IFX).  Each command's exit
 # code and its stdout/stderr (machine paths removed) are kept in OUTDIR/logs/.
