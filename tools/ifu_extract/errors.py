@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 
-__all__ = ["DiskFullError", "InputError", "is_disk_full", "ObjectWarning", "OK", "warn_object",
+__all__ = ["DiskFullError", "InputError", "ParameterError", "is_disk_full", "ObjectWarning", "OK", "warn_object",
            "warn_once", "reset_once"]
 
 #: Status string of an object processed without any fallback.
@@ -47,6 +47,36 @@ class InputError(Exception):
     def __reduce__(self):
         # Picklable with its three parts (errors cross from worker processes to the parent).
         return (type(self), (self.path, self.problem, self.fix))
+
+
+class ParameterError(InputError):
+    """A bad value of a library parameter, named as the library names it (``"fwhm"``,
+    ``"degree"``, ``"match_radius/sky_grow"``), not as a command line spells it.
+
+    The command line reports it under the option of the verb that ran (``--fwhm``): see
+    :meth:`for_options`, applied to every verb by :mod:`ifu_extract.cli`.
+
+    Parameters
+    ----------
+    param : str
+        Parameter name(s), ``/``-separated when the problem involves several.
+    problem, fix : str
+        As for :class:`InputError`.
+    """
+
+    def __init__(self, param: str, problem: str, fix: str | None = None):
+        self.param = str(param)
+        super().__init__(self.param, problem, fix)
+
+    def for_options(self, options: dict) -> InputError:
+        """The same error naming options: *options* maps parameter names to option spellings
+        (``{"fwhm": "--fwhm"}``); a name without an option becomes ``--name-with-dashes``."""
+        label = "/".join(options.get(name, "--" + name.replace("_", "-"))
+                         for name in self.param.split("/"))
+        return InputError(label, self.problem, self.fix)
+
+    def __reduce__(self):
+        return (type(self), (self.param, self.problem, self.fix))
 
 
 class DiskFullError(InputError):

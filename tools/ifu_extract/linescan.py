@@ -68,7 +68,7 @@ from .identity import check_product
 from .catalog import file_stem
 from .extract import Spectrum1D, _Stamp
 from .image import Image
-from .psf import PSFModel, gaussian_image, moffat_image
+from .psf import DEFAULT_BETA, FILTER_FWHM, PSFModel, gaussian_image, moffat_image
 from .skylines import SKY_LINES, telluric_bands
 from .wcsutil import pixel_to_world, world_to_pixel
 
@@ -502,7 +502,7 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
     sky = _sky_channels(wave, cfg.sky_windows)
     g = _line_kernel(cfg.line_fwhm, dw)
     hg = len(g) // 2
-    fwhm_default = cfg.fwhm if cfg.fwhm is not None else 0.7
+    fwhm_default = cfg.fwhm if cfg.fwhm is not None else FILTER_FWHM
     hw = max(1, int(cfg.calib_window) // 2)
     rpk = max(1, int(np.ceil(0.5 * cfg.merge_radius / cube.pixscale)))
     footprint = (2 * hg + 1, 2 * rpk + 1, 2 * rpk + 1)
@@ -1015,7 +1015,7 @@ def extract_emitter(cube: Cube, x: float, y: float, image: Image, *, psf: PSFMod
     """
     lbda = float(image.meta.get("LINEWAVE", (np.mean(cube.wave), ""))[0])
     f_pix = (float(psf.fwhm(lbda)) if psf is not None else fwhm) / cube.pixscale
-    beta = float(psf.beta(lbda)) if psf is not None and psf.kind == "moffat" else 2.8
+    beta = float(psf.beta(lbda)) if psf is not None and psf.kind == "moffat" else DEFAULT_BETA
     info = _fit_profile(image, x, y, f_pix, beta)
     h = int(np.ceil(half_size / cube.pixscale))
     xc, yc = int(np.floor(info["x"] + 0.5)), int(np.floor(info["y"] + 0.5))
