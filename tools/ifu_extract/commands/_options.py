@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -80,3 +81,30 @@ def white_option(func):
     return click.option("--white", "white_path", type=click.Path(dir_okay=False), default=None,
                         help="White-light image of this cube from 'ifu-extract image' (computed "
                              "from the cube when not given).")(func)
+
+
+def option_label(command: click.Command, param: str) -> str:
+    """The option (``-o``, ``--segmap``) of *command* whose parameter name is *param*.
+
+    Steps and the library name parameters; a command reports them by its own options.  The
+    parameter name is returned unchanged when *command* has no such option.
+    """
+    for p in command.params:
+        if p.name == param:
+            return p.opts[0] if isinstance(p, click.Option) else p.human_readable_name
+    return param
+
+
+@contextlib.contextmanager
+def option_errors(command: click.Command | None = None):
+    """Report an :class:`~ifu_extract.steps._outputs.OutputError` by the option of *command*.
+
+    *command* defaults to the click command running now.
+    """
+    from ..steps._outputs import OutputError
+
+    try:
+        yield
+    except OutputError as exc:
+        cmd = command or click.get_current_context().command
+        raise exc.relabel(option_label(cmd, exc.param)) from None

@@ -6,7 +6,6 @@ science is in :mod:`ifu_extract.detect`; this module maps options, reads and wri
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -17,27 +16,14 @@ from astropy.io import fits
 from ..catalog import merge_catalogs, read_catalog, write_catalog
 from ..detect import DEFAULTS, FILTER_TYPES, KERNELS, THRESH_TYPES, DetectionWarning
 from ..errors import InputError
-from ..fitsout import add_provenance, atomic_path, write_hdulist
-from ._options import cube_options, report
+from ..fitsout import add_provenance, write_hdulist
+from ..steps._outputs import OutputSet, check_writable
+from ._options import cube_options, option_errors, report
 from .image import image_options
 
 __all__ = ["cmd", "CATALOG_FORMATS"]
 
 CATALOG_FORMATS = ("auto", "tsv", "csv", "ecsv", "fits")
-
-
-def _check_writable(path, option: str) -> None:
-    """Fail before the work, not after it, when an output cannot be written."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise InputError(path, f"is a folder ({option} needs a file name)",
-                         f"give a file path to {option}")
-    if not parent.is_dir():
-        raise InputError(path, "the output folder does not exist",
-                         f"create it or choose another {option}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(path, "the output folder is not writable", f"choose another {option}")
 
 
 def _check_image_hdu(data, image, result, product: str, bunit: str | None, inputs, params):
@@ -211,11 +197,10 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
         raise click.UsageError("--line and --wave-range are exclusive")
     if filter_file is not None and filter_kernel != "default":
         raise click.UsageError("--filter-file and --filter-kernel are exclusive")
-    outputs = {"-o": output, "--segmap": segmap, "--background": background, "--rms": rms,
-               "--plot": plot}
-    for option, path in outputs.items():
-        if path is not None:
-            _check_writable(path, option)
+    outputs = {"output": output, "segmap": segmap, "background": background, "rms": rms,
+               "plot": plot}
+    with option_errors():
+        check_writable(outputs)
     given = [p for p in outputs.values() if p is not None]
     if len({os.path.abspath(p) for p in given}) < len(given):
         raise click.UsageError("two outputs have the same file name")
@@ -291,8 +276,8 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
 
     # All outputs are written to temporary files and renamed together at the end: an error
     # in any of them leaves no output at all.
-    with contextlib.ExitStack() as stack:
-        tmp_cat = stack.enter_context(atomic_path(output, suffix=Path(output).suffix or ".tsv"))
+    with OutputSet() as products:
+        tmp_cat = products.path(output, suffix=Path(output).suffix or ".tsv")
         write_catalog(table, tmp_cat, catalog_format)
         unit = image.unit or None
         for path, data, product, bunit in (
@@ -301,13 +286,13 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
                 (rms, result.rms, "BACKGROUND_RMS", unit)):
             if path is None:
                 continue
-            tmp = stack.enter_context(atomic_path(path, suffix=".fits"))
+            tmp = products.path(path, suffix=".fits")
             hdul = _check_image_hdu(data, image, result, product, bunit, inputs, params)
             write_hdulist(hdul, tmp)
         if plot is not None:
             from ..detect_plot import plot_detections
 
-            tmp = stack.enter_context(atomic_path(plot, suffix=".png"))
+            tmp = products.path(plot, suffix=".png")
             plot_detections(image, result, tmp, title=Path(image_or_cube).name)
     plural = "" if len(result) == 1 else "s"
     report(f"detected {len(result)} source{plural} in {Path(image_or_cube).name} ({kind}, "

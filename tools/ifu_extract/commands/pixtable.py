@@ -3,13 +3,11 @@ selfcal, plot).  The commands parse and report; :mod:`ifu_extract.pixtable` does
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-from pathlib import Path
 
 import click
 
+from ..steps._outputs import OutputSet
 from ._options import report
 
 _BOTH_LAYOUTS = click.Choice(["image", "table"])
@@ -114,20 +112,6 @@ def _selection(table, kw, ifus=()):
                      mask=mask, keep=kw.pop("keep"))
 
 
-@contextlib.contextmanager
-def _outputs_together(*paths):
-    """Remove every output already written when a later one fails (all or nothing)."""
-    existed = {p: Path(p).exists() for p in paths if p}
-    try:
-        yield
-    except BaseException:
-        for p, was in existed.items():
-            if not was:
-                with contextlib.suppress(OSError):
-                    os.unlink(p)
-        raise
-
-
 @click.group("pixtable")
 def group():
     """MUSE pixel tables: inspect, cut, decode, mask, self-calibrate and plot them.
@@ -223,7 +207,10 @@ def detimage_cmd(table, output, ifu, png, png_wave, xrange, yrange, threads, chu
         images = reconstruct(t, ifu, sel, xrange=tuple(xrange) if xrange else None,
                              yrange=tuple(yrange) if yrange else None)
         units = (t.columns["data"].unit, t.columns["lambda"].unit)
-    with _outputs_together(output, png, png_wave):
+    with OutputSet() as outputs:
+        for path in (output, png, png_wave):
+            if path:
+                outputs.claim(path)
         write_detimage(images, output, table_path=table, unit_data=units[0],
                        unit_wave=units[1], params=sel.describe())
         if png:
@@ -310,7 +297,10 @@ def selfcal_cmd(table, output, corrections, mask_image, mask_column, mask_ext, b
     edges = _parse_edges(bin_edges) or DEFAULT_BIN_EDGES
     with _open(table, threads, chunk_rows) as t:
         mask = _mask_source(t, mask_column, mask_image, mask_ext)
-        with _outputs_together(output, corrections, png):
+        with OutputSet() as outputs:
+            for path in (output, corrections, png):
+                if path:
+                    outputs.claim(path)
             res = selfcalibrate(t, output, corrections, mask=mask, edges=edges,
                                 fit_rows=fit_rows, corr_clip=corr_clip, min_npts=min_npts,
                                 layout=layout)
