@@ -78,7 +78,7 @@ def test_check_writable_names_the_parameter(tmp_path):
     err = info.value
     assert err.param == "segmap"
     assert err.oneline() == f"{tmp_path}: is a folder (segmap needs a file name); give a file path to segmap"
-    assert err.relabel("--segmap").oneline().endswith("give a file path to --segmap")
+    assert err.relabel({"segmap": "--segmap"}).oneline().endswith("give a file path to --segmap")
     with pytest.raises(OutputError, match="the output folder does not exist; create it or "
                                           "choose another output"):
         check_writable({"output": tmp_path / "missing" / "x.tsv"})
@@ -87,6 +87,8 @@ def test_check_writable_names_the_parameter(tmp_path):
 def test_output_error_pickles(tmp_path):
     import pickle
 
-    err = OutputError(tmp_path, "is a folder ({param} needs a file name)", param="rms")
-    back = pickle.loads(pickle.dumps(err.relabel("--rms")))
-    assert back.oneline() == err.relabel("--rms").oneline() and back.param == "rms"
+    err = OutputError(tmp_path, "is a folder ({rms} needs a file name)", param="rms")
+    relabelled = err.relabel({"rms": "--rms"})
+    back = pickle.loads(pickle.dumps(relabelled))
+    assert back.oneline() == relabelled.oneline() == f"{tmp_path}: is a folder (--rms needs a file name)"
+    assert back.param == "rms" and isinstance(back, OutputError)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 
-__all__ = ["DiskFullError", "InputError", "is_disk_full", "ObjectWarning", "OK", "warn_object",
+__all__ = ["DiskFullError", "InputError", "ParameterError", "is_disk_full", "ObjectWarning", "OK", "warn_object",
            "warn_once", "reset_once"]
 
 #: Status string of an object processed without any fallback.
@@ -47,6 +47,56 @@ class InputError(Exception):
     def __reduce__(self):
         # Picklable with its three parts (errors cross from worker processes to the parent).
         return (type(self), (self.path, self.problem, self.fix))
+
+
+class ParameterError(InputError):
+    """A bad parameter value or combination, naming the parameters the way the caller spells them.
+
+    The library and the steps name parameters by their Python names (``degree``,
+    ``allow_no_wcs``); the command line reports them by its options (``--degree``), through
+    :meth:`relabel`.  *problem* and *fix* are templates whose ``{name}`` fields are the
+    parameters of *params*.
+
+    Parameters
+    ----------
+    path : str or os.PathLike or None
+        The file at fault, or None (then the message starts with the problem).
+    problem, fix : str
+        Templates, e.g. ``"{line} and {wave_range} are exclusive"``.
+    params : sequence of str
+        The parameter names used in the templates.
+    labels : dict, optional
+        ``{parameter: label}`` shown instead of the parameter names.
+    """
+
+    def __init__(self, path, problem: str, fix: str | None = None, *, params=(),
+                 labels: dict | None = None):
+        self.params = tuple(params)
+        self.labels = {p: (labels or {}).get(p, p) for p in self.params}
+        self.templates = (problem, fix)
+        super().__init__(path, problem.format(**self.labels),
+                         None if fix is None else fix.format(**self.labels))
+
+    def relabel(self, labels: dict) -> "ParameterError":
+        """The same error with the parameters named by *labels* (``{param: "--option"}``)."""
+        new = {p: labels.get(p, self.labels[p]) for p in self.params}
+        clone = type(self).__new__(type(self))
+        ParameterError.__init__(clone, self.path, *self.templates, params=self.params, labels=new)
+        for key, value in vars(self).items():
+            clone.__dict__.setdefault(key, value)
+        return clone
+
+    def __reduce__(self):
+        return (_parameter_error, (type(self), self.path, *self.templates, self.params,
+                                   self.labels, dict(vars(self))))
+
+
+def _parameter_error(cls, path, problem, fix, params, labels, state):
+    err = cls.__new__(cls)
+    ParameterError.__init__(err, path, problem, fix, params=params, labels=labels)
+    for key, value in state.items():
+        err.__dict__.setdefault(key, value)
+    return err
 
 
 class DiskFullError(InputError):

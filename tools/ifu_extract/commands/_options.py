@@ -9,6 +9,7 @@ import math
 import click
 
 from ..catalog import FORMATS
+from ..errors import ParameterError
 
 log = logging.getLogger("ifu_extract")
 
@@ -96,15 +97,22 @@ def option_label(command: click.Command, param: str) -> str:
 
 
 @contextlib.contextmanager
-def option_errors(command: click.Command | None = None):
-    """Report an :class:`~ifu_extract.steps._outputs.OutputError` by the option of *command*.
+def option_errors(command: click.Command | None = None, extra: dict | None = None):
+    """Report a :class:`~ifu_extract.errors.ParameterError` by the options of *command*.
 
-    *command* defaults to the click command running now.
+    Parameters
+    ----------
+    command : click.Command, optional
+        Default: the click command running now.
+    extra : dict, optional
+        ``{parameter: option}`` for parameters whose names are not those of the command's
+        options (the line scan's ``snr`` is ``detect --line-snr``).
     """
-    from ..steps._outputs import OutputError
-
     try:
         yield
-    except OutputError as exc:
+    except ParameterError as exc:
         cmd = command or click.get_current_context().command
-        raise exc.relabel(option_label(cmd, exc.param)) from None
+        # A step may have renamed a library parameter to its own (the scan's snr is line_snr).
+        names = {p: exc.labels.get(p, p) for p in exc.params}
+        labels = {p: (extra or {}).get(n) or option_label(cmd, n) for p, n in names.items()}
+        raise exc.relabel(labels) from None

@@ -26,7 +26,7 @@ import errno
 import os
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import ParameterError
 from ..fitsout import atomic_path, write_error
 
 __all__ = ["OutputSet", "OutputError", "check_writable"]
@@ -34,34 +34,16 @@ __all__ = ["OutputSet", "OutputError", "check_writable"]
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 
-class OutputError(InputError):
+class OutputError(ParameterError):
     """An output that cannot be written, naming the step parameter that gave its path.
 
-    ``param`` is the step's parameter name (``"output"``, ``"segmap"``); a command maps it to
-    its own option when it reports the error (:func:`ifu_extract.commands._options.option_errors`).
-    The message names the parameter through the ``{param}`` placeholders of *problem* and *fix*.
+    ``param`` is the step's parameter name (``"output"``, ``"segmap"``); a command reports it
+    by its own option (:func:`ifu_extract.commands._options.option_errors`).
     """
 
-    def __init__(self, path, problem: str, fix: str | None = None, *, param: str = "output",
-                 label: str | None = None):
+    def __init__(self, path, problem: str, fix: str | None = None, *, param: str = "output"):
         self.param = param
-        self.label = label or param
-        self._template = (problem, fix)
-        super().__init__(path, problem.format(param=self.label),
-                         None if fix is None else fix.format(param=self.label))
-
-    def relabel(self, label: str) -> "OutputError":
-        """The same error, naming the output by *label* (a command's option) instead."""
-        problem, fix = self._template
-        return OutputError(self.path, problem, fix, param=self.param, label=label)
-
-    def __reduce__(self):
-        problem, fix = self._template
-        return (_rebuild, (self.path, problem, fix, self.param, self.label))
-
-
-def _rebuild(path, problem, fix, param, label):
-    return OutputError(path, problem, fix, param=param, label=label)
+        super().__init__(path, problem, fix, params=(param,))
 
 
 def check_writable(outputs: dict) -> None:
@@ -83,14 +65,14 @@ def check_writable(outputs: dict) -> None:
         path = Path(path)
         parent = path.parent if str(path.parent) else Path(".")
         if path.is_dir():
-            raise OutputError(path, "is a folder ({param} needs a file name)",
-                              "give a file path to {param}", param=param)
+            raise OutputError(path, f"is a folder ({{{param}}} needs a file name)",
+                              f"give a file path to {{{param}}}", param=param)
         if not parent.is_dir():
             raise OutputError(path, "the output folder does not exist",
-                              "create it or choose another {param}", param=param)
+                              f"create it or choose another {{{param}}}", param=param)
         if not os.access(parent, os.W_OK | os.X_OK):
             raise OutputError(path, "the output folder is not writable",
-                              "choose another {param}", param=param)
+                              f"choose another {{{param}}}", param=param)
 
 
 class OutputSet:
