@@ -74,8 +74,8 @@ class ParameterError(InputError):
         self.params = tuple(params)
         self.labels = {p: (labels or {}).get(p, p) for p in self.params}
         self.templates = (problem, fix)
-        super().__init__(path, problem.format(**self.labels),
-                         None if fix is None else fix.format(**self.labels))
+        super().__init__(path, _fill(problem, self.labels),
+                         None if fix is None else _fill(fix, self.labels))
 
     def relabel(self, labels: dict) -> "ParameterError":
         """The same error with the parameters named by *labels* (``{param: "--option"}``)."""
@@ -89,6 +89,13 @@ class ParameterError(InputError):
     def __reduce__(self):
         return (_parameter_error, (type(self), self.path, *self.templates, self.params,
                                    self.labels, dict(vars(self))))
+
+
+def _fill(template: str, labels: dict) -> str:
+    # Plain replacement, not str.format: the text may quote values with braces in them.
+    for param, label in labels.items():
+        template = template.replace("{%s}" % param, label)
+    return template
 
 
 def _parameter_error(cls, path, problem, fix, params, labels, state):
