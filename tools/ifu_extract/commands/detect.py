@@ -182,15 +182,14 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
                        side_width=0.0 if contsub_cube else line_side_width,
                        sky_windows=(() if no_default_sky else DEFAULT_SKY_WINDOWS) + tuple(sky_windows)),
             contsub=contsub_cube, fwhm=line_fwhm, lines=lines_path, images=line_images)
-    sep_options["kernel_fwhm"] = filter_fwhm
     config = DetectConfig(wave_range=tuple(wave_range) if wave_range else None, line=line,
                           width=width, side_width=side_width, gap=gap, data_ext=data_ext,
                           var_ext=var_ext, dq_ext=dq_ext, allow_no_wcs=allow_no_wcs,
-                          kernel=filter_kernel, sep=sep_options, match_radius=match_radius,
-                          line_scan=scan)
+                          filter_kernel=filter_kernel, filter_fwhm=filter_fwhm,
+                          match_radius=match_radius, line_scan=scan, **sep_options)
     outputs = DetectOutputs(output, catalog_format, segmap=segmap, background=background, rms=rms,
                             plot=plot)
-    with option_errors(extra={"mask": "--mask", "kernel": "--filter-kernel"}):
+    with option_errors(extra={"mask": "--mask"}):
         res = run_detect(image_or_cube, outputs, config, mask=mask_path, filter_file=filter_file,
                          merge_catalog=merge_catalog)
     name = Path(image_or_cube).name

@@ -31,13 +31,14 @@ __all__ = ["DetectConfig", "DetectOutputs", "DetectResult", "run_detect", "produ
 
 @dataclass(frozen=True)
 class DetectConfig:
-    """Parameters of the ``detect`` step (the verb's options, by parameter name).
+    """Parameters of the ``detect`` step, named as the verb's options.
 
     The image parameters (``wave_range``, ``line``, ``width``, ``side_width``, ``gap``,
     ``data_ext``, ``var_ext``, ``dq_ext``) are those of
-    :func:`ifu_extract.detect.read_detection_image`; ``sep`` holds the keyword arguments of
-    :func:`ifu_extract.detect.detect_sources` (default: its defaults), without ``mask`` and
-    ``kernel`` which come from the step's inputs and ``kernel``.
+    :func:`ifu_extract.detect.read_detection_image`; the detection parameters those of
+    :func:`ifu_extract.detect.detect_sources` (:meth:`sep_kwargs`), with the filter named
+    ``filter_kernel``/``filter_fwhm``; ``match_radius`` (arcsec) is the radius within which a
+    detection is an object of the merge catalogue; ``line_scan`` asks for the line scan.
     """
 
     wave_range: tuple | None = None
@@ -49,14 +50,39 @@ class DetectConfig:
     var_ext: object = None
     dq_ext: object = None
     allow_no_wcs: bool = False
-    kernel: str = DEFAULTS["kernel"]
-    sep: dict = field(default_factory=dict)
+    mask_thresh: float = DEFAULTS["mask_thresh"]
+    back_size: int = DEFAULTS["back_size"]
+    back_filter_size: int = DEFAULTS["back_filter_size"]
+    back_filter_thresh: float = DEFAULTS["back_filter_thresh"]
+    back_mask_sources: bool = DEFAULTS["back_mask_sources"]
+    back_mask_dilate: float = DEFAULTS["back_mask_dilate"]
+    thresh: float = DEFAULTS["thresh"]
+    thresh_type: str = DEFAULTS["thresh_type"]
+    minarea: int = DEFAULTS["minarea"]
+    filter_kernel: str = DEFAULTS["kernel"]
+    filter_fwhm: float = DEFAULTS["kernel_fwhm"]
+    filter_type: str = DEFAULTS["filter_type"]
+    deblend_nthresh: int = DEFAULTS["deblend_nthresh"]
+    deblend_cont: float = DEFAULTS["deblend_cont"]
+    clean: bool = DEFAULTS["clean"]
+    clean_param: float = DEFAULTS["clean_param"]
+    kron_factor: float = DEFAULTS["kron_factor"]
+    kron_min: float = DEFAULTS["kron_min"]
+    min_radius: float = DEFAULTS["min_radius"]
     match_radius: float = 0.6
     line_scan: LineScanRequest | None = None
 
     @property
     def cube_ext(self) -> dict:
         return {"data_ext": self.data_ext, "var_ext": self.var_ext, "dq_ext": self.dq_ext}
+
+    def sep_kwargs(self) -> dict:
+        """Keyword arguments of :func:`ifu_extract.detect.detect_sources` (but mask, kernel)."""
+        names = ("mask_thresh", "back_size", "back_filter_size", "back_filter_thresh",
+                 "back_mask_sources", "back_mask_dilate", "thresh", "thresh_type", "minarea",
+                 "filter_type", "deblend_nthresh", "deblend_cont", "clean", "clean_param",
+                 "kron_factor", "kron_min", "min_radius")
+        return {**{n: getattr(self, n) for n in names}, "kernel_fwhm": self.filter_fwhm}
 
 
 @dataclass(frozen=True)
@@ -142,9 +168,9 @@ def run_detect(image_or_cube, outputs: DetectOutputs, config: DetectConfig | Non
     outputs : DetectOutputs
     config : DetectConfig, optional
     mask : str or os.PathLike, optional
-        Mask image on the image grid (pixels above ``sep["mask_thresh"]`` are ignored).
+        Mask image on the image grid (pixels above ``config.mask_thresh`` are ignored).
     filter_file : str or os.PathLike, optional
-        Custom filter kernel (text), instead of ``config.kernel``.
+        Custom filter kernel (text), instead of ``config.filter_kernel``.
     merge_catalog : str or os.PathLike, optional
         Catalogue the detections are merged into (its rows and IDs win within
         ``config.match_radius`` arcsec).
@@ -160,9 +186,9 @@ def run_detect(image_or_cube, outputs: DetectOutputs, config: DetectConfig | Non
     if cfg.line is not None and cfg.wave_range:
         raise ParameterError(None, "{line} and {wave_range} are exclusive", "give one of them",
                              params=("line", "wave_range"))
-    if filter_file is not None and cfg.kernel != "default":
-        raise ParameterError(None, "{filter_file} and {kernel} are exclusive", "give one of them",
-                             params=("filter_file", "kernel"))
+    if filter_file is not None and cfg.filter_kernel != "default":
+        raise ParameterError(None, "{filter_file} and {filter_kernel} are exclusive",
+                             "give one of them", params=("filter_file", "filter_kernel"))
     check_writable(outputs.paths())
     if cfg.line_scan is not None:
         check_writable({"lines_path": cfg.line_scan.lines, "line_images": cfg.line_scan.images})
@@ -176,12 +202,12 @@ def run_detect(image_or_cube, outputs: DetectOutputs, config: DetectConfig | Non
                              params=("allow_no_wcs",))
     user_catalog = read_catalog(merge_catalog) if merge_catalog else None
     mask_data = lib.read_mask(mask, image) if mask else None
-    kernel = lib.load_kernel(filter_file) if filter_file else cfg.kernel
+    kernel = lib.load_kernel(filter_file) if filter_file else cfg.filter_kernel
 
     messages = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DetectionWarning)
-        result = lib.detect_sources(image, mask=mask_data, kernel=kernel, **cfg.sep)
+        result = lib.detect_sources(image, mask=mask_data, kernel=kernel, **cfg.sep_kwargs())
     for w in caught:
         if issubclass(w.category, DetectionWarning):
             messages.append(str(w.message))
