@@ -298,8 +298,8 @@ def catalog_from_position(ra: float, dec: float, obj_id: str = "1") -> Table:
     tab = Table({"ID": [obj_id], "RA": [float(ra)] * u.deg, "DEC": [float(dec)] * u.deg,
                  "STATUS": [OK]})
     if not (0 <= ra <= 360 and -90 <= dec <= 90):
-        raise ParameterError("ra/dec", f"({ra}, {dec}) is not a sky position in degrees",
-                         "give RA in [0, 360] and Dec in [-90, 90]")
+        raise ParameterError("{ra}/{dec}", f"({ra}, {dec}) is not a sky position in degrees",
+                         "give RA in [0, 360] and Dec in [-90, 90]", params=("ra", "dec"))
     tab.meta["format"] = "position"
     return tab
 

@@ -55,6 +55,7 @@ OUTPUT_PARAMS = {
     "extract": ("output", "marz"),
     "selfcal": ("output", "corrections", "png"),
     "detimage": ("output", "png", "png_wave"),
+    "ingest": ("store",),
 }
 
 log = logging.getLogger("ifu_extract")

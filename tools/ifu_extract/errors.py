@@ -50,33 +50,83 @@ class InputError(Exception):
 
 
 class ParameterError(InputError):
-    """A bad value of a library parameter, named as the library names it (``"fwhm"``,
-    ``"degree"``, ``"match_radius/sky_grow"``), not as a command line spells it.
+    """A bad parameter value or combination, naming the parameters the way the caller spells them.
 
-    The command line reports it under the option of the verb that ran (``--fwhm``): see
-    :meth:`for_options`, applied to every verb by :mod:`ifu_extract.cli`.
+    The library and the steps name parameters by their Python names (``degree``,
+    ``allow_no_wcs``); the command line reports them by its options (``--degree``): every verb
+    relabels them through :func:`ifu_extract.cli` (the running verb's click options), and a
+    command whose step renames a parameter passes the map itself
+    (:func:`ifu_extract.commands._options.option_errors`).  *path*, *problem* and *fix* are
+    templates whose ``{name}`` fields are the parameters of *params*.
 
     Parameters
     ----------
-    param : str
-        Parameter name(s), ``/``-separated when the problem involves several.
+    path : str or os.PathLike or None
+        The file at fault, a template naming the parameter (``"{fwhm}"``), or None (then the
+        message starts with the problem).
     problem, fix : str
-        As for :class:`InputError`.
+        Templates, e.g. ``"{line} and {wave_range} are exclusive"``.
+    params : sequence of str
+        The parameter names used in the templates.
+    labels : dict, optional
+        ``{parameter: label}`` shown instead of the parameter names.
+
+    Examples
+    --------
+    >>> ParameterError("{fwhm}", "-1 is not a positive FWHM", params=("fwhm",)).relabel(
+    ...     {"fwhm": "--fwhm"}).path
+    '--fwhm'
     """
 
-    def __init__(self, param: str, problem: str, fix: str | None = None):
-        self.param = str(param)
-        super().__init__(self.param, problem, fix)
+    def __init__(self, path, problem: str, fix: str | None = None, *, params=(),
+                 labels: dict | None = None):
+        self.params = tuple(params)
+        self.labels = {p: (labels or {}).get(p, p) for p in self.params}
+        self.templates = (path, problem, fix)
+        shown = _fill(path, self.labels) if isinstance(path, str) else path
+        super().__init__(shown, _fill(problem, self.labels),
+                         None if fix is None else _fill(fix, self.labels))
 
-    def for_options(self, options: dict) -> InputError:
-        """The same error naming options: *options* maps parameter names to option spellings
-        (``{"fwhm": "--fwhm"}``); a name without an option becomes ``--name-with-dashes``."""
-        label = "/".join(options.get(name, "--" + name.replace("_", "-"))
-                         for name in self.param.split("/"))
-        return InputError(label, self.problem, self.fix)
+    @property
+    def relabelled(self) -> bool:
+        """True once every parameter is shown by an option spelling (``--x``, ``-o``)."""
+        return all(str(v).startswith("-") for v in self.labels.values())
+
+    def relabel(self, labels: dict) -> "ParameterError":
+        """The same error with the parameters named by *labels* (``{param: "--option"}``)."""
+        new = {p: labels.get(p, self.labels[p]) for p in self.params}
+        clone = type(self).__new__(type(self))
+        ParameterError.__init__(clone, *self.templates, params=self.params, labels=new)
+        for key, value in vars(self).items():
+            clone.__dict__.setdefault(key, value)
+        return clone
+
+    def for_options(self, options: dict) -> "ParameterError":
+        """Name every parameter not yet shown as an option by *options* (``{name: "--x"}``);
+        a name without an option becomes ``--name-with-dashes``."""
+        labels = {p: (cur if str(cur).startswith("-")
+                      else options.get(cur, "--" + str(cur).replace("_", "-")))
+                  for p, cur in self.labels.items()}
+        return self.relabel(labels)
 
     def __reduce__(self):
-        return (type(self), (self.param, self.problem, self.fix))
+        return (_parameter_error, (type(self), *self.templates, self.params,
+                                   self.labels, dict(vars(self))))
+
+
+def _fill(template: str, labels: dict) -> str:
+    # Plain replacement, not str.format: the text may quote values with braces in them.
+    for param, label in labels.items():
+        template = template.replace("{%s}" % param, label)
+    return template
+
+
+def _parameter_error(cls, path, problem, fix, params, labels, state):
+    err = cls.__new__(cls)
+    ParameterError.__init__(err, path, problem, fix, params=params, labels=labels)
+    for key, value in state.items():
+        err.__dict__.setdefault(key, value)
+    return err
 
 
 class OptionConflict(Exception):

@@ -480,8 +480,8 @@ def fit_psf_on_star(cube, x: float, y: float, *, kind: str = "moffat", nbins: in
         The star is off the cube, too faint, or the fits fail in most bands.
     """
     if not (0 <= int(np.floor(x + 0.5)) < cube.nx and 0 <= int(np.floor(y + 0.5)) < cube.ny):
-        raise ParameterError("psf_star", f"the star at pixel ({x:.1f}, {y:.1f}) is outside the cube",
-                         "choose a star inside the field")
+        raise ParameterError("{psf_star}", f"the star at pixel ({x:.1f}, {y:.1f}) is outside the cube",
+                         "choose a star inside the field", params=("psf_star",))
     star = StarFit("star", float(x), float(y), status="used", half_size=half_size)
     _white_fit(cube, star, [], kind=kind)
     if star.status != "used":
@@ -489,9 +489,9 @@ def fit_psf_on_star(cube, x: float, y: float, *, kind: str = "moffat", nbins: in
     beta_poly = _fit_bands_twice(cube, [star], nbands=nbins, kind=kind, beta_degree=beta_degree,
                                  lbrange=lbrange)
     if star.status != "used":
-        raise ParameterError("psf_star", f"the PSF fit on the star at pixel ({x:.1f}, {y:.1f}) failed "
+        raise ParameterError("{psf_star}", f"the PSF fit on the star at pixel ({x:.1f}, {y:.1f}) failed "
                          f"in {nbins - len(star.wave)} of {nbins} wavelength bins",
-                         "choose a brighter, isolated star, or give --fwhm/--beta")
+                         "choose a brighter, isolated star, or give --fwhm/--beta", params=("psf_star",))
     result = _model_from_stars([star], kind, fwhm_degree, lbrange, beta_poly)
     return result if full else result.model
 

@@ -43,7 +43,7 @@ from astropy import units as u
 from astropy.io import fits
 
 from ..catalog import safe_id
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 from ..fitsio import is_fits
 from ..sourcefile import ext_name, tags_of
 from .grid import Grid, GridMismatch
@@ -490,8 +490,8 @@ def _expand(paths) -> list[Path]:
     return out
 
 
-def ingest(paths, store, *, context: str | None = None, commit_every: int = 200,
-           progress=None) -> IngestReport:
+def ingest(paths, store, *, summaries=(), names=None, context: str | None = None,
+           commit_every: int = 200, progress=None) -> IngestReport:
     """Ingest Source files, SDSS spec files and summary tables into *store*.
 
     Parameters
@@ -499,7 +499,13 @@ def ingest(paths, store, *, context: str | None = None, commit_every: int = 200,
     paths : sequence of path
         Files (kind detected from the content) or folders (searched recursively).
     store : path
-        The store file; created when missing.
+        The store file; created when missing (an empty file is a new store).
+    summaries : sequence of path
+        Summary tables (``summary.tsv``), read as such whatever their content looks like.
+    names : sequence of str, optional
+        The names recorded as the spectra's source file, one per path of *paths* (which must
+        then all be files), e.g. the names Galaxy users gave their datasets; default: the file
+        names.
     context : str, optional
         Put every spectrum in this context (``[a-z0-9_]``); default: chosen by grid.
     commit_every : int
@@ -514,11 +520,25 @@ def ingest(paths, store, *, context: str | None = None, commit_every: int = 200,
         one bad file does not stop the batch).
     """
     if context is not None and not _CONTEXT_OK.match(context):
-        raise InputError("--context", f"{context!r} is not a valid context name",
-                         "use 1-40 lower-case letters, digits or _")
-    files = _expand(paths)
+        raise ParameterError(None, "{context}: " + f"{context!r} is not a valid context name",
+                             "use 1-40 lower-case letters, digits or _", params=("context",))
+    if names is not None:
+        names = [str(n) for n in names]
+        if len(names) != len(paths):
+            raise ParameterError(None, f"{{names}}: {len(names)} names for {len(paths)} files",
+                                 "give one name per file, in the same order", params=("names",))
+        for p in paths:
+            if Path(p).is_dir():
+                raise ParameterError(p, "is a folder, which cannot be given a name",
+                                     "give files with {names}", params=("names",))
+    # (path, forced kind or None, recorded name or None)
+    files = ([(f, None, None) for f in _expand(paths)] if names is None
+             else [(Path(p), None, n) for p, n in zip(paths, names)])
+    files += [(Path(p), "summary", None) for p in summaries]
     if not files:
-        raise InputError("SOURCES", "no input files", "give Source/spec FITS files or folders")
+        raise ParameterError(None, "{paths}: no input files",
+                             "give Source/spec FITS files or folders, or summary tables",
+                             params=("paths",))
     report = IngestReport()
     with StoreWriter(store) as writer:
         report.dropped_bytes = writer.dropped_bytes
@@ -532,10 +552,10 @@ def ingest(paths, store, *, context: str | None = None, commit_every: int = 200,
             writer.commit()
             report.commits = writer.commits
 
-        for path in files:
+        for path, forced, name in files:
             report.files += 1
             try:
-                kind = detect_kind(path)
+                kind = forced or detect_kind(path)
             except OSError as exc:
                 report.problems.append(f"{path}: cannot read ({exc.strerror or exc})")
                 continue
@@ -551,6 +571,8 @@ def ingest(paths, store, *, context: str | None = None, commit_every: int = 200,
                         spectra = []
                 elif kind == "fits":
                     spectra = read_fits_spectra(path)
+                    for sp in spectra if name is not None else ():
+                        sp.source = name
                 else:
                     report.problems.append(f"{path}: neither an MPDAF Source, an SDSS spec file "
                                            "nor a summary table (with an ID column)")
