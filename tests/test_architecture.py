@@ -36,9 +36,8 @@ FRONT = ("ifu_extract.cli", "ifu_extract.commands")
 #: The steps: plain functions between the library and the commands (no click).
 STEPS = "ifu_extract.steps"
 
-#: Library modules over MAX_LINES, being split into packages (deblend/, report/, masks/, line scan
-#: vs emitters).
-PENDING_SPLIT = {"ifu_extract.deblend", "ifu_extract.report", "ifu_extract.linescan", "ifu_extract.masks"}
+#: Library modules over MAX_LINES, being split into packages (deblend/, report/, masks/).
+PENDING_SPLIT = {"ifu_extract.deblend", "ifu_extract.report", "ifu_extract.masks"}
 #: Import cycles being broken (deblend <-> its models: the deblend/ split; chunks <-> report:
 #: the summary module).
 PENDING_CYCLES = {
@@ -46,18 +45,18 @@ PENDING_CYCLES = {
     frozenset({"ifu_extract.chunks", "ifu_extract.report"}),
 }
 #: (importing module, private name) pairs being replaced by the one Box/stamp helper.
-PENDING_PRIVATE = {("ifu_extract.xcorr", "_Stamp"), ("ifu_extract.linescan", "_Stamp")}
+PENDING_PRIVATE = {("ifu_extract.xcorr", "_Stamp"), ("ifu_extract.emitters", "_Stamp")}
 #: Commands that still open cubes or write products themselves (moving into steps/).
 PENDING_COMMAND_IO = {
-    "ifu_extract.commands.cutout", "ifu_extract.commands.detect", "ifu_extract.commands.extract",
-    "ifu_extract.commands.image", "ifu_extract.commands.info", "ifu_extract.commands.mask",
-    "ifu_extract.commands.pixtable", "ifu_extract.commands.run", "ifu_extract.commands.spectra",
+    "ifu_extract.commands.cutout", "ifu_extract.commands.extract", "ifu_extract.commands.image",
+    "ifu_extract.commands.info", "ifu_extract.commands.mask", "ifu_extract.commands.run",
+    "ifu_extract.commands.spectra",
 }
 #: Library modules that import click (runconfig maps run.toml onto click options: it moves to
 #: the command line with click's default_map).
 PENDING_LIBRARY_CLICK = {"ifu_extract.runconfig"}
 #: Wrappers that still stage files in Cheetah (explicit file options replace it).
-PENDING_STAGING = {"macros.xml", "merge.xml", "report.xml", "run.xml", "spectra_ingest.xml"}
+PENDING_STAGING = {"macros.xml", "merge.xml", "report.xml", "run.xml"}
 
 #: Calls that open a cube or read/write a FITS product, by the name they are called through.
 _PRODUCT_IO = {"open", "writeto", "getdata", "getheader", "open_cube", "open_fits", "write_hdulist",

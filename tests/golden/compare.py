@@ -57,9 +57,11 @@ def main(argv=None) -> int:
         fa &= fb
     bad = 0
     for rel in sorted(fa - fb):
-        print(f"MISSING  {rel}"); bad += 1
+        print(f"MISSING  {rel}")
+        bad += 1
     for rel in sorted(fb - fa):
-        print(f"EXTRA    {rel}"); bad += 1
+        print(f"EXTRA    {rel}")
+        bad += 1
     same = 0
     for rel in sorted(fa & fb):
         a, b = args.base / rel, args.new / rel

@@ -58,7 +58,8 @@ def psf_from_cube(cube, *, fwhm: float | None = None, beta: float | None = None,
     """
     if fwhm is not None:
         if fwhm <= 0:
-            raise ParameterError("{fwhm}", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec", params=("fwhm",))
+            raise ParameterError("{fwhm}", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec",
+                                 params=("fwhm",))
         return PSFModel(kind, (float(fwhm),), (float(beta or DEFAULT_BETA),), "given")
     found = muse_fsf_keywords(cube)
     if found is None:
@@ -135,7 +136,8 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
     if fwhm is not None:
         for name, value in (("fwhm", fwhm), ("fwhm_red", fwhm_red)):
             if value is not None and not (np.isfinite(value) and value > 0):
-                raise ParameterError("{%s}" % name, f"{value} is not a positive FWHM", "give the PSF FWHM in arcsec", params=(name,))
+                raise ParameterError("{%s}" % name, f"{value} is not a positive FWHM",
+                                     "give the PSF FWHM in arcsec", params=(name,))
         if fwhm_red is None:
             return psf_from_cube(cube, fwhm=fwhm, beta=beta, kind=kind)
         w0, w1 = float(cube.wave[0]), float(cube.wave[-1])
@@ -208,7 +210,8 @@ def resolve_fwhm(cube: Cube, fwhm: float | None = None, candidates=None) -> tupl
     """
     if fwhm is not None:
         if not np.isfinite(fwhm) or fwhm <= 0:
-            raise ParameterError("{fwhm}", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec", params=("fwhm",))
+            raise ParameterError("{fwhm}", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec",
+                                 params=("fwhm",))
         return float(fwhm), "given"
     details = {}
     try:
