@@ -102,14 +102,32 @@ def test_minicube_dq_flags_become_nan(minicube):
     assert np.isnan(d[flagged]).all() and np.isnan(v[flagged]).all()
 
 
-def test_window_does_not_load_cube(minicube):
-    # The data HDU stays memory-mapped: reading a window does not materialise the cube.
-    with open_cube(minicube) as cube:
-        cube.window(10, 12, 10, 12)
-        base = cube.hdul[cube.data_ext].data
-        while base is not None and not isinstance(base, (np.memmap, mmap.mmap)):
-            base = getattr(base, "base", None)
-        assert base is not None
+def test_window_reads_only_its_voxels(tmp_path, monkeypatch):
+    """A window reads its own voxels from the memory-mapped file and nothing more.
+
+    The cube is 2 x 10 MB (data and variance, 40 planes of 256 x 256); a 2 x 3-spaxel window
+    reads 40 x 3 x 2 float32 per extension.  Every read of the file goes through ``Cube._read``
+    (counted here, in bytes), and the extensions stay memory maps (nothing is loaded at open).
+    """
+    _, _, _, hdr, _ = _small_cube(shape=(40, 8, 8))
+    shape = (40, 256, 256)
+    data = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    path = tmp_path / "big.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data, hdr, name="DATA"),
+                  fits.ImageHDU(np.full(shape, 2.0, np.float32), hdr, name="STAT")]).writeto(path)
+    with open_cube(path, require_finite=False) as cube:
+        for ext in (cube.data_ext, cube.var_ext):
+            base = cube.hdul[ext].data
+            while base is not None and not isinstance(base, (np.memmap, mmap.mmap)):
+                base = getattr(base, "base", None)
+            assert base is not None, f"extension {ext} was loaded into memory"
+        read = []
+        plain_read = cube._read
+        monkeypatch.setattr(cube, "_read", lambda ext, sl: read.append(plain_read(ext, sl)) or read[-1])
+        d, v = cube.window(100, 102, 50, 53)
+    assert [r.nbytes for r in read] == [40 * 3 * 2 * 4] * 2     # data, then variance
+    np.testing.assert_array_equal(d, data[:, 50:53, 100:102])
+    assert (v == 2.0).all()
 
 
 @pytest.mark.parametrize("text,unit,area", [
