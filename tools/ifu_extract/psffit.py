@@ -24,9 +24,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from astropy.io import fits
+from astropy.table import Table
 
+from .cubeinfo import format_fsf, fsf_header_info
+from .detect import detect_sources
 from .errors import InputError, ParameterError
+from .fitsout import add_provenance, write_hdulist
+from .image import band_image
 from .psfmodel import DEFAULT_BETA, PSFModel, fsf_cards, gaussian_image, moffat_images
+from .wcsutil import pixel_to_world
 
 __all__ = ["StarFit", "PSFFit", "fit_psf_on_star", "fit_psf_from_stars", "find_stars", "psf_summary",
            "write_psf_product",
@@ -579,9 +586,6 @@ def find_stars(cube, candidates=None, *, kind: str = "moffat", min_snr: float = 
 
 def _detections(cube):
     """(id, x, y) of SEP detections on the white light (default detection parameters)."""
-    from .detect import detect_sources
-    from .image import band_image
-
     res = detect_sources(band_image(cube))
     return [(f"det{int(r['ID'])}", float(r["x"]), float(r["y"])) for r in res.catalog]
 
@@ -643,8 +647,6 @@ def _why(stars) -> str:
 
 # ------------------------------------------------------------------------------ reporting
 def _fsf_header(fit: PSFFit, wave):
-    from astropy.io import fits
-
     hdr = fits.Header()
     for key, value, comment in fsf_cards(fit.model, wave):
         hdr[key] = (value, comment)
@@ -662,8 +664,6 @@ def psf_summary(fit: PSFFit, wave, pixscale: float = 0.2) -> str:
     pixscale : float
         Spaxel side, arcsec (not used by mode-2 keywords).
     """
-    from .cubeinfo import format_fsf, fsf_header_info
-
     wave = np.asarray(wave, dtype=float)
     lines = format_fsf(fsf_header_info(_fsf_header(fit, wave), [0], (wave[0], wave[-1]), pixscale))
     lam = np.array([wave[0] + f * (wave[-1] - wave[0]) for f in REF_FRACTIONS])
@@ -689,11 +689,7 @@ def write_psf_product(path, fit: PSFFit, cube, *, inputs: dict | None = None):
     inputs : dict, optional
         Provenance ``{role: path}``.
     """
-    from astropy.io import fits
-    from astropy.table import Table
 
-    from .fitsout import add_provenance, write_hdulist
-    from .wcsutil import pixel_to_world
 
     prim = fits.PrimaryHDU()
     hdr = _fsf_header(fit, cube.wave)
