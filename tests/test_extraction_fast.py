@@ -21,7 +21,7 @@ from conftest import write_synth
 from ifu_extract import synth
 from ifu_extract.cubeio import open_cube
 from ifu_extract.errors import InputError
-from ifu_extract.extract import (ExtractConfig, ObjectRegion, _Stamp, circle_overlap, extract_object,
+from ifu_extract.estimators import (ExtractConfig, ObjectRegion, StampMatrices, circle_overlap, extract_object,
                                  extract_window, extract_windows)
 from ifu_extract.psf import PSFModel
 
@@ -150,7 +150,7 @@ def test_lambda_dependent_psf_products_equal_per_channel_profiles():
     cfg = ExtractConfig(apertures=(), psf=psf, psf_radius_fwhm=50.0, white=False, skysub=False)
     got = extract_object(data, var, wave, 0.2, region, cfg).spectra["MUSE_PSF"]
     prof = psf.stamps(wave, (ny, nx), 9.3, 8.6, 0.2)
-    (flux, v), _ = _Stamp(data, var).optimal(prof, np.ones((ny, nx), bool))
+    (flux, v), _ = StampMatrices(data, var).optimal(prof, np.ones((ny, nx), bool))
     np.testing.assert_allclose(got.flux, flux, rtol=2e-5, atol=1e-6 * np.nanmax(np.abs(flux)))
     np.testing.assert_allclose(got.var, v, rtol=2e-5)
 
@@ -224,7 +224,7 @@ def test_source_file_cards_long_values(tmp_path):
     astropy would, and MPDAF opens the file."""
     from mpdaf.sdetect import Source
 
-    from ifu_extract.extract import Spectrum1D
+    from ifu_extract.estimators import Spectrum1D
     from ifu_extract.sourcefile import write_source
 
     wcs_hdr = fits.Header({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 10.0, "CRVAL2": 2.0,
