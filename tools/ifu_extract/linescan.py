@@ -66,7 +66,7 @@ from .cubeio import Cube
 from .errors import OK, InputError
 from .identity import check_product
 from .catalog import file_stem
-from .extract import Spectrum1D, _Stamp
+from .estimators import Spectrum1D, StampMatrices
 from .image import Image
 from .psf import PSFModel, gaussian_image, moffat_image
 from .skylines import SKY_LINES, telluric_bands
@@ -1026,7 +1026,7 @@ def extract_emitter(cube: Cube, x: float, y: float, image: Image, *, psf: PSFMod
                               info["fwhm_pix"], beta)
     yy, xx = np.mgrid[0:2 * h + 1, 0:2 * h + 1]
     disk = (xx - (info["x"] - box[0])) ** 2 + (yy - (info["y"] - box[2])) ** 2 <= h * h
-    st = _Stamp(data, var)
+    st = StampMatrices(data, var)
     prof = np.broadcast_to(stamp_prof, data.shape)
     (flux, fvar), _ = st.optimal(np.ascontiguousarray(prof), disk)
     meta = {"NBWAVE": (round(lbda, 2), "[Angstrom] narrow band of the weights"),
