@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
 import click
 
 from ..catalog import FORMATS
+from ..errors import InputError
 
 log = logging.getLogger("ifu_extract")
 
@@ -80,3 +82,24 @@ def white_option(func):
     return click.option("--white", "white_path", type=click.Path(dir_okay=False), default=None,
                         help="White-light image of this cube from 'ifu-extract image' (computed "
                              "from the cube when not given).")(func)
+
+
+def name_options(func):
+    """Report library errors with the option a user typed, not the parameter name.
+
+    Library code names the parameter at fault (``InputError("match_radius", ...)``); when it
+    is the name of one of the command's click parameters, the message shows its option
+    (``--match-radius``) instead.
+    """
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except InputError as exc:
+            ctx = click.get_current_context(silent=True)
+            params = {p.name: p for p in (ctx.command.params if ctx else ())}
+            param = params.get(exc.path)
+            if param is not None and param.opts and param.opts[-1].startswith("-"):
+                raise type(exc)(max(param.opts, key=len), exc.problem, exc.fix) from None
+            raise
+    return wrapper
