@@ -28,11 +28,13 @@ Axis order follows numpy: masks are ``(ny, nx)``; pixel coordinates are 0-based,
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 
 from ..cubeio import open_fits
 from ..errors import InputError
@@ -185,6 +187,23 @@ def read_masks(path) -> tuple[Table, MaskSet]:
         raise
 
 
+def _check_complete(path, hdul: fits.HDUList) -> None:
+    """Refuse a file whose last HDU is cut short (astropy only warns, and reads zeros or fails
+    later): every data unit must lie inside the file (FITS 4.0, section 4.4.1.1)."""
+    size = Path(path).stat().st_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)  # "may have been truncated": said below
+        hdus = list(hdul)  # loads every header: three or four for format 2
+    for hdu in hdus:
+        h = hdu.header
+        naxes = [h.get(f"NAXIS{k}", 0) for k in range(1, h.get("NAXIS", 0) + 1)]
+        elements = h.get("PCOUNT", 0) + int(np.prod(naxes)) if naxes else 0
+        end = hdu.fileinfo()["datLoc"] + abs(h["BITPIX"]) // 8 * h.get("GCOUNT", 1) * elements
+        if end > size:
+            raise InputError(path, f"is truncated (HDU {hdu.name} needs {end} bytes, the file has "
+                             f"{size})", RECREATE)
+
+
 def _read(path, hdul: fits.HDUList) -> tuple[Table, MaskSet]:
     """:func:`read_masks` of a file opened (lazily) as *hdul*."""
     try:
@@ -192,6 +211,7 @@ def _read(path, hdul: fits.HDUList) -> tuple[Table, MaskSet]:
     except KeyError:
         raise InputError(path, "has no OBJECTS table, so it is not a masks file",
                          "give the output of 'ifu-extract mask'") from None
+    _check_complete(path, hdul)
     version = hdul[0].header.get("MASKFMT", 1)
     if version == 1:
         return read_v1(path, hdul, _objects_table(hdu, path))
