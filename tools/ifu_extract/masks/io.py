@@ -202,6 +202,12 @@ def _check_complete(path, hdul: fits.HDUList) -> None:
         if end > size:
             raise InputError(path, f"is truncated (HDU {hdu.name} needs {end} bytes, the file has "
                              f"{size})", RECREATE)
+    # A file cut at an HDU boundary reads cleanly: count the segmentation maps announced.
+    want = hdul[0].header.get("NSEGMAP")
+    have = sum(1 for hdu in hdus if hdu.name == "SEGMAP")
+    if want is not None and have < want:
+        raise InputError(path, f"is truncated or incomplete: {want - have} of {want} segmentation "
+                         "maps (SEGMAP) are missing", RECREATE)
 
 
 def _read(path, hdul: fits.HDUList) -> tuple[Table, MaskSet]:
