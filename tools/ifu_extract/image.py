@@ -17,7 +17,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from .cubeio import Cube, open_cube, open_fits
-from .errors import InputError
+from .errors import InputError, ParameterError
+from .fitsio import file_head, is_tiff
 from .fitsout import add_provenance, write_hdulist
 from .wcsutil import celestial_from_header
 
@@ -174,7 +175,8 @@ def narrowband_image(cube: Cube, centre: float, width: float, *, side_width: flo
         Side-band width and gap, Angstrom.
     """
     if width <= 0:
-        raise InputError("width", f"{width} is not a positive width", "give a width in Angstrom > 0")
+        raise ParameterError("{width}", f"{width} is not a positive width", "give a width in Angstrom > 0",
+                             params=("width",))
     sw = width if side_width is None else side_width
     lo, hi = centre - width / 2.0, centre + width / 2.0
     if hi < cube.wave[0] or lo > cube.wave[-1]:
@@ -251,9 +253,7 @@ def read_image(path, *, ext=None, var_ext=None) -> Image:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such file", "check the path")
-    with open(path, "rb") as fh:
-        magic = fh.read(9)
-    if magic[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    if is_tiff(file_head(path)):
         return _read_tiff(path)
     hdul = open_fits(path, "image")
     with hdul:
@@ -328,7 +328,7 @@ def cube_image(cube: Cube, *, wave_range=None, line=None, width=10.0, side_width
     other."""
     if line is not None:
         if wave_range:
-            raise InputError("line", "and a wavelength range exclude each other", "give one of them")
+            raise ParameterError(None, "{line} and {wave_range} are exclusive", params=("line", "wave_range"))
         return narrowband_image(cube, line, width, side_width=side_width, gap=gap)
     return band_image(cube, tuple(wave_range) if wave_range else None)
 

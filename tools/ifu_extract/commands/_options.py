@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
 import math
 
 import click
 
 from ..catalog import FORMATS
-from ..errors import InputError
+from ..errors import ParameterError
 
 log = logging.getLogger("ifu_extract")
 
@@ -84,22 +84,35 @@ def white_option(func):
                              "from the cube when not given).")(func)
 
 
-def name_options(func):
-    """Report library errors with the option a user typed, not the parameter name.
+def option_label(command: click.Command, param: str) -> str:
+    """The option (``-o``, ``--segmap``) of *command* whose parameter name is *param*.
 
-    Library code names the parameter at fault (``InputError("match_radius", ...)``); when it
-    is the name of one of the command's click parameters, the message shows its option
-    (``--match-radius``) instead.
+    Steps and the library name parameters; a command reports them by its own options.  The
+    parameter name is returned unchanged when *command* has no such option.
     """
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except InputError as exc:
-            ctx = click.get_current_context(silent=True)
-            params = {p.name: p for p in (ctx.command.params if ctx else ())}
-            param = params.get(exc.path)
-            if param is not None and param.opts and param.opts[-1].startswith("-"):
-                raise type(exc)(max(param.opts, key=len), exc.problem, exc.fix) from None
-            raise
-    return wrapper
+    for p in command.params:
+        if p.name == param:
+            return p.opts[0] if isinstance(p, click.Option) else p.human_readable_name
+    return param
+
+
+@contextlib.contextmanager
+def option_errors(command: click.Command | None = None, extra: dict | None = None):
+    """Report a :class:`~ifu_extract.errors.ParameterError` by the options of *command*.
+
+    Parameters
+    ----------
+    command : click.Command, optional
+        Default: the click command running now.
+    extra : dict, optional
+        ``{parameter: option}`` for parameters whose names are not those of the command's
+        options (the line scan's ``snr`` is ``detect --line-snr``).
+    """
+    try:
+        yield
+    except ParameterError as exc:
+        cmd = command or click.get_current_context().command
+        # A step may have renamed a library parameter to its own (the scan's snr is line_snr).
+        names = {p: exc.labels.get(p, p) for p in exc.params}
+        labels = {p: (extra or {}).get(n) or option_label(cmd, n) for p, n in names.items()}
+        raise exc.relabel(labels) from None

@@ -4,7 +4,7 @@ import click
 
 from ..steps.cutout import CutoutOptions, run_cutout
 from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs, cube_options,
-                       name_options, report, wave_range_option)
+                       report, wave_range_option)
 
 
 @click.command("cutout")
@@ -21,7 +21,6 @@ from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs,
 @wave_range_option
 @catalog_format_option
 @cube_options
-@name_options
 def cmd(cube, catalog, ra, dec, obj_id, output, size, wave_range, catalog_format, **kwargs):
     """Cut sub-cubes (DATA, STAT, full WCS) around catalogue objects or one position.
 

@@ -3,7 +3,7 @@
 import click
 
 from ..steps.image import ImageOptions, run_image
-from ._options import cube_kwargs, cube_options, name_options, report, wave_range_option
+from ._options import cube_kwargs, cube_options, report, wave_range_option
 
 
 def image_options(func):
@@ -29,7 +29,6 @@ def image_options(func):
               help="Output FITS image (DATA and STAT with the celestial WCS).")
 @image_options
 @cube_options
-@name_options
 def cmd(cube, output, wave_range, line, width, side_width, gap, **kwargs):
     """Collapse CUBE into a white-light, band, or continuum-subtracted narrow-band image."""
     if line is not None and wave_range:

@@ -5,14 +5,13 @@ import json
 import click
 
 from ..steps.info import run_info
-from ._options import cube_kwargs, cube_options, name_options
+from ._options import cube_kwargs, cube_options
 
 
 @click.command("info")
 @click.argument("cube", type=click.Path(dir_okay=False))
 @cube_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@name_options
 def cmd(cube, as_json, **kwargs):
     """Describe CUBE: extensions used, shape, spaxel scale, WCS centre, wavelength range and
     unit, BUNIT, instrument and FSF keywords."""

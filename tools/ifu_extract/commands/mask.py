@@ -6,7 +6,7 @@ from ..masks import DEFAULT_MATCH_RADIUS, DEFAULT_SIZE, DEFAULT_SKY_GROW, MODES
 from ..segmap import DEFAULT_MIN_COVERAGE
 from ..steps.mask import MaskConfig, run_mask
 from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs, cube_options,
-                       name_options, report, white_option)
+                       report, white_option)
 
 
 @click.command("mask")
@@ -51,7 +51,6 @@ from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs,
 @white_option
 @catalog_format_option
 @cube_options
-@name_options
 def cmd(cube, catalog, segmaps, output, size, mode, fwhm, match_radius, sky_grow, min_coverage,
         split, voronoi, white_path, catalog_format, **kwargs):
     """Object and sky masks for every object of CATALOG on the grid of CUBE.

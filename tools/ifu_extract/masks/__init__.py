@@ -10,15 +10,14 @@
 """
 
 from ..box import reframe
-from .build import (DEFAULT_FWHM, DEFAULT_MATCH_RADIUS, DEFAULT_SIZE, DEFAULT_SKY_GROW, MODES,
-                    GridSegmap, BuiltMasks, build_masks, make_masks, prepare_segmaps, resolve_fwhm)
+from .build import (DEFAULT_MATCH_RADIUS, DEFAULT_SIZE, DEFAULT_SKY_GROW, MODES, BuiltMasks,
+                    GridSegmap, build_masks, make_masks, prepare_segmaps)
 from .io import FORMAT_VERSION, read_masks, write_masks
 from .maskset import MaskSet, ObjectMasks, object_mask
 
 __all__ = [
     "MODES",
     "DEFAULT_SIZE",
-    "DEFAULT_FWHM",
     "DEFAULT_MATCH_RADIUS",
     "DEFAULT_SKY_GROW",
     "FORMAT_VERSION",
@@ -26,7 +25,6 @@ __all__ = [
     "BuiltMasks",
     "ObjectMasks",
     "MaskSet",
-    "resolve_fwhm",
     "prepare_segmaps",
     "build_masks",
     "make_masks",

@@ -55,21 +55,19 @@ from scipy.spatial import cKDTree
 
 from ..box import Box
 from ..cubeio import Cube
-from ..errors import OK, InputError, warn_object
+from ..errors import OK, InputError, ParameterError, warn_object
 from ..image import band_image
-from ..psf import catalog_candidates, resolve_psf
+from ..psf import catalog_candidates, resolve_fwhm
 from ..segmap import DEFAULT_MIN_COVERAGE, SegMap, read_segmap, segmap_on_grid, split_label
 from ..wcsutil import world_to_pixel
 
 __all__ = [
     "MODES",
     "DEFAULT_SIZE",
-    "DEFAULT_FWHM",
     "DEFAULT_MATCH_RADIUS",
     "DEFAULT_SKY_GROW",
     "GridSegmap",
     "BuiltMasks",
-    "resolve_fwhm",
     "prepare_segmaps",
     "build_masks",
     "make_masks",
@@ -80,8 +78,6 @@ log = logging.getLogger("ifu_extract")
 MODES = ("union", "inter")
 #: Default full side of the stamp box, arcsec (AutoSpec's SIZE).
 DEFAULT_SIZE = 5.0
-#: FWHM used for the circle fallback when neither --fwhm nor FSF keywords give one, arcsec.
-DEFAULT_FWHM = 0.8
 #: Default radius within which a label is looked for when the position is on background, arcsec.
 DEFAULT_MATCH_RADIUS = 0.5
 #: Default growth of every label before the sky is chosen, spaxels.
@@ -121,44 +117,6 @@ class GridSegmap:
     footprint: float = 1.0
 
 
-def resolve_fwhm(cube: Cube, fwhm: float | None = None, candidates=None) -> tuple[float, str]:
-    """The PSF FWHM for the circle fallback, arcsec, and where it came from.
-
-    Parameters
-    ----------
-    cube : Cube
-    fwhm : float, optional
-        Given FWHM, arcsec; wins over the header.
-    candidates : sequence of (id, x, y), optional
-        Catalogue objects (0-based cube pixels) among which to look for stars.
-
-    Returns
-    -------
-    fwhm : float
-        The PSF of :func:`ifu_extract.psf.resolve_psf` (given, the cube's FSF keywords, or fitted
-        on the field's stars) at the median wavelength; else :data:`DEFAULT_FWHM`.
-    source : str
-        ``"given"``, ``"header"``, ``"fitted"`` or ``"default"``.
-    """
-    if fwhm is not None:
-        if not np.isfinite(fwhm) or fwhm <= 0:
-            raise InputError("fwhm", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec")
-        return float(fwhm), "given"
-    details = {}
-    try:
-        model = resolve_psf(cube, candidates=candidates, details=details)
-    except InputError as exc:
-        details["message"] = exc.oneline()
-        model = None
-    if model is not None:
-        value = float(model.fwhm(np.median(cube.wave)))
-        if np.isfinite(value) and value > 0:
-            return value, model.source
-    if "message" in details:
-        log.warning(f"warning: {details['message']}; using FWHM = {DEFAULT_FWHM} arcsec for PSF circles")
-    return DEFAULT_FWHM, "default"
-
-
 def prepare_segmaps(segmaps, cube: Cube, *,
                     min_coverage: float = DEFAULT_MIN_COVERAGE) -> list[GridSegmap]:
     """Read segmentation maps and put them on the cube grid; set aside the empty ones.
@@ -183,8 +141,9 @@ def prepare_segmaps(segmaps, cube: Cube, *,
         some maps are empty, those are ignored with a warning.
     """
     if len(segmaps) == 0:
-        raise InputError("segmaps", "no segmentation map given",
-                         "give at least one (e.g. from 'ifu-extract detect')")
+        raise ParameterError("{segmaps}", "no segmentation map given",
+                             "give at least one with {segmaps} (e.g. from 'ifu-extract detect')",
+                             params=("segmaps",))
     ny, nx = cube.ny, cube.nx
     kept, empty = [], []
     for k, item in enumerate(segmaps, start=1):
@@ -213,7 +172,7 @@ def prepare_segmaps(segmaps, cube: Cube, *,
     if not kept:
         name, why = empty[0]
         raise InputError(name, f"{why}, so every object would fall back to a PSF circle",
-                         "check the detection threshold, or give another --segmap")
+                         "check the detection threshold, or give another segmentation map")
     for name, why in empty:
         log.warning(f"warning: {name}: {why}; ignored")
     return kept
@@ -503,7 +462,7 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
         Object mask to use: union or intersection of the maps (intersection falls back to union
         when empty).
     fwhm : float, optional
-        PSF FWHM, arcsec, radius of the circle fallback (see :func:`resolve_fwhm`).
+        PSF FWHM, arcsec, radius of the circle fallback (see :func:`ifu_extract.psf.resolve_fwhm`).
     match_radius : float
         Radius, arcsec, within which the dominant unclaimed label is taken when the position
         falls on background (0 = only the label at the position).
@@ -527,16 +486,19 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
     BuiltMasks
     """
     if mode not in MODES:
-        raise InputError("mode", f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
+        raise ParameterError("{mode}", f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}",
+                             params=("mode",))
     if not np.isfinite(size) or size <= 0:
-        raise InputError("size", f"{size} is not a positive box size", "give the box side in arcsec")
+        raise ParameterError("{size}", f"{size} is not a positive box size",
+                             "give the box side in arcsec", params=("size",))
     for name, value in (("match_radius", match_radius), ("sky_grow", sky_grow)):
         if value < 0:
-            raise InputError(name, f"{value} is negative", "give 0 or more")
+            raise ParameterError(f"{{{name}}}", f"{value} is negative", "give 0 or more", params=(name,))
     grids = [s if isinstance(s, GridSegmap) else GridSegmap(np.asarray(s, dtype=np.int32), f"segmap{k}")
              for k, s in enumerate(segmaps, start=1)]
     if not grids:
-        raise InputError("segmaps", "no segmentation map given", "give at least one")
+        raise ParameterError("{segmaps}", "no segmentation map given", "give at least one with {segmaps}",
+                             params=("segmaps",))
     ny, nx = cube.ny, cube.nx
     for g in grids:
         if g.labels.shape != (ny, nx):

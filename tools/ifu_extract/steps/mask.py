@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..catalog import read_catalog
 from ..cubeio import open_cube
-from ..errors import InputError
 from ..identity import cube_identity
 from ..image import white_for_cube
 from ..masks import (DEFAULT_MATCH_RADIUS, DEFAULT_SIZE, DEFAULT_SKY_GROW, BuiltMasks, make_masks,
                      write_masks)
 from ..segmap import DEFAULT_MIN_COVERAGE
+from ._outputs import check_writable
 
 __all__ = ["MaskConfig", "MaskResult", "run_mask"]
 
@@ -105,16 +104,13 @@ def run_mask(cube, catalog, segmaps, output, config: MaskConfig | None = None, *
 
     Raises
     ------
+    OutputError
+        The output folder is missing or not writable (checked before the work).
     InputError
-        The output folder is missing or not writable (checked before the work), or an input
-        is unusable.
+        An input is unusable.
     """
     config = config or MaskConfig()
-    folder = Path(output).parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        # Say it before the work is done, not after.
-        raise InputError(output, "the output folder does not exist or is not writable",
-                         "create it or choose another output")
+    check_writable({"output": output})  # before the work is done, not after
     table = read_catalog(catalog, config.catalog_format)
     with open_cube(cube, **config.cube_kwargs) as c:
         white_img = white_for_cube(c, white).data if white else None
