@@ -101,7 +101,7 @@ from scipy.special import kv
 
 from .cubeio import Cube
 from .errors import OK, InputError, warn_object
-from .extract import Spectrum1D
+from .estimators import Spectrum1D
 from .lines import strongest_emission_line
 from .psf import PSFModel, catalog_candidates, fit_psf_on_star, moffat_alpha  # fit_psf_on_star: re-exported
 from .psf import resolve_psf as resolve_cube_psf
