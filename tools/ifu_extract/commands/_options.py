@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 
 import click
 
 from ..catalog import FORMATS
+from ..errors import InputError
 
 log = logging.getLogger("ifu_extract")
 
@@ -80,3 +83,28 @@ def white_option(func):
     return click.option("--white", "white_path", type=click.Path(dir_okay=False), default=None,
                         help="White-light image of this cube from 'ifu-extract image' (computed "
                              "from the cube when not given).")(func)
+
+
+@contextlib.contextmanager
+def option_names(**aliases):
+    """Report a library error that names a parameter (``"degree"``) by the option of the running
+    command that sets it (``--degree``).
+
+    The library and the steps name their parameters, never CLI flags; the click parameter of the
+    same name gives the flag.  *aliases* maps a library parameter name to a click parameter name
+    where they differ (``psf_star="psf_star"`` is implied).
+    """
+    try:
+        yield
+    except InputError as exc:
+        ctx = click.get_current_context(silent=True)
+        name = aliases.get(exc.path, exc.path)
+        flag = None
+        if name is None or not name.isidentifier() or os.path.exists(exc.path):
+            raise  # a file, not a parameter
+        for param in ctx.command.params if ctx is not None else ():
+            if isinstance(param, click.Option) and param.name == name:
+                flag = max(param.opts, key=len)
+        if flag is None:
+            raise
+        raise type(exc)(flag, exc.problem, exc.fix) from exc

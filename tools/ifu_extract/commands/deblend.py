@@ -2,10 +2,18 @@
 
 import click
 
-from ..catalog import read_catalog
-from ..deblend import MODELS, DeblendConfig, run_deblend
-from ._options import (FiniteFloatRange, batch_exit, catalog_format_option, cube_kwargs, cube_options, report,
-                       wave_range_option)
+from ..deblend import MODELS, DeblendConfig
+from ..steps.deblend import DeblendStepConfig, run_deblend
+from ._options import (
+    FiniteFloatRange,
+    batch_exit,
+    catalog_format_option,
+    cube_kwargs,
+    cube_options,
+    option_names,
+    report,
+    wave_range_option,
+)
 
 
 @click.command("deblend")
@@ -75,17 +83,16 @@ def cmd(cube, catalog, output, masks, segmap, image, image_fwhm, model, fwhm, fw
     with the wavelength-dependent PSF; DEBLEND is each source's total flux with its variance."""
     if masks and segmap:
         raise click.UsageError("--masks and --segmap are exclusive")
-    table = read_catalog(catalog, catalog_format)
-    cfg = DeblendConfig(model=model, overlap=overlap, max_group=max_group, nonneg=nonneg,
+    fit = DeblendConfig(model=model, overlap=overlap, max_group=max_group, nonneg=nonneg,
                         background=background, image_fwhm=image_fwhm, match_radius=match_radius,
                         gradients=gradients, refine_psf=refine_psf)
-    rows = run_deblend(cube, table, output, masks_path=masks, segmap_path=segmap, image_path=image,
-                       fwhm=fwhm, fwhm_red=fwhm_red, beta=beta, psf_kind=psf_kind, psf_star=psf_star,
-                       config=cfg, wave_range=tuple(wave_range) if wave_range else None,
-                       model_cube_path=model_cube, residual_cube_path=residual_cube, size=size,
-                       cube_kwargs=cube_kwargs(kwargs))
-    n_ok = sum(bool(r["FILE"]) for r in rows)
-    groups = {r["GROUP"] for r in rows if r["GROUP"]}
-    report(f"deblended {n_ok} of {len(rows)} objects in {len(groups)} groups; DEBLEND spectra in "
+    cfg = DeblendStepConfig(fit=fit, fwhm=fwhm, fwhm_red=fwhm_red, beta=beta, psf_kind=psf_kind,
+                            psf_star=psf_star, wave_range=tuple(wave_range) if wave_range else None,
+                            size=size)
+    with option_names():
+        res = run_deblend(cube, catalog, output, masks=masks, segmap=segmap, image=image,
+                          model_cube=model_cube, residual_cube=residual_cube, config=cfg,
+                          catalog_format=catalog_format, cube_kwargs=cube_kwargs(kwargs))
+    report(f"deblended {res.n_ok} of {len(res.rows)} objects in {res.n_groups} groups; DEBLEND spectra in "
            f"{output}/sources, summary in {output}/deblend.tsv")
-    batch_exit(n_ok, len(rows))
+    batch_exit(res.n_ok, len(res.rows))
