@@ -173,7 +173,8 @@ def blend_runs(tmp_path_factory):
     from ifu_extract.catalog import read_catalog
     from ifu_extract.extract import ExtractConfig
     from ifu_extract.extraction import extract_catalog
-    from ifu_extract.xcorr import xcorr_catalog
+    from ifu_extract.steps.deblend import run_deblend
+    from ifu_extract.steps.xcorr import run_xcorr
 
     scores = {m: {1: [], 2: []} for m in METHODS}
     runs = []
@@ -189,11 +190,9 @@ def blend_runs(tmp_path_factory):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             extract_catalog(cube, table, masks, out, ExtractConfig(apertures=(1.0,)))
-            xcorr_catalog(cube, table, masks, out, "MUSE_WHITE")
+            run_xcorr(cube, table, masks, output=out, reference="MUSE_WHITE")
         t1 = time.perf_counter()
-        from ifu_extract.deblend import run_deblend
-
-        rows = run_deblend(cube, table, out, masks_path=masks)
+        rows = run_deblend(cube, table, out, masks=masks).rows
         t2 = time.perf_counter()
         for oid, ts, to, oracle in ((1, t_bright, t_faint, o_bright), (2, t_faint, t_bright, o_faint)):
             for m in METHODS[:-1]:

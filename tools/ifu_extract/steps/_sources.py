@@ -1,0 +1,63 @@
+"""Source files named on the command line: matched to catalogue rows by their ``ID`` keyword and,
+when asked, copied to an output folder first (Galaxy gives read-only inputs; no staging in the
+wrappers)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from astropy.io import fits
+
+from ..catalog import file_stem
+from ..errors import InputError
+from ..fitsout import ensure_dir
+
+__all__ = ["given_sources", "relative_file"]
+
+
+def given_sources(sources, copy_to=None) -> dict:
+    """``{ID: path}`` of the Source files *sources* (copied to ``COPY_TO/<ID>.fits`` first when
+    *copy_to* is given; the inputs are never changed then).
+
+    Raises
+    ------
+    InputError
+        A file that is not FITS, has no ``ID`` keyword, or repeats another file's ID.
+    """
+    found: dict = {}
+    for src in sources:
+        try:
+            value = fits.getheader(src, 0).get("ID")
+        except (OSError, ValueError) as exc:
+            raise InputError(src, f"is not a readable FITS file ({exc})".rstrip("."),
+                             "give the Source files of extract or run") from None
+        if value is None:
+            raise InputError(src, "has no ID keyword, so it is not a Source file",
+                             "give the Source files of extract or run")
+        obj_id = str(value)
+        if obj_id in found:
+            raise InputError(src, f"has ID {obj_id}, as {found[obj_id]} has",
+                             "give each object's Source file once")
+        found[obj_id] = Path(src)
+    if copy_to is None:
+        return found
+    folder = Path(ensure_dir(copy_to))
+    out = {}
+    for obj_id, src in found.items():
+        dest = folder / f"{file_stem(obj_id)}.fits"
+        if not (dest.exists() and os.path.samefile(src, dest)):
+            shutil.copyfile(src, dest)
+        out[obj_id] = dest
+    return out
+
+
+def relative_file(path, base) -> str:
+    """*path* as a summary's FILE column gives it: relative to the summary's folder *base* when
+    inside it (``sources/<ID>.fits``), else as it is."""
+    try:
+        rel = os.path.relpath(path, base)
+    except ValueError:  # another drive
+        return str(path)
+    return str(path) if rel.startswith("..") else Path(rel).as_posix()
