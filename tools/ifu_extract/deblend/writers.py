@@ -11,7 +11,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from ..catalog import file_stem, write_catalog
+from ..catalog import file_column, file_stem, write_catalog
 from ..cubeio import Cube
 from ..errors import InputError, warn_object
 from ..extract import Spectrum1D
@@ -24,7 +24,7 @@ from ..wcsutil import stamp_box, wcs_cards
 from ..xcorr import source_layout
 from .config import DeblendResult
 
-#: Columns of ``OUTDIR/deblend.tsv``.
+#: Columns of the summary table (``deblend.tsv``).
 DEBLEND_COLUMNS = ("ID", "RA", "DEC", "STATUS", "GROUP", "GROUP_SIZE", "GROUP_IDS", "SNR_MEDIAN",
                    "FLUX_MEDIAN", "LINE_WAVE", "LINE_SNR", "FILE", "NOTES")
 
@@ -130,21 +130,36 @@ def _stamp_of(image, box, stamp_box_):
     return out
 
 
-def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, outdir, *, size: float = 5.0,
-                  inputs: dict | None = None) -> list[dict]:
-    """Store the ``DEBLEND`` spectra in the objects' Source files and write ``deblend.tsv``.
+def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, sources_dir, summary, *,
+                  size: float = 5.0, inputs: dict | None = None) -> list[dict]:
+    """Store the ``DEBLEND`` spectra in the objects' Source files and write the summary table.
 
-    An existing ``OUTDIR/sources/<ID>.fits`` (from ``extract``) gets ``SPE_DEBLEND_*`` on its own
+    An existing ``SOURCES_DIR/<ID>.fits`` (from ``extract``) gets ``SPE_DEBLEND_*`` on its own
     wavelength grid and ``IMA_DEBLEND`` (the object's model in the model image) on its stamp;
     otherwise a new Source file is written with a stamp of *size* arcsec.
+
+    Parameters
+    ----------
+    result : DeblendResult
+    cube : Cube
+    catalog : astropy.table.Table
+    sources_dir : str or os.PathLike
+        Folder of the Source files (created when missing).
+    summary : str or os.PathLike
+        The summary table (TSV, :data:`DEBLEND_COLUMNS`); its ``FILE`` column names the Source
+        files relative to its folder (``sources/<ID>.fits`` in the folder layout of ``run``).
+    size : float
+        Stamp side (arcsec) of new Source files.
+    inputs : dict, optional
+        Provenance of new Source files.
 
     Returns
     -------
     list of dict
         One row per catalogue ID (:data:`DEBLEND_COLUMNS`).
     """
-    outdir = ensure_dir(outdir)
-    ensure_dir(Path(outdir) / "sources")
+    sources_dir = Path(ensure_dir(sources_dir))
+    summary = Path(summary)
     z0, z1 = result.channels
     checksum = None
     rows = []
@@ -167,7 +182,7 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, outdir, *, 
         line = strongest_emission_line(cube.wave[z0:z1], sp.flux, sp.var, medium=cube.medium)
         if line is not None:
             rec["LINE_WAVE"], rec["LINE_SNR"] = line.wave, line.snr
-        path = Path(outdir) / "sources" / f"{file_stem(src.id)}.fits"
+        path = sources_dir / f"{file_stem(src.id)}.fits"
         keywords = {"DBSTATUS": (src.status[:68], "deblend status"),
                     "DBGROUP": (int(src.group), "deblending group"),
                     "DBGRPIDS": (",".join(src.group_ids)[:68], "members of the group")}
@@ -202,7 +217,7 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, outdir, *, 
                              images={"DEBLEND": (_stamp_of(src.model_image, src.box, box), None)},
                              masks={}, stamp_wcs=stamp_wcs_for(cube.wcs, box), keywords=keywords,
                              inputs=inputs)
-            rec["FILE"] = f"sources/{path.name}"
+            rec["FILE"] = file_column(path, summary.parent)
         except InputError as exc:
             rec["STATUS"] = f"failed: {exc.oneline()}"[:200]
             warn_object(src.id, exc.oneline())
@@ -216,5 +231,5 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, outdir, *, 
     tab["FLUX_MEDIAN"].format = ".6g"
     tab["LINE_WAVE"].format = ".2f"
     tab["LINE_SNR"].format = ".1f"
-    write_catalog(tab, Path(outdir) / "deblend.tsv", "tsv")
+    write_catalog(tab, summary, "tsv")
     return rows

@@ -1,5 +1,5 @@
 """Source files named on the command line: matched to catalogue rows by their ``ID`` keyword and,
-when asked, copied to an output folder first (Galaxy gives read-only inputs; no staging in the
+when asked, copied to an output folder (Galaxy gives read-only inputs; no staging in the
 wrappers)."""
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from ..catalog import file_stem
 from ..errors import InputError
 from ..fitsout import ensure_dir
 
-__all__ = ["given_sources", "relative_file"]
+__all__ = ["source_ids", "copy_sources"]
 
 
-def given_sources(sources, copy_to=None) -> dict:
-    """``{ID: path}`` of the Source files *sources* (copied to ``COPY_TO/<ID>.fits`` first when
-    *copy_to* is given; the inputs are never changed then).
+def source_ids(sources) -> dict:
+    """``{ID: path}`` of the Source files *sources*, from their primary ``ID`` keyword.
 
     Raises
     ------
@@ -27,7 +26,7 @@ def given_sources(sources, copy_to=None) -> dict:
         A file that is not FITS, has no ``ID`` keyword, or repeats another file's ID.
     """
     found: dict = {}
-    for src in sources:
+    for src in sources or ():
         try:
             value = fits.getheader(src, 0).get("ID")
         except (OSError, ValueError) as exc:
@@ -41,9 +40,13 @@ def given_sources(sources, copy_to=None) -> dict:
             raise InputError(src, f"has ID {obj_id}, as {found[obj_id]} has",
                              "give each object's Source file once")
         found[obj_id] = Path(src)
-    if copy_to is None:
-        return found
-    folder = Path(ensure_dir(copy_to))
+    return found
+
+
+def copy_sources(found: dict, folder) -> dict:
+    """Copy the Source files of *found* (``{ID: path}``) to ``FOLDER/<ID>.fits`` (created when
+    missing); the same mapping for the copies.  A file already there is left as it is."""
+    folder = Path(ensure_dir(folder))
     out = {}
     for obj_id, src in found.items():
         dest = folder / f"{file_stem(obj_id)}.fits"
@@ -51,13 +54,3 @@ def given_sources(sources, copy_to=None) -> dict:
             shutil.copyfile(src, dest)
         out[obj_id] = dest
     return out
-
-
-def relative_file(path, base) -> str:
-    """*path* as a summary's FILE column gives it: relative to the summary's folder *base* when
-    inside it (``sources/<ID>.fits``), else as it is."""
-    try:
-        rel = os.path.relpath(path, base)
-    except ValueError:  # another drive
-        return str(path)
-    return str(path) if rel.startswith("..") else Path(rel).as_posix()

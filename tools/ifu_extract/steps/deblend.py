@@ -1,5 +1,11 @@
-"""The ``deblend`` step: a cube and a catalogue in, DEBLEND spectra, ``deblend.tsv`` and the
-optional model and residual cubes out (the science is in :mod:`ifu_extract.deblend`)."""
+"""The ``deblend`` step: a cube and a catalogue in, DEBLEND spectra, a summary table and the
+optional model and residual cubes out (the science is in :mod:`ifu_extract.deblend`).
+
+The Source files are named explicitly (``sources=`` existing ones, matched to their catalogue
+rows by their ``ID`` keyword and copied to ``sources_out``, where new ones are written too;
+``summary=``), or found by the folder convention of ``extract`` (``output=``:
+``OUTPUT/sources/<ID>.fits``, ``OUTPUT/deblend.tsv``).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from ..psf import PSFModel, catalog_candidates
 from ..segmap import read_segmap, segmap_on_grid
 from ..wcsutil import world_to_pixel
 from ..weights import resample_to_cube
+from ._sources import copy_sources, source_ids
 
 __all__ = ["DeblendStepConfig", "DeblendStepResult", "run_deblend"]
 
@@ -63,30 +70,35 @@ class DeblendStepResult:
     Attributes
     ----------
     rows : list of dict
-        The rows of ``deblend.tsv`` (:data:`ifu_extract.deblend.DEBLEND_COLUMNS`), catalogue order.
-    summary : pathlib.Path
-        ``OUTDIR/deblend.tsv``.
+        The rows of the summary (:data:`ifu_extract.deblend.DEBLEND_COLUMNS`), catalogue order;
+        empty with *pass_through*.
+    summary : pathlib.Path or None
+        The summary table (None with *pass_through*).
     sources_dir : pathlib.Path
-        ``OUTDIR/sources`` (Source files updated or created).
+        Folder of the Source files (updated or created).
     model_cube, residual_cube : pathlib.Path or None
     n_ok : int
         Objects with a DEBLEND spectrum written.
     n_groups : int
         Groups the placed objects formed.
+    n_copied : int
+        Source files given and copied to *sources_out*.
     """
 
     rows: list
-    summary: Path
+    summary: Path | None
     sources_dir: Path
     model_cube: Path | None
     residual_cube: Path | None
     n_ok: int
     n_groups: int
+    n_copied: int = 0
 
 
-def run_deblend(cube_path, catalog, output, *, masks=None, segmap=None, image=None,
-                model_cube=None, residual_cube=None, config: DeblendStepConfig | None = None,
-                psf: PSFModel | None = None, catalog_format: str = "auto",
+def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, sources_out=None,
+                masks=None, segmap=None, image=None, model_cube=None, residual_cube=None,
+                config: DeblendStepConfig | None = None, psf: PSFModel | None = None,
+                pass_through: bool = False, catalog_format: str = "auto",
                 cube_kwargs: dict | None = None, progress=None) -> DeblendStepResult:
     """Deblend every catalogue object of a cube; files in, files out.
 
@@ -96,8 +108,15 @@ def run_deblend(cube_path, catalog, output, *, masks=None, segmap=None, image=No
     catalog : str or os.PathLike or astropy.table.Table
         A catalogue file (read with *catalog_format*) or a table from
         :func:`~ifu_extract.catalog.read_catalog`.
-    output : str or os.PathLike
-        Output folder (``sources/<ID>.fits`` are updated or created; ``deblend.tsv``).
+    output : str or os.PathLike, optional
+        The folder layout of ``extract``/``run``: ``OUTPUT/sources/<ID>.fits`` updated or
+        created, ``OUTPUT/deblend.tsv``.  Exclusive with *sources*, *summary*, *sources_out*.
+    sources : sequence of str or os.PathLike, optional
+        Existing Source files (from ``extract``), copied to *sources_out* and updated there.
+    summary : str or os.PathLike, optional
+        The summary table to write (TSV); required without *output*.
+    sources_out : str or os.PathLike, optional
+        Folder of the Source files written (``<ID>.fits``); required without *output*.
     masks : str or os.PathLike, optional
         ``MASKS.fits``: its first ``SEGMAP`` gives the segments (wins over *segmap*).
     segmap : str or os.PathLike, optional
@@ -110,6 +129,8 @@ def run_deblend(cube_path, catalog, output, *, masks=None, segmap=None, image=No
     config : DeblendStepConfig, optional
     psf : PSFModel, optional
         A ready PSF (wins over the PSF options of *config*).
+    pass_through : bool
+        Fit nothing: only copy the *sources* to *sources_out* (a workflow's off switch).
     catalog_format : str
         Format of a catalogue file.
     cube_kwargs : dict, optional
@@ -124,12 +145,27 @@ def run_deblend(cube_path, catalog, output, *, masks=None, segmap=None, image=No
     Raises
     ------
     InputError
-        Unreadable inputs, or a PSF that cannot be determined (one line).  Library parameters
-        are named as in :class:`DeblendStepConfig` (e.g. ``psf_star``).
+        Unreadable inputs, or a PSF that cannot be determined (one line).  Parameters are named
+        as in this signature and :class:`DeblendStepConfig` (e.g. ``psf_star``).
     """
     cfg = config or DeblendStepConfig()
+    if output is not None and (sources or summary is not None or sources_out is not None):
+        raise InputError("output", "is exclusive with sources, summary and sources_out",
+                         "give either the extract folder or the Source files, their folder and the summary")
+    if output is None and (sources_out is None or (summary is None and not pass_through)):
+        raise InputError("sources_out" if sources_out is None else "summary", "is missing",
+                         "give the folder of the Source files and the summary table, or the extract folder")
+    given = source_ids(sources) if output is None else {}
+    if pass_through:
+        copied = copy_sources(given, sources_out) if output is None else {}
+        return DeblendStepResult([], None, Path(sources_out or Path(output) / "sources"), None, None,
+                                 0, 0, len(copied))
     table = catalog if isinstance(catalog, Table) else read_catalog(catalog, catalog_format)
-    outdir = ensure_dir(output)
+    if output is not None:
+        outdir = ensure_dir(output)
+        sources_dir, summary = Path(outdir) / "sources", Path(outdir) / "deblend.tsv"
+    else:
+        sources_dir, summary = Path(sources_out), Path(summary)
     with open_cube(cube_path, **(cube_kwargs or {})) as cube:
         star = None
         if cfg.psf_star is not None:
@@ -180,10 +216,10 @@ def run_deblend(cube_path, catalog, output, *, masks=None, segmap=None, image=No
         finally:
             if writer is not None:
                 writer.abort()
-        rows = write_deblend(result, cube, table, outdir, size=cfg.size, inputs=inputs)
-    return DeblendStepResult(rows=rows, summary=Path(outdir) / "deblend.tsv",
-                             sources_dir=Path(outdir) / "sources",
+        copied = copy_sources(given, sources_dir)   # the given Source files get DEBLEND added
+        rows = write_deblend(result, cube, table, sources_dir, summary, size=cfg.size, inputs=inputs)
+    return DeblendStepResult(rows=rows, summary=summary, sources_dir=sources_dir,
                              model_cube=None if model_cube is None else Path(model_cube),
                              residual_cube=None if residual_cube is None else Path(residual_cube),
                              n_ok=sum(bool(r["FILE"]) for r in rows),
-                             n_groups=len({r["GROUP"] for r in rows if r["GROUP"]}))
+                             n_groups=len({r["GROUP"] for r in rows if r["GROUP"]}), n_copied=len(copied))

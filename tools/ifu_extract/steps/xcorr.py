@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from ..catalog import file_stem, read_catalog, write_catalog
+from ..catalog import file_column, file_stem, read_catalog, write_catalog
 from ..cubeio import open_cube
 from ..errors import OK, InputError, warn_object
 from ..identity import check_product
 from ..masks import read_masks
 from ..sourcefile import read_source_spectrum, update_source
 from ..xcorr import XCOR_COLUMNS, XcorConfig, source_layout, xcorr_object
-from ._sources import given_sources, relative_file
+from ._sources import copy_sources, source_ids
 
 __all__ = ["XcorrStepResult", "run_xcorr"]
 
@@ -115,11 +115,9 @@ def run_xcorr(cube_path, catalog, masks, *, output=None, sources=None, summary=N
         output = Path(output)
         summary_path = output / "xcorr.tsv"
         by_id = {str(v): output / "sources" / f"{file_stem(v)}.fits" for v in table["ID"]}
-        written = []
     else:
         summary_path = Path(summary)
-        by_id = given_sources(sources, sources_out)
-        written = list(by_id.values())
+        by_id = source_ids(sources)
     rows = []
     with open_cube(cube_path, **(cube_kwargs or {})) as cube:
         csub = None
@@ -140,6 +138,8 @@ def run_xcorr(cube_path, catalog, masks, *, output=None, sources=None, summary=N
             with mfile:
                 check_product(mfile.header, masks, cube, cube_path, what="masks file")
                 seg = mfile.segmap(1)
+                if sources_out is not None:  # the inputs stay as they are
+                    by_id = copy_sources(by_id, sources_out)
                 for row in table:
                     obj_id = str(row["ID"])
                     status = str(row["STATUS"]) if "STATUS" in table.colnames else OK
@@ -154,8 +154,8 @@ def run_xcorr(cube_path, catalog, masks, *, output=None, sources=None, summary=N
             if csub is not None:
                 csub.close()
     _write_table(rows, summary_path)
-    if output is not None:
-        written = [Path(output) / r["FILE"] for r in rows if r["FILE"]]
+    written = ([Path(output) / r["FILE"] for r in rows if r["FILE"]] if output is not None
+               else list(by_id.values()))
     return XcorrStepResult(rows, summary_path, written, tag, sum(r["STATUS"] == OK for r in rows))
 
 
@@ -231,7 +231,7 @@ def _xcorr_one(cube, csub, masks, seg, obj_id, path, base, tag, cfg) -> dict:
                     N_ITER=x.n_iter if x else 0, CONVERGED=bool(x.converged) if x else False,
                     N_SPAXELS_CONTSUB=int(c.region.sum()) if c else 0, N_ITER_CONTSUB=c.n_iter if c else 0,
                     CONVERGED_CONTSUB=bool(c.converged) if c else False, SNR_MEDIAN=snr,
-                    FILE=relative_file(path, base))
+                    FILE=file_column(path, base))
     except _Skip as exc:
         warn_object(obj_id, str(exc))
         return _row(obj_id, str(exc)[:200], REFERENCE=tag)
