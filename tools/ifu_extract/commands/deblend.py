@@ -87,10 +87,10 @@ from ._options import (
 @wave_range_option
 @catalog_format_option
 @cube_options
-def cmd(cube, catalog, sources, sources_out, summary, output, pass_through, masks, segmap, image, image_fwhm, model, fwhm, fwhm_red, beta,
-        psf_kind, psf_star, overlap, max_group, nonneg, background, gradients, refine_psf,
-        match_radius, size,
-        model_cube, residual_cube, wave_range, catalog_format, **kwargs):
+def cmd(cube, catalog, sources, sources_out, summary, output, pass_through, masks, segmap, image,
+        image_fwhm, model, fwhm, fwhm_red, beta, psf_kind, psf_star, overlap, max_group, nonneg,
+        background, gradients, refine_psf, match_radius, size, model_cube, residual_cube, wave_range,
+        catalog_format, **kwargs):
     """Deblend every CATALOG object: overlapping sources are fitted together, channel by channel,
     with the wavelength-dependent PSF; DEBLEND is each source's total flux with its variance."""
     if masks and segmap:
