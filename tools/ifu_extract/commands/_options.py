@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 
 import click
 
 from ..catalog import FORMATS
-from ..errors import InputError
+from ..errors import ParameterError
 
 log = logging.getLogger("ifu_extract")
 
@@ -85,26 +84,35 @@ def white_option(func):
                              "from the cube when not given).")(func)
 
 
-@contextlib.contextmanager
-def option_names(**aliases):
-    """Report a library error that names a parameter (``"degree"``) by the option of the running
-    command that sets it (``--degree``).
+def option_label(command: click.Command, param: str) -> str:
+    """The option (``-o``, ``--segmap``) of *command* whose parameter name is *param*.
 
-    The library and the steps name their parameters, never CLI flags; the click parameter of the
-    same name gives the flag.  *aliases* maps a library parameter name to a click parameter name
-    where they differ (``psf_star="psf_star"`` is implied).
+    Steps and the library name parameters; a command reports them by its own options.  The
+    parameter name is returned unchanged when *command* has no such option.
+    """
+    for p in command.params:
+        if p.name == param:
+            return p.opts[0] if isinstance(p, click.Option) else p.human_readable_name
+    return param
+
+
+@contextlib.contextmanager
+def option_errors(command: click.Command | None = None, extra: dict | None = None):
+    """Report a :class:`~ifu_extract.errors.ParameterError` by the options of *command*.
+
+    Parameters
+    ----------
+    command : click.Command, optional
+        Default: the click command running now.
+    extra : dict, optional
+        ``{parameter: option}`` for parameters whose names are not those of the command's
+        options (the line scan's ``snr`` is ``detect --line-snr``).
     """
     try:
         yield
-    except InputError as exc:
-        ctx = click.get_current_context(silent=True)
-        name = aliases.get(exc.path, exc.path)
-        flag = None
-        if name is None or not name.isidentifier() or os.path.exists(exc.path):
-            raise  # a file, not a parameter
-        for param in ctx.command.params if ctx is not None else ():
-            if isinstance(param, click.Option) and param.name == name:
-                flag = max(param.opts, key=len)
-        if flag is None:
-            raise
-        raise type(exc)(flag, exc.problem, exc.fix) from exc
+    except ParameterError as exc:
+        cmd = command or click.get_current_context().command
+        # A step may have renamed a library parameter to its own (the scan's snr is line_snr).
+        names = {p: exc.labels.get(p, p) for p in exc.params}
+        labels = {p: (extra or {}).get(n) or option_label(cmd, n) for p, n in names.items()}
+        raise exc.relabel(labels) from None

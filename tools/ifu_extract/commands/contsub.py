@@ -6,7 +6,7 @@ import click
 
 from ..contsub import METHODS, ContsubConfig
 from ..steps.contsub import run_contsub
-from ._options import cube_kwargs, cube_options, option_names, report, wave_range_option
+from ._options import cube_kwargs, cube_options, report, wave_range_option
 
 
 @click.command("contsub")
@@ -53,9 +53,8 @@ def cmd(cube, output, continuum_output, method, degree, clip_sigma, clip_iters, 
                         median_width=median_width, mask_windows=tuple(mask_windows),
                         wave_range=tuple(wave_range) if wave_range else None)
     try:
-        with option_names():
-            result = run_contsub(cube, output, continuum=continuum_output, config=cfg,
-                                 threads=threads, progress=progress, cube_kwargs=cube_kwargs(kwargs))
+        result = run_contsub(cube, output, continuum=continuum_output, config=cfg,
+                             threads=threads, progress=progress, cube_kwargs=cube_kwargs(kwargs))
     finally:
         progress.close()
     if result.n_failed:

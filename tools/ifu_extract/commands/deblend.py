@@ -11,7 +11,6 @@ from ._options import (
     catalog_format_option,
     cube_kwargs,
     cube_options,
-    option_names,
     report,
     wave_range_option,
 )
@@ -105,12 +104,11 @@ def cmd(cube, catalog, sources, sources_out, summary, output, pass_through, mask
     cfg = DeblendStepConfig(fit=fit, fwhm=fwhm, fwhm_red=fwhm_red, beta=beta, psf_kind=psf_kind,
                             psf_star=psf_star, wave_range=tuple(wave_range) if wave_range else None,
                             size=size)
-    with option_names():
-        res = run_deblend(cube, catalog, output, sources=list(sources), summary=summary,
-                          sources_out=sources_out, masks=masks, segmap=segmap, image=image,
-                          model_cube=model_cube, residual_cube=residual_cube, config=cfg,
-                          pass_through=pass_through, catalog_format=catalog_format,
-                          cube_kwargs=cube_kwargs(kwargs))
+    res = run_deblend(cube, catalog, output, sources=list(sources), summary=summary,
+                      sources_out=sources_out, masks=masks, segmap=segmap, image=image,
+                      model_cube=model_cube, residual_cube=residual_cube, config=cfg,
+                      pass_through=pass_through, catalog_format=catalog_format,
+                      cube_kwargs=cube_kwargs(kwargs))
     if pass_through:
         report(f"deblending is off: {res.n_copied} Source files copied unchanged to {res.sources_dir}")
         return

@@ -6,7 +6,7 @@ import click
 from ..contsub import METHODS
 from ..steps.xcorr import run_xcorr
 from ..xcorr import XcorConfig
-from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_options, option_names, report
+from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_options, report
 
 
 @click.command("xcorr")
@@ -61,11 +61,10 @@ def cmd(cube, catalog, masks, reference, sources, summary, sources_out, output, 
         raise click.UsageError("give --source (one or more) and --summary, or -o/--output")
     cfg = XcorConfig(max_iter=max_iter, tol=tol, snr_min=snr_min, method=method, degree=degree,
                      median_width=median_width, skysub=skysub)
-    with option_names():
-        res = run_xcorr(cube, catalog, masks, output=output, sources=list(sources) or None,
-                        summary=summary, sources_out=sources_out, reference=reference,
-                        contsub=contsub_cube, config=cfg, catalog_format=catalog_format,
-                        cube_kwargs=cube_kwargs(kwargs))
+    res = run_xcorr(cube, catalog, masks, output=output, sources=list(sources) or None,
+                    summary=summary, sources_out=sources_out, reference=reference,
+                    contsub=contsub_cube, config=cfg, catalog_format=catalog_format,
+                    cube_kwargs=cube_kwargs(kwargs))
     report(f"cross-correlated {res.n_ok} of {len(res.rows)} objects (reference {res.reference}); "
            f"summary in {res.summary}")
     batch_exit(res.n_ok, len(res.rows))

@@ -9,7 +9,7 @@ from astropy.table import Table
 from scipy import ndimage
 
 from ..cubeio import Cube
-from ..errors import OK, InputError, warn_object
+from ..errors import OK, InputError, ParameterError, warn_object
 from ..extract import Spectrum1D
 from ..image import band_image
 from ..psf import PSFModel
@@ -76,12 +76,14 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
     """
     cfg = config or DeblendConfig()
     if cfg.model not in MODELS:
-        raise InputError("model", f"unknown model {cfg.model!r}", f"use one of {', '.join(MODELS)}")
+        raise ParameterError("{model}", f"unknown model {cfg.model!r}", f"use one of {', '.join(MODELS)}",
+                             params=("model",))
     if not 0 < cfg.overlap < 1:
-        raise InputError("overlap", f"{cfg.overlap} is not a fraction between 0 and 1",
-                         "give e.g. 0.05")
+        raise ParameterError("{overlap}", f"{cfg.overlap} is not a fraction between 0 and 1",
+                         "give e.g. 0.05", params=("overlap",))
     if cfg.max_group < 1:
-        raise InputError("max_group", f"{cfg.max_group} is not a group size", "give 1 or more")
+        raise ParameterError("{max_group}", f"{cfg.max_group} is not a group size", "give 1 or more",
+                             params=("max_group",))
     z0, z1 = cube.channel_range(*(wave_range or (None, None)))
     wave = cube.wave[z0:z1]
     pixscale = cube.pixscale
@@ -92,8 +94,8 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
     else:
         image = np.asarray(image, dtype=np.float64)
         if image.shape != (cube.ny, cube.nx):
-            raise InputError("image", f"model image shape {image.shape} is not the cube grid "
-                             f"{(cube.ny, cube.nx)}", "resample it to the cube grid first")
+            raise ParameterError("{image}", f"model image shape {image.shape} is not the cube grid "
+                             f"{(cube.ny, cube.nx)}", "resample it to the cube grid first", params=("image",))
         images = ModelImages(image, None if image_var is None else np.asarray(image_var, float),
                              bool(image_is_cube))
         if not image_is_cube and cfg.fit_centres and cfg.model == "profile":
@@ -101,8 +103,8 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
             images.white = ModelImages(white.data.astype(np.float64),
                                        None if white.var is None else white.var.astype(np.float64), True)
     if segmap is not None and segmap.shape != (cube.ny, cube.nx):
-        raise InputError("segmap", f"segmentation map shape {segmap.shape} is not the cube grid "
-                         f"{(cube.ny, cube.nx)}", "put it on the cube grid first")
+        raise ParameterError("{segmap}", f"segmentation map shape {segmap.shape} is not the cube grid "
+                         f"{(cube.ny, cube.nx)}", "put it on the cube grid first", params=("segmap",))
     image = images.image
 
     n = len(catalog)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import lsq_linear
 
-from ..errors import InputError
+from ..errors import ParameterError
 from ..psf import PSFModel
 from .config import (
     CENTRE_MIN_RATIO,
@@ -91,8 +91,8 @@ def psf_nodes(psf: PSFModel, wave: np.ndarray, pixscale: float) -> np.ndarray:
     fw = psf.fwhm(wave)
     lo, hi = float(np.min(fw)), float(np.max(fw))
     if lo <= 0:
-        raise InputError("PSF", f"FWHM(λ) reaches {lo:.3g} arcsec in the cube's range",
-                         "check the FSF keywords or give --fwhm")
+        raise ParameterError("PSF", f"FWHM(λ) reaches {lo:.3g} arcsec in the cube's range",
+                             "check the FSF keywords or give {fwhm}", params=("fwhm",))
     n = 1 if hi / lo < 1.0 + 1e-6 else int(np.ceil(np.log(hi / lo) / np.log(NODE_STEP))) + 1
     n = min(max(n, 1 if n == 1 else 2), 64)
     return np.array([float(np.mean(wave))]) if n == 1 else np.linspace(wave[0], wave[-1], n)

@@ -19,9 +19,8 @@ from ..fitsout import add_provenance, ensure_dir, file_checksum, temp_path
 from ..identity import stamp
 from ..lines import strongest_emission_line
 from ..pathguard import refuse_input
-from ..sourcefile import stamp_wcs_for, update_source, write_source
+from ..sourcefile import source_layout, stamp_wcs_for, update_source, write_source
 from ..wcsutil import stamp_box, wcs_cards
-from ..xcorr import source_layout
 from .config import DeblendResult
 
 #: Columns of the summary table (``deblend.tsv``).

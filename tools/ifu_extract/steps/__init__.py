@@ -1,7 +1,7 @@
-"""Steps: one plain function per verb, ``run_<verb>(inputs..., config) -> <Verb>Result``.
+"""The step layer: one plain function per verb, ``run_<verb>(inputs..., config) -> Result``.
 
-A step owns the file I/O of its verb (opening the cube, reading the catalogue, writing every
-product all-or-nothing, provenance); it never imports click.  The commands in
-:mod:`ifu_extract.commands` only parse options, build the configuration, call one step and
-report its result; ``run`` chains the steps.
+A step owns the file I/O of its verb (reading inputs, provenance, all-or-nothing writing of
+its products through :mod:`._outputs`); it never imports click.  The commands
+(:mod:`ifu_extract.commands`) parse options, call one step and report; the pipeline
+(:mod:`ifu_extract.pipeline`) calls the steps one after the other.
 """

@@ -18,7 +18,7 @@ from astropy.table import Table
 from ..catalog import read_catalog
 from ..cubeio import open_cube
 from ..deblend import CubeWriter, DeblendConfig, deblend_catalog, resolve_psf, write_deblend, write_residual_cube
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 from ..fitsout import ensure_dir
 from ..identity import check_product
 from ..image import read_image
@@ -149,12 +149,15 @@ def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, 
         as in this signature and :class:`DeblendStepConfig` (e.g. ``psf_star``).
     """
     cfg = config or DeblendStepConfig()
+    names = ("output", "sources", "summary", "sources_out")
     if output is not None and (sources or summary is not None or sources_out is not None):
-        raise InputError("output", "is exclusive with sources, summary and sources_out",
-                         "give either the extract folder or the Source files, their folder and the summary")
+        raise ParameterError("{output}", "is exclusive with {sources}, {summary} and {sources_out}",
+                             "give either the extract folder or the Source files, their folder and "
+                             "the summary", params=names)
     if output is None and (sources_out is None or (summary is None and not pass_through)):
-        raise InputError("sources_out" if sources_out is None else "summary", "is missing",
-                         "give the folder of the Source files and the summary table, or the extract folder")
+        raise ParameterError("{sources_out}" if sources_out is None else "{summary}", "is missing",
+                             "give the folder of the Source files and the summary table, or {output}",
+                             params=names)
     given = source_ids(sources) if output is None else {}
     if pass_through:
         copied = copy_sources(given, sources_out) if output is None else {}
@@ -171,8 +174,8 @@ def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, 
         if cfg.psf_star is not None:
             ids = [str(v) for v in table["ID"]]
             if str(cfg.psf_star) not in ids:
-                raise InputError("psf_star", f"ID {cfg.psf_star!r} is not in the catalogue",
-                                 "give the ID of a star listed in CATALOG")
+                raise ParameterError("{psf_star}", f"ID {cfg.psf_star!r} is not in the catalogue",
+                                     "give the ID of a star listed in CATALOG", params=("psf_star",))
             r = table[ids.index(str(cfg.psf_star))]
             star = world_to_pixel(cube.wcs, float(r["RA"]), float(r["DEC"]))
         psf = resolve_psf(cube, psf=psf, fwhm=cfg.fwhm, fwhm_red=cfg.fwhm_red, beta=cfg.beta,

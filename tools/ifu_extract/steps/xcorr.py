@@ -16,11 +16,11 @@ from astropy.table import Table
 
 from ..catalog import file_column, file_stem, read_catalog, write_catalog
 from ..cubeio import open_cube
-from ..errors import OK, InputError, warn_object
+from ..errors import OK, InputError, ParameterError, warn_object
 from ..identity import check_product
 from ..masks import read_masks
-from ..sourcefile import read_source_spectrum, update_source
-from ..xcorr import XCOR_COLUMNS, XcorConfig, source_layout, xcorr_object
+from ..sourcefile import read_source_spectrum, source_layout, update_source
+from ..xcorr import XCOR_COLUMNS, XcorConfig, xcorr_object
 from ._sources import copy_sources, source_ids
 
 __all__ = ["XcorrStepResult", "run_xcorr"]
@@ -104,12 +104,14 @@ def run_xcorr(cube_path, catalog, masks, *, output=None, sources=None, summary=N
     """
     cfg = config or XcorConfig()
     tag = str(reference).strip().upper()
+    names = ("output", "sources", "summary", "sources_out")
     if output is not None and (sources or summary is not None or sources_out is not None):
-        raise InputError("output", "is exclusive with sources, summary and sources_out",
-                         "give either the extract folder or the Source files and the summary")
+        raise ParameterError("{output}", "is exclusive with {sources}, {summary} and {sources_out}",
+                             "give either the extract folder or the Source files and the summary",
+                             params=names)
     if output is None and (not sources or summary is None):
-        raise InputError("sources" if summary is not None else "summary", "is missing",
-                         "give the Source files and the summary table, or the extract folder")
+        raise ParameterError("{sources}" if summary is not None else "{summary}", "is missing",
+                             "give the Source files and the summary table, or {output}", params=names)
     table = catalog if isinstance(catalog, Table) else read_catalog(catalog, catalog_format)
     if output is not None:
         output = Path(output)
