@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sys
 
 import click
 
@@ -80,3 +82,37 @@ def white_option(func):
     return click.option("--white", "white_path", type=click.Path(dir_okay=False), default=None,
                         help="White-light image of this cube from 'ifu-extract image' (computed "
                              "from the cube when not given).")(func)
+
+
+class _Progress:
+    """``progress(done, total)`` drawn as a click progress bar, opened at the first call."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled, self.bar, self.done = label, enabled, None, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label,
+                                         file=click.get_text_stream("stderr"))
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, enabled: bool = True):
+    """A ``progress(done, total)`` callback for a step, shown as a progress bar on a terminal
+    (not with --quiet, not when stderr is redirected); closed when the block ends."""
+    quiet = (click.get_current_context().find_root().obj or {}).get("quiet")
+    bar = _Progress(label, enabled and not quiet and sys.stderr.isatty())
+    try:
+        yield bar
+    finally:
+        bar.close()
