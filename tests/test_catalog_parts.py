@@ -229,6 +229,24 @@ def test_merge_of_files_refuses_two_different_sources_of_one_id(parts, tmp_path,
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("case, text", [
+    ("orphan", "is the Source file of ID 14, in none of the summary tables"),
+    ("unreadable", "is not a readable Source file"),
+])
+def test_merge_of_files_refuses_sources_of_no_summary(parts, tmp_path, capfd, case, text):
+    if case == "orphan":
+        extra = parts[1] / "sources" / "14.fits"
+    else:
+        extra = tmp_path / "dataset_9.dat"
+        extra.write_text("not a FITS file")
+    res = run_main(["merge", "--part-summary", parts[0] / "summary.tsv", "--part-sources",
+                    parts[0] / "sources" / "11.fits", "--part-sources", extra, "-o", tmp_path / "m"],
+                   capfd)
+    assert res.exit_code == 1 and len(res.err_lines) == 1
+    assert text in res.err_lines[0] and str(extra) in res.err_lines[0]
+    assert not (tmp_path / "m").exists()
+
+
 def test_merge_follows_the_catalogue_and_lists_missing_ids(field, parts, tmp_path):
     merged = tmp_path / "merged"
     with pytest.warns(ObjectWarning, match="in no merged output folder"):
