@@ -459,12 +459,12 @@ def merge_parts(parts: list[Part], outdir, *, catalog=None, catalog_format: str 
     out_res = outdir.resolve()
     for part in parts:
         if part.folder is not None and part.folder.resolve() == out_res:
-            raise InputError(outdir, "is also one of the folders to merge", "choose a new folder with -o")
+            raise InputError(outdir, "is also one of the folders to merge", "choose a new folder to write to")
     if outdir.exists() and not outdir.is_dir():
-        raise InputError(outdir, "is a file, not a folder", "choose a new or empty folder with -o")
+        raise InputError(outdir, "is a file, not a folder", "choose a new or empty folder to write to")
     if outdir.is_dir() and any(outdir.iterdir()):
         # Merged files next to older ones would make a folder no run produced.
-        raise InputError(outdir, "is not empty", "choose a new or empty folder with -o")
+        raise InputError(outdir, "is not empty", "choose a new or empty folder to write to")
     columns = None
     entries: dict[str, tuple[int, dict]] = {}
     order: list[str] = []
