@@ -136,6 +136,18 @@ def test_split_converts_to_tsv(field, tmp_path):
     assert [str(v) for v in tab["ID"]] == ["11", "12", "13", OFF_FIELD]
 
 
+def test_split_suffix_names_the_parts(field, tmp_path, capfd):
+    """--suffix: the parts named for Galaxy's collection (its datatype as the extension)."""
+    res = run_main(["split", field["cat"], "-n", "2", "-o", tmp_path / "p", "--output-format", "tsv",
+                    "--suffix", ".tabular"], capfd)
+    assert res.exit_code == 0, res.stderr
+    files = sorted((tmp_path / "p").iterdir())
+    assert [f.name for f in files] == ["field_part01.tabular", "field_part02.tabular"]
+    assert files[0].read_text().startswith("ID\tRA\tDEC")
+    res = run_main(["split", field["cat"], "-n", "2", "-o", tmp_path / "q", "--suffix", "a/b"], capfd)
+    assert res.exit_code == 2 and "--suffix" in res.stderr and not (tmp_path / "q").exists()
+
+
 @pytest.mark.parametrize("args, code, text", [
     (["-n", "9"], 1, "has 8 catalogue rows, fewer than the 9 parts asked"),
     (["-n", "0"], 2, "usage error"),

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.table import Table
 
 from .catalog import _is_number, read_catalog, safe_id, write_catalog
 from .errors import InputError, warn_object
@@ -176,6 +177,7 @@ def split_catalog(catalog, n_parts: int, outdir, *, fmt: str = "auto", output_fo
         Unreadable catalogue, *n_parts* out of range, unknown format.  Nothing is written then.
     """
     path = Path(catalog)
+    name_suffix = suffix      # (the branches below set the format's own suffix)
     if output_format not in SPLIT_FORMATS:
         raise InputError(f"output_format {output_format}", "unknown format",
                          f"use one of {', '.join(SPLIT_FORMATS)}")
@@ -218,8 +220,6 @@ def split_catalog(catalog, n_parts: int, outdir, *, fmt: str = "auto", output_fo
         suffix = path.suffix if (output_format == "same" and in_fmt == "ecsv" and path.suffix) \
             else _SUFFIX[out_fmt]
         if out_fmt == "ecsv" and in_fmt == "ecsv":
-            from astropy.table import Table
-
             source = Table.read(path, format="ascii.ecsv")
         else:
             source = table.copy()
@@ -229,7 +229,7 @@ def split_catalog(catalog, n_parts: int, outdir, *, fmt: str = "auto", output_fo
             part = source[a:b]
             blobs.append((suffix, lambda dest, part=part, f=out_fmt: write_catalog(part, dest, f)))
     ensure_dir(outdir)
-    names = part_names(stem, suffix or (blobs[0][0] if blobs else ".tsv"), len(blobs))
+    names = part_names(stem, name_suffix or (blobs[0][0] if blobs else ".tsv"), len(blobs))
     written: list[Path] = []
     try:
         for name, (tmp_suffix, writer), (a, b) in zip(names, blobs, bounds):
