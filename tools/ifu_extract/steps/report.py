@@ -124,6 +124,10 @@ def _resolve_inputs(outdir, summary, sources, html, assets_dir):
     summary = Path(summary) if summary is not None else folder / SUMMARY_NAME
     html = Path(html) if html is not None else (folder or summary.parent) / INDEX_NAME
     assets = Path(assets_dir) if assets_dir is not None else html.parent
+    if html.is_dir():
+        raise InputError(html, "is a folder", "give the file name of the page to write")
+    if assets.exists() and not assets.is_dir():
+        raise InputError(assets, "is a file, not a folder", "give the folder of the page's figures")
     by_id = None if sources is None else index_sources(sources)
     return folder, summary, by_id, html, assets
 
@@ -215,6 +219,7 @@ def run_report(outdir=None, config: ReportConfig | None = None, *, summary=None,
             progress(done[0], len(rows))
 
     try:
+        ensure_dir(html.parent)
         for r in rows:     # the Source files the page links to, next to its figures
             fname = r.get("FILE", "").strip()
             src = srcs.get(r["ID"])
