@@ -13,8 +13,8 @@ from ifu_extract import synth
 from ifu_extract.contsub import subtract_continuum
 from ifu_extract.cubeio import open_cube
 from ifu_extract.errors import InputError
-from ifu_extract.linescan import (DEFAULT_SKY_WINDOWS, ScanConfig, emitter_image, extract_emitter,
-                                  merge_emitters, scan_lines)
+from ifu_extract.emitters import emitter_image, extract_emitter, merge_emitters
+from ifu_extract.linescan import DEFAULT_SKY_WINDOWS, ScanConfig, scan_lines
 from ifu_extract.psf import psf_from_cube
 from ifu_extract.wcsutil import pixel_to_world
 
@@ -162,7 +162,7 @@ def test_scan_on_a_contsub_cube_and_bad_options(tmp_path):
 def test_scan_catalog_and_emitter_images_round_trip(tmp_path):
     """What ``detect --line-scan`` writes: the merged catalogue and the emitters' narrow-band
     images (WCS, band, variance), which give the same MUSE_NB spectrum when read back."""
-    from ifu_extract.linescan import read_emitter_images, scan_catalog, write_emitter_images
+    from ifu_extract.emitters import read_emitter_images, scan_catalog, write_emitter_images
 
     path = tmp_path / "cube.fits"
     _cube(path, seed=4)

@@ -162,3 +162,35 @@ def test_serve_subprocess_with_token_file(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_ingest_explicit_files_names_and_previous(tmp_path, capsys):
+    """Galaxy's form: --source/--source-names/--summary files and a --previous store, no
+    staging; the previous store is left unchanged and the new one holds both."""
+    coll = shared_collection()
+    first = tmp_path / "first.ifxs"
+    names = tmp_path / "names.txt"
+    names.write_text("my_object.fits\n")
+    code, out, err = run(["spectra", "ingest", "--store", first, "--source", coll.sources[0],
+                          "--source-names", names], capsys)
+    assert code == 0, err
+    before = first.read_bytes()
+    store = tmp_path / "second.ifxs"
+    store.write_bytes(b"")                       # Galaxy creates its outputs empty
+    code, out, err = run(["spectra", "ingest", "--store", store, "--previous", first,
+                          "--source", coll.sources[1], "--summary", coll.summary], capsys)
+    assert code == 0, err
+    assert "2 file(s)" in err and "summary rows" in err
+    assert first.read_bytes() == before
+    code, out, err = run(["spectra", "query", "--store", store, "--fields", "specid,source"],
+                         capsys)
+    rows = out.strip().splitlines()[1:]
+    assert any(r.endswith("\tmy_object.fits") for r in rows)
+    assert any(r.endswith("\t" + coll.sources[1].name) for r in rows)
+    # One name per --source file, or a one-line error naming the option.
+    names.write_text("a\nb\n")
+    code, out, err = run(["spectra", "ingest", "--store", tmp_path / "x.ifxs", "--source",
+                          coll.sources[0], "--source-names", names], capsys)
+    assert code == 1
+    assert err.strip().splitlines()[-1] == ("ifu-extract: error: --source-names: 2 names for 1 "
+                                            "files; give one name per file, in the same order")

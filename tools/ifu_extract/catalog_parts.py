@@ -33,7 +33,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from .catalog import _is_number, read_catalog, safe_id, write_catalog
+from .catalog import is_number, read_catalog, safe_id, write_catalog
 from .errors import InputError, warn_object
 from .fitsout import atomic_path, ensure_dir
 from .summary import SUMMARY_NAME, index_sources, missing_row, read_summary, write_summary_text
@@ -113,7 +113,7 @@ def _text_lines(path: Path, fmt: str) -> tuple[list[str], list[str]] | None:
                 if not rows:
                     preamble.append(line)
                 continue
-            if not header and cells and not _is_number(cells[0]):
+            if not header and cells and not is_number(cells[0]):
                 header = True
                 preamble.append(line)
                 continue
@@ -126,7 +126,7 @@ def _text_lines(path: Path, fmt: str) -> tuple[list[str], list[str]] | None:
                     preamble.append(line)
                 continue
             words = s.split()
-            if not header and not _is_number(words[0]):
+            if not header and not is_number(words[0]):
                 header = True
                 preamble.append(line)
                 continue

@@ -10,6 +10,7 @@ import sys
 import click
 
 from ..catalog import FORMATS
+from ..errors import ParameterError
 
 log = logging.getLogger("ifu_extract")
 
@@ -82,6 +83,40 @@ def white_option(func):
     return click.option("--white", "white_path", type=click.Path(dir_okay=False), default=None,
                         help="White-light image of this cube from 'ifu-extract image' (computed "
                              "from the cube when not given).")(func)
+
+
+def option_label(command: click.Command, param: str) -> str:
+    """The option (``-o``, ``--segmap``) of *command* whose parameter name is *param*.
+
+    Steps and the library name parameters; a command reports them by its own options.  The
+    parameter name is returned unchanged when *command* has no such option.
+    """
+    for p in command.params:
+        if p.name == param:
+            return p.opts[0] if isinstance(p, click.Option) else p.human_readable_name
+    return param
+
+
+@contextlib.contextmanager
+def option_errors(command: click.Command | None = None, extra: dict | None = None):
+    """Report a :class:`~ifu_extract.errors.ParameterError` by the options of *command*.
+
+    Parameters
+    ----------
+    command : click.Command, optional
+        Default: the click command running now.
+    extra : dict, optional
+        ``{parameter: option}`` for parameters whose names are not those of the command's
+        options (the line scan's ``snr`` is ``detect --line-snr``).
+    """
+    try:
+        yield
+    except ParameterError as exc:
+        cmd = command or click.get_current_context().command
+        # A step may have renamed a library parameter to its own (the scan's snr is line_snr).
+        names = {p: exc.labels.get(p, p) for p in exc.params}
+        labels = {p: (extra or {}).get(n) or option_label(cmd, n) for p, n in names.items()}
+        raise exc.relabel(labels) from None
 
 
 class _Progress:

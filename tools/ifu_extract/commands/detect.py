@@ -1,61 +1,26 @@
 """``ifu-extract detect IMAGE_OR_CUBE -o CATALOG``: SEP source detection.
 
 Every SEP parameter is one option, with the bounds that the Galaxy wrapper mirrors.  The
-science is in :mod:`ifu_extract.detect`; this module maps options, reads and writes files.
+science is in :mod:`ifu_extract.detect`, the files in :mod:`ifu_extract.steps.detect`; this
+module maps the options to the step's configuration and reports.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import warnings
 from pathlib import Path
 
 import click
-from astropy.io import fits
 
-from ..catalog import merge_catalogs, read_catalog, write_catalog
-from ..detect import DEFAULTS, FILTER_TYPES, KERNELS, THRESH_TYPES, DetectionWarning
-from ..errors import InputError
-from ..fitsout import add_provenance, atomic_path, write_hdulist
-from ._options import cube_options, report
+from ..detect import DEFAULTS, FILTER_TYPES, KERNELS, THRESH_TYPES
+from ..linescan import DEFAULT_SKY_WINDOWS, ScanConfig
+from ..steps.detect import DetectConfig, DetectOutputs, run_detect
+from ..steps.linescan import LineScanRequest
+from ._options import cube_options, option_errors, report
 from .image import image_options
 
 __all__ = ["cmd", "CATALOG_FORMATS"]
 
 CATALOG_FORMATS = ("auto", "tsv", "csv", "ecsv", "fits")
-
-
-def _check_writable(path, option: str) -> None:
-    """Fail before the work, not after it, when an output cannot be written."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise InputError(path, f"is a folder ({option} needs a file name)",
-                         f"give a file path to {option}")
-    if not parent.is_dir():
-        raise InputError(path, "the output folder does not exist",
-                         f"create it or choose another {option}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(path, "the output folder is not writable", f"choose another {option}")
-
-
-def _check_image_hdu(data, image, result, product: str, bunit: str | None, inputs, params):
-    hdr = fits.Header() if image.wcs is None else image.wcs.to_header(relax=True)
-    hdr["IFXPROD"] = (product, "ifu-extract detect product")
-    if bunit:
-        hdr["BUNIT"] = bunit
-    for key, value in image.meta.items():
-        hdr[key] = value
-    hdr["THRTYPE"] = (result.params["thresh_type"], "detection threshold type")
-    hdr["THRESH"] = (result.params["thresh"], "detection threshold (sigma, or image units)")
-    hdr["THRLEVEL"] = (result.threshold, "detection threshold, image units")
-    hdr["GLOBBACK"] = (result.global_back, "global background, image units")
-    hdr["GLOBRMS"] = (result.global_rms, "global background RMS, image units")
-    hdr["NSOURCES"] = (len(result), "sources detected")
-    add_provenance(hdr, "detect", inputs, params)
-    # One primary HDU, as SExtractor check images: ds9, MPDAF and read_image all open it.
-    return fits.HDUList([fits.PrimaryHDU(data, hdr)])
 
 
 @click.command("detect")
@@ -188,13 +153,10 @@ def _check_image_hdu(data, image, result, product: str, bunit: str | None, input
               help="Radius within which a detection is a --merge-catalog object, arcsec.")
 def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wave_range,
         line, width, side_width, gap, data_ext, var_ext, dq_ext, allow_no_wcs, mask_path,
-        mask_thresh, back_size, back_filter_size, back_filter_thresh, back_mask_sources,
-        back_mask_dilate, thresh, thresh_type,
-        minarea, filter_kernel, filter_file, filter_fwhm, filter_type, deblend_nthresh,
-        deblend_cont, clean, clean_param, kron_factor, kron_min, min_radius, line_scan,
-        lines_path, line_snr, line_profile_fwhm, line_continuum_width, line_merge_radius,
-        line_fwhm, line_window, line_side_width, sky_windows, no_default_sky, contsub_cube, line_images, merge_catalog,
-        match_radius):
+        filter_kernel, filter_file, filter_fwhm, line_scan, lines_path, line_snr,
+        line_profile_fwhm, line_continuum_width, line_merge_radius, line_fwhm, line_window,
+        line_side_width, sky_windows, no_default_sky, contsub_cube, line_images, merge_catalog,
+        match_radius, **sep_options):
     """Detect sources in IMAGE_OR_CUBE with SEP (SExtractor's algorithms).
 
     IMAGE_OR_CUBE is a FITS cube (collapsed to white light, or to the band of --wave-range or
@@ -205,112 +167,43 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
     background and RMS maps (FITS, input WCS) and PNG are written with the catalogue, all
     or none.
     """
-    from .. import detect as lib  # SEP is imported only when the verb runs
-
     if line is not None and wave_range:
         raise click.UsageError("--line and --wave-range are exclusive")
     if filter_file is not None and filter_kernel != "default":
         raise click.UsageError("--filter-file and --filter-kernel are exclusive")
-    outputs = {"-o": output, "--segmap": segmap, "--background": background, "--rms": rms,
-               "--plot": plot}
-    for option, path in outputs.items():
-        if path is not None:
-            _check_writable(path, option)
-    given = [p for p in outputs.values() if p is not None]
-    if len({os.path.abspath(p) for p in given}) < len(given):
-        raise click.UsageError("two outputs have the same file name")
-
-    image, kind = lib.read_detection_image(
-        image_or_cube, wave_range=tuple(wave_range) if wave_range else None, line=line,
-        width=width, side_width=side_width, gap=gap, data_ext=data_ext, var_ext=var_ext,
-        dq_ext=dq_ext)
-    if image.wcs is None and kind == "fits" and not allow_no_wcs:
-        raise InputError(image_or_cube, "has no celestial WCS, so the catalogue cannot have RA/DEC",
-                         "add CTYPE/CRVAL/CRPIX/CD keywords, or pass --allow-no-wcs")
-    user_catalog = read_catalog(merge_catalog) if merge_catalog else None
-    mask = lib.read_mask(mask_path, image) if mask_path else None
-    kernel = lib.load_kernel(filter_file) if filter_file else filter_kernel
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DetectionWarning)
-        result = lib.detect_sources(
-            image, back_size=back_size, back_filter_size=back_filter_size,
-            back_filter_thresh=back_filter_thresh, back_mask_sources=back_mask_sources,
-            back_mask_dilate=back_mask_dilate, mask=mask, mask_thresh=mask_thresh,
-            thresh=thresh, thresh_type=thresh_type, minarea=minarea, kernel=kernel,
-            kernel_fwhm=filter_fwhm, filter_type=filter_type, deblend_nthresh=deblend_nthresh,
-            deblend_cont=deblend_cont, clean=clean, clean_param=clean_param,
-            kron_factor=kron_factor, kron_min=kron_min, min_radius=min_radius)
-    for w in caught:
-        if issubclass(w.category, DetectionWarning):
-            click.echo(f"warning: {Path(image_or_cube).name}: {w.message}", err=True)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-
-    inputs = {role: path for role, path in
-              (("image", image_or_cube), ("mask", mask_path), ("filter", filter_file)) if path}
-    params = {k: v for k, v in result.params.items()
-              if k not in ("masked_pixels", "back_masked_pixels")}
-    if kind == "cube":
-        params.update({"wave_range": wave_range, "line": line, "width": width if line else None})
-    params = {k: v for k, v in params.items() if v is not None and v != ()}
-    table = result.catalog
-    table.meta["IMAGE"] = Path(image_or_cube).name
-    table.meta["IMGKIND"] = kind
-    n_detected = len(table)
-    if user_catalog is not None:
-        if image.wcs is None:
-            raise InputError(image_or_cube, "has no celestial WCS, so detections cannot be matched "
-                             "to --merge-catalog by RA/DEC", "add a WCS, or drop --merge-catalog")
-        meta = dict(table.meta)
-        table = merge_catalogs(user_catalog, table, match_radius)
-        table.meta.update(meta)
-        n_new = int((table["SOURCE"] == "detect").sum())
-        report(f"merged into {Path(merge_catalog).name}: {len(user_catalog)} catalogue objects, "
-               f"{n_new} of {n_detected} detections added (match radius {match_radius:g}\")")
-    if line_scan:
-        if kind != "cube":
-            raise click.UsageError("--line-scan needs a cube as input")
-        from ..linescan import DEFAULT_SKY_WINDOWS, ScanConfig, run_line_scan
-
-        cfg = ScanConfig(snr=line_snr, line_fwhm=line_profile_fwhm,
-                         continuum_width=0.0 if contsub_cube else line_continuum_width,
-                         merge_radius=line_merge_radius, window=line_window,
-                         side_width=0.0 if contsub_cube else line_side_width,
-                         sky_windows=(() if no_default_sky else DEFAULT_SKY_WINDOWS) + tuple(sky_windows))
-        n0 = len(table)
-        table, scan = run_line_scan(image_or_cube, table,
-                                    cube_ext={"data_ext": data_ext, "var_ext": var_ext, "dq_ext": dq_ext},
-                                    contsub_path=contsub_cube, config=cfg, fwhm=line_fwhm,
-                                    images_path=line_images, lines_path=lines_path,
-                                    inputs={"cube": image_or_cube})
-        report(f"line scan: {len(scan.lines)} lines in {len(scan.catalog)} objects, {len(table) - n0} new; "
-               f"{scan.n_false} false lines expected at S/N {line_snr:g} (negated cube)")
-    elif lines_path or line_images:
+    if (lines_path or line_images) and not line_scan:
         raise click.UsageError("--lines and --line-images need --line-scan")
-
-    # All outputs are written to temporary files and renamed together at the end: an error
-    # in any of them leaves no output at all.
-    with contextlib.ExitStack() as stack:
-        tmp_cat = stack.enter_context(atomic_path(output, suffix=Path(output).suffix or ".tsv"))
-        write_catalog(table, tmp_cat, catalog_format)
-        unit = image.unit or None
-        for path, data, product, bunit in (
-                (segmap, result.segmap, "SEGMENTATION", None),
-                (background, result.background, "BACKGROUND", unit),
-                (rms, result.rms, "BACKGROUND_RMS", unit)):
-            if path is None:
-                continue
-            tmp = stack.enter_context(atomic_path(path, suffix=".fits"))
-            hdul = _check_image_hdu(data, image, result, product, bunit, inputs, params)
-            write_hdulist(hdul, tmp)
-        if plot is not None:
-            from ..detect_plot import plot_detections
-
-            tmp = stack.enter_context(atomic_path(plot, suffix=".png"))
-            plot_detections(image, result, tmp, title=Path(image_or_cube).name)
-    plural = "" if len(result) == 1 else "s"
-    report(f"detected {len(result)} source{plural} in {Path(image_or_cube).name} ({kind}, "
-           f"{image.shape[1]} x {image.shape[0]} pixels, threshold {result.threshold:.4g}); "
-           f"wrote {output}")
-
+    scan = None
+    if line_scan:
+        scan = LineScanRequest(
+            ScanConfig(snr=line_snr, line_fwhm=line_profile_fwhm,
+                       continuum_width=0.0 if contsub_cube else line_continuum_width,
+                       merge_radius=line_merge_radius, window=line_window,
+                       side_width=0.0 if contsub_cube else line_side_width,
+                       sky_windows=(() if no_default_sky else DEFAULT_SKY_WINDOWS) + tuple(sky_windows)),
+            contsub=contsub_cube, fwhm=line_fwhm, lines=lines_path, images=line_images)
+    config = DetectConfig(wave_range=tuple(wave_range) if wave_range else None, line=line,
+                          width=width, side_width=side_width, gap=gap, data_ext=data_ext,
+                          var_ext=var_ext, dq_ext=dq_ext, allow_no_wcs=allow_no_wcs,
+                          filter_kernel=filter_kernel, filter_fwhm=filter_fwhm,
+                          match_radius=match_radius, line_scan=scan, **sep_options)
+    outputs = DetectOutputs(output, catalog_format, segmap=segmap, background=background, rms=rms,
+                            plot=plot)
+    with option_errors(extra={"mask": "--mask"}):
+        res = run_detect(image_or_cube, outputs, config, mask=mask_path, filter_file=filter_file,
+                         merge_catalog=merge_catalog)
+    name = Path(image_or_cube).name
+    for message in res.warnings:
+        click.echo(f"warning: {name}: {message}", err=True)
+    if res.n_merged_new is not None:
+        report(f"merged into {Path(merge_catalog).name}: {res.n_catalog} catalogue objects, "
+               f"{res.n_merged_new} of {len(res.detection)} detections added (match radius "
+               f"{match_radius:g}\")")
+    if res.scan is not None:
+        report(f"line scan: {len(res.scan.lines)} lines in {len(res.scan.catalog)} objects, "
+               f"{res.n_scan_new} new; {res.scan.n_false} false lines expected at S/N "
+               f"{line_snr:g} (negated cube)")
+    plural = "" if len(res.detection) == 1 else "s"
+    report(f"detected {len(res.detection)} source{plural} in {name} ({res.kind}, "
+           f"{res.image.shape[1]} x {res.image.shape[0]} pixels, threshold "
+           f"{res.detection.threshold:.4g}); wrote {output}")

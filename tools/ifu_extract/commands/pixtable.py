@@ -3,16 +3,17 @@ selfcal, plot).  The commands parse and report; :mod:`ifu_extract.pixtable` does
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-from pathlib import Path
 
 import click
 
-from ._options import report
+from ..steps.pixtable import (Reading, SelectionOptions, run_detimage, run_extract, run_info,
+                              run_mask, run_origin, run_plot, run_selfcal)
+from ._options import option_errors, report
 
 _BOTH_LAYOUTS = click.Choice(["image", "table"])
+#: Selection parameters of the library whose names are not an option's.
+_SELECTION_OPTIONS = {"regions": "--circle/--square", "ifus": "--ifu"}
 
 
 def _threads_option(func):
@@ -21,12 +22,6 @@ def _threads_option(func):
                         help="Rows processed at once by a thread (memory grows with it).")(func)
     return click.option("--threads", type=click.IntRange(1, 256), default=None,
                         help="Threads to use (default: all available cores).")(func)
-
-
-def _open(path, threads, chunk_rows):
-    from ..pixtable.reader import PixTable
-
-    return PixTable(path, threads=threads, chunk_rows=chunk_rows)
 
 
 def _selection_options(ifu: bool = True):
@@ -85,47 +80,8 @@ def _selection_options(ifu: bool = True):
     return deco
 
 
-def _mask_source(table, mask_column, mask_image, mask_ext):
-    from ..errors import InputError
-    from ..pixtable.maskcol import MaskColumn, MaskFromImage
-
-    if mask_column and mask_image:
-        raise InputError("--mask-column/--mask-image", "both given", "give one of them")
-    if mask_column:
-        return MaskColumn(mask_column, table)
-    if mask_image:
-        return MaskFromImage(mask_image, table, mask_ext)
-    return None
-
-
-def _selection(table, kw, ifus=()):
-    """Build a Selection from the parsed options (pops them from *kw*)."""
-    from ..pixtable.select import Selection
-    from ..pixtable.sky import SkyRegion
-
-    regions = tuple(SkyRegion(ra, dec, size, "C") for ra, dec, size in kw.pop("circles"))
-    regions += tuple(SkyRegion(ra, dec, size, "S") for ra, dec, size in kw.pop("squares"))
-    mask = _mask_source(table, kw.pop("mask_column"), kw.pop("mask_image"), kw.pop("mask_ext"))
-    return Selection(regions=regions, wave=tuple(kw.pop("waves")),
-                     ifus=tuple(kw.pop("ifus", ())) or tuple(ifus),
-                     slices=tuple(kw.pop("slices")), stacks=tuple(kw.pop("stacks")),
-                     xpix=tuple(kw.pop("xpix")), ypix=tuple(kw.pop("ypix")),
-                     exposures=tuple(kw.pop("exposures")), method=kw.pop("combine"),
-                     mask=mask, keep=kw.pop("keep"))
-
-
-@contextlib.contextmanager
-def _outputs_together(*paths):
-    """Remove every output already written when a later one fails (all or nothing)."""
-    existed = {p: Path(p).exists() for p in paths if p}
-    try:
-        yield
-    except BaseException:
-        for p, was in existed.items():
-            if not was:
-                with contextlib.suppress(OSError):
-                    os.unlink(p)
-        raise
+def _reading(threads, chunk_rows) -> Reading:
+    return Reading(threads=threads, chunk_rows=chunk_rows)
 
 
 @click.group("pixtable")
@@ -143,10 +99,9 @@ def group():
 def info_cmd(table, as_json):
     """Describe TABLE from its headers: IFUs merged, flux calibration, projection, rows,
     columns, limits, exposures (MPDAF's info(), plus more)."""
-    from ..pixtable.info import format_info, table_info
+    from ..pixtable.info import format_info
 
-    with _open(table, 1, 1 << 18) as t:
-        info = table_info(t)
+    info = run_info(table)
     click.echo(json.dumps(info, indent=2) if as_json else format_info(info))
 
 
@@ -161,11 +116,9 @@ def info_cmd(table, as_json):
 def extract_cmd(table, output, layout, threads, chunk_rows, **kw):
     """Write the rows of TABLE matching sky apertures, wavelength ranges, IFUs, slices,
     stacks, detector pixels and exposures (combined with --combine) as a new pixel table."""
-    from ..pixtable.extract import extract
-
-    with _open(table, threads, chunk_rows) as t:
-        sel = _selection(t, kw)
-        res = extract(t, sel, output, layout=layout)
+    with option_errors(extra=_SELECTION_OPTIONS):
+        res = run_extract(table, output, SelectionOptions(**kw), layout=layout,
+                          reading=_reading(threads, chunk_rows))
     lo, hi = res.limits["lambda"]
     report(f"wrote {output}: {res.nrows} rows, {res.n_ifus} IFU(s), "
            f"lambda {lo:.2f}-{hi:.2f}")
@@ -181,19 +134,10 @@ def extract_cmd(table, output, layout, threads, chunk_rows, **kw):
 def origin_cmd(table, output, threads, chunk_rows, **kw):
     """Decode the origin column of TABLE (or of the selected rows) into IFU, slice (CCD
     numbering) and 0-based detector row and column."""
-    from ..pixtable.extract import raise_no_match, write_origins
-    from ..pixtable.select import run_selection
-
-    with _open(table, threads, chunk_rows) as t:
-        sel = _selection(t, kw)
-        result = run_selection(t, sel)
-        if result.count == 0:
-            raise_no_match(t, sel)
-        out = write_origins(t, result, output,
-                            with_rows=sel.has_criteria or sel.mask is not None,
-                            params=sel.describe())
-    per = ", ".join(f"{i}:{n}" for i, n in out["per_ifu"].items())
-    report(f"wrote {output}: {out['nrows']} rows; rows per IFU {per}")
+    with option_errors(extra=_SELECTION_OPTIONS):
+        out = run_origin(table, output, SelectionOptions(**kw), reading=_reading(threads, chunk_rows))
+    per = ", ".join(f"{i}:{n}" for i, n in out.per_ifu.items())
+    report(f"wrote {output}: {out.nrows} rows; rows per IFU {per}")
 
 
 @group.command("detimage")
@@ -215,21 +159,10 @@ def origin_cmd(table, output, threads, chunk_rows, **kw):
 def detimage_cmd(table, output, ifu, png, png_wave, xrange, yrange, threads, chunk_rows, **kw):
     """Rebuild the detector image of one IFU (and the wavelength of each detector pixel) from
     TABLE, optionally restricted like extract."""
-    from ..pixtable.detimage import reconstruct, write_detimage
-    from ..pixtable.plots import plot_detector
-
-    with _open(table, threads, chunk_rows) as t:
-        sel = _selection(t, kw)
-        images = reconstruct(t, ifu, sel, xrange=tuple(xrange) if xrange else None,
-                             yrange=tuple(yrange) if yrange else None)
-        units = (t.columns["data"].unit, t.columns["lambda"].unit)
-    with _outputs_together(output, png, png_wave):
-        write_detimage(images, output, table_path=table, unit_data=units[0],
-                       unit_wave=units[1], params=sel.describe())
-        if png:
-            plot_detector(images, png, which="data")
-        if png_wave:
-            plot_detector(images, png_wave, which="wave")
+    with option_errors(extra=_SELECTION_OPTIONS):
+        images = run_detimage(table, output, SelectionOptions(**kw), ifu=ifu, xrange=xrange,
+                              yrange=yrange, png=png, png_wave=png_wave,
+                              reading=_reading(threads, chunk_rows))
     ny, nx = images.data.shape
     report(f"wrote {output}: IFU {images.ifu}, {nx} x {ny} detector pixels from "
            f"{images.nrows} rows (x from {images.xstart}, y from {images.ystart})")
@@ -247,10 +180,9 @@ def detimage_cmd(table, output, ifu, png, png_wave, xrange, yrange, threads, chu
 def mask_cmd(table, mask_image, output, mask_ext, threads, chunk_rows):
     """Compute the per-row object mask of TABLE from MASK_IMAGE (0 = sky, non-zero = object,
     with a celestial WCS): the value of the nearest mask pixel, as MPDAF's mask_column."""
-    from ..pixtable.maskcol import write_mask_column
-
-    with _open(table, threads, chunk_rows) as t:
-        out = write_mask_column(t, mask_image, output, ext=mask_ext)
+    with option_errors():
+        out = run_mask(table, mask_image, output, mask_ext=mask_ext,
+                       reading=_reading(threads, chunk_rows))
     frac = out["masked"] / max(out["nrows"], 1)
     report(f"wrote {output}: {out['masked']} of {out['nrows']} rows masked ({100 * frac:.2f}%)")
 
@@ -302,21 +234,14 @@ def selfcal_cmd(table, output, corrections, mask_image, mask_column, mask_ext, b
     """Bring every slice of TABLE (not sky-subtracted) to the same sky level, per wavelength
     bin, with the sources masked (MPDAF's selfcalibrate); write the corrected table and the
     corrections."""
-    from astropy.io import fits
-
-    from ..pixtable.plots import plot_corrections
-    from ..pixtable.selfcal import DEFAULT_BIN_EDGES, selfcalibrate
+    from ..pixtable.selfcal import DEFAULT_BIN_EDGES
 
     edges = _parse_edges(bin_edges) or DEFAULT_BIN_EDGES
-    with _open(table, threads, chunk_rows) as t:
-        mask = _mask_source(t, mask_column, mask_image, mask_ext)
-        with _outputs_together(output, corrections, png):
-            res = selfcalibrate(t, output, corrections, mask=mask, edges=edges,
-                                fit_rows=fit_rows, corr_clip=corr_clip, min_npts=min_npts,
-                                layout=layout)
-            if png:
-                with fits.open(corrections) as hdul:
-                    plot_corrections(hdul, png)
+    with option_errors(extra={"edges": "--bin-edges"}):
+        res = run_selfcal(table, output, corrections, mask_image=mask_image,
+                          mask_column=mask_column, mask_ext=mask_ext, edges=edges,
+                          fit_rows=fit_rows, corr_clip=corr_clip, min_npts=min_npts,
+                          layout=layout, png=png, reading=_reading(threads, chunk_rows))
     msg = (f"wrote {output} and {corrections}: {int((res.npts > 0).any(axis=2).sum())} slices, "
            f"{len(res.edges) - 1} bins, {int(res.replaced.sum())} corrections replaced")
     if res.scatter_before is not None:
@@ -341,27 +266,12 @@ def selfcal_cmd(table, output, corrections, mask_image, mask_column, mask_ext, b
 def plot_cmd(source, output, kind, ifu, max_points, threads, chunk_rows):
     """Quick-look PNG of SOURCE: a pixel table (sky, detector, wave) or a corrections table
     written by selfcal (corrections)."""
-    from astropy.io import fits
-
-    from ..errors import InputError
-    from ..pixtable.detimage import reconstruct
-    from ..pixtable.plots import plot_corrections, plot_detector, plot_sky
-
-    if kind == "corrections":
-        try:
-            hdul = fits.open(source)
-        except (OSError, ValueError) as exc:
-            raise InputError(source, f"is not a readable FITS table ({exc})",
-                             "give the corrections written by 'pixtable selfcal'") from None
-        with hdul:
-            plot_corrections(hdul, output)
+    with option_errors():
+        out = run_plot(source, output, kind=kind, ifu=ifu, max_points=max_points,
+                       reading=_reading(threads, chunk_rows))
+    if kind == "sky":
+        report(f"wrote {output}: {out['points']} of {out['rows']} rows")
+    elif kind == "corrections":
         report(f"wrote {output}")
-        return
-    with _open(source, threads, chunk_rows) as t:
-        if kind == "sky":
-            n = plot_sky(t, output, max_points=max_points)
-            report(f"wrote {output}: {n} of {t.nrows} rows")
-        else:
-            images = reconstruct(t, ifu)
-            plot_detector(images, output, which="data" if kind == "detector" else "wave")
-            report(f"wrote {output}: IFU {images.ifu}")
+    else:
+        report(f"wrote {output}: IFU {out['ifu']}")

@@ -303,15 +303,15 @@ def _show(value) -> str:
 
 def _line_scan(table, cube, cube_ext, files, do_contsub, match_radius):
     """Add the objects of the line scan to *table*; write the line table and their images."""
-    from ..linescan import ScanConfig, run_line_scan
+    from ..linescan import ScanConfig
+    from ..steps.linescan import LineScanRequest, run_line_scan
 
     report(f"      line scan -> {files['lines']}, {files['line_images']}")
     cfg = ScanConfig(merge_radius=match_radius, **({"continuum_width": 0.0, "side_width": 0.0}
                                                    if do_contsub else {}))
-    merged, scan = run_line_scan(cube, table, cube_ext=cube_ext,
-                                 contsub_path=files["contsub"] if do_contsub else None, config=cfg,
-                                 images_path=files["line_images"], lines_path=files["lines"],
-                                 inputs={"cube": cube})
+    request = LineScanRequest(cfg, contsub=files["contsub"] if do_contsub else None,
+                              lines=files["lines"], images=files["line_images"])
+    merged, scan = run_line_scan(cube, table, request, cube_ext=cube_ext, inputs={"cube": cube})
     report(f"      line scan: {len(scan.lines)} lines in {len(scan.catalog)} objects, "
            f"{len(merged) - len(table)} new; {scan.n_false} false lines expected (negated cube)")
     return merged
@@ -320,7 +320,7 @@ def _line_scan(table, cube, cube_ext, files, do_contsub, match_radius):
 def _emitter_spectra(out, cube, cube_ext, table, files, extract_params):
     """MUSE_NB spectra of the emitters found by the scan, into their Source files."""
     from ..cubeio import open_cube
-    from ..linescan import add_emitter_spectra, read_emitter_images
+    from ..emitters import add_emitter_spectra, read_emitter_images
     from ..psf import catalog_candidates, resolve_psf
 
     images = read_emitter_images(files["line_images"])

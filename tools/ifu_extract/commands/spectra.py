@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from ._options import report
+from ._options import option_errors, report
 
 log = logging.getLogger("ifu_extract")
 
@@ -77,20 +77,45 @@ def group():
 
 
 @group.command("ingest")
-@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("sources", nargs=-1, type=click.Path(exists=True))
 @click.option("--store", required=True, type=click.Path(dir_okay=False),
-              help="Store file to create or add to (one file).")
+              help="Store file to create or add to (one file; an empty file is a new store).")
+@click.option("--source", "source_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="MPDAF Source or SDSS spec-* file (repeatable); SOURCES may also be given "
+                   "as arguments, folders searched recursively.")
+@click.option("--summary", "summaries", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Summary table (summary.tsv of extract, run or merge) whose columns are added "
+                   "to the matching spectra (repeatable).")
+@click.option("--source-names", "names_file", type=click.Path(exists=True, dir_okay=False),
+              default=None,
+              help="Text file of the names recorded for the --source files, one per line in "
+                   "the same order (default: the file names), e.g. Galaxy's dataset names.")
+@click.option("--previous", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start from a copy of this store (left unchanged); --store is written "
+                   "when the ingest is complete.")
 @click.option("--context", default=None, metavar="NAME",
               help="Put every spectrum in this context ([a-z0-9_]); default: one context per "
                    "wavelength grid and layout, named after them.")
 @click.option("--commit-every", type=click.IntRange(1, 100000), default=200, show_default=True,
               help="Commit after this many files; an interrupted ingest loses at most these.")
-def ingest_cmd(sources, store, context, commit_every):
+def ingest_cmd(sources, store, source_files, summaries, names_file, previous, context,
+               commit_every):
     """Ingest MPDAF Source files (every SPE_* spectrum), SDSS spec-* files and summary tables
     (summary.tsv) into STORE.  Folders are searched recursively.  Re-ingesting is idempotent."""
-    from ..spectra.ingest import ingest
+    from ..steps.spectra import run_ingest
 
-    rep = ingest(sources, store, context=context, commit_every=commit_every)
+    names = None
+    if names_file:
+        if sources:
+            raise click.UsageError("--source-names names --source files: give the files with "
+                                   "--source")
+        names = Path(names_file).read_text(encoding="utf-8").splitlines()
+    if not (sources or source_files or summaries):
+        raise click.UsageError("give Source/spec files (SOURCES or --source) or --summary tables")
+    with option_errors(extra={"paths": "SOURCES", "names": "--source-names"}):
+        rep = run_ingest(store, sources=list(sources) + list(source_files), summaries=summaries,
+                         names=names, previous=previous,
+                         context=context, commit_every=commit_every)
     for problem in rep.problems:
         click.echo(f"warning: {problem}", err=True)
     report(rep.summary())

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from astropy.io import fits
 
-from ..errors import InputError
+from ..errors import ParameterError
 from ..fitsout import add_provenance, write_hdulist
 from .origin import (IFU_MASK, IFU_SHIFT, KEY_MASK, XPIX_MASK, XPIX_SHIFT, YPIX_MASK,
                      YPIX_SHIFT, check_xoffsets, xoffset_lut)
@@ -83,8 +83,8 @@ def reconstruct(table, ifu: int | None = None, selection: Selection | None = Non
         else:
             ifus = ifus_present(table)
         if len(ifus) != 1:
-            raise InputError(table.path, f"holds {len(ifus)} IFUs ({_short(ifus)})",
-                             "choose one with --ifu")
+            raise ParameterError(table.path, f"holds {len(ifus)} IFUs ({_short(ifus)})",
+                                 "choose one with {ifu}", params=("ifu",))
         ifu = int(ifus[0])
     if selection.method == "and" or not selection.has_criteria:
         if selection.ifus and ifu not in selection.ifus:
@@ -94,8 +94,8 @@ def reconstruct(table, ifu: int | None = None, selection: Selection | None = Non
     else:  # 'or': the IFU restricts the union of the other criteria
         result = _restrict_ifu(table, run_selection(table, selection), ifu)
     if result.count == 0:
-        raise InputError(table.path, f"has no row of IFU {ifu} in the selection",
-                         "check --ifu and the other criteria")
+        raise ParameterError(table.path, f"has no row of IFU {ifu} in the selection",
+                             "check {ifu} and the other criteria", params=("ifu",))
     lut = xoffset_lut(table.meta)
 
     def coords(chunk):
@@ -123,7 +123,8 @@ def reconstruct(table, ifu: int | None = None, selection: Selection | None = Non
     x0, x1 = xrange
     y0, y1 = yrange
     if x1 < x0 or y1 < y0:
-        raise InputError("--xrange/--yrange", "empty detector window", "give start <= stop")
+        raise ParameterError(None, "{xrange}/{yrange}: empty detector window", "give start <= stop",
+                             params=("xrange", "yrange"))
     data = np.full((y1 - y0 + 1, x1 - x0 + 1), np.nan, dtype=np.float32)
     wave = np.full_like(data, np.nan)
     used = 0

@@ -45,7 +45,7 @@ def raise_no_match(table, selection: Selection):
     """Raise the :class:`InputError` of a selection that matches no row."""
     what = "criteria" if selection.has_criteria else "mask"
     raise InputError(table.path, f"no row matches the selection ({what})",
-                     "widen the ranges, check the numbers, or use --combine or")
+                     "widen the ranges, check the numbers, or combine the criteria with 'or'")
 
 
 def write_selected(table, result: SelectionResult, dest, *, layout: str = "image",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.io import fits
 
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 from ..fitsout import atomic_path
 from .header import NIFU, NSLICE
 from .origin import IFU_MASK, IFU_SHIFT
@@ -84,7 +84,8 @@ def plot_detector(images, dest, *, which: str = "data", title: str | None = None
     arr = images.data if which == "data" else images.wave
     finite = arr[np.isfinite(arr)]
     if finite.size == 0:
-        raise InputError(dest, "the detector image is empty", "check --ifu and the selection")
+        raise ParameterError(dest, "the detector image is empty", "check {ifu} and the selection",
+                             params=("ifu",))
     # Flagged pixels and sky lines reach far above the sky: clip the colour scale.
     vmin, vmax = np.percentile(finite, [2, 97]) if which == "data" else (finite.min(),
                                                                           finite.max())
@@ -111,7 +112,7 @@ def plot_corrections(table_hdul, dest, *, dpi: int = 90) -> None:
         table_hdul[1] if len(table_hdul) > 1 else table_hdul[0])
     if not isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
         raise InputError(table_hdul.filename() or dest, "is not a corrections table (no table extension)",
-                         "give the --corrections file written by 'ifu-extract pixtable selfcal'")
+                         "give the corrections file written by 'ifu-extract pixtable selfcal'")
     t = Table.read(hdu)
     for need in ("ifu", "sli", "quad", "corr"):
         if need not in t.colnames:

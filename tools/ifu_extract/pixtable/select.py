@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy import units as u
 
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 from .header import NIFU, NSLICE, get_keyword, stack_ccd_slices
 from .origin import (IFU_MASK, IFU_SHIFT, KEY_MASK, SLICE_MASK, XPIX_MASK, XPIX_SHIFT,
                      YPIX_MASK, YPIX_SHIFT, check_xoffsets, xoffset_lut)
@@ -370,18 +370,19 @@ class Selector:
         self.table, self.sel = table, selection
         path = table.path
         if selection.method not in ("and", "or"):
-            raise InputError("--combine", f"unknown combination {selection.method!r}",
-                             "use 'and' or 'or'")
+            raise ParameterError(None, "{combine}: " + f"unknown combination {selection.method!r}",
+                                 "use 'and' or 'or'", params=("combine",))
         crits = []
         if selection.exposures:
             if not table.meta.exposures:
-                raise InputError(path, "is not a combined table (no COMBINED/EXPn keywords), "
-                                 "so it cannot be selected by exposure", "drop --exp")
+                raise ParameterError(path, "is not a combined table (no COMBINED/EXPn keywords), "
+                                     "so it cannot be selected by exposure", "drop {exposures}",
+                                     params=("exposures",))
             n = len(table.meta.exposures)
             bad = [e for e in selection.exposures if not 1 <= e <= n]
             if bad:
-                raise InputError(path, f"has {n} exposures; exposure {bad[0]} does not exist",
-                                 f"use --exp between 1 and {n}")
+                raise ParameterError(path, f"has {n} exposures; exposure {bad[0]} does not exist",
+                                     f"use {{exposures}} between 1 and {n}", params=("exposures",))
             self.exposures = _Exposures([table.meta.exposures[e - 1]
                                          for e in sorted(set(selection.exposures))])
             crits.append(self.exposures)
@@ -401,11 +402,12 @@ class Selector:
                       for k in ("X LOW", "X HIGH", "Y LOW", "Y HIGH")}
             for i, reg in enumerate(selection.regions, start=1):
                 if reg.shape not in ("C", "S"):
-                    raise InputError("--sky", f"unknown aperture shape {reg.shape!r}",
-                                     "use C (circle) or S (square)")
+                    raise ParameterError(None, "{regions}: " + f"unknown aperture shape {reg.shape!r}",
+                                         "use C (circle) or S (square)", params=("regions",))
                 if not reg.size > 0:
-                    raise InputError("--sky", f"aperture {i} has size {reg.size}",
-                                     "give a positive radius / half side in arcsec")
+                    raise ParameterError(None, "{regions}: " + f"aperture {i} has size {reg.size}",
+                                         "give a positive radius / half side in arcsec",
+                                         params=("regions",))
                 if region_outside_field(frame, limits, reg):
                     raise InputError(path, f"sky region {i} ({reg.describe()}) lies outside the "
                                      f"field of the table (centre RA {frame.xc:.6f} Dec "
@@ -419,11 +421,12 @@ class Selector:
         ifu_ok = np.zeros(IFU_MASK + 1, dtype=bool)
         slice_ok = np.zeros(SLICE_MASK + 1, dtype=bool)
         stack_ok = np.zeros(SLICE_MASK + 1, dtype=bool)
-        for v, name, hi in ((s.ifus, "--ifu", NIFU), (s.slices, "--slice", NSLICE),
-                            (s.stacks, "--stack", 4)):
+        for v, name, hi in ((s.ifus, "ifus", NIFU), (s.slices, "slices", NSLICE),
+                            (s.stacks, "stacks", 4)):
             bad = [x for x in v if not 1 <= x <= hi]
             if bad:
-                raise InputError(name, f"value {bad[0]} is out of range", f"use 1..{hi}")
+                raise ParameterError(None, "{%s}: value %s is out of range" % (name, bad[0]),
+                                     f"use 1..{hi}", params=(name,))
         ifu_ok[list(s.ifus)] = True
         slice_ok[list(s.slices)] = True
         for st in s.stacks:

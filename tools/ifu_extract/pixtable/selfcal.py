@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.io import fits
 
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 from ..fitsout import add_provenance, write_hdulist
 from .extract import write_selected
 from .header import NIFU, NSLICE
@@ -141,10 +141,11 @@ def compute_corrections(table, *, mask=None, edges=DEFAULT_BIN_EDGES, fit_rows: 
                          "its reference", "run it on the table before sky subtraction")
     edges = np.asarray(edges, dtype=np.float64)
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
-        raise InputError("--bin-edges", "bin edges must be at least two increasing wavelengths",
-                         "give e.g. 4750,5000,5265")
+        raise ParameterError(None, "{edges}: bin edges must be at least two increasing "
+                             "wavelengths", "give e.g. 4750,5000,5265", params=("edges",))
     if fit_rows not in ("all", "even", "odd"):
-        raise InputError("--fit-rows", f"unknown value {fit_rows!r}", "use all, even or odd")
+        raise ParameterError(None, "{fit_rows}: " + f"unknown value {fit_rows!r}",
+                             "use all, even or odd", params=("fit_rows",))
     nbins = edges.size - 1
     edges32 = edges.astype(np.float32)
     ngroup = NIFU * NSLICE * nbins

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy import units as u
 
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 
 __all__ = [
     "DEG2RAD",
@@ -485,8 +485,9 @@ def load_mask_image(path, ext=None):
                 try:
                     hdu = hdul[int(ext) if str(ext).isdigit() else ext]
                 except (KeyError, IndexError):
-                    raise InputError(path, f"has no extension {ext!r}",
-                                     "name the mask extension with --mask-ext") from None
+                    raise ParameterError(path, f"has no extension {ext!r}",
+                                         "name the mask extension with {mask_ext}",
+                                         params=("mask_ext",)) from None
             elif len(hdul) == 1:
                 hdu = hdul[0]
             elif "DATA" in hdul:
@@ -494,8 +495,8 @@ def load_mask_image(path, ext=None):
             elif "SCI" in hdul:
                 hdu = hdul["SCI"]
             else:
-                raise InputError(path, "has no DATA or SCI extension",
-                                 "name the mask extension with --mask-ext")
+                raise ParameterError(path, "has no DATA or SCI extension",
+                                     "name the mask extension with {mask_ext}", params=("mask_ext",))
             if hdu.data is None or hdu.data.ndim != 2:
                 raise InputError(path, "the mask is not a 2-D image",
                                  "give a 2-D image (0 = sky, > 0 = objects)")

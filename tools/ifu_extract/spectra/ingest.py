@@ -43,7 +43,9 @@ from astropy import units as u
 from astropy.io import fits
 
 from ..catalog import safe_id
-from ..errors import InputError
+from ..errors import InputError, ParameterError
+from ..fitsio import is_fits
+from ..sourcefile import ext_name, tags_of
 from .grid import Grid, GridMismatch
 from .skyindex import hpx_of
 from .storefile import (MASK_BAD, PAD_WORDS, PLANE_DTYPES, Context, StoreWriter,
@@ -119,7 +121,7 @@ def detect_kind(path: Path) -> str:
     """``'fits'``, ``'summary'`` (text with an ID column) or ``'unknown'``, from the content."""
     with open(path, "rb") as fh:
         head = fh.read(2880)
-    if head.startswith(b"SIMPLE  ="):
+    if is_fits(head):
         return "fits"
     try:
         first = head.decode("utf-8").splitlines()[0] if head else ""
@@ -140,7 +142,7 @@ def read_fits_spectra(path) -> list["SpectrumIn"]:
     path = Path(path)
     with fits.open(path, memmap=True) as hdul:
         names = [h.name.upper() for h in hdul]
-        if any(re.fullmatch(r"SPE_.+_DATA", n) for n in names):
+        if tags_of(names, "SPE"):
             return _source_from_hdul(hdul, names, path.name)
         if len(hdul) > 2 and isinstance(hdul[1], fits.BinTableHDU):
             cols = {c.lower() for c in hdul[1].columns.names}
@@ -229,18 +231,16 @@ def _source_from_hdul(hdul, names, fname) -> list[SpectrumIn]:
             zs = [_finite_or_nan(v) for v in zt["Z"]]
             zs = [v for v in zs if not math.isnan(v)]
             z = zs[0] if zs else math.nan
-    for name in names:
-        m = re.fullmatch(r"SPE_(.+)_DATA", name)
-        if not m:
-            continue
-        tag = _valid_name(m.group(1), "spectrum tag", path.name)
+    for raw_tag in tags_of(names, "SPE"):
+        name = ext_name("SPE", raw_tag)
+        tag = _valid_name(raw_tag, "spectrum tag", path.name)
         hdu = hdul[name]
         data = hdu.data
         if data is None or data.ndim != 1:
             raise ValueError(f"{path.name}: {name} is not a 1-D spectrum")
         first, step, medium = _wave_axis(hdu.header, f"{path.name}[{name}]")
         var = None
-        stat = f"SPE_{m.group(1)}_STAT"
+        stat = ext_name("SPE", raw_tag, "STAT")
         if stat in names and hdul[stat].data is not None:
             var = hdul[stat].data
             if var.shape != data.shape:
@@ -490,8 +490,8 @@ def _expand(paths) -> list[Path]:
     return out
 
 
-def ingest(paths, store, *, context: str | None = None, commit_every: int = 200,
-           progress=None) -> IngestReport:
+def ingest(paths, store, *, summaries=(), names=None, context: str | None = None,
+           commit_every: int = 200, progress=None) -> IngestReport:
     """Ingest Source files, SDSS spec files and summary tables into *store*.
 
     Parameters
@@ -499,7 +499,13 @@ def ingest(paths, store, *, context: str | None = None, commit_every: int = 200,
     paths : sequence of path
         Files (kind detected from the content) or folders (searched recursively).
     store : path
-        The store file; created when missing.
+        The store file; created when missing (an empty file is a new store).
+    summaries : sequence of path
+        Summary tables (``summary.tsv``), read as such whatever their content looks like.
+    names : sequence of str, optional
+        The names recorded as the spectra's source file, one per path of *paths* (which must
+        then all be files), e.g. the names Galaxy users gave their datasets; default: the file
+        names.
     context : str, optional
         Put every spectrum in this context (``[a-z0-9_]``); default: chosen by grid.
     commit_every : int
@@ -514,11 +520,25 @@ def ingest(paths, store, *, context: str | None = None, commit_every: int = 200,
         one bad file does not stop the batch).
     """
     if context is not None and not _CONTEXT_OK.match(context):
-        raise InputError("--context", f"{context!r} is not a valid context name",
-                         "use 1-40 lower-case letters, digits or _")
-    files = _expand(paths)
+        raise ParameterError(None, "{context}: " + f"{context!r} is not a valid context name",
+                             "use 1-40 lower-case letters, digits or _", params=("context",))
+    if names is not None:
+        names = [str(n) for n in names]
+        if len(names) != len(paths):
+            raise ParameterError(None, f"{{names}}: {len(names)} names for {len(paths)} files",
+                                 "give one name per file, in the same order", params=("names",))
+        for p in paths:
+            if Path(p).is_dir():
+                raise ParameterError(p, "is a folder, which cannot be given a name",
+                                     "give files with {names}", params=("names",))
+    # (path, forced kind or None, recorded name or None)
+    files = ([(f, None, None) for f in _expand(paths)] if names is None
+             else [(Path(p), None, n) for p, n in zip(paths, names)])
+    files += [(Path(p), "summary", None) for p in summaries]
     if not files:
-        raise InputError("SOURCES", "no input files", "give Source/spec FITS files or folders")
+        raise ParameterError(None, "{paths}: no input files",
+                             "give Source/spec FITS files or folders, or summary tables",
+                             params=("paths",))
     report = IngestReport()
     with StoreWriter(store) as writer:
         report.dropped_bytes = writer.dropped_bytes
@@ -532,10 +552,10 @@ def ingest(paths, store, *, context: str | None = None, commit_every: int = 200,
             writer.commit()
             report.commits = writer.commits
 
-        for path in files:
+        for path, forced, name in files:
             report.files += 1
             try:
-                kind = detect_kind(path)
+                kind = forced or detect_kind(path)
             except OSError as exc:
                 report.problems.append(f"{path}: cannot read ({exc.strerror or exc})")
                 continue
@@ -551,6 +571,8 @@ def ingest(paths, store, *, context: str | None = None, commit_every: int = 200,
                         spectra = []
                 elif kind == "fits":
                     spectra = read_fits_spectra(path)
+                    for sp in spectra if name is not None else ():
+                        sp.source = name
                 else:
                     report.problems.append(f"{path}: neither an MPDAF Source, an SDSS spec file "
                                            "nor a summary table (with an ID column)")
