@@ -34,7 +34,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from .catalog import is_number, read_catalog, safe_id, write_catalog
-from .errors import InputError, warn_object
+from .errors import InputError, ParameterError, warn_object
 from .fitsout import atomic_path, ensure_dir
 from .summary import SUMMARY_NAME, index_sources, missing_row, read_summary, write_summary_text
 
@@ -136,7 +136,8 @@ def _text_lines(path: Path, fmt: str) -> tuple[list[str], list[str]] | None:
 
 def _check_parts(n_parts: int, n_rows: int, path) -> None:
     if n_parts < 1:
-        raise InputError("n_parts", f"{n_parts} parts asked", "ask for at least 1")
+        raise ParameterError("{n_parts}", f"{n_parts} parts asked", "ask for at least 1",
+                             params=("n_parts",))
     if n_parts > n_rows:
         raise InputError(path, f"has {n_rows} catalogue rows, fewer than the {n_parts} parts asked",
                          f"ask for {n_rows} parts or fewer")
@@ -179,8 +180,8 @@ def split_catalog(catalog, n_parts: int, outdir, *, fmt: str = "auto", output_fo
     path = Path(catalog)
     name_suffix = suffix      # (the branches below set the format's own suffix)
     if output_format not in SPLIT_FORMATS:
-        raise InputError(f"output_format {output_format}", "unknown format",
-                         f"use one of {', '.join(SPLIT_FORMATS)}")
+        raise ParameterError("{output_format}", f"unknown format {output_format!r}",
+                             f"use one of {', '.join(SPLIT_FORMATS)}", params=("output_format",))
     table = read_catalog(path, fmt)
     n_rows = len(table)
     _check_parts(int(n_parts), n_rows, path)
@@ -397,9 +398,11 @@ def file_parts(summaries, sources) -> list[Part]:
     """
     paths = [Path(p) for p in summaries]
     if not paths:
-        raise InputError("part_summaries", "no summary table to merge", "give one per part")
+        raise ParameterError(None, "no summary table to merge", "give one per part with {part_summaries}",
+                             params=("part_summaries",))
     if len({p.resolve() for p in paths}) < len(paths):
-        raise InputError("part_summaries", "a summary table is given twice", "give each part once")
+        raise ParameterError("{part_summaries}", "a summary table is given twice", "give each part once",
+                             params=("part_summaries",))
     by_id = index_sources(sources)
     for obj_id, files in by_id.items():
         for other in files[1:]:
@@ -454,7 +457,8 @@ def merge_parts(parts: list[Part], outdir, *, catalog=None, catalog_format: str 
         already holding an output.  Nothing is written then.
     """
     if link not in LINK_MODES:
-        raise InputError(f"link {link}", "unknown mode", f"use one of {', '.join(LINK_MODES)}")
+        raise ParameterError("{link}", f"unknown mode {link!r}", f"use one of {', '.join(LINK_MODES)}",
+                             params=("link",))
     outdir = Path(outdir)
     out_res = outdir.resolve()
     for part in parts:

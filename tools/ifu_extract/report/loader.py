@@ -14,6 +14,7 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import OK
+from ..sourcefile import ext_name, tags_of
 from ..wcsutil import celestial_from_header, pixel_scale_arcsec, world_to_pixel
 
 __all__ = ["ObjectData", "SegmapSampler", "as_float", "load_object", "object_mask"]
@@ -174,30 +175,28 @@ def load_object(path, *, segmap=None) -> ObjectData:
         primary = hdul[0].header.copy()
         obj = ObjectData(str(primary.get("ID", path.stem)), path, primary)
         hdus = {h.name: h for h in hdul[1:]}
+        names = list(hdus)
         first_spec = None
-        for name, hdu in hdus.items():
+        for tag in tags_of(names, "SPE"):
+            hdu = hdus[ext_name("SPE", tag)]
             if hdu.data is None:
                 continue
-            if name.startswith("SPE_") and name.endswith("_DATA"):
-                tag = name[4:-5]
-                flux = np.asarray(hdu.data, dtype=float)
-                stat = hdus.get(f"SPE_{tag}_STAT")
-                var = None if stat is None or stat.data is None else np.asarray(stat.data, dtype=float)
-                obj.spectra[tag] = (_wave_of(hdu.header, flux.size), flux, var)
-                if first_spec is None:
-                    first_spec = hdu.header
-                    obj.unit = str(hdu.header.get("BUNIT", ""))
-            elif name.startswith("IMA_") and name.endswith("_DATA"):
-                tag = name[4:-5]
-                data = np.asarray(hdu.data)
-                if tag.startswith("MASK_"):
-                    obj.masks[tag] = data.astype(bool)
-                    continue
-                stat = hdus.get(f"IMA_{tag}_STAT")
-                var = None if stat is None or stat.data is None else np.asarray(stat.data, dtype=float)
-                obj.images[tag] = (data.astype(float), var)
-                if obj.wcs is None:
-                    obj.wcs = celestial_from_header(hdu.header)
+            flux = np.asarray(hdu.data, dtype=float)
+            obj.spectra[tag] = (_wave_of(hdu.header, flux.size), flux, _stat(hdus, "SPE", tag))
+            if first_spec is None:
+                first_spec = hdu.header
+                obj.unit = str(hdu.header.get("BUNIT", ""))
+        for tag in tags_of(names, "IMA"):
+            hdu = hdus[ext_name("IMA", tag)]
+            if hdu.data is None:
+                continue
+            data = np.asarray(hdu.data)
+            if tag.startswith("MASK_"):
+                obj.masks[tag] = data.astype(bool)
+                continue
+            obj.images[tag] = (data.astype(float), _stat(hdus, "IMA", tag))
+            if obj.wcs is None:
+                obj.wcs = celestial_from_header(hdu.header)
         if obj.wcs is None:
             ima = next((h for n, h in hdus.items() if n.startswith("IMA_")), None)
             obj.wcs = None if ima is None else celestial_from_header(ima.header)
@@ -210,6 +209,12 @@ def load_object(path, *, segmap=None) -> ObjectData:
             x, y = obj.centre()
             obj.seglabel = _object_label(seg, object_mask(obj), x, y)
     return obj
+
+
+def _stat(hdus: dict, kind: str, tag: str) -> np.ndarray | None:
+    """The variance of a spectrum or image, None when the file has none."""
+    stat = hdus.get(ext_name(kind, tag, "STAT"))
+    return None if stat is None or stat.data is None else np.asarray(stat.data, dtype=float)
 
 
 def object_mask(obj: ObjectData) -> np.ndarray | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..catalog_parts import MergeResult, file_parts, folder_parts, merge_parts
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 from ..report import resolve_segmap
 from ..segmap import read_segmap
 from .report import ReportConfig, ReportResult, run_report
@@ -99,10 +99,11 @@ def run_merge(inputs=(), output=None, config: MergeConfig | None = None, *, part
     """
     cfg = config or MergeConfig()
     if output is None:
-        raise InputError("output", "no merged folder given", "give the folder to write")
+        raise ParameterError(None, "no merged folder given", "give {output}", params=("output",))
     if part_sources and not part_summaries:
-        raise InputError("part_sources", "Source files given without the parts' summary tables",
-                         "give the summary table of every part")
+        raise ParameterError(None, "{part_sources} given without the parts' summary tables",
+                             "give the summary table of every part with {part_summaries}",
+                             params=("part_sources", "part_summaries"))
     parts = (folder_parts(inputs) if inputs else []) + \
         (file_parts(part_summaries, part_sources) if part_summaries else [])
     if not parts:

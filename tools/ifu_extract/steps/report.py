@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError, is_disk_full
+from ..errors import InputError, ParameterError, is_disk_full
 from ..catalog_parts import place_file
 from ..fitsout import ensure_dir
 from ..report import (DEFAULT_DPI, FIGURES, INDEX_NAME, QA_DIR, ObjectPlots, cube_names, draw_figures,
@@ -119,8 +119,9 @@ def _resolve_inputs(outdir, summary, sources, html, assets_dir):
     if folder is not None and not folder.is_dir():
         raise InputError(folder, "is not a folder", "give the output folder of 'ifu-extract extract' or 'run'")
     if summary is None and folder is None:
-        raise InputError("summary", "no summary table given",
-                         "give an output folder or the summary table and its Source files")
+        raise ParameterError(None, "no summary table given",
+                             "give an output folder, or {summary} and the Source files",
+                             params=("summary",))
     summary = Path(summary) if summary is not None else folder / SUMMARY_NAME
     html = Path(html) if html is not None else (folder or summary.parent) / INDEX_NAME
     assets = Path(assets_dir) if assets_dir is not None else html.parent
@@ -196,7 +197,8 @@ def run_report(outdir=None, config: ReportConfig | None = None, *, summary=None,
     columns, rows = read_summary(summary)
     seg = resolve_segmap(cfg.segmap, folder) if cfg.plots else None
     if int(cfg.smooth) < 1:
-        raise InputError("smooth", "must be at least 1", "give a width in channels")
+        raise ParameterError("{smooth}", "must be at least 1", "give a width in channels",
+                             params=("smooth",))
     srcs = _row_sources(rows, folder, summary, by_id)
     notes = []
     title = cfg.title

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..catalog_parts import SplitPart, split_catalog
-from ..errors import InputError
+from ..errors import ParameterError
 
 __all__ = ["SplitConfig", "SplitResult", "run_split"]
 
@@ -61,7 +61,8 @@ class SplitResult:
 
 def _check_stem(value: str | None, param: str) -> None:
     if value is not None and (not value.strip() or any(c in value for c in "/\\\0")):
-        raise InputError(param, "must be a file name part, without folders", "give a plain name")
+        raise ParameterError("{%s}" % param, f"{value!r} is not a file name part", "give a name "
+                             "without folders", params=(param,))
 
 
 def run_split(catalog, output, config: SplitConfig | None = None) -> SplitResult:
