@@ -401,19 +401,19 @@ def test_solver_matches_scipy_nnls_and_covariance():
     data = np.einsum("lk,lkp->lp", f_true, M) - 0.3 + rng.standard_normal((L, P)) * np.sqrt(var)
     data[5, :7] = np.nan
     f, cov = solve_layers(data, var, M, nonneg=True, background=True)
-    for l in range(L):
-        ok = np.isfinite(data[l])
-        w = 1 / np.sqrt(var[l, ok])
-        A = np.vstack([M[l][:, ok], np.ones(ok.sum())]).T * w[:, None]
+    for layer in range(L):
+        ok = np.isfinite(data[layer])
+        w = 1 / np.sqrt(var[layer, ok])
+        A = np.vstack([M[layer][:, ok], np.ones(ok.sum())]).T * w[:, None]
         # background split in two non-negative parts
         A2 = np.hstack([A, -A[:, -1:]])
-        z, _ = nnls(A2, data[l, ok] * w)
+        z, _ = nnls(A2, data[layer, ok] * w)
         ref = np.concatenate([z[:K], [z[K] - z[K + 1]]])
-        assert np.allclose(f[l], ref, atol=1e-6 * max(1, np.abs(ref).max())), l
+        assert np.allclose(f[layer], ref, atol=1e-6 * max(1, np.abs(ref).max())), layer
     f_u, cov_u = solve_layers(data, var, M)
-    l = 3
-    A = M[l].T / np.sqrt(var[l])[:, None]
-    assert np.allclose(cov_u[l], np.linalg.inv(A.T @ A), rtol=1e-8)
+    layer = 3
+    A = M[layer].T / np.sqrt(var[layer])[:, None]
+    assert np.allclose(cov_u[layer], np.linalg.inv(A.T @ A), rtol=1e-8)
     assert np.all(f[:, :K] >= 0) and np.any(f[:, K] < 0)
 
 

@@ -116,9 +116,9 @@ def _batched_nnls(N, r, usable, can_clamp):
     neg = free & (x < -1e-12) & can_clamp
     grad = r - np.einsum("lkj,lj->lk", N, x)
     add = usable & ~free & (grad > 1e-9 * np.maximum(np.abs(r), 1e-300))
-    for l in np.flatnonzero(neg.any(axis=1) | add.any(axis=1)):
-        u = np.flatnonzero(usable[l])
-        Nl, rl = N[l][np.ix_(u, u)], r[l][u]
+    for layer in np.flatnonzero(neg.any(axis=1) | add.any(axis=1)):
+        u = np.flatnonzero(usable[layer])
+        Nl, rl = N[layer][np.ix_(u, u)], r[layer][u]
         # Unconstrained members (a background) are split into two non-negative parts.
         cc = can_clamp[u]
         T = np.hstack([np.eye(len(u)), -np.eye(len(u))[:, ~cc]])
@@ -129,8 +129,8 @@ def _batched_nnls(N, r, usable, can_clamp):
             continue
         z, _ = nnls(Lc.T, np.linalg.solve(Lc, rt))
         xl = T @ z
-        x[l] = 0.0
-        x[l, u] = xl
-        free[l] = False
-        free[l, u] = (xl != 0) | ~cc
+        x[layer] = 0.0
+        x[layer, u] = xl
+        free[layer] = False
+        free[layer, u] = (xl != 0) | ~cc
     return x, free

@@ -47,7 +47,6 @@ from pathlib import Path
 
 import numpy as np
 from astropy import units as u
-from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 from scipy import ndimage

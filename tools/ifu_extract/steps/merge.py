@@ -12,7 +12,6 @@ file is written.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..catalog_parts import MergeResult, file_parts, folder_parts, merge_parts
 from ..errors import InputError, ParameterError
