@@ -29,6 +29,7 @@ from astropy.table import Table
 from .catalog import write_catalog
 from .errors import OK, InputError
 from .fitsout import ascii_unescape, atomic_path
+from .sourcefile import ext_name, tags_of
 
 __all__ = ["SUMMARY_COLUMNS", "REQUIRED_COLUMNS", "SUMMARY_NAME", "row_result", "row_from_header",
            "summary_from_sources", "write_summary", "read_summary", "write_summary_text",
@@ -97,7 +98,8 @@ def summary_from_sources(sources_dir) -> list[dict]:
         row = row_from_header(hdr, f"sources/{path.name}")
         if not row["FLUX_UNIT"]:
             with fits.open(path) as hdul:
-                spe = next((h for h in hdul if h.name.startswith("SPE_") and h.name.endswith("_DATA")), None)
+                tags = tags_of([h.name for h in hdul], "SPE")
+                spe = hdul[ext_name("SPE", tags[0])] if tags else None
                 row["FLUX_UNIT"] = "" if spe is None else str(spe.header.get("BUNIT", ""))
         rows.append(row)
     return rows

@@ -198,7 +198,7 @@ def load_object(path, *, segmap=None) -> ObjectData:
             if obj.wcs is None:
                 obj.wcs = celestial_from_header(hdu.header)
         if obj.wcs is None:
-            ima = next((h for n, h in hdus.items() if n.startswith("IMA_")), None)
+            ima = next((hdus[ext_name("IMA", t)] for t in tags_of(names, "IMA")), None)
             obj.wcs = None if ima is None else celestial_from_header(ima.header)
         obj.medium = _medium(primary, first_spec)
     if segmap is not None and obj.stamp_shape is not None:
