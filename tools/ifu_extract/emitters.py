@@ -30,7 +30,7 @@ from .errors import OK, ParameterError
 from .estimators import Spectrum1D, StampMatrices
 from .image import Image
 from .linescan import LineScan, ScanConfig, calibration_cards, scan_lines, sky_channels
-from .psf import DEFAULT_BETA, PSFModel, moffat_image
+from .psf import DEFAULT_BETA, FILTER_FWHM, PSFModel, moffat_image
 from .wcsutil import world_to_pixel
 
 #: Chi-square improvement a broader-than-PSF profile must bring to be preferred (3 sigma).
@@ -250,7 +250,7 @@ def _fill(col, value):
     return np.nan if kind == "f" else (0 if kind in "iu" else "")
 
 
-def emitter_profile(image: Image, x: float, y: float, *, fwhm_pix: float, beta: float = 2.8,
+def emitter_profile(image: Image, x: float, y: float, *, fwhm_pix: float, beta: float = DEFAULT_BETA,
                     radius_pix: float | None = None) -> tuple[np.ndarray, dict]:
     """A Moffat profile fitted to an emitter's narrow-band image, on the cube grid.
 
@@ -318,7 +318,7 @@ def _fit_profile(image: Image, x, y, fwhm_pix, beta, radius_pix=None) -> dict:
 
 
 def extract_emitter(cube: Cube, x: float, y: float, image: Image, *, psf: PSFModel | None = None,
-                    fwhm: float = 0.7, wave_range=None, half_size: float = 2.5) -> Spectrum1D:
+                    fwhm: float = FILTER_FWHM, wave_range=None, half_size: float = 2.5) -> Spectrum1D:
     """``MUSE_NB``: optimal spectrum of a line emitter, weighted by the profile fitted to its
     narrow-band image (an estimate of its total flux per channel).
 
