@@ -238,8 +238,8 @@ def read_catalog(path, fmt: str = "auto") -> Table:
     if not path.is_file():
         raise InputError(path, "no such catalogue file", "check the path")
     if fmt not in FORMATS:
-        raise InputError(f"--catalog-format {fmt}", "unknown catalogue format",
-                         f"use one of {', '.join(FORMATS)}")
+        raise ParameterError("{catalog_format} " + str(fmt), "unknown catalogue format",
+                             f"use one of {', '.join(FORMATS)}", params=("catalog_format",))
     fmt = _sniff(path) if fmt == "auto" else fmt
     try:
         if fmt == "fits":
@@ -346,8 +346,8 @@ def write_catalog(table: Table, path, fmt: str = "auto") -> Path:
         elif fmt in ("tsv", "tabular"):
             table.write(tmp, format="ascii.tab", overwrite=True)
         else:
-            raise InputError(f"--catalog-format {fmt}", "unknown output format",
-                             "use fits, ecsv, csv or tsv")
+            raise ParameterError("{catalog_format} " + str(fmt), "unknown output format",
+                                 "use fits, ecsv, csv or tsv", params=("catalog_format",))
     return path
 
 

@@ -40,7 +40,7 @@ import time
 from typing import Literal
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import InputError, ParameterError
 from . import datalab
 from .backend import CONTEXT_PATTERN, Limits, LocalBackend
 from .constraint import MAX_LENGTH
@@ -209,7 +209,8 @@ def create_app(store, token: str, limits: Limits | None = None, *, anonymous: bo
     from pydantic import BaseModel, ConfigDict, Field
 
     if not token:
-        raise InputError("--token", "the service needs a token", "give --token or --token-file")
+        raise ParameterError("{token}", "the service needs a token", "give --token or --token-file",
+                             params=("token",))
 
     class BuffersResponse(Response):
         """A response sent from a list of buffers (no joining copy of large arrays)."""
