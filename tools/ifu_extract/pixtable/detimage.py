@@ -21,7 +21,7 @@ from ..fitsout import add_provenance, write_hdulist
 from .origin import (IFU_MASK, IFU_SHIFT, KEY_MASK, XPIX_MASK, XPIX_SHIFT, YPIX_MASK,
                      YPIX_SHIFT, check_xoffsets, xoffset_lut)
 from .reader import ordered_map
-from .select import Selection, SelectionResult, run_selection
+from .select import ChunkRows, Selection, SelectionResult, run_selection
 
 __all__ = ["DetectorImages", "reconstruct", "write_detimage", "ifus_present"]
 
@@ -162,8 +162,6 @@ def _ifus_of(table, result: SelectionResult) -> np.ndarray:
 
 
 def _restrict_ifu(table, result: SelectionResult, ifu: int) -> SelectionResult:
-    from .select import ChunkRows
-
     out = []
     for c in result.chunks:
         if not c.count:

@@ -19,7 +19,7 @@ from .header import COLUMNS, ensure_limit_cards, set_exposures, set_limits
 from .origin import (IFU_SHIFT, KEY_MASK, SLICE_MASK, XPIX_MASK, XPIX_SHIFT,
                      YPIX_MASK, YPIX_SHIFT, Decoded, check_xoffsets, decode, xoffset_lut)
 from .reader import ordered_map, scratch
-from .select import Selection, SelectionResult, run_selection
+from .select import ChunkRows, Selection, SelectionResult, run_selection
 from .writer import ColumnStats, PixTableWriter, StreamWriter
 
 __all__ = ["ExtractResult", "extract", "write_selected", "write_origins", "decode_rows",
@@ -221,8 +221,6 @@ def decode_rows(table, result: SelectionResult | None = None) -> Decoded:
     ``origin2coords(get_origin())``.
     """
     if result is None:
-        from .select import ChunkRows
-
         result = SelectionResult([ChunkRows(a, b, b - a, "all") for a, b in table.chunks()])
     n = result.count
     out = Decoded(np.empty(n, np.uint8), np.empty(n, np.uint8), np.empty(n, np.int16),

@@ -26,6 +26,8 @@ import numpy as np
 from astropy import units as u
 
 from ..errors import InputError, ParameterError
+from ..wcsutil import celestial_from_header
+from .reader import scratch
 
 __all__ = [
     "DEG2RAD",
@@ -477,7 +479,6 @@ def load_mask_image(path, ext=None):
     or the extension named by *ext*.  Non-zero values (NaN included) are "masked".
     """
     from astropy.io import fits
-    from ..wcsutil import celestial_from_header
 
     try:
         with fits.open(path) as hdul:
@@ -610,7 +611,6 @@ class CellGrid:
 
         The result is a per-thread scratch array (valid until the next call).
         """
-        from .reader import scratch
 
         n = xpos.size
         fu = scratch("grid:fu", n, np.float32)

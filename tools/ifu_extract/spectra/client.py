@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
+from ..catalog import write_catalog
 from ..errors import InputError
 from ..fitsout import atomic_path, ensure_dir, write_hdulist
 from . import formats
@@ -342,7 +343,6 @@ class SpecClient:
                     t[name] = np.array([np.nan if v is None else v for v in vals],
                                        dtype=np.float64)
             if out:
-                from ..catalog import write_catalog
                 write_catalog(t, out, fmt="tsv")
                 return "OK"
             return t

@@ -28,7 +28,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
 
-from ..fitsout import add_provenance
+from ..fitsout import add_provenance, atomic_path
 from .access import SpectraBatch
 from .storefile import PLANE_DTYPES
 
@@ -314,8 +314,6 @@ def decode_batch(data: bytes) -> SpectraBatch:
 def write_tsv(ids, data, path) -> None:
     """Write NumPy-format spectra as one tab-separated table (Galaxy ``tabular``): a header
     line, then one row per spectrum and channel: ``specid wavelength <planes>``."""
-    from ..fitsout import atomic_path
-
     rows = _rows(data)
     names = [n for n in rows[0].dtype.names] if rows else ["wavelength"]
     with atomic_path(path, suffix=".tsv") as tmp, open(tmp, "w") as fh:
