@@ -186,7 +186,7 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
                           width=width, side_width=side_width, gap=gap, data_ext=data_ext,
                           var_ext=var_ext, dq_ext=dq_ext, allow_no_wcs=allow_no_wcs,
                           filter_kernel=filter_kernel, filter_fwhm=filter_fwhm,
-                          match_radius=match_radius, line_scan=scan, **sep_options)
+                          match_radius=match_radius, scan=scan, **sep_options)
     outputs = DetectOutputs(output, catalog_format, segmap=segmap, background=background, rms=rms,
                             plot=plot)
     with option_errors(extra={"mask": "--mask"}):
