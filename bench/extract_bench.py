@@ -89,7 +89,7 @@ def make_big_cube(path: Path, nobj: int, shape=(3681, 300, 300), seed=42):
     from astropy.io import fits
 
     from ifu_extract import synth
-    from ifu_extract.fitsout import format_card
+    from ifu_extract.fitsio import format_card
     from ifu_extract.psf import PSFModel
 
     nw, ny, nx = shape

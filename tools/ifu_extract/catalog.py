@@ -28,10 +28,12 @@ from astropy.coordinates import Angle, SkyCoord
 from astropy.io import fits
 from astropy.table import MaskedColumn, Table
 
-from .errors import OK, InputError
+from .errors import OK, InputError, ParameterError
+from .fitsio import file_head, is_fits
 from .fitsout import atomic_path
 
-__all__ = ["read_catalog", "write_catalog", "merge_catalogs", "FORMATS", "catalog_from_position", "safe_id"]
+__all__ = ["read_catalog", "write_catalog", "merge_catalogs", "FORMATS", "catalog_from_position", "safe_id",
+           "is_number"]
 
 FORMATS = ("auto", "autospec", "muselet", "csv", "tsv", "ecsv", "fits")
 _ALIASES = {
@@ -71,9 +73,8 @@ def file_stem(obj_id) -> str:
 
 
 def _sniff(path: Path) -> str:
-    with open(path, "rb") as fh:
-        head = fh.read(65536)
-    if head.startswith(b"SIMPLE  ="):
+    head = file_head(path, 65536)
+    if is_fits(head):
         return "fits"
     try:
         text = head.decode("utf-8")
@@ -109,7 +110,7 @@ def _rows_from_text(path: Path, fmt: str) -> tuple[list[str] | None, list[list[s
                     cells[0] = cells[0].lstrip("#").strip()
                     header = cells
                 continue
-            if header is None and not _is_number(cells[0]):
+            if header is None and not is_number(cells[0]):
                 header = cells
                 continue
             rows.append(cells)
@@ -127,14 +128,15 @@ def _rows_from_text(path: Path, fmt: str) -> tuple[list[str] | None, list[list[s
         words = s.split()
         if all(w.startswith("(") and w.endswith(")") for w in words):
             continue  # AutoSpec's units line "(int) (deg) (deg) (arcsec) (str)", commented or not
-        if header is None and not _is_number(words[0]):
+        if header is None and not is_number(words[0]):
             header = words
             continue
         rows.append(words)
     return header, rows
 
 
-def _is_number(s: str) -> bool:
+def is_number(s: str) -> bool:
+    """Whether the text *s* reads as a number (``float`` accepts it: ``nan`` and ``1e3`` do)."""
     try:
         float(s)
         return True
@@ -160,7 +162,7 @@ def _table_from_rows(path, header, rows) -> Table:
 def _column(cells: list[str]):
     missing = np.array([c in _MISSING for c in cells])
     present = [c for c, m in zip(cells, missing) if not m]
-    if present and all(_is_number(c) for c in present):
+    if present and all(is_number(c) for c in present):
         if all(re.fullmatch(r"[+-]?\d+", c) for c in present):
             values = np.array([int(c) if not m else 0 for c, m in zip(cells, missing)], dtype=np.int64)
         else:
@@ -187,7 +189,7 @@ def _coords(values, is_ra: bool):
             out[i] = float(v)
             continue
         s = str(v).strip()
-        if _is_number(s):
+        if is_number(s):
             out[i] = float(s)
         elif re.fullmatch(r"[+-]?\d{1,3}[:hd ]\d{1,2}[:m' ]\d{1,2}(\.\d*)?s?\"?", s):
             try:
@@ -296,8 +298,8 @@ def catalog_from_position(ra: float, dec: float, obj_id: str = "1") -> Table:
     tab = Table({"ID": [obj_id], "RA": [float(ra)] * u.deg, "DEC": [float(dec)] * u.deg,
                  "STATUS": [OK]})
     if not (0 <= ra <= 360 and -90 <= dec <= 90):
-        raise InputError("--ra/--dec", f"({ra}, {dec}) is not a sky position in degrees",
-                         "give RA in [0, 360] and Dec in [-90, 90]")
+        raise ParameterError("{ra}/{dec}", f"({ra}, {dec}) is not a sky position in degrees",
+                         "give RA in [0, 360] and Dec in [-90, 90]", params=("ra", "dec"))
     tab.meta["format"] = "position"
     return tab
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .catalog import _is_number, read_catalog, safe_id, write_catalog
+from .catalog import is_number, read_catalog, safe_id, write_catalog
 from .errors import InputError, warn_object
 from .fitsout import atomic_path, ensure_dir
 from .report import read_summary
@@ -112,7 +112,7 @@ def _text_lines(path: Path, fmt: str) -> tuple[list[str], list[str]] | None:
                 if not rows:
                     preamble.append(line)
                 continue
-            if not header and cells and not _is_number(cells[0]):
+            if not header and cells and not is_number(cells[0]):
                 header = True
                 preamble.append(line)
                 continue
@@ -125,7 +125,7 @@ def _text_lines(path: Path, fmt: str) -> tuple[list[str], list[str]] | None:
                     preamble.append(line)
                 continue
             words = s.split()
-            if not header and not _is_number(words[0]):
+            if not header and not is_number(words[0]):
                 header = True
                 preamble.append(line)
                 continue

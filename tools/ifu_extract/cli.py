@@ -20,7 +20,7 @@ import click
 
 from . import __version__
 from . import pathguard
-from .errors import InputError, ObjectWarning, reset_once
+from .errors import InputError, ObjectWarning, ParameterError, reset_once
 from .fitsout import sweep_stale_temps
 from .parallel import Terminated, install_sigterm_handler
 
@@ -74,6 +74,9 @@ def _guard(cmd: click.Command) -> click.Command:
     def label(p):
         return p.opts[-1] if isinstance(p, click.Option) else p.human_readable_name
 
+    # Library errors name parameters (ParameterError("fwhm")); the user sees this verb's option.
+    options = {p.name: label(p) for p in cmd.params if isinstance(p, click.Option)}
+
     def guarded(*args, **kwargs):
         outputs = {label(paths[n]): kwargs.get(n) for n in paths if n in out_names}
         inputs = {label(paths[n]): kwargs.get(n) for n in paths if n not in out_names}
@@ -84,7 +87,10 @@ def _guard(cmd: click.Command) -> click.Command:
         with contextlib.ExitStack() as stack:
             for folder in folders:  # no empty output folder left behind by a failure
                 stack.enter_context(pathguard.folder_cleanup(folder))
-            return callback(*args, **kwargs)
+            try:
+                return callback(*args, **kwargs)
+            except ParameterError as exc:
+                raise exc.for_options(options) from None
 
     guarded._guarded = True
     guarded.__wrapped__ = callback

@@ -42,9 +42,7 @@ import collections
 import concurrent.futures
 import contextlib
 import functools
-import math
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -57,7 +55,8 @@ from scipy import ndimage
 from .cubeio import Cube, open_cube
 from .errors import InputError
 from .identity import stamp
-from .fitsout import add_provenance, atomic_path, encode_checksum, fold32, ones_sum
+from .fitsio import StreamingCubeWriter, cube_extension_header
+from .fitsout import add_provenance, atomic_path
 from .wcsutil import celestial_from_header, quiet_wcs
 
 __all__ = [
@@ -556,93 +555,6 @@ def _strip(header: fits.Header) -> fits.Header:
     return out
 
 
-class _CubeFile:
-    """A FITS file of a header-only PRIMARY and float32 cube extensions, filled block by block.
-
-    The headers are written first and the data units reserved (a sparse file); each block of
-    rows is then written in place, one ``pwrite`` per wavelength plane, so neither the cube nor
-    its output is ever held in memory.  The data checksums are summed as blocks arrive (a
-    ones'-complement sum does not depend on the order), and :meth:`close` writes DATASUM and
-    CHECKSUM into the headers.
-    """
-
-    def __init__(self, path, primary: fits.Header, extensions: dict, shape):
-        self.path = Path(path)
-        self.shape = tuple(int(s) for s in shape)
-        self.headers = [primary, *extensions.values()]
-        for hdr in self.headers:
-            hdr["CHECKSUM"] = ("0" * 16, "HDU checksum")
-            hdr["DATASUM"] = ("0", "data unit checksum")
-        nbytes = 4 * math.prod(self.shape)
-        padded = -(-nbytes // 2880) * 2880
-        self._header_offsets, self._data_offsets = [], {}
-        offset = 0
-        with open(self.path, "wb") as fh:
-            for i, hdr in enumerate(self.headers):
-                text = hdr.tostring().encode("ascii")
-                self._header_offsets.append(offset)
-                fh.write(text)
-                offset += len(text)
-                if i:
-                    self._data_offsets[list(extensions)[i - 1]] = offset
-                    offset += padded
-                    fh.seek(offset)
-            fh.truncate(offset)
-        self._sums = dict.fromkeys(extensions, 0)
-        self._lock = threading.Lock()
-        self._fd = os.open(self.path, os.O_RDWR)
-
-    def write(self, name: str, y0: int, block: np.ndarray) -> None:
-        """Store *block* ``(n_wave, rows, nx)`` at spatial rows ``y0:y0 + rows`` of *name*.
-
-        A native float32 C-contiguous *block* is byte-swapped in place (FITS is big-endian)
-        rather than copied: it must not be used afterwards.
-        """
-        nw, ny, nx = self.shape
-        if block.dtype == np.float32 and block.flags.c_contiguous and block.dtype.isnative:
-            big = block.byteswap(inplace=True).view(block.dtype.newbyteorder(">"))
-        else:
-            big = np.ascontiguousarray(block, dtype=">f4")
-        plane = 4 * ny * nx
-        start = self._data_offsets[name] + 4 * y0 * nx
-        for z in range(big.shape[0]):
-            _pwrite_all(self._fd, big[z], start + z * plane)
-        partial = int(big.view(">u4").sum(dtype=np.uint64))
-        with self._lock:                                  # blocks may come from threads
-            self._sums[name] += partial
-
-    def close(self) -> None:
-        """Write the checksums and close the file."""
-        datasums = [0] + [fold32(total) for total in self._sums.values()]
-        try:
-            for hdr, offset, datasum in zip(self.headers, self._header_offsets, datasums):
-                old_len = len(hdr.tostring())
-                hdr["DATASUM"] = str(datasum)
-                hdr["CHECKSUM"] = "0" * 16
-                total = ones_sum(hdr.tostring().encode("ascii"), datasum)
-                hdr["CHECKSUM"] = encode_checksum(~total & 0xFFFFFFFF)
-                text = hdr.tostring().encode("ascii")
-                if len(text) != old_len:  # pragma: no cover - fixed-width cards only
-                    raise RuntimeError("header size changed while writing checksums")
-                _pwrite_all(self._fd, text, offset)
-        finally:
-            self.abandon()
-
-    def abandon(self) -> None:
-        """Close the file descriptor (the caller deletes the file)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def _pwrite_all(fd: int, buf, offset: int) -> None:
-    """``os.pwrite`` until every byte of *buf* is written."""
-    view = memoryview(buf).cast("B")
-    while view:
-        done = os.pwrite(fd, view, offset)
-        view, offset = view[done:], offset + done
-
-
 def _cube_header(cube: Cube, z0: int) -> fits.Header:
     """The cube's data header (full 3-D WCS, BUNIT per spaxel) for channels from *z0* on."""
     hdr = _strip(cube.data_header)
@@ -675,22 +587,6 @@ def _primary_header(cube: Cube, tool_params: dict) -> fits.Header:
                 hdr[key] = cube.primary_header[key]
     add_provenance(hdr, "contsub", {"cube": cube.path}, tool_params)
     stamp(hdr, cube)  # consumers check that they pair it with this cube
-    return hdr
-
-
-def _image_header(base: fits.Header, name: str, shape) -> fits.Header:
-    nw, ny, nx = shape
-    hdr = fits.Header()
-    hdr["XTENSION"] = ("IMAGE", "Image extension")
-    hdr["BITPIX"] = (-32, "array data type")
-    hdr["NAXIS"] = (3, "number of array dimensions")
-    hdr["NAXIS1"] = nx
-    hdr["NAXIS2"] = ny
-    hdr["NAXIS3"] = nw
-    hdr["PCOUNT"] = 0
-    hdr["GCOUNT"] = 1
-    hdr["EXTNAME"] = (name, "extension name")
-    hdr.extend(base)
     return hdr
 
 
@@ -798,18 +694,18 @@ def subtract_continuum(cube, out_path, *, continuum_path=None, method: str = "po
         if cube.has_var:
             base["ERRDATA"] = ("STAT", "pointer to the variance extension")
 
-        extensions = {"DATA": _image_header(base, "DATA", shape)}
+        extensions = {"DATA": cube_extension_header(base, "DATA", shape)}
         if cube.has_var:
-            extensions["STAT"] = _image_header(stat_base, "STAT", shape)
+            extensions["STAT"] = cube_extension_header(stat_base, "STAT", shape)
         tmp = stack.enter_context(atomic_path(outputs[0], suffix=".fits"))
-        files = [_CubeFile(tmp, _primary_header(cube, params), extensions, shape)]
+        files = [StreamingCubeWriter(tmp, _primary_header(cube, params), extensions, shape)]
         stack.callback(files[0].abandon)
         if continuum_path is not None:
             cont_base = base.copy()
             cont_base.remove("ERRDATA", ignore_missing=True)
             tmp_c = stack.enter_context(atomic_path(outputs[1], suffix=".fits"))
-            files.append(_CubeFile(tmp_c, _primary_header(cube, params),
-                                   {"DATA": _image_header(cont_base, "DATA", shape)}, shape))
+            files.append(StreamingCubeWriter(tmp_c, _primary_header(cube, params),
+                                   {"DATA": cube_extension_header(cont_base, "DATA", shape)}, shape))
             stack.callback(files[1].abandon)
 
         rows = max(1, int(block_spaxels) // max(cube.nx, 1))
@@ -842,11 +738,11 @@ def _process_block(cube: Cube, files, channels, wave, opts, rows) -> tuple[int, 
         var[np.isnan(data)] = np.nan                  # voxels left without a continuum
     counts = (int(np.count_nonzero((fit.n_used > 0) | fit.failed)),
               int(np.count_nonzero(fit.failed)))
-    files[0].write("DATA", y0, data)                  # the writes consume the arrays
+    files[0].write("DATA", data, y0=y0)                  # the writes consume the arrays
     if var is not None:
-        files[0].write("STAT", y0, var)
+        files[0].write("STAT", var, y0=y0)
     if len(files) > 1:
-        files[1].write("DATA", y0, fit.continuum)
+        files[1].write("DATA", fit.continuum, y0=y0)
     return counts
 
 

@@ -36,6 +36,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from .errors import InputError, warn_once
+from .fitsio import compression, decompress_command, file_head, is_fits
 from .units import FluxUnit, parse_flux_unit
 from .wcsutil import celestial_from_header, pixel_scale_arcsec, wave_axis, wcs_cards
 
@@ -52,7 +53,6 @@ _VAR_KIND = {"STAT": "var", "VAR": "var", "VARIANCE": "var", "IVAR": "ivar", "ER
              "ERROR": "err", "SIGMA": "err", "NOISE": "err", "UNCERT": "err"}
 #: MaNGA 3DREDUX mask bits that make a voxel unusable: NOCOV, DEADFIBER, FORESTAR, DONOTUSE.
 MANGA_DONOTUSE_BITS = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 10)
-_FITS_MAGIC = b"SIMPLE  ="
 log = logging.getLogger("ifu_extract")
 #: Bytes of one float32 block of channels read at a time: the block and the few arrays derived
 #: from it stay in the CPU's L2 cache (~2 MB) while they are processed.
@@ -76,13 +76,9 @@ def open_fits(path, what: str = "FITS file", *, lazy: bool = False) -> fits.HDUL
         raise InputError(path, "no such file", "check the path")
     if path.is_dir():
         raise InputError(path, f"is a folder, not {_article(what)} {what}", "give the file itself")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(9)
-    except OSError as exc:
-        raise InputError(path, f"cannot be read ({exc.strerror})", "check its permissions") from None
+    head = file_head(path)
     packed = compression(head)
-    if head != _FITS_MAGIC and packed is None:
+    if not is_fits(head) and packed is None:
         raise InputError(path, "is not a FITS file (it does not start with 'SIMPLE')",
                          f"give {_article(what)} {what} in FITS format")
     try:
@@ -110,26 +106,11 @@ def open_fits(path, what: str = "FITS file", *, lazy: bool = False) -> fits.HDUL
     return hdul
 
 
-#: Leading bytes of the compressed files astropy opens, and the command that decompresses them.
-_COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip -k"), b"BZh": ("bzip2", "bunzip2 -k"),
-               b"PK\x03\x04": ("zip", "unzip")}
-
-
-def compression(head: bytes) -> str | None:
-    """The compression of a file starting with the bytes *head* (``"gzip"``...), or None."""
-    for magic, (name, _) in _COMPRESSED.items():
-        if head.startswith(magic):
-            return name
-    return None
-
-
 def _refuse_compressed(path, hdul, d: int) -> None:
     """Cubes are read window by window through a memory map: compressed files are refused."""
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    packed = compression(head)
+    packed = compression(file_head(path))
     if packed is not None:
-        tool = next(t for n, t in _COMPRESSED.values() if n == packed)
+        tool = decompress_command(packed)
         raise InputError(path, f"is a {packed}-compressed cube, which cannot be read window by "
                          "window", f"decompress it first ({tool} {path.name}) and give the .fits file")
     if isinstance(hdul[d], fits.CompImageHDU):

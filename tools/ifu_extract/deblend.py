@@ -1652,9 +1652,8 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, outdir, *, 
     """
     from .catalog import write_catalog
     from .fitsout import ensure_dir, file_checksum
-    from .sourcefile import stamp_wcs_for, update_source, write_source
+    from .sourcefile import source_layout, stamp_wcs_for, update_source, write_source
     from .wcsutil import stamp_box
-    from .xcorr import source_layout
 
     outdir = ensure_dir(outdir)
     ensure_dir(Path(outdir) / "sources")

@@ -99,6 +99,7 @@ from astropy.wcs import WCS
 from scipy import ndimage
 
 from .errors import InputError
+from .fitsio import file_head, is_fits, is_tiff
 from .image import Image, image_from_input, is_cube_file, read_image
 from .wcsutil import pixel_to_world, same_grid
 
@@ -328,19 +329,6 @@ def _resolve_kernel(kernel, kernel_fwhm):
 
 
 # --------------------------------------------------------------------------- inputs
-def _magic(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(9)
-    except OSError as exc:
-        raise InputError(path, f"cannot be read ({exc.strerror})",
-                         "check its permissions") from None
-
-
-def _is_tiff(head: bytes) -> bool:
-    return head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-
-
 def _check_var_ext(path: Path, var_ext) -> None:
     """A clear error for a --var-ext the FITS image does not have (read_image would raise a
     bare ValueError on a missing name)."""
@@ -390,14 +378,14 @@ def read_detection_image(path, *, wave_range=None, line=None, width=10.0, side_w
         raise InputError(path, "no such file", "check the path")
     if path.is_dir():
         raise InputError(path, "is a folder, not an image or a cube", "give the file itself")
-    head = _magic(path)
+    head = file_head(path)
     band = wave_range is not None or line is not None
-    if _is_tiff(head):
+    if is_tiff(head):
         if band:
             raise InputError(path, "is a TIFF image; --wave-range/--line apply to cubes only",
                              "drop the band options, or give the cube")
         image, kind = read_image(path), "tiff"
-    elif head == b"SIMPLE  =" or path.name.endswith((".gz", ".fz")):
+    elif is_fits(head) or path.name.endswith((".gz", ".fz")):
         if is_cube_file(path):
             cube_kwargs = {"data_ext": data_ext, "var_ext": var_ext, "dq_ext": dq_ext}
             image, _ = image_from_input(path, wave_range=wave_range, line=line, width=width,

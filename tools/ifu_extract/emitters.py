@@ -30,7 +30,7 @@ from .errors import OK, ParameterError
 from .extract import Spectrum1D, _Stamp
 from .image import Image
 from .linescan import LineScan, ScanConfig, calibration_cards, scan_lines, sky_channels
-from .psf import PSFModel, moffat_image
+from .psf import DEFAULT_BETA, PSFModel, moffat_image
 from .wcsutil import world_to_pixel
 
 #: Chi-square improvement a broader-than-PSF profile must bring to be preferred (3 sigma).
@@ -345,7 +345,7 @@ def extract_emitter(cube: Cube, x: float, y: float, image: Image, *, psf: PSFMod
     """
     lbda = float(image.meta.get("LINEWAVE", (np.mean(cube.wave), ""))[0])
     f_pix = (float(psf.fwhm(lbda)) if psf is not None else fwhm) / cube.pixscale
-    beta = float(psf.beta(lbda)) if psf is not None and psf.kind == "moffat" else 2.8
+    beta = float(psf.beta(lbda)) if psf is not None and psf.kind == "moffat" else DEFAULT_BETA
     info = _fit_profile(image, x, y, f_pix, beta)
     h = int(np.ceil(half_size / cube.pixscale))
     xc, yc = int(np.floor(info["x"] + 0.5)), int(np.floor(info["y"] + 0.5))

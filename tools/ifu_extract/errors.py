@@ -53,41 +53,64 @@ class ParameterError(InputError):
     """A bad parameter value or combination, naming the parameters the way the caller spells them.
 
     The library and the steps name parameters by their Python names (``degree``,
-    ``allow_no_wcs``); the command line reports them by its options (``--degree``), through
-    :meth:`relabel`.  *problem* and *fix* are templates whose ``{name}`` fields are the
-    parameters of *params*.
+    ``allow_no_wcs``); the command line reports them by its options (``--degree``): every verb
+    relabels them through :func:`ifu_extract.cli` (the running verb's click options), and a
+    command whose step renames a parameter passes the map itself
+    (:func:`ifu_extract.commands._options.option_errors`).  *path*, *problem* and *fix* are
+    templates whose ``{name}`` fields are the parameters of *params*.
 
     Parameters
     ----------
     path : str or os.PathLike or None
-        The file at fault, or None (then the message starts with the problem).
+        The file at fault, a template naming the parameter (``"{fwhm}"``), or None (then the
+        message starts with the problem).
     problem, fix : str
         Templates, e.g. ``"{line} and {wave_range} are exclusive"``.
     params : sequence of str
         The parameter names used in the templates.
     labels : dict, optional
         ``{parameter: label}`` shown instead of the parameter names.
+
+    Examples
+    --------
+    >>> ParameterError("{fwhm}", "-1 is not a positive FWHM", params=("fwhm",)).relabel(
+    ...     {"fwhm": "--fwhm"}).path
+    '--fwhm'
     """
 
     def __init__(self, path, problem: str, fix: str | None = None, *, params=(),
                  labels: dict | None = None):
         self.params = tuple(params)
         self.labels = {p: (labels or {}).get(p, p) for p in self.params}
-        self.templates = (problem, fix)
-        super().__init__(path, _fill(problem, self.labels),
+        self.templates = (path, problem, fix)
+        shown = _fill(path, self.labels) if isinstance(path, str) else path
+        super().__init__(shown, _fill(problem, self.labels),
                          None if fix is None else _fill(fix, self.labels))
+
+    @property
+    def relabelled(self) -> bool:
+        """True once every parameter is shown by an option spelling (``--x``, ``-o``)."""
+        return all(str(v).startswith("-") for v in self.labels.values())
 
     def relabel(self, labels: dict) -> "ParameterError":
         """The same error with the parameters named by *labels* (``{param: "--option"}``)."""
         new = {p: labels.get(p, self.labels[p]) for p in self.params}
         clone = type(self).__new__(type(self))
-        ParameterError.__init__(clone, self.path, *self.templates, params=self.params, labels=new)
+        ParameterError.__init__(clone, *self.templates, params=self.params, labels=new)
         for key, value in vars(self).items():
             clone.__dict__.setdefault(key, value)
         return clone
 
+    def for_options(self, options: dict) -> "ParameterError":
+        """Name every parameter not yet shown as an option by *options* (``{name: "--x"}``);
+        a name without an option becomes ``--name-with-dashes``."""
+        labels = {p: (cur if str(cur).startswith("-")
+                      else options.get(cur, "--" + str(cur).replace("_", "-")))
+                  for p, cur in self.labels.items()}
+        return self.relabel(labels)
+
     def __reduce__(self):
-        return (_parameter_error, (type(self), self.path, *self.templates, self.params,
+        return (_parameter_error, (type(self), *self.templates, self.params,
                                    self.labels, dict(vars(self))))
 
 

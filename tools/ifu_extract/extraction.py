@@ -26,7 +26,8 @@ from .catalog import file_stem, write_catalog
 from .cubeio import Cube, open_cube
 from .errors import OK, InputError, is_disk_full, warn_object
 from .extract import ExtractConfig, ObjectRegion, extract_windows
-from .fitsout import ascii_unescape, ensure_dir, file_checksum, header_cards
+from .fitsio import header_cards
+from .fitsout import ascii_unescape, ensure_dir, file_checksum
 from .identity import check_product
 from .image import white_for_cube
 from .masks import read_masks

@@ -1,5 +1,8 @@
 """Writing outputs: atomically, with provenance, deterministically.
 
+(The bytes of FITS files -- cards, checksums, streamed cubes, file-kind sniffing -- are
+:mod:`ifu_extract.fitsio`; this module is about output *files* of any kind.)
+
 Every file the tools write goes through :func:`atomic_path`: the content is written to a
 temporary file in the destination folder and renamed into place only when complete, so a
 failure never leaves a half-written output.  Dates come from ``SOURCE_DATE_EPOCH`` when it is
@@ -24,10 +27,8 @@ import os
 import re
 import socket
 import tempfile
-import warnings
 from pathlib import Path
 
-import numpy as np
 from astropy.io import fits
 
 from . import __version__
@@ -46,11 +47,6 @@ __all__ = [
     "iso_date",
     "file_checksum",
     "ensure_dir",
-    "fold32",
-    "ones_sum",
-    "encode_checksum",
-    "card_image",
-    "primary_header_bytes",
     "ascii_safe",
     "ascii_unescape",
 ]
@@ -316,214 +312,3 @@ def file_checksum(path, nbytes: int = 1 << 24) -> str:
         h.update(fh.read(nbytes))
     h.update(str(size).encode())
     return h.hexdigest()[:32]
-
-
-# ----------------------------------------------------------------------------- fast writer
-# Per-object files hold ~30 small HDUs; building them as astropy HDUs costs ~100 ms per file,
-# most of it in card verification.  These cards are ours and simple, so they are formatted
-# directly (FITS standard 4.0, fixed format) and the result is read back by astropy and MPDAF
-# in the tests.
-_BITPIX = {np.dtype(">f4"): -32, np.dtype(">f8"): -64, np.dtype("u1"): 8, np.dtype(">i2"): 16,
-           np.dtype(">i4"): 32, np.dtype(">i8"): 64}
-
-
-def _format_value(value) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return f"{'T' if value else 'F':>20}"
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):>20d}"
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if not np.isfinite(v):
-            return _format_value(str(v))  # FITS has no NaN literal
-        text = repr(v).upper()
-        if "." not in text and "E" not in text:
-            text += ".0"
-        if len(text) > 20:
-            text = f"{v:.15G}"
-            if "." not in text and "E" not in text:
-                text += ".0"
-        return f"{text:>20}"
-    text = str(value).replace("'", "''")
-    return f"'{text:<8}'".ljust(20)
-
-
-def format_card(key: str, value=None, comment: str = "") -> bytes:
-    """One 80-byte FITS card (``HISTORY``/``COMMENT`` take the text as *value*)."""
-    key = key.upper()
-    if key in ("HISTORY", "COMMENT", ""):
-        card = f"{key:<8}  {str(value or '')}"
-    else:
-        card = f"{key:<8}= {_format_value(value)}"
-        if comment:
-            card += f" / {comment}"
-    card = card.encode("ascii", "replace")[:80]
-    return card.ljust(80)
-
-
-@functools.lru_cache(maxsize=4096)
-def _structural_card(key: str, value, comment: str = "") -> bytes:
-    """:func:`format_card` for the few cards every extension repeats (ints and names only)."""
-    return format_card(key, value, comment)
-
-
-# Per-object files repeat most cards (BUNIT, EXTNAME, aperture radii...) file after file.
-_format_card_cached = functools.lru_cache(maxsize=16384, typed=True)(format_card)
-
-
-def _card_bytes(key: str, value=None, comment: str = "") -> bytes:
-    """:func:`format_card`, from a cache when the value is hashable."""
-    try:
-        return _format_card_cached(key, value, comment)
-    except TypeError:  # unhashable value
-        return format_card(key, value, comment)
-
-
-def card_image(key: str, value=None, comment: str = "") -> bytes:
-    """The 80-byte card(s) of any keyword: :func:`format_card` when it fits, astropy otherwise.
-
-    Long string values (``CONTINUE``), keywords longer than 8 characters (``HIERARCH``) and
-    non-ASCII text go through :class:`astropy.io.fits.Card`, so that the result is always a
-    valid card; comments too long for the card are cut, as astropy does.
-    """
-    if isinstance(value, str) and not (value.isascii() and value.isprintable()):
-        value = ascii_safe(value)
-    if len(key) <= 8 and key.upper() not in ("HISTORY", "COMMENT", "") and _fits_one_card(value):
-        return _card_bytes(key, value, comment)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-        return fits.Card(key, value, comment).image.encode("ascii")
-
-
-def _fits_one_card(value) -> bool:
-    if isinstance(value, str):
-        return value.isascii() and len(value.replace("'", "''")) <= 68
-    return isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating))
-
-
-def primary_header_bytes(cards) -> bytes:
-    """A data-less primary header: ``SIMPLE BITPIX NAXIS``, *cards*, ``EXTEND``, ``END``, padded.
-
-    Parameters
-    ----------
-    cards : iterable of (key, value, comment)
-        ``HISTORY``/``COMMENT`` cards take their text as the value.
-    """
-    head = [format_card("SIMPLE", True, "conforms to FITS standard"),
-            format_card("BITPIX", 8, "array data type"),
-            format_card("NAXIS", 0, "number of array dimensions")]
-    head += [format_card(k, v) if k.upper() in ("HISTORY", "COMMENT") else card_image(k, v, c)
-             for k, v, c in cards]
-    head += [format_card("EXTEND", True), b"END".ljust(80)]
-    return _pad(b"".join(head), b" ")
-
-
-def _pad(raw: bytes, fill: bytes) -> bytes:
-    rem = len(raw) % 2880
-    return raw if rem == 0 else raw + fill * (2880 - rem)
-
-
-def image_hdu_bytes(name: str, array: np.ndarray, cards=()) -> bytes:
-    """An IMAGE extension (header and data) as bytes.
-
-    Parameters
-    ----------
-    name : str
-        EXTNAME.
-    array : numpy.ndarray
-        float32, float64, uint8, int16, int32 or int64; written big-endian, numpy axis order
-        (the last axis is NAXIS1).
-    cards : iterable of (key, value, comment) or bytes
-        Further header cards (WCS, BUNIT...); bytes are cards already formatted (80 bytes
-        each, e.g. from :func:`card_image`), for cards shared by many extensions.
-    """
-    arr = np.ascontiguousarray(array)
-    kind = arr.dtype
-    if kind == np.bool_:
-        arr = arr.astype(np.uint8)
-    elif kind.kind == "f":
-        arr = arr.astype(">f8" if kind.itemsize == 8 else ">f4", copy=False)
-    elif kind.kind in "iu" and kind.itemsize > 1:
-        arr = arr.astype(f">i{kind.itemsize}", copy=False)
-    head = [_structural_card("XTENSION", "IMAGE", "Image extension"),
-            _structural_card("BITPIX", _BITPIX[arr.dtype], "array data type"),
-            _structural_card("NAXIS", arr.ndim, "number of array dimensions")]
-    head += [_structural_card(f"NAXIS{i + 1}", int(n)) for i, n in enumerate(reversed(arr.shape))]
-    head += [_structural_card("PCOUNT", 0), _structural_card("GCOUNT", 1),
-             _card_bytes("EXTNAME", name, "extension name")]
-    head += [c if isinstance(c, bytes) else _card_bytes(*c) for c in cards]
-    head.append(b"END".ljust(80))
-    return _pad(b"".join(head), b" ") + _pad(arr.tobytes(), b"\0")
-
-
-def header_cards(header: fits.Header):
-    """(key, value, comment) triples of an astropy header, for :func:`image_hdu_bytes`."""
-    return [(c.keyword, c.value, c.comment) for c in header.cards]
-
-
-def write_fast_fits(dest, primary: fits.Header, extensions) -> Path:
-    """Write a primary header (no data) and pre-formatted extensions atomically.
-
-    Parameters
-    ----------
-    dest : str or os.PathLike
-    primary : astropy.io.fits.Header or bytes
-        Cards of the primary HDU (SIMPLE/BITPIX/NAXIS/EXTEND are added), or the complete
-        primary header already formatted (:func:`primary_header_bytes`).
-    extensions : iterable of bytes
-        From :func:`image_hdu_bytes`.
-    """
-    if isinstance(primary, (bytes, bytearray)):
-        blob = bytes(primary)
-    else:
-        prim = fits.PrimaryHDU(header=primary)
-        prim.header["EXTEND"] = True
-        blob = prim.header.tostring().encode("ascii")
-    with atomic_path(dest, suffix=".fits") as tmp:
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(blob)
-                for ext in extensions:
-                    fh.write(ext)
-        except OSError as exc:
-            raise write_error(dest, exc, "cannot write", "check free space and permissions") from None
-    return Path(dest)
-
-
-# ----------------------------------------------------------------------------- checksums
-# The FITS checksum convention (FITS standard 4.0, appendix J), for writers that stream data
-# and cannot let astropy compute CHECKSUM/DATASUM over an in-memory HDU.
-_CHECKSUM_EXCLUDE = (0x3A, 0x3B, 0x3C, 0x3D, 0x3E, 0x3F, 0x40, 0x5B, 0x5C, 0x5D, 0x5E, 0x5F, 0x60)
-
-
-def fold32(total: int) -> int:
-    """Ones'-complement (end-around carry) reduction of a sum of 32-bit words."""
-    while total >> 32:
-        total = (total & 0xFFFFFFFF) + (total >> 32)
-    return total
-
-
-def ones_sum(buf, sum32: int = 0) -> int:
-    """32-bit ones'-complement sum of *buf* (a multiple of 4 bytes) added to *sum32*."""
-    return fold32(int(sum32) + int(np.frombuffer(buf, dtype=">u4").sum(dtype=np.uint64)))
-
-
-def encode_checksum(value: int) -> str:
-    """The 16-character ASCII encoding of a 32-bit checksum (for the CHECKSUM card)."""
-    asc = [0] * 16
-    for i in range(4):
-        byte = (value >> (24 - 8 * i)) & 0xFF
-        quotient, remainder = byte // 4 + ord("0"), byte % 4
-        ch = [quotient + remainder, quotient, quotient, quotient]
-        again = True
-        while again:
-            again = False
-            for bad in _CHECKSUM_EXCLUDE:
-                for j in (0, 2):
-                    if ch[j] == bad or ch[j + 1] == bad:
-                        ch[j] += 1
-                        ch[j + 1] -= 1
-                        again = True
-        for j in range(4):
-            asc[4 * j + i] = ch[j]
-    return bytes(asc[(i + 15) % 16] for i in range(16)).decode("ascii")

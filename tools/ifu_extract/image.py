@@ -18,6 +18,7 @@ from astropy.wcs import WCS
 
 from .cubeio import Cube, open_cube, open_fits
 from .errors import InputError
+from .fitsio import file_head, is_tiff
 from .fitsout import add_provenance, write_hdulist
 from .wcsutil import celestial_from_header
 
@@ -251,9 +252,7 @@ def read_image(path, *, ext=None, var_ext=None) -> Image:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such file", "check the path")
-    with open(path, "rb") as fh:
-        magic = fh.read(9)
-    if magic[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    if is_tiff(file_head(path)):
         return _read_tiff(path)
     hdul = open_fits(path, "image")
     with hdul:

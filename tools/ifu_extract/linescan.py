@@ -60,7 +60,7 @@ from scipy.spatial import cKDTree
 
 from .cubeio import Cube
 from .errors import InputError, ParameterError
-from .psf import PSFModel, gaussian_image, moffat_image
+from .psf import FILTER_FWHM, PSFModel, gaussian_image, moffat_image
 from .skylines import SKY_LINES, telluric_bands
 from .wcsutil import pixel_to_world
 
@@ -489,7 +489,7 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
     sky = sky_channels(wave, cfg.sky_windows)
     g = _line_kernel(cfg.line_fwhm, dw)
     hg = len(g) // 2
-    fwhm_default = cfg.fwhm if cfg.fwhm is not None else 0.7
+    fwhm_default = cfg.fwhm if cfg.fwhm is not None else FILTER_FWHM
     hw = max(1, int(cfg.calib_window) // 2)
     rpk = max(1, int(np.ceil(0.5 * cfg.merge_radius / cube.pixscale)))
     footprint = (2 * hg + 1, 2 * rpk + 1, 2 * rpk + 1)

@@ -70,22 +70,21 @@ from scipy.spatial import cKDTree
 
 from .cubeio import Cube, open_fits
 from .errors import OK, InputError, warn_object
-from .fitsout import add_provenance, ascii_safe, ascii_unescape, atomic_path, encode_checksum, iso_date, ones_sum
-from .psf import catalog_candidates, resolve_psf
+from .fitsio import encode_checksum, ones_sum
+from .fitsout import add_provenance, ascii_safe, ascii_unescape, atomic_path, iso_date
+from .psf import catalog_candidates, resolve_fwhm
 from .segmap import DEFAULT_MIN_COVERAGE, SegMap, read_segmap, segmap_on_grid, split_label
 from .wcsutil import celestial_from_header, stamp_box, world_to_pixel
 
 __all__ = [
     "MODES",
     "DEFAULT_SIZE",
-    "DEFAULT_FWHM",
     "DEFAULT_MATCH_RADIUS",
     "DEFAULT_SKY_GROW",
     "GridSegmap",
     "MaskResult",
     "ObjectMasks",
     "MaskSet",
-    "resolve_fwhm",
     "prepare_segmaps",
     "build_masks",
     "make_masks",
@@ -100,8 +99,6 @@ log = logging.getLogger("ifu_extract")
 MODES = ("union", "inter")
 #: Default full side of the stamp box, arcsec (AutoSpec's SIZE).
 DEFAULT_SIZE = 5.0
-#: FWHM used for the circle fallback when neither --fwhm nor FSF keywords give one, arcsec.
-DEFAULT_FWHM = 0.8
 #: Default radius within which a label is looked for when the position is on background, arcsec.
 DEFAULT_MATCH_RADIUS = 0.5
 #: Default growth of every label before the sky is chosen, spaxels.
@@ -142,44 +139,6 @@ class GridSegmap:
     name: str
     how: str = "array"
     footprint: float = 1.0
-
-
-def resolve_fwhm(cube: Cube, fwhm: float | None = None, candidates=None) -> tuple[float, str]:
-    """The PSF FWHM for the circle fallback, arcsec, and where it came from.
-
-    Parameters
-    ----------
-    cube : Cube
-    fwhm : float, optional
-        Given FWHM, arcsec; wins over the header.
-    candidates : sequence of (id, x, y), optional
-        Catalogue objects (0-based cube pixels) among which to look for stars.
-
-    Returns
-    -------
-    fwhm : float
-        The PSF of :func:`ifu_extract.psf.resolve_psf` (given, the cube's FSF keywords, or fitted
-        on the field's stars) at the median wavelength; else :data:`DEFAULT_FWHM`.
-    source : str
-        ``"given"``, ``"header"``, ``"fitted"`` or ``"default"``.
-    """
-    if fwhm is not None:
-        if not np.isfinite(fwhm) or fwhm <= 0:
-            raise InputError("--fwhm", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec")
-        return float(fwhm), "given"
-    details = {}
-    try:
-        model = resolve_psf(cube, candidates=candidates, details=details)
-    except InputError as exc:
-        details["message"] = exc.oneline()
-        model = None
-    if model is not None:
-        value = float(model.fwhm(np.median(cube.wave)))
-        if np.isfinite(value) and value > 0:
-            return value, model.source
-    if "message" in details:
-        log.warning(f"warning: {details['message']}; using FWHM = {DEFAULT_FWHM} arcsec for PSF circles")
-    return DEFAULT_FWHM, "default"
 
 
 def prepare_segmaps(segmaps, cube: Cube, *,

@@ -8,6 +8,7 @@ spaxels, for optimal extraction and deblending.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,20 +16,36 @@ import numpy as np
 
 from astropy.io import fits
 
-from .errors import InputError
+from .errors import InputError, ParameterError
 
 if TYPE_CHECKING:
     from .cubeio import Cube
 
-__all__ = ["PSFModel", "moffat_alpha", "moffat_image", "moffat_images", "psf_from_cube",
+__all__ = ["PSFModel", "DEFAULT_BETA", "CIRCLE_FWHM", "FILTER_FWHM", "resolve_fwhm", "SUPERSAMPLE", "subpixel_grid", "moffat_alpha", "moffat_image", "moffat_images", "psf_from_cube",
            "muse_fsf_keywords", "muse_fsf_curves", "fit_psf_on_star", "resolve_psf", "catalog_candidates",
            "fsf_cards", "gaussian_image"]
 
 
-_SUPER = 5  # subpixels per spaxel side when integrating profiles
+log = logging.getLogger("ifu_extract")
+
+# The named defaults of the PSF policy (values of 5a40b32: outputs are unchanged).
+#: Moffat β of a given FWHM when no β is given (MUSE WFM's typical β).
+DEFAULT_BETA = 2.8
+#: FWHM, arcsec, of the PSF circles of the masks when no PSF is given, read or fitted.
+CIRCLE_FWHM = 0.8
+#: FWHM, arcsec, of the line scan's spatial filter when no PSF model is known.
+FILTER_FWHM = 0.7
+
+#: Subpixels per spaxel side when integrating profiles over spaxels.
+SUPERSAMPLE = 5
 
 
-def _grid(shape, x0, y0, sup=_SUPER):
+def subpixel_grid(shape, x0, y0, sup=SUPERSAMPLE):
+    """Subpixel centres ``(ys, xs)`` of a *shape* ``(ny, nx)`` image relative to ``(x0, y0)``.
+
+    Each is 1-D, ``ny * sup`` (``nx * sup``) long: the *sup* subpixel centres of every spaxel
+    row (column), in spaxels, 0-based (spaxel centres at integers).
+    """
     ny, nx = shape
     off = (np.arange(sup) + 0.5) / sup - 0.5
     ys = (np.arange(ny)[:, None] + off[None, :]).ravel() - y0
@@ -55,11 +72,11 @@ def moffat_image(shape, x0: float, y0: float, fwhm_pix: float, beta: float) -> n
         Moffat β (> 1).
     """
     alpha = float(moffat_alpha(fwhm_pix, beta))
-    ys, xs = _grid(shape, x0, y0)
+    ys, xs = subpixel_grid(shape, x0, y0)
     r2 = ys[:, None] ** 2 + xs[None, :] ** 2
     prof = (beta - 1.0) / (np.pi * alpha**2) * (1.0 + r2 / alpha**2) ** (-beta)
     ny, nx = shape
-    return prof.reshape(ny, _SUPER, nx, _SUPER).mean(axis=(1, 3))
+    return prof.reshape(ny, SUPERSAMPLE, nx, SUPERSAMPLE).mean(axis=(1, 3))
 
 
 def moffat_images(shape, x0: float, y0: float, fwhm_pix, beta) -> np.ndarray:
@@ -89,7 +106,7 @@ def moffat_images(shape, x0: float, y0: float, fwhm_pix, beta) -> np.ndarray:
     beta = np.broadcast_to(np.asarray(beta, dtype=float), fwhm.shape)
     alpha2 = moffat_alpha(fwhm, beta) ** 2
     ny, nx = shape
-    ys, xs = _grid(shape, x0, y0)
+    ys, xs = subpixel_grid(shape, x0, y0)
     r2 = ys[:, None] ** 2 + xs[None, :] ** 2  # (ny*S, nx*S) pixels², shared by all FWHM
     out = np.empty((len(fwhm), ny, nx))
     # Groups of FWHM whose supersampled profiles take ~2 MB, so that they stay in the CPU cache
@@ -102,12 +119,12 @@ def moffat_images(shape, x0: float, y0: float, fwhm_pix, beta) -> np.ndarray:
         np.power(prof, -beta[sl, None, None], out=prof)
         # Sum the S x S subpixels of each spaxel: along y first (whole contiguous rows), then
         # along x (strided, on S times fewer values).
-        py = np.add.reduce(prof.reshape(len(prof), ny, _SUPER, nx * _SUPER), axis=2)
+        py = np.add.reduce(prof.reshape(len(prof), ny, SUPERSAMPLE, nx * SUPERSAMPLE), axis=2)
         img = out[sl]
-        np.copyto(img, py[:, :, 0::_SUPER])
-        for s in range(1, _SUPER):
-            img += py[:, :, s::_SUPER]
-    out *= ((beta - 1.0) / (np.pi * alpha2) / _SUPER**2)[:, None, None]
+        np.copyto(img, py[:, :, 0::SUPERSAMPLE])
+        for s in range(1, SUPERSAMPLE):
+            img += py[:, :, s::SUPERSAMPLE]
+    out *= ((beta - 1.0) / (np.pi * alpha2) / SUPERSAMPLE**2)[:, None, None]
     return out
 
 
@@ -134,7 +151,7 @@ class PSFModel:
 
     kind: str
     fwhm_coeffs: tuple
-    beta_coeffs: tuple = (2.8,)
+    beta_coeffs: tuple = (DEFAULT_BETA,)
     source: str = "given"
     lbrange: tuple | None = None
 
@@ -241,8 +258,8 @@ def psf_from_cube(cube, *, fwhm: float | None = None, beta: float | None = None,
     """
     if fwhm is not None:
         if fwhm <= 0:
-            raise InputError("--fwhm", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec")
-        return PSFModel(kind, (float(fwhm),), (float(beta or 2.8),), "given")
+            raise ParameterError("{fwhm}", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec", params=("fwhm",))
+        return PSFModel(kind, (float(fwhm),), (float(beta or DEFAULT_BETA),), "given")
     found = muse_fsf_keywords(cube)
     if found is None:
         return None
@@ -372,7 +389,7 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
     fwhm : float, optional
         Given FWHM, arcsec (at the first channel when *fwhm_red* is given).
     beta : float, optional
-        Moffat β (default: the header's, else the fitted one, else 2.8 with a given FWHM).
+        Moffat β (default: the header's, else the fitted one, else :data:`DEFAULT_BETA` with a given FWHM).
     fwhm_red : float, optional
         Given FWHM at the last channel (linear in between).
     kind : {"moffat", "gaussian"}
@@ -399,15 +416,15 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
         one line naming ``--fwhm``.
     """
     if fwhm is not None:
-        for name, value in (("--fwhm", fwhm), ("--fwhm-red", fwhm_red)):
+        for name, value in (("fwhm", fwhm), ("fwhm_red", fwhm_red)):
             if value is not None and not (np.isfinite(value) and value > 0):
-                raise InputError(name, f"{value} is not a positive FWHM", "give the PSF FWHM in arcsec")
+                raise ParameterError("{%s}" % name, f"{value} is not a positive FWHM", "give the PSF FWHM in arcsec", params=(name,))
         if fwhm_red is None:
             return psf_from_cube(cube, fwhm=fwhm, beta=beta, kind=kind)
         w0, w1 = float(cube.wave[0]), float(cube.wave[-1])
         slope = (float(fwhm_red) - float(fwhm)) / (w1 - w0) if w1 != w0 else 0.0
         coeffs = (slope, float(fwhm) - slope * w0) if w1 != w0 else (float(fwhm),)
-        return PSFModel(kind, coeffs, (float(beta if beta is not None else 2.8),), "given")
+        return PSFModel(kind, coeffs, (float(beta if beta is not None else DEFAULT_BETA),), "given")
     model = psf_from_cube(cube, beta=beta)
     if model is not None:
         return model
@@ -484,3 +501,41 @@ def fsf_cards(model: PSFModel, wave=None, *, field: int = 0, lbrange=(5000.0, 90
     cards.append((f"FSF{field:02d}BNC", len(be), f"FSF{field:02d} BETA Poly Ncoef"))
     cards += [(f"FSF{field:02d}B{k:02d}", float(c), f"FSF{field:02d} BETA Poly C{k:02d}") for k, c in enumerate(be)]
     return cards
+
+
+def resolve_fwhm(cube: Cube, fwhm: float | None = None, candidates=None) -> tuple[float, str]:
+    """The PSF FWHM for the circle fallback, arcsec, and where it came from.
+
+    Parameters
+    ----------
+    cube : Cube
+    fwhm : float, optional
+        Given FWHM, arcsec; wins over the header.
+    candidates : sequence of (id, x, y), optional
+        Catalogue objects (0-based cube pixels) among which to look for stars.
+
+    Returns
+    -------
+    fwhm : float
+        The PSF of :func:`ifu_extract.psf.resolve_psf` (given, the cube's FSF keywords, or fitted
+        on the field's stars) at the median wavelength; else :data:`CIRCLE_FWHM`.
+    source : str
+        ``"given"``, ``"header"``, ``"fitted"`` or ``"default"``.
+    """
+    if fwhm is not None:
+        if not np.isfinite(fwhm) or fwhm <= 0:
+            raise ParameterError("{fwhm}", f"{fwhm} is not a positive FWHM", "give the PSF FWHM in arcsec", params=("fwhm",))
+        return float(fwhm), "given"
+    details = {}
+    try:
+        model = resolve_psf(cube, candidates=candidates, details=details)
+    except InputError as exc:
+        details["message"] = exc.oneline()
+        model = None
+    if model is not None:
+        value = float(model.fwhm(np.median(cube.wave)))
+        if np.isfinite(value) and value > 0:
+            return value, model.source
+    if "message" in details:
+        log.warning(f"warning: {details['message']}; using FWHM = {CIRCLE_FWHM} arcsec for PSF circles")
+    return CIRCLE_FWHM, "default"

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError
-from .psf import PSFModel, gaussian_image, moffat_images
+from .errors import InputError, ParameterError
+from .psf import DEFAULT_BETA, PSFModel, gaussian_image, moffat_images
 
 __all__ = ["StarFit", "PSFFit", "fit_psf_on_star", "fit_psf_from_stars", "find_stars", "psf_summary",
            "write_psf_product",
@@ -431,7 +431,7 @@ def _fit_bands_twice(cube, stars, *, nbands, kind, beta_degree, lbrange):
     if kind != "moffat":
         for s in stars:
             bands(s)
-        return np.array([2.8]), np.zeros((1, 1))
+        return np.array([DEFAULT_BETA]), np.zeros((1, 1))
     if beta_degree == 0:
         b0, err = _profile_beta(cube, stars, nbands=nbands, kind=kind)
         be, be_cov = np.array([b0]), np.array([[err**2]])
@@ -439,7 +439,7 @@ def _fit_bands_twice(cube, stars, *, nbands, kind, beta_degree, lbrange):
         for s in stars:
             bands(s)
         if not any(s.status == "used" for s in stars):
-            return np.array([2.8]), np.zeros((1, 1))
+            return np.array([DEFAULT_BETA]), np.zeros((1, 1))
         be, be_cov = _combine(stars, "beta", beta_degree, lbrange, clip=False)
     for s in stars:
         if s.status == "used":
@@ -480,8 +480,8 @@ def fit_psf_on_star(cube, x: float, y: float, *, kind: str = "moffat", nbins: in
         The star is off the cube, too faint, or the fits fail in most bands.
     """
     if not (0 <= int(np.floor(x + 0.5)) < cube.nx and 0 <= int(np.floor(y + 0.5)) < cube.ny):
-        raise InputError("--psf-star", f"the star at pixel ({x:.1f}, {y:.1f}) is outside the cube",
-                         "choose a star inside the field")
+        raise ParameterError("{psf_star}", f"the star at pixel ({x:.1f}, {y:.1f}) is outside the cube",
+                         "choose a star inside the field", params=("psf_star",))
     star = StarFit("star", float(x), float(y), status="used", half_size=half_size)
     _white_fit(cube, star, [], kind=kind)
     if star.status != "used":
@@ -489,9 +489,9 @@ def fit_psf_on_star(cube, x: float, y: float, *, kind: str = "moffat", nbins: in
     beta_poly = _fit_bands_twice(cube, [star], nbands=nbins, kind=kind, beta_degree=beta_degree,
                                  lbrange=lbrange)
     if star.status != "used":
-        raise InputError("--psf-star", f"the PSF fit on the star at pixel ({x:.1f}, {y:.1f}) failed "
+        raise ParameterError("{psf_star}", f"the PSF fit on the star at pixel ({x:.1f}, {y:.1f}) failed "
                          f"in {nbins - len(star.wave)} of {nbins} wavelength bins",
-                         "choose a brighter, isolated star, or give --fwhm/--beta")
+                         "choose a brighter, isolated star, or give --fwhm/--beta", params=("psf_star",))
     result = _model_from_stars([star], kind, fwhm_degree, lbrange, beta_poly)
     return result if full else result.model
 

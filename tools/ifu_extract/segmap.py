@@ -27,7 +27,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .cubeio import open_fits
-from .errors import InputError
+from .errors import InputError, ParameterError
 from .wcsutil import celestial_from_header, pixel_scale_arcsec, same_grid
 
 __all__ = ["SegMap", "read_segmap", "reproject_labels", "segmap_on_grid", "split_label",
@@ -222,8 +222,8 @@ def reproject_labels(labels: np.ndarray, wcs_in: WCS, wcs_out: WCS, shape_out, *
         ``(ny, nx)`` float32 share of each target spaxel's area that falls inside the map.
     """
     if not 0.0 < float(min_coverage) <= 1.0:
-        raise InputError("--min-coverage", f"{min_coverage} is not in (0, 1]",
-                         "give the minimum area share as a fraction, e.g. 0.5")
+        raise ParameterError("{min_coverage}", f"{min_coverage} is not in (0, 1]",
+                         "give the minimum area share as a fraction, e.g. 0.5", params=("min_coverage",))
     labels = np.asarray(labels)
     ny_in, nx_in = labels.shape
     ny, nx = (int(s) for s in shape_out)

@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from .fitsout import add_provenance, write_hdulist
-from .sourcefile import read_source_spectrum
+from .sourcefile import read_source_spectrum, tags_of
 from .units import parse_flux_unit
 
 __all__ = ["FORMAT_NAME", "identify_source", "read_source", "write_marz"]
@@ -31,8 +31,8 @@ def identify_source(origin, *args, **kwargs) -> bool:
         return False
     try:
         with fits.open(path) as hdul:
-            return hdul[0].header.get("FROM") == "ifu-extract" and any(
-                h.name.startswith("SPE_") for h in hdul)
+            return hdul[0].header.get("FROM") == "ifu-extract" and bool(
+                tags_of([h.name for h in hdul], "SPE"))
     except Exception:  # noqa: BLE001 - not ours
         return False
 

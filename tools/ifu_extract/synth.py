@@ -18,7 +18,7 @@ from scipy.signal import fftconvolve
 from scipy.special import gammaincinv
 
 # The PSF profiles live in the library (psf.py); synth builds cubes with them, never the reverse.
-from .psf import _SUPER, _grid, moffat_alpha, moffat_image, moffat_images
+from .psf import SUPERSAMPLE, subpixel_grid, moffat_alpha, moffat_image, moffat_images
 
 __all__ = [
     "SynthSource",
@@ -41,7 +41,7 @@ def sersic_image(shape, x0, y0, re_pix, n=1.0, q=1.0, pa_deg=0.0) -> np.ndarray:
     edge is part of the truth (the returned image sums to < 1 when the source is cut).
     """
     bn = gammaincinv(2.0 * n, 0.5)
-    ys, xs = _grid(shape, x0, y0)
+    ys, xs = subpixel_grid(shape, x0, y0)
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
     t = np.deg2rad(pa_deg)
     xr = xx * np.cos(t) + yy * np.sin(t)
@@ -49,10 +49,10 @@ def sersic_image(shape, x0, y0, re_pix, n=1.0, q=1.0, pa_deg=0.0) -> np.ndarray:
     r = np.sqrt(xr**2 + (yr / q) ** 2)
     prof = np.exp(-bn * ((r / re_pix) ** (1.0 / n) - 1.0))
     ny, nx = shape
-    img = prof.reshape(ny, _SUPER, nx, _SUPER).mean(axis=(1, 3))
+    img = prof.reshape(ny, SUPERSAMPLE, nx, SUPERSAMPLE).mean(axis=(1, 3))
     # Total flux of the infinite profile, from a big centred grid of the same sampling.
     big = int(np.ceil(20 * re_pix)) * 2 + 1
-    yb, xb = _grid((big, big), big // 2, big // 2)
+    yb, xb = subpixel_grid((big, big), big // 2, big // 2)
     yyb, xxb = np.meshgrid(yb, xb, indexing="ij")
     rb = np.sqrt(xxb**2 + (yyb / q) ** 2)
     total = np.exp(-bn * ((rb / re_pix) ** (1.0 / n) - 1.0)).mean() * big * big

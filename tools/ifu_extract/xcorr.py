@@ -56,17 +56,14 @@ from .identity import check_product
 from .catalog import file_stem
 from .extract import Spectrum1D, _Stamp
 from .masks import read_masks
-from .sourcefile import read_source_spectrum, update_source
-from .wcsutil import celestial_from_header
+from .sourcefile import read_source_spectrum, source_layout, update_source
 
 __all__ = [
     "XcorConfig",
     "XcorMap",
     "XcorResult",
-    "SourceLayout",
     "correlation_map",
     "xcorr_object",
-    "source_layout",
     "xcorr_catalog",
     "XCOR_COLUMNS",
 ]
@@ -335,68 +332,6 @@ def xcorr_object(data: np.ndarray, var: np.ndarray | None, wave: np.ndarray, ref
 
 
 # ------------------------------------------------------------------------------ Source files
-@dataclass
-class SourceLayout:
-    """Where an existing Source file sits on its cube.
-
-    Attributes
-    ----------
-    box : (int, int, int, int) or None
-        ``(x0, x1, y0, y1)`` cube pixels of its stamps (None without any image).
-    channels : (int, int) or None
-        Half-open cube channel range of its spectra (None without any spectrum).
-    spectra : list of str
-        Spectrum tags present.
-    images : list of str
-        Image tags present.
-    """
-
-    box: tuple | None
-    channels: tuple | None
-    spectra: list
-    images: list
-
-
-def source_layout(path, cube: Cube) -> SourceLayout:
-    """Stamp box and channel range of a Source file written for *cube*.
-
-    Raises
-    ------
-    InputError
-        Spectra or stamps that are not on the cube's grid.
-    """
-    with fits.open(path) as hdul:
-        names = [h.name for h in hdul]
-        spe = [n[4:-5] for n in names if n.startswith("SPE_") and n.endswith("_DATA")]
-        ima = [n[4:-5] for n in names if n.startswith("IMA_") and n.endswith("_DATA")]
-        box = channels = None
-        if ima:
-            h = hdul[f"IMA_{ima[0]}_DATA"].header
-            wcs = celestial_from_header(h)
-            if wcs is not None:
-                dx = float(cube.wcs.wcs.crpix[0] - wcs.wcs.crpix[0])
-                dy = float(cube.wcs.wcs.crpix[1] - wcs.wcs.crpix[1])
-                x0, y0 = int(round(dx)), int(round(dy))
-                if abs(dx - x0) > 1e-3 or abs(dy - y0) > 1e-3:
-                    raise InputError(path, "its stamps are not on the cube's spatial grid",
-                                     "extract it again from this cube")
-                box = (x0, x0 + int(h["NAXIS1"]), y0, y0 + int(h["NAXIS2"]))
-        if spe:
-            h = hdul[f"SPE_{spe[0]}_DATA"].header
-            n = int(h["NAXIS1"])
-            w0 = float(h.get("CRVAL1", cube.wave[0])) + (1.0 - float(h.get("CRPIX1", 1.0))) * float(
-                h.get("CDELT1", h.get("CD1_1", cube.dwave[0])))
-            cunit = str(h.get("CUNIT1", "Angstrom")).strip().lower()
-            if cunit in ("m", "meter"):
-                w0 *= 1e10
-            z0 = int(np.argmin(np.abs(cube.wave - w0)))
-            if abs(cube.wave[z0] - w0) > 1e-3 * abs(float(cube.dwave[z0])) or z0 + n > cube.nwave:
-                raise InputError(path, "its spectra are not on the cube's wavelength grid",
-                                 "extract it again from this cube")
-            channels = (z0, z0 + n)
-    return SourceLayout(box, channels, spe, ima)
-
-
 def _reframe(arr, src_box, dst_box, fill):
     sx0, sx1, sy0, sy1 = src_box
     dx0, dx1, dy0, dy1 = dst_box

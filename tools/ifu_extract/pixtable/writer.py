@@ -16,6 +16,7 @@ import os
 import numpy as np
 from astropy.io import fits
 
+from ..fitsio import pwrite_all
 from .header import COLUMN_DTYPES, COLUMNS
 from .origin import IFU_MASK, IFU_SHIFT, SLICE_MASK
 from .reader import scratch
@@ -110,14 +111,6 @@ class ColumnStats:
         return int(np.count_nonzero(self.ifus))
 
 
-def _pwrite_all(fd: int, data, offset: int) -> None:
-    view = memoryview(data).cast("B")
-    while len(view):
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-
-
 class StreamWriter:
     """Write a FITS file whose HDU sizes are known in advance, data first, headers last.
 
@@ -148,7 +141,7 @@ class StreamWriter:
 
     def write(self, hdu: int, byte_offset: int, data: np.ndarray) -> None:
         """Write contiguous *data* (already in FITS byte order) into HDU *hdu*'s data."""
-        _pwrite_all(self.fd, np.ascontiguousarray(data), self.data_offsets[hdu] + byte_offset)
+        pwrite_all(self.fd, np.ascontiguousarray(data), self.data_offsets[hdu] + byte_offset)
 
     def finish(self, headers: list | None = None) -> None:
         """Write the headers (optionally updated, same size) and close the file."""
@@ -158,7 +151,7 @@ class StreamWriter:
             if len(text) != self.header_bytes[i]:
                 raise RuntimeError("header size changed while writing")  # a bug, not a user error
             start = self.data_offsets[i] - self.header_bytes[i]
-            _pwrite_all(self.fd, np.frombuffer(text, dtype=np.uint8), start)
+            pwrite_all(self.fd, np.frombuffer(text, dtype=np.uint8), start)
         os.close(self.fd)
         self.fd = None
 

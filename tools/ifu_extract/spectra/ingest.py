@@ -43,7 +43,9 @@ from astropy import units as u
 from astropy.io import fits
 
 from ..catalog import safe_id
-from ..errors import ParameterError
+from ..errors import InputError, ParameterError
+from ..fitsio import is_fits
+from ..sourcefile import ext_name, tags_of
 from .grid import Grid, GridMismatch
 from .skyindex import hpx_of
 from .storefile import (MASK_BAD, PAD_WORDS, PLANE_DTYPES, Context, StoreWriter,
@@ -119,7 +121,7 @@ def detect_kind(path: Path) -> str:
     """``'fits'``, ``'summary'`` (text with an ID column) or ``'unknown'``, from the content."""
     with open(path, "rb") as fh:
         head = fh.read(2880)
-    if head.startswith(b"SIMPLE  ="):
+    if is_fits(head):
         return "fits"
     try:
         first = head.decode("utf-8").splitlines()[0] if head else ""
@@ -140,7 +142,7 @@ def read_fits_spectra(path) -> list["SpectrumIn"]:
     path = Path(path)
     with fits.open(path, memmap=True) as hdul:
         names = [h.name.upper() for h in hdul]
-        if any(re.fullmatch(r"SPE_.+_DATA", n) for n in names):
+        if tags_of(names, "SPE"):
             return _source_from_hdul(hdul, names, path.name)
         if len(hdul) > 2 and isinstance(hdul[1], fits.BinTableHDU):
             cols = {c.lower() for c in hdul[1].columns.names}
@@ -229,18 +231,16 @@ def _source_from_hdul(hdul, names, fname) -> list[SpectrumIn]:
             zs = [_finite_or_nan(v) for v in zt["Z"]]
             zs = [v for v in zs if not math.isnan(v)]
             z = zs[0] if zs else math.nan
-    for name in names:
-        m = re.fullmatch(r"SPE_(.+)_DATA", name)
-        if not m:
-            continue
-        tag = _valid_name(m.group(1), "spectrum tag", path.name)
+    for raw_tag in tags_of(names, "SPE"):
+        name = ext_name("SPE", raw_tag)
+        tag = _valid_name(raw_tag, "spectrum tag", path.name)
         hdu = hdul[name]
         data = hdu.data
         if data is None or data.ndim != 1:
             raise ValueError(f"{path.name}: {name} is not a 1-D spectrum")
         first, step, medium = _wave_axis(hdu.header, f"{path.name}[{name}]")
         var = None
-        stat = f"SPE_{m.group(1)}_STAT"
+        stat = ext_name("SPE", raw_tag, "STAT")
         if stat in names and hdul[stat].data is not None:
             var = hdul[stat].data
             if var.shape != data.shape:
