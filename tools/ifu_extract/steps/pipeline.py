@@ -216,7 +216,8 @@ def run_chain(cube, user_table: Table | None, outdir, plan: RunPlan, *,
     mres = run_mask(cube, files["catalog"], tuple(segmaps), files["masks"], plan.mask, white=white)
     log.info(f"wrote {files['masks']} ({mres.n_masked} of {mres.n_objects} objects masked)")
     log.info(f"[4/5] extract -> {out}/sources")
-    xres = run_extract(cube, files["catalog"], files["masks"], str(out), plan.extract, white=white)
+    xres = run_extract(cube, files["catalog"], files["masks"], str(out),
+                       dataclasses.replace(plan.extract, psf=psf), white=white)
     log.info(f"wrote {xres.n_ok} Source files of {len(xres.rows)} objects to {out}/sources; "
              f"summary in {out}/summary.tsv")
     if plan.line_scan:
@@ -236,7 +237,8 @@ def run_chain(cube, user_table: Table | None, outdir, plan: RunPlan, *,
     if plan.deblend is not None:
         log.info("[4/5] deblend: model fit of overlapping sources")
         db = run_deblend(cube, files["catalog"], str(out), masks=files["masks"],
-                         image=plan.deblend_image, config=plan.deblend, cube_kwargs=plan.cube_ext)
+                         image=plan.deblend_image, config=plan.deblend, cube_kwargs=plan.cube_ext,
+                         psf=psf if _same_psf(plan.deblend, plan.extract) else None)
         log.info(f"deblended {db.n_ok} of {len(db.rows)} objects in {db.n_groups} groups; "
                  f"DEBLEND spectra in {db.sources_dir}, summary in {db.summary}")
     index = None
@@ -248,6 +250,12 @@ def run_chain(cube, user_table: Table | None, outdir, plan: RunPlan, *,
     page = plan.html or f"{out}/index.html"
     log.info(f"done: {out}/summary.tsv" + (f", {page}" if plan.report is not None else ""))
     return RunResult(out, files, table, n_det, psf, index)
+
+
+def _same_psf(deblend: DeblendStepConfig, extract: ExtractOptions) -> bool:
+    """Whether deblend asks for the run's PSF (not a PSF of its own: a red FWHM, a star...)."""
+    return (deblend.fwhm_red is None and deblend.psf_star is None and deblend.psf_kind == extract.psf_kind
+            and deblend.fwhm == extract.fwhm and deblend.beta == extract.beta)
 
 
 def _line_scan(cube, table: Table, plan: RunPlan, files: dict, psf) -> Table:
