@@ -202,3 +202,30 @@ def test_fwhm_reaches_the_line_scan_and_threads_contsub(monkeypatch, tmp_path, p
         run_run(req)
     assert seen["threads"] == 2
     assert seen["psf"] is not None and seen["psf"].fwhm(6000.0) == pytest.approx(0.9)
+
+
+def test_psf_resolved_once_and_given_to_extract(monkeypatch, tmp_path, point_field):
+    import ifu_extract.steps.pipeline as pipeline
+    from ifu_extract.commands.run import build_request
+    from ifu_extract.steps.run import run_run
+
+    cube, _ = point_field
+    calls, seen = [], {}
+    real = pipeline.resolve_psf
+
+    def resolve(*args, **kw):
+        calls.append(kw)
+        return real(*args, **kw)
+
+    def extract(cube_path, catalog, masks, outdir, options, **kw):
+        seen["psf"] = options.psf
+        raise _Stop
+
+    monkeypatch.setattr(pipeline, "resolve_psf", resolve)
+    monkeypatch.setattr(pipeline, "run_extract", extract)
+    req = build_request(cube, None, tmp_path / "o", options={"fwhm": 0.9, "beta": 3.0},
+                        flags={"plots": False})
+    with pytest.raises(_Stop):
+        run_run(req)
+    assert len(calls) == 1 and calls[0]["fwhm"] == 0.9
+    assert seen["psf"].fwhm(6000.0) == pytest.approx(0.9) and seen["psf"].beta(6000.0) == 3.0
