@@ -18,8 +18,9 @@ choices).  ``run.toml`` has one table per verb whose keys are that verb's long o
     aperture = [0.5, 1.0]
     fwhm = 0.7
 
-A wrong key or value is refused with the file, the key and the allowed range.  An option of ``run`` that sets a verb's parameter is a copy of that verb's option
-(:func:`_verb_option`): its bounds cannot drift from the verb's.
+A wrong key or value is refused with the file, the key and the allowed range.  An option of
+``run`` that sets a verb's parameter is a copy of that verb's option (:func:`_verb_option`): its
+bounds cannot drift from the verb's.
 """
 
 from __future__ import annotations
