@@ -170,7 +170,11 @@ def run_chain(cube, user_table: Table | None, outdir, plan: RunPlan, *,
         log.info(f"[0/5] contsub -> {files['contsub']}")
         res = run_contsub(cube, files["contsub"], config=plan.contsub, threads=plan.threads,
                           cube_kwargs=plan.cube_ext)
-        log.info(f"wrote {res.output} ({res.n_spaxels} spaxels)")
+        cs = plan.contsub
+        model = (f"degree-{cs.degree} polynomial, {cs.clip_sigma:g}-sigma clipping x{cs.clip_iters}"
+                 if cs.method == "poly" else f"{cs.median_width:g} Angstrom running median")
+        z0, z1 = res.channels
+        log.info(f"wrote {res.output} ({model}; {res.n_spaxels} spaxels, {z1 - z0} channels)")
     log.info(f"[1/5] image: white light -> {files['white']}")
     img = run_image(cube, files["white"], plan.image)
     log.info(f"wrote {img.output} ({img.image.meta['IMGTYPE'][0]} image, "
@@ -185,8 +189,10 @@ def run_chain(cube, user_table: Table | None, outdir, plan: RunPlan, *,
                          plan.detect)
         for message in det.warnings:
             log.warning(f"warning: {Path(files['white']).name}: {message}")
-        log.info(f"detected {len(det.detection)} source{'' if len(det.detection) == 1 else 's'} "
-                 f"in white.fits; wrote {files['detections']}")
+        n = len(det.detection)
+        log.info(f"detected {n} source{'' if n == 1 else 's'} in white.fits ({det.kind}, "
+                 f"{det.image.shape[1]} x {det.image.shape[0]} pixels, threshold "
+                 f"{det.detection.threshold:.4g}); wrote {files['detections']}")
     if user_table is not None:
         table = user_table
         if plan.detect is not None:
@@ -214,7 +220,9 @@ def run_chain(cube, user_table: Table | None, outdir, plan: RunPlan, *,
     # The white light of step 1 serves mask and extract (one pass over the cube, not three).
     white = files["white"] if not plan.image.wave_range and not plan.image.line else None
     mres = run_mask(cube, files["catalog"], tuple(segmaps), files["masks"], plan.mask, white=white)
-    log.info(f"wrote {files['masks']} ({mres.n_masked} of {mres.n_objects} objects masked)")
+    log.info(f"wrote {files['masks']} ({mres.n_masked} of {mres.n_objects} objects masked: "
+             f"{mres.count('union')} union, {mres.count('inter')} inter, "
+             f"{mres.count('circle')} PSF circle)")
     log.info(f"[4/5] extract -> {out}/sources")
     xres = run_extract(cube, files["catalog"], files["masks"], str(out),
                        dataclasses.replace(plan.extract, psf=psf), white=white)
@@ -246,6 +254,9 @@ def run_chain(cube, user_table: Table | None, outdir, plan: RunPlan, *,
         log.info("[5/5] report")
         rep = run_report(str(out), plan.report, html=plan.html, assets_dir=plan.assets_dir)
         index = rep.index
+        if plan.report.plots:
+            log.info(f"wrote {rep.n_plotted} of {len(rep.plots)} objects' figures to "
+                     f"{rep.assets_dir / 'qa'} ({rep.seconds_per_object:.2f} s per object)")
         log.info(f"wrote {rep.index} ({rep.n_objects} objects)")
     page = plan.html or f"{out}/index.html"
     log.info(f"done: {out}/summary.tsv" + (f", {page}" if plan.report is not None else ""))
