@@ -177,8 +177,8 @@ t0 = time.time()
 import numpy as np
 from ifu_extract.catalog import read_catalog
 from ifu_extract.cubeio import open_cube
-from ifu_extract.extraction import extract_catalog
-from ifu_extract.extract import ExtractConfig
+from ifu_extract.catalog_extraction import extract_catalog
+from ifu_extract.estimators import ExtractConfig
 from ifu_extract.masks import make_masks, write_masks
 from ifu_extract.psf import PSFModel
 sys.path.insert(0, {here!r})

@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from conftest import run_main, write_synth
-from ifu_extract import detect, extract, extraction, masks, psf, synth
+from ifu_extract import catalog_extraction, detect, estimators, masks, psf, synth
 from ifu_extract.catalog import read_catalog, write_catalog
 from ifu_extract.catalog_parts import split_catalog
 from ifu_extract.cubeio import open_cube
@@ -36,8 +36,8 @@ OFF_FIELD = "20"
 def _extract(cube, catalog_path, masks_path, outdir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cfg = extract.ExtractConfig(apertures=(0.6,), psf=psf.PSFModel("moffat", (0.7,), (2.8,)))
-        return extraction.extract_catalog(cube, read_catalog(catalog_path), masks_path, outdir, cfg)
+        cfg = estimators.ExtractConfig(apertures=(0.6,), psf=psf.PSFModel("moffat", (0.7,), (2.8,)))
+        return catalog_extraction.extract_catalog(cube, read_catalog(catalog_path), masks_path, outdir, cfg)
 
 
 @pytest.fixture(scope="module")

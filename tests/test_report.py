@@ -22,7 +22,7 @@ from matplotlib import image as mpimg
 from PIL import Image
 
 from conftest import run_main
-from ifu_extract import detect, extract, extraction, masks, psf, skylines
+from ifu_extract import catalog_extraction, detect, estimators, masks, psf, skylines
 from ifu_extract.catalog import read_catalog
 from ifu_extract.cubeio import open_cube
 from ifu_extract.errors import ObjectWarning
@@ -57,8 +57,8 @@ def outdir(tmp_path_factory, minicube, muselet_cat) -> Path:
                                                            cube.wcs.to_header(), name="SEGMAP")]
                          ).writeto(seg_path)
             masks.write_masks(masks.make_masks(cube, catalog, [seg_path]), out / "masks.fits")
-        cfg = extract.ExtractConfig(apertures=(1.0,), psf=psf.PSFModel("moffat", (0.75,), (2.8,)))
-        extraction.extract_catalog(minicube, catalog, out / "masks.fits", out, cfg)
+        cfg = estimators.ExtractConfig(apertures=(1.0,), psf=psf.PSFModel("moffat", (0.75,), (2.8,)))
+        catalog_extraction.extract_catalog(minicube, catalog, out / "masks.fits", out, cfg)
     return out
 
 

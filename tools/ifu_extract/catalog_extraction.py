@@ -1,10 +1,10 @@
 """The ``extract`` step over a catalogue: masks in, Source files and a summary table out.
 
 For each catalogue row, the object's window is read from the memory-mapped cube, every
-configured spectrum is extracted (:mod:`ifu_extract.extract`), and ``OUTDIR/sources/<ID>.fits``
+configured spectrum is extracted (:mod:`ifu_extract.estimators`), and ``OUTDIR/sources/<ID>.fits``
 is written atomically in MPDAF's Source layout.  Objects are taken in spatial order, and
 neighbours whose windows overlap are extracted together from one read of the union of their
-windows (:func:`~ifu_extract.extract.extract_windows`): same spectra, each voxel read once.  One row per catalogue ID goes to
+windows (:func:`~ifu_extract.estimators.extract_windows`): same spectra, each voxel read once.  One row per catalogue ID goes to
 ``OUTDIR/summary.tsv``; an object that fails gets a status there and the others go on.
 
 The summary values are also stored in each Source file's primary header (``NSPAX NSKY SNRTAG
@@ -22,10 +22,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from .box import Box
 from .catalog import file_stem
 from .cubeio import Cube, open_cube
 from .errors import OK, InputError, is_disk_full, warn_object
-from .extract import ExtractConfig, ObjectRegion, extract_windows
+from .estimators import ExtractConfig, ObjectRegion, extract_windows
 from .fitsio import header_cards
 from .fitsout import ensure_dir, file_checksum
 from .identity import check_product
@@ -108,7 +109,7 @@ class _Pending:
 
     @property
     def job(self) -> tuple:
-        """The tuple :func:`~ifu_extract.extract.extract_windows` takes."""
+        """The tuple :func:`~ifu_extract.estimators.extract_windows` takes."""
         return self.region, self.white, self.white_var, self.weights
 
 
@@ -124,13 +125,10 @@ def _prepare(cube: Cube, masks, job: ExtractJob, row: dict, seg) -> dict | _Pend
     if m is None:
         mrow = masks.objects[masks.row_of(obj_id)]
         return row_result(row, str(mrow["STATUS"]) or "no_mask")
-    x0, x1, y0, y1 = m.box
+    x0, y0 = m.x0, m.y0
     neighbours = None
     if seg is not None:
-        seg_stamp = np.zeros(m.shape, dtype=np.int32)
-        cx0, cx1, cy0, cy1 = max(x0, 0), min(x1, cube.nx), max(y0, 0), min(y1, cube.ny)
-        seg_stamp[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = seg[cy0:cy1, cx0:cx1]
-        neighbours = (seg_stamp > 0) & ~m.union
+        neighbours = (m.box.cut(seg, 0, dtype=np.int32) > 0) & ~m.union
     mrow = masks.objects[m.row]
     region = ObjectRegion(obj_id, float(row["RA"]), float(row["DEC"]), float(mrow["X"]) - x0,
                           float(mrow["Y"]) - y0, m.box, m.obj, m.sky, neighbours, m.status, m.used)
@@ -203,14 +201,9 @@ def _cube_version(cube: Cube) -> str:
     return ""
 
 
-def _stamp(image: np.ndarray, box) -> np.ndarray:
-    x0, x1, y0, y1 = box
-    ny, nx = image.shape
-    out = np.full((y1 - y0, x1 - x0), np.nan, dtype=np.float32)
-    cx0, cx1, cy0, cy1 = max(x0, 0), min(x1, nx), max(y0, 0), min(y1, ny)
-    if cx1 > cx0 and cy1 > cy0:
-        out[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = image[cy0:cy1, cx0:cx1]
-    return out
+def _stamp(image: np.ndarray, box: Box) -> np.ndarray:
+    """A full-grid image on the object's box, float32, NaN outside the image."""
+    return box.cut(image, np.nan, dtype=np.float32)
 
 
 def _failed(row: dict, exc: Exception) -> dict:
