@@ -243,7 +243,7 @@ def test_merge_of_files_refuses_two_different_sources_of_one_id(parts, tmp_path,
 
 @pytest.mark.parametrize("case, text", [
     ("orphan", "is the Source file of ID 14, in none of the summary tables"),
-    ("unreadable", "is not a readable Source file"),
+    ("unreadable", "is not a readable FITS file"),
 ])
 def test_merge_of_files_refuses_sources_of_no_summary(parts, tmp_path, capfd, case, text):
     if case == "orphan":

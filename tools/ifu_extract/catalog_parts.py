@@ -310,13 +310,6 @@ def _cube_of(path: Path) -> tuple[str, str] | None:
     return (csum, str(hdr.get("CUBE", "")).strip()) if csum else None
 
 
-def _has_id(path: Path) -> bool:
-    try:
-        return "ID" in fits.getheader(path, 0)
-    except Exception:  # noqa: BLE001 - unreadable
-        return False
-
-
 def place_file(src: Path, dest: Path, link: str = "copy") -> None:
     """Put *src* at *dest*: a copy (atomic), or a hard link (a copy across file systems)."""
     if link == "hardlink":
@@ -518,9 +511,6 @@ def merge_parts(parts: list[Part], outdir, *, catalog=None, catalog_format: str 
     orphans = [i for i in given if i not in entries or not entries[i][1].get("FILE", "").strip()]
     if orphans:
         path = given[orphans[0]][0]
-        if _cube_of(path) is None and not _has_id(path):
-            raise InputError(path, "is not a readable Source file (no ID in its primary header)",
-                             "give the Source files written by 'ifu-extract extract' or 'run'")
         raise InputError(path, f"is the Source file of ID {orphans[0]}, in none of the summary "
                          "tables", "give the summary table of every part whose Source files are given")
     missing: list[str] = []
