@@ -39,13 +39,13 @@ from .fitsout import atomic_path, ensure_dir
 from .summary import SUMMARY_NAME, index_sources, missing_row, read_summary, write_summary_text
 
 __all__ = ["SPLIT_FORMATS", "LINK_MODES", "SplitPart", "Part", "MergeResult", "split_catalog",
-           "folder_parts", "file_parts", "merge_outputs", "merge_parts", "part_names", "place_file"]
+           "folder_parts", "file_parts", "merge_parts", "part_names", "place_file"]
 
 log = logging.getLogger("ifu_extract")
 
 #: Output formats of :func:`split_catalog`: ``same`` keeps the input's.
 SPLIT_FORMATS = ("same", "tsv", "csv", "ecsv", "fits")
-#: How :func:`merge_outputs` puts the Source files in the merged folder.
+#: How :func:`merge_parts` puts the Source files in the merged folder.
 LINK_MODES = ("copy", "hardlink")
 _SUFFIX = {"tsv": ".tsv", "csv": ".csv", "ecsv": ".ecsv", "fits": ".fits"}
 # Cards that differ between two runs of the same object (dates, file names, checksums).
@@ -253,7 +253,7 @@ def _table_hdu_class(header: fits.Header):
 # ----------------------------------------------------------------------------- merge
 @dataclass
 class MergeResult:
-    """What :func:`merge_outputs` did.
+    """What :func:`merge_parts` did.
 
     Attributes
     ----------
@@ -404,17 +404,6 @@ def file_parts(summaries, sources) -> list[Part]:
                                  f"({files[0]}, {other})", "give the files of disjoint parts, "
                                  "or leave one of them out")
     return [Part(p.stem, str(p), p, sources=by_id) for p in paths]
-
-
-def merge_outputs(inputs, outdir, *, catalog=None, catalog_format: str = "auto", link: str = "copy",
-                  progress=None) -> MergeResult:
-    """Merge the output folders of catalogue parts into one folder and summary.
-
-    :func:`merge_parts` of :func:`folder_parts`; the QA report of the merged folder is the
-    ``merge`` step's (:func:`ifu_extract.steps.merge.run_merge`).
-    """
-    return merge_parts(folder_parts(inputs), outdir, catalog=catalog, catalog_format=catalog_format,
-                       link=link, progress=progress)
 
 
 def merge_parts(parts: list[Part], outdir, *, catalog=None, catalog_format: str = "auto",
