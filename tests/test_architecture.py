@@ -44,13 +44,12 @@ PENDING_CYCLES: set = set()
 #: (importing module, private name) pairs still to make public or move.
 PENDING_PRIVATE: set = set()
 #: Commands that still open cubes or write products themselves (moving into steps/).
-PENDING_COMMAND_IO = {"ifu_extract.commands.run", "ifu_extract.commands.spectra"}
-#: Library modules that import click (runconfig maps run.toml onto click options: it moves to
-#: the command line with click's default_map).
-PENDING_LIBRARY_CLICK = {"ifu_extract.runconfig"}
+PENDING_COMMAND_IO = {"ifu_extract.commands.spectra"}
+#: Library modules that import click.
+PENDING_LIBRARY_CLICK: set = set()
 #: Library modules whose errors still name command-line flags (``InputError("--thresh", ...)``)
 #: instead of parameters (``ParameterError("{thresh}", ..., params=("thresh",))``).
-PENDING_FLAG_ERRORS = {"ifu_extract.detect"}
+PENDING_FLAG_ERRORS: set = set()
 #: Wrappers that still stage files in Cheetah (explicit file options replace it).
 PENDING_STAGING: set = set()
 
