@@ -44,7 +44,7 @@ PENDING_CYCLES: set = set()
 #: (importing module, private name) pairs still to make public or move.
 PENDING_PRIVATE: set = set()
 #: Commands that still open cubes or write products themselves (moving into steps/).
-PENDING_COMMAND_IO = {"ifu_extract.commands.spectra"}
+PENDING_COMMAND_IO: set = set()
 #: Library modules that import click.
 PENDING_LIBRARY_CLICK: set = set()
 #: Library modules whose errors still name command-line flags (``InputError("--thresh", ...)``)

@@ -234,18 +234,11 @@ def get_cmd(store, url, token, token_file, ids, ids_file, fmt, align, cutout, re
 def plot_cmd(store, url, token, token_file, ids, ids_file, kind, nx, ny, page, yflip, align,
              cutout, output):
     """Draw a preview, a grid of previews or a stacked image (ids in the order given)."""
-    from ..fitsout import atomic_path
+    from ..steps.spectra import run_plot
 
     client = _client(store, url, token, token_file)
-    ids = _ids(ids, ids_file)
-    if kind == "preview":
-        png = client.preview(ids[0])
-    elif kind == "grid":
-        png = client.plotGrid(ids, nx, ny, page=page, align=align, cutout=cutout)
-    else:
-        png = client.stackedImage(ids, fmt="png", yflip=yflip, cutout=cutout)
-    with atomic_path(output, suffix=".png") as tmp:
-        Path(tmp).write_bytes(png)
+    run_plot(client, _ids(ids, ids_file), output, kind=kind, nx=nx, ny=ny, page=page, yflip=yflip,
+             align=align, cutout=cutout)
     report(f"wrote {output}")
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..fitsout import atomic_path
 from ..spectra.ingest import IngestReport, ingest
 from ._outputs import OutputSet
 
-__all__ = ["run_ingest"]
+__all__ = ["run_ingest", "run_plot"]
 
 
 def run_ingest(store, *, sources=(), summaries=(), names=None, previous=None,
@@ -44,3 +45,35 @@ def run_ingest(store, *, sources=(), summaries=(), names=None, previous=None,
         shutil.copyfile(previous, tmp)
         return ingest(list(sources), tmp, summaries=list(summaries), names=names,
                       context=context, commit_every=commit_every, progress=progress)
+
+
+def run_plot(client, ids, output, *, kind: str = "preview", nx: int = 5, ny: int = 5, page: int = 0,
+             yflip: bool = False, align: bool = False, cutout=None) -> Path:
+    """Draw spectra of a store and write the PNG atomically.
+
+    Parameters
+    ----------
+    client : ifu_extract.spectra.client.SpecClient
+        The store (local or remote) to draw from.
+    ids : sequence of str
+        Spectrum ids, in the order drawn (``preview``: the first).
+    output : str or os.PathLike
+        PNG file to write.
+    kind : {"preview", "grid", "stacked"}
+        One preview, a page of *nx* x *ny* previews, or one image row per id.
+    nx, ny, page, align : optional
+        Grid layout, page (0 first) and whether the spectra are aligned first.
+    yflip : bool
+        Stacked image: first id at the top.
+    cutout : str, optional
+        Grid/stacked wavelength window ``"W0-W1"``, Angstrom.
+    """
+    if kind == "preview":
+        png = client.preview(ids[0])
+    elif kind == "grid":
+        png = client.plotGrid(ids, nx, ny, page=page, align=align, cutout=cutout)
+    else:
+        png = client.stackedImage(ids, fmt="png", yflip=yflip, cutout=cutout)
+    with atomic_path(output, suffix=".png") as tmp:
+        Path(tmp).write_bytes(png)
+    return Path(output)
