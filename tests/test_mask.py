@@ -642,21 +642,23 @@ def test_file_format_and_reader(small, tmp_path, capfd):
         warnings.simplefilter("error")          # checksum failures are warnings in astropy
         with fits.open(out, checksum=True) as hdul:
             names = [(h.name, h.ver) for h in hdul]
-            assert names == [("PRIMARY", 1), ("OBJECTS", 1), ("SEGMAP", 1)]
+            assert names == [("PRIMARY", 1), ("OBJECTS", 1), ("MASKS", 1), ("SEGMAP", 1)]
             prim = hdul[0].header
             assert (prim["CUBE"], prim["NOBJ"], prim["MASKMODE"], prim["IFXTOOL"], prim["MASKFMT"]) == \
                 ("cube.fits", 2, "union", "mask", 2)
             tab = Table(hdul["OBJECTS"].data)
             assert tab.colnames == ["ID", "RA", "DEC", "X", "Y", "X0", "Y0", "NX", "NY", "STATUS",
-                                    "MASKUSED", "N_UNION", "N_INTER", "N_SKY", "SEGLABEL",
-                                    "MASK_UNION", "MASK_INTER", "MASK_SKY"]
+                                    "MASKUSED", "N_UNION", "N_INTER", "N_SKY", "SEGLABEL", "MASKOFF"]
+            stacked = hdul["MASKS"].data
+            assert stacked.dtype == np.uint8 and set(np.unique(stacked)) <= {0, 1}
+            assert [hdul["MASKS"].header[f"MASKROW{k}"] for k in (1, 2, 3)] == \
+                ["MASK_UNION", "MASK_INTER", "MASK_SKY"]
+            assert stacked.shape == (3, int(sum(tab["NX"] * tab["NY"])))
             for row in tab:
-                for name, count in (("MASK_UNION", "N_UNION"), ("MASK_INTER", "N_INTER"),
-                                    ("MASK_SKY", "N_SKY")):
-                    # One stamp (NY, NX) per object, flattened with x fast, 0/1 uint8.
-                    stamp = np.asarray(row[name])
-                    assert stamp.dtype == np.uint8 and stamp.size == row["NX"] * row["NY"]
-                    assert set(np.unique(stamp)) <= {0, 1} and stamp.sum() == row[count]
+                # One stamp (3, NY, NX) per object, x fast, at MASKOFF in the stacked image.
+                n = row["NX"] * row["NY"]
+                stamp = stacked[:, row["MASKOFF"]:row["MASKOFF"] + n].reshape(3, row["NY"], row["NX"])
+                assert [int(v) for v in stamp.sum(axis=(1, 2))] == [row["N_UNION"], row["N_INTER"], row["N_SKY"]]
             # The table's WCS is the cube grid's: a stamp's pixel (0, 0) is cube pixel (X0, Y0).
             tw = celestial_from_header(hdul["OBJECTS"].header)
             assert np.allclose(tw.all_pix2world([3.0], [4.0], 0), small["wcs"].all_pix2world([3.0], [4.0], 0))
