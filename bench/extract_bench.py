@@ -211,9 +211,13 @@ with RssAnonPeak() as mem:
     t_plots = None
     if plots:
         try:
-            from ifu_extract.report import make_report
-        except ImportError:
-            make_report = None
+            from ifu_extract.steps.report import ReportConfig, run_report
+            make_report = lambda d, threads: run_report(d, ReportConfig(threads=threads))
+        except ImportError:   # a version before the step layer
+            try:
+                from ifu_extract.report import make_report
+            except ImportError:
+                make_report = None
         if make_report is not None:
             t3 = time.time()
             make_report(work + "/ours", threads=threads)

@@ -173,7 +173,8 @@ def blend_runs(tmp_path_factory):
     from ifu_extract.catalog import read_catalog
     from ifu_extract.estimators import ExtractConfig
     from ifu_extract.catalog_extraction import extract_catalog
-    from ifu_extract.xcorr import xcorr_catalog
+    from ifu_extract.steps.deblend import run_deblend
+    from ifu_extract.steps.xcorr import run_xcorr
 
     scores = {m: {1: [], 2: []} for m in METHODS}
     runs = []
@@ -189,11 +190,9 @@ def blend_runs(tmp_path_factory):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             extract_catalog(cube, table, masks, out, ExtractConfig(apertures=(1.0,)))
-            xcorr_catalog(cube, table, masks, out, "MUSE_WHITE")
+            run_xcorr(cube, table, masks, output=out, reference="MUSE_WHITE")
         t1 = time.perf_counter()
-        from ifu_extract.deblend import run_deblend
-
-        rows = run_deblend(cube, table, out, masks_path=masks)
+        rows = run_deblend(cube, table, out, masks=masks).rows
         t2 = time.perf_counter()
         for oid, ts, to, oracle in ((1, t_bright, t_faint, o_bright), (2, t_faint, t_bright, o_faint)):
             for m in METHODS[:-1]:
@@ -547,3 +546,64 @@ def test_bad_options(tmp_path, capfd):
     assert res.exit_code == 2 and "exclusive" in res.stderr
     res = run_main(["deblend", cube, cat, "-o", tmp_path / "o", "--image", tmp_path / "missing.fits"], capfd)
     assert res.exit_code == 1 and len(res.err_lines) == 1 and "missing.fits" in res.stderr
+
+
+# ------------------------------------------------------------------------- explicit files (Galaxy)
+def _gx_deblend(extra):
+    from conftest import TEST_DATA
+
+    return ["deblend", TEST_DATA / "gx_minicube.fits", TEST_DATA / "gx_catalog.txt", "--fwhm", 0.7, *extra]
+
+
+def test_explicit_files_write_what_the_folder_form_writes(tmp_path, capfd):
+    """--source F --sources-out D --summary S (the wrapper's form) writes the same bytes as
+    -o OUTDIR on the folder layout of extract: the given Source file updated (a copy of it), a new
+    one for the other object; the input is left as it is."""
+    from conftest import TEST_DATA
+
+    seg = ["--segmap", TEST_DATA / "gx_segmap.fits"]
+    folder = tmp_path / "folder"
+    (folder / "sources").mkdir(parents=True)
+    src = TEST_DATA / "gx_source_1.fits"
+    (folder / "sources" / "1.fits").write_bytes(src.read_bytes())
+    res = run_main(_gx_deblend([*seg, "-o", folder]), capfd)
+    assert res.exit_code == 0, res.stderr
+    before = src.read_bytes()
+    res = run_main(_gx_deblend([*seg, "--source", src, "--sources-out", tmp_path / "out",
+                                "--summary", tmp_path / "d.tsv"]), capfd)
+    assert res.exit_code == 0, res.stderr
+    assert src.read_bytes() == before
+    for name in ("1.fits", "3.fits"):
+        assert (tmp_path / "out" / name).read_bytes() == (folder / "sources" / name).read_bytes()
+    with fits.open(tmp_path / "out" / "1.fits") as h:
+        assert "SPE_MUSE_WHITE_DATA" in h and "SPE_DEBLEND_DATA" in h   # updated, not replaced
+    assert (folder / "deblend.tsv").read_text().replace("sources/", "out/") == (tmp_path / "d.tsv").read_text()
+
+
+def test_pass_through_copies_the_source_files_unchanged(tmp_path, capfd):
+    """--pass-through (the workflow's off switch): the Source files are copied as they are, named
+    by their ID; nothing is fitted and no summary is written."""
+    from conftest import TEST_DATA
+
+    given = tmp_path / "dataset_7.dat"
+    given.write_bytes((TEST_DATA / "gx_source_3.fits").read_bytes())
+    res = run_main(_gx_deblend(["--source", given, "--sources-out", tmp_path / "out", "--pass-through"]), capfd)
+    assert res.exit_code == 0, res.stderr
+    assert "deblending is off: 1 Source files copied unchanged" in res.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["3.fits"]
+    assert (tmp_path / "out" / "3.fits").read_bytes() == given.read_bytes()
+
+
+def test_library_errors_name_parameters_and_the_command_its_options(tmp_path, capfd):
+    """The library says "max_group", the command "--max-group" (the click parameter of that name)."""
+    from conftest import TEST_DATA
+    from ifu_extract.catalog import read_catalog
+
+    with open_cube(TEST_DATA / "gx_minicube.fits") as cube, pytest.raises(InputError) as err:
+        deblend_catalog(cube, read_catalog(TEST_DATA / "gx_catalog.txt"), PSFModel("moffat", (0.7,)),
+                        config=DeblendConfig(max_group=0))
+    assert err.value.path == "max_group"
+    res = run_main(_gx_deblend(["--psf-star", "nosuch", "-o", tmp_path / "o"]), capfd)
+    assert res.exit_code == 1
+    assert res.err_lines == ["ifu-extract: error: --psf-star: ID 'nosuch' is not in the catalogue; "
+                             "give the ID of a star listed in CATALOG"]

@@ -93,7 +93,7 @@ def test_minicube_no_deep_negative_lines(minicube, muselet_cat, tmp_path):
     no DEBLEND spectrum has more than 0.2 % of its channels below -5 sigma of its own STAT (the
     previous model put the central galaxy's lines at -7 sigma in object 2's); every spectrum
     carries DBCHI2 and DBPOOR, and the objects whose model misses their light are flagged."""
-    from ifu_extract.deblend import run_deblend
+    from ifu_extract.steps.deblend import DeblendStepConfig, run_deblend
 
     with open_cube(minicube) as c, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -104,8 +104,8 @@ def test_minicube_no_deep_negative_lines(minicube, muselet_cat, tmp_path):
         fits.PrimaryHDU(seg, c.wcs.to_header()).writeto(tmp_path / "seg.fits")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rows = run_deblend(minicube, read_catalog(muselet_cat), tmp_path / "out",
-                           segmap_path=tmp_path / "seg.fits", fwhm=0.7, wave_range=(6900.0, 7400.0))
+        rows = run_deblend(minicube, read_catalog(muselet_cat), tmp_path / "out", segmap=tmp_path / "seg.fits",
+                           config=DeblendStepConfig(fwhm=0.7, wave_range=(6900.0, 7400.0))).rows
     n_ok = 0
     for row in rows:
         if not row["FILE"]:

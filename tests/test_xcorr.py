@@ -240,3 +240,72 @@ def test_reference_continuum_is_removed():
         warnings.simplefilter("ignore")
         res = xcorr_object(data, np.full(data.shape, 1e-12), wave, ref, None, obj)
     assert "XCOR" in res.spectra
+
+
+# ------------------------------------------------------------------------- explicit files (Galaxy)
+def _xcorr_args(extra):
+    from conftest import TEST_DATA
+
+    return ["xcorr", TEST_DATA / "gx_minicube.fits", TEST_DATA / "gx_catalog.txt", "--masks",
+            TEST_DATA / "gx_masks.fits", "--max-iter", 2, *extra]
+
+
+def test_explicit_files_write_what_the_folder_form_writes(tmp_path, capfd):
+    """--source F... --summary S --sources-out D (the wrapper's form: inputs left as they are,
+    matched by their ID keyword whatever their names) writes the same bytes as -o OUTDIR on the
+    folder layout of extract."""
+    from conftest import TEST_DATA
+
+    folder = tmp_path / "folder"
+    (folder / "sources").mkdir(parents=True)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for oid in ("1", "3"):
+        (folder / "sources" / f"{oid}.fits").write_bytes((TEST_DATA / f"gx_source_{oid}.fits").read_bytes())
+        # Galaxy's dataset names say nothing of the object
+        (inputs / f"dataset_{oid}{oid}.dat").write_bytes((TEST_DATA / f"gx_source_{oid}.fits").read_bytes())
+    res = run_main(_xcorr_args(["-o", folder]), capfd)
+    assert res.exit_code == 0, res.stderr
+    given = sorted(inputs.iterdir())
+    before = [p.read_bytes() for p in given]
+    res = run_main(_xcorr_args([a for p in given for a in ("--source", p)]
+                               + ["--summary", tmp_path / "x.tsv", "--sources-out", tmp_path / "out"]), capfd)
+    assert res.exit_code == 0, res.stderr
+    assert [p.read_bytes() for p in given] == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["1.fits", "3.fits"]
+    for oid in ("1", "3"):
+        assert (tmp_path / "out" / f"{oid}.fits").read_bytes() == (folder / "sources" / f"{oid}.fits").read_bytes()
+    summary = Table.read(tmp_path / "x.tsv", format="ascii.tab")
+    assert list(summary["STATUS"]) == ["ok", "ok"]
+    # FILE is relative to the summary's folder, as in the folder form
+    assert list(summary["FILE"]) == ["out/1.fits", "out/3.fits"]
+    assert (folder / "xcorr.tsv").read_text().replace("sources/", "out/") == (tmp_path / "x.tsv").read_text()
+
+
+def test_explicit_files_object_without_file_and_bad_source(tmp_path, capfd):
+    """An object whose Source file is not given gets a status naming that; a FITS file without
+    an ID keyword is refused in one line naming it, before anything is written."""
+    from conftest import TEST_DATA
+
+    res = run_main(_xcorr_args(["--source", TEST_DATA / "gx_source_1.fits", "--summary", tmp_path / "x.tsv",
+                                "--sources-out", tmp_path / "out"]), capfd)
+    assert res.exit_code == 0, res.stderr
+    rows = Table.read(tmp_path / "x.tsv", format="ascii.tab")
+    assert rows["STATUS"][1] == "no_source_file: no Source file was given for it"
+    bad = tmp_path / "noid.fits"
+    fits.PrimaryHDU(np.zeros((2, 2), np.float32)).writeto(bad)
+    res = run_main(_xcorr_args(["--source", bad, "--summary", tmp_path / "y.tsv",
+                                "--sources-out", tmp_path / "out2"]), capfd)
+    assert res.exit_code == 1
+    assert res.err_lines == [f"ifu-extract: error: {bad}: has no ID keyword, so it is not a Source file; "
+                             "give the Source files of extract or run"]
+    assert not (tmp_path / "y.tsv").exists() and not (tmp_path / "out2").exists()
+
+
+def test_folder_and_explicit_forms_are_exclusive(tmp_path, capfd):
+    from conftest import TEST_DATA
+
+    res = run_main(_xcorr_args(["-o", tmp_path, "--source", TEST_DATA / "gx_source_1.fits"]), capfd)
+    assert res.exit_code == 2 and "-o/--output is exclusive with --source" in res.stderr
+    res = run_main(_xcorr_args(["--source", TEST_DATA / "gx_source_1.fits"]), capfd)
+    assert res.exit_code == 2 and "give --source (one or more) and --summary" in res.stderr

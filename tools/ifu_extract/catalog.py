@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from pathlib import Path
 
@@ -71,6 +72,16 @@ def file_stem(obj_id) -> str:
     plain = re.sub(r"[^A-Za-z0-9_.+-]", "_", plain).strip("._") or "id"
     return f"{plain}_{hashlib.sha1(text.encode('utf-8')).hexdigest()[:8]}"
 
+
+
+def file_column(path, base) -> str:
+    """*path* as a summary table's ``FILE`` column names it: relative to the table's folder
+    *base* when inside it (``sources/<stem>.fits``), else as it is."""
+    try:
+        rel = os.path.relpath(path, base)
+    except ValueError:  # another drive
+        return str(path)
+    return str(path) if rel.startswith("..") else Path(rel).as_posix()
 
 def _sniff(path: Path) -> str:
     head = file_head(path, 65536)

@@ -49,7 +49,8 @@ COMMANDS = {
 OUTPUT_PARAMS = {
     "detect": ("output", "segmap", "background", "rms", "plot", "line_images", "lines_path"),
     "contsub": ("output", "continuum_output"),
-    "deblend": ("output", "model_cube", "residual_cube"),
+    "deblend": ("output", "sources_out", "summary", "model_cube", "residual_cube"),
+    "xcorr": ("output", "summary", "sources_out"),
     "extract": ("output", "marz"),
     "selfcal": ("output", "corrections", "png"),
     "detimage": ("output", "png", "png_wave"),

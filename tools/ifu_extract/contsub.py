@@ -53,15 +53,16 @@ from numpy.polynomial import legendre
 from scipy import ndimage
 
 from .cubeio import Cube, open_cube
-from .errors import InputError
-from .identity import stamp
+from .errors import InputError, ParameterError
 from .fitsio import StreamingCubeWriter, cube_extension_header
 from .fitsout import add_provenance, atomic_path
+from .identity import stamp
 from .wcsutil import celestial_from_header, quiet_wcs
 
 __all__ = [
     "METHODS",
     "ContinuumFit",
+    "ContsubConfig",
     "ContsubResult",
     "fit_continuum",
     "subtract_continuum",
@@ -126,6 +127,36 @@ class ContsubResult:
     n_failed: int
 
 
+@dataclass(frozen=True)
+class ContsubConfig:
+    """The continuum model of :func:`subtract_continuum` (see :func:`fit_continuum`).
+
+    Attributes
+    ----------
+    method : {"poly", "median"}
+    degree : int
+        Polynomial degree (``poly``).
+    clip_sigma : float
+        Rejection threshold of the clipping rounds (``poly``).
+    clip_iters : int
+        Maximum number of clipping rounds (``poly``).
+    median_width : float
+        Running-median window, Angstrom (``median``).
+    mask_windows : tuple of (float, float)
+        Wavelength windows, Angstrom, left out of the fit.
+    wave_range : (float, float), optional
+        Process (and write) only the channels inside, Angstrom.
+    """
+
+    method: str = "poly"
+    degree: int = 5
+    clip_sigma: float = 3.0
+    clip_iters: int = 3
+    median_width: float = 150.0
+    mask_windows: tuple = ()
+    wave_range: tuple | None = None
+
+
 # ---------------------------------------------------------------------------------- checks
 def _window_mask(wave: np.ndarray, mask_windows) -> np.ndarray:
     """True for channels inside any of the ``(min, max)`` Angstrom windows."""
@@ -133,8 +164,8 @@ def _window_mask(wave: np.ndarray, mask_windows) -> np.ndarray:
     for window in mask_windows or ():
         lo, hi = (float(v) for v in window)
         if not lo < hi:
-            raise InputError("--mask-window", f"window {lo:g} {hi:g} is empty",
-                             "give MIN MAX with MIN < MAX, in Angstrom")
+            raise ParameterError("{mask_windows}", f"window {lo:g} {hi:g} is empty",
+                             "give MIN MAX with MIN < MAX, in Angstrom", params=("mask_windows",))
         inside |= (wave >= lo) & (wave <= hi)
     return inside
 
@@ -144,40 +175,42 @@ def _median_channels(wave: np.ndarray, width: float) -> int:
     step = float(np.median(np.abs(np.diff(wave)))) if wave.size > 1 else 1.0
     half = int(round(width / (2.0 * step))) if step > 0 else 0
     if half < 1:
-        raise InputError("--median-width", f"{width:g} Angstrom spans fewer than 3 channels "
+        raise ParameterError("{median_width}", f"{width:g} Angstrom spans fewer than 3 channels "
                          f"({step:.4g} Angstrom each)",
-                         f"give at least {3 * step:.4g} Angstrom (100-200 is typical)")
+                         f"give at least {3 * step:.4g} Angstrom (100-200 is typical)", params=("median_width",))
     return 2 * half + 1
 
 
 def _check_options(wave, method, degree, clip_sigma, clip_iters, median_width, mask_windows):
     """Validate the options against the channels to fit; return the masked-channel flags."""
     if method not in METHODS:
-        raise InputError("--method", f"unknown continuum method {method!r}",
-                         f"choose one of {', '.join(METHODS)}")
+        raise ParameterError("{method}", f"unknown continuum method {method!r}",
+                         f"choose one of {', '.join(METHODS)}", params=("method",))
     inside = _window_mask(wave, mask_windows)
     n_free = int(np.count_nonzero(~inside))
     if method == "poly":
         if int(degree) != degree or degree < 0:
-            raise InputError("--degree", f"{degree} is not a polynomial degree",
-                             "give an integer >= 0 (5 is typical)")
+            raise ParameterError("{degree}", f"{degree} is not a polynomial degree",
+                             "give an integer >= 0 (5 is typical)", params=("degree",))
         if degree + 1 > wave.size:
-            raise InputError("--degree", f"degree {degree} is above the channel count: a "
+            raise ParameterError("{degree}", f"degree {degree} is above the channel count: a "
                              f"polynomial of degree {degree} needs {degree + 1} channels, there "
                              f"are {wave.size} to fit",
-                             f"choose --degree {max(wave.size - 1, 0)} or lower (5 is typical)")
+                             "choose {degree} " + f"{max(wave.size - 1, 0)} or lower (5 is typical)",
+                             params=("degree",))
         if degree + 1 > n_free:
-            raise InputError("--mask-window", f"the masked windows leave {n_free} of "
+            raise ParameterError("{mask_windows}", f"the masked windows leave {n_free} of "
                              f"{wave.size} channels, fewer than the {degree + 1} a degree-"
-                             f"{degree} polynomial needs", "mask less or lower --degree")
+                             f"{degree} polynomial needs", "mask less or lower {degree}",
+                             params=("mask_windows", "degree"))
         if clip_iters < 0 or (clip_iters > 0 and not clip_sigma > 0):
-            raise InputError("--clip-sigma", f"clipping at {clip_sigma} sigma for {clip_iters} "
+            raise ParameterError("{clip_sigma}", f"clipping at {clip_sigma} sigma for {clip_iters} "
                              "rounds is not possible",
-                             "give --clip-sigma > 0 and --clip-iters >= 0")
+                             "give {clip_sigma} > 0 and {clip_iters} >= 0", params=("clip_sigma", "clip_iters"))
     else:
         if not median_width > 0:
-            raise InputError("--median-width", f"{median_width} is not a positive width",
-                             "give the window width in Angstrom (100-200 is typical)")
+            raise ParameterError("{median_width}", f"{median_width} is not a positive width",
+                             "give the window width in Angstrom (100-200 is typical)", params=("median_width",))
         _median_channels(wave, median_width)
     return inside
 

@@ -43,20 +43,12 @@ Arrays are ``(n_wave, ny, nx)``; maps ``(ny, nx)`` with x the fast axis.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from scipy import ndimage
 
 from .contsub import fit_continuum
-from .cubeio import Cube, open_cube
-from .errors import OK, InputError, warn_object
-from .identity import check_product
-from .catalog import file_stem
 from .estimators import Spectrum1D, StampMatrices
-from .masks import read_masks
-from .sourcefile import read_source_spectrum, source_layout, update_source
 
 __all__ = [
     "XcorConfig",
@@ -64,14 +56,13 @@ __all__ = [
     "XcorResult",
     "correlation_map",
     "xcorr_object",
-    "xcorr_catalog",
     "XCOR_COLUMNS",
 ]
 
 #: A continuum-subtracted reference must exceed pure noise by this many sigma (chi-square test)
 #: for an XCOR_CONTSUB map to be made.
 FEATURE_SIGMA = 3.0
-#: Columns of ``OUTDIR/xcorr.tsv``.
+#: Columns of the summary table (``xcorr.tsv``) of :func:`ifu_extract.steps.xcorr.run_xcorr`.
 XCOR_COLUMNS = ("ID", "STATUS", "REFERENCE", "N_SPAXELS", "N_ITER", "CONVERGED", "N_SPAXELS_CONTSUB",
                 "N_ITER_CONTSUB", "CONVERGED_CONTSUB", "SNR_MEDIAN", "FILE")
 
@@ -329,176 +320,3 @@ def xcorr_object(data: np.ndarray, var: np.ndarray | None, wave: np.ndarray, ref
         xcc = _iterate(stamp_c, stamp, ref_c, obj, neighbours, cfg)
         record("XCOR_CONTSUB", xcc)
     return XcorResult(maps.get("XCOR"), maps.get("XCOR_CONTSUB"), spectra, images, notes)
-
-
-# ------------------------------------------------------------------------------ Source files
-def _reframe(arr, src_box, dst_box, fill):
-    sx0, sx1, sy0, sy1 = src_box
-    dx0, dx1, dy0, dy1 = dst_box
-    out = np.full((dy1 - dy0, dx1 - dx0), fill, dtype=arr.dtype)
-    ix0, ix1, iy0, iy1 = max(sx0, dx0), min(sx1, dx1), max(sy0, dy0), min(sy1, dy1)
-    if ix1 > ix0 and iy1 > iy0:
-        out[iy0 - dy0:iy1 - dy0, ix0 - dx0:ix1 - dx0] = arr[iy0 - sy0:iy1 - sy0, ix0 - sx0:ix1 - sx0]
-    return out
-
-
-def _row(obj_id, status, **kw):
-    out = {"ID": str(obj_id), "STATUS": status, "REFERENCE": "", "N_SPAXELS": 0, "N_ITER": 0,
-           "CONVERGED": False, "N_SPAXELS_CONTSUB": 0, "N_ITER_CONTSUB": 0, "CONVERGED_CONTSUB": False,
-           "SNR_MEDIAN": float("nan"), "FILE": ""}
-    out.update(kw)
-    return out
-
-
-def xcorr_catalog(cube_path, catalog, masks_path, outdir, reference: str, *,
-                  config: XcorConfig | None = None, contsub_path=None, cube_kwargs: dict | None = None,
-                  progress=None) -> list[dict]:
-    """Add ``XCOR``/``XCOR_CONTSUB`` spectra and maps to every object's Source file.
-
-    Parameters
-    ----------
-    cube_path : str or os.PathLike
-        The cube the Source files were extracted from.
-    catalog : astropy.table.Table
-        ``ID`` and ``STATUS`` (rows not ``"ok"`` keep their status).
-    masks_path : str or os.PathLike
-        ``MASKS.fits`` (object, sky and neighbours' segments).
-    outdir : str or os.PathLike
-        Folder holding ``sources/<ID>.fits`` (from ``extract``); ``xcorr.tsv`` is written there.
-    reference : str
-        Spectrum tag used as the first reference (``MUSE_WHITE``, ``MUSE_APER_1.0``, an
-        ancillary-image tag...).
-    config : XcorConfig, optional
-    contsub_path : str or os.PathLike, optional
-        Continuum-subtracted cube (``ifu-extract contsub``) on the same grid; without it the
-        continuum of each stamp is fitted here.
-    cube_kwargs : dict, optional
-        :func:`~ifu_extract.cubeio.open_cube` options.
-    progress : callable, optional
-        Called with 1 after each object.
-
-    Returns
-    -------
-    list of dict
-        One row per catalogue ID (:data:`XCOR_COLUMNS`); also written to ``OUTDIR/xcorr.tsv``.
-        An object without a Source file, without the reference tag, or that fails, gets a status
-        and a warning; the others go on.
-    """
-    cfg = config or XcorConfig()
-    tag = str(reference).strip().upper()
-    outdir = Path(outdir)
-    rows = []
-    with open_cube(cube_path, **(cube_kwargs or {})) as cube:
-        csub = None
-        if contsub_path is not None:
-            csub = open_cube(contsub_path)
-            if csub.shape[1:] != cube.shape[1:] or csub.nx != cube.nx:
-                csub.close()
-                raise InputError(contsub_path, f"has spatial shape {csub.shape[1:]}, the cube "
-                                 f"{cube.shape[1:]}", "give the contsub output of this cube")
-            try:
-                check_product(csub.primary_header, contsub_path, cube, cube_path,
-                              what="continuum-subtracted cube", channels=False)
-            except InputError:
-                csub.close()
-                raise
-        try:
-            _, masks = read_masks(masks_path)
-            with masks:
-                check_product(masks.header, masks_path, cube, cube_path, what="masks file")
-                seg = masks.segmap(1)
-                for row in catalog:
-                    obj_id = str(row["ID"])
-                    status = str(row["STATUS"]) if "STATUS" in catalog.colnames else OK
-                    if status != OK:
-                        rows.append(_row(obj_id, status, REFERENCE=tag))
-                    else:
-                        rows.append(_xcorr_one(cube, csub, masks, seg, obj_id, outdir, tag, cfg))
-                    if progress:
-                        progress(1)
-        finally:
-            if csub is not None:
-                csub.close()
-    _write_table(rows, outdir / "xcorr.tsv")
-    return rows
-
-
-def _xcorr_one(cube, csub, masks, seg, obj_id, outdir, tag, cfg) -> dict:
-    path = outdir / "sources" / f"{file_stem(obj_id)}.fits"
-    try:
-        if not path.exists():
-            raise _Skip(f"no_source_file: {path.name} not found (run 'extract' first)")
-        layout = source_layout(path, cube)
-        if tag not in layout.spectra:
-            raise _Skip(f"no_reference: tag {tag} is not in {path.name} (it has "
-                        f"{', '.join(sorted(layout.spectra)) or 'no spectrum'})")
-        try:
-            m = masks.get(obj_id)
-        except KeyError:
-            m = None
-        if m is None:
-            raise _Skip("no_mask: the object has no mask in the masks file")
-        box = layout.box or m.box
-        z0, z1 = layout.channels
-        _, rflux, rvar, _, _, _ = read_source_spectrum(path, tag)
-        x0, x1, y0, y1 = box
-        data, var = cube.window(x0, x1, y0, y1, z0, z1)
-        contsub = None
-        if csub is not None:
-            cz0 = int(np.argmin(np.abs(csub.wave - cube.wave[z0])))
-            off = abs(csub.wave[cz0] - cube.wave[z0]) > 1e-3 * abs(float(cube.dwave[z0]))
-            if off or cz0 + (z1 - z0) > csub.nwave:
-                raise InputError(csub.path, "does not cover the channels of the Source spectra",
-                                 "run contsub on the same wavelength range as extract")
-            contsub, _ = csub.window(x0, x1, y0, y1, cz0, cz0 + (z1 - z0), with_var=False)
-        mm = m.on_box(box) if tuple(m.box) != tuple(box) else m
-        obj = mm.obj
-        neighbours = None
-        if seg is not None:
-            seg_stamp = _reframe(seg, (0, cube.nx, 0, cube.ny), box, 0)
-            neighbours = (seg_stamp > 0) & ~mm.union
-        res = xcorr_object(data, var, cube.wave[z0:z1], rflux, rvar, obj, neighbours=neighbours,
-                           sky=mm.sky, contsub=contsub, config=cfg)
-        if not res.spectra:
-            raise _Skip("empty_map: no spaxel correlates positively with the reference")
-        kw = {"XCREF": (tag[:40], "reference spectrum of the cross-correlation")}
-        if res.notes:
-            kw["XCNOTES"] = ("; ".join(res.notes)[:50], "xcorr notes")
-        update_source(path, spectra=res.spectra, images=res.images, keywords=kw, tool="xcorr")
-        x = res.xcor
-        c = res.xcor_contsub
-        sp = res.spectra.get("XCOR")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            snr = float(np.nanmedian(sp.flux / np.sqrt(sp.var))) if sp is not None else float("nan")
-        for note in res.notes:
-            warn_object(obj_id, note)
-        return _row(obj_id, OK, REFERENCE=tag, N_SPAXELS=int(x.region.sum()) if x else 0,
-                    N_ITER=x.n_iter if x else 0, CONVERGED=bool(x.converged) if x else False,
-                    N_SPAXELS_CONTSUB=int(c.region.sum()) if c else 0, N_ITER_CONTSUB=c.n_iter if c else 0,
-                    CONVERGED_CONTSUB=bool(c.converged) if c else False, SNR_MEDIAN=snr,
-                    FILE=f"sources/{path.name}")
-    except _Skip as exc:
-        warn_object(obj_id, str(exc))
-        return _row(obj_id, str(exc)[:200], REFERENCE=tag)
-    except InputError as exc:
-        warn_object(obj_id, exc.oneline())
-        return _row(obj_id, f"failed: {exc.oneline()}"[:200], REFERENCE=tag)
-    except Exception as exc:  # noqa: BLE001 - one object's failure is its status
-        warn_object(obj_id, f"{type(exc).__name__}: {exc}")
-        return _row(obj_id, f"failed: {type(exc).__name__}: {exc}"[:200], REFERENCE=tag)
-
-
-class _Skip(Exception):
-    """An object that cannot be processed as asked (its status says why)."""
-
-
-def _write_table(rows, path):
-    from astropy.table import Table
-
-    from .catalog import write_catalog
-
-    tab = Table(rows=[[r[c] for c in XCOR_COLUMNS] for r in rows], names=XCOR_COLUMNS,
-                dtype=(str, str, str, int, int, bool, int, int, bool, float, str)) if rows else \
-        Table(names=XCOR_COLUMNS, dtype=(str, str, str, int, int, bool, int, int, bool, float, str))
-    tab["SNR_MEDIAN"].format = ".3f"
-    return write_catalog(tab, path, "tsv")

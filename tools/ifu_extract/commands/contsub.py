@@ -4,7 +4,8 @@ import sys
 
 import click
 
-from ..contsub import METHODS, subtract_continuum
+from ..contsub import METHODS, ContsubConfig
+from ..steps.contsub import run_contsub
 from ._options import cube_kwargs, cube_options, report, wave_range_option
 
 
@@ -48,12 +49,12 @@ def cmd(cube, output, continuum_output, method, degree, clip_sigma, clip_iters, 
     """
     quiet = (click.get_current_context().find_root().obj or {}).get("quiet")
     progress = _RowProgress(enabled=not quiet and sys.stderr.isatty())
+    cfg = ContsubConfig(method=method, degree=degree, clip_sigma=clip_sigma, clip_iters=clip_iters,
+                        median_width=median_width, mask_windows=tuple(mask_windows),
+                        wave_range=tuple(wave_range) if wave_range else None)
     try:
-        result = subtract_continuum(
-            cube, output, continuum_path=continuum_output, method=method, degree=degree,
-            clip_sigma=clip_sigma, clip_iters=clip_iters, median_width=median_width,
-            mask_windows=mask_windows, wave_range=tuple(wave_range) if wave_range else None,
-            threads=threads, progress=progress, cube_kwargs=cube_kwargs(kwargs))
+        result = run_contsub(cube, output, continuum=continuum_output, config=cfg,
+                             threads=threads, progress=progress, cube_kwargs=cube_kwargs(kwargs))
     finally:
         progress.close()
     if result.n_failed:

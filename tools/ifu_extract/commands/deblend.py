@@ -1,19 +1,38 @@
-"""``ifu-extract deblend CUBE CATALOG -o OUTDIR``: model-based deblending (DEBLEND spectra)."""
+"""``ifu-extract deblend CUBE CATALOG --sources-out DIR --summary S.tsv [--source F...]`` (or
+``-o OUTDIR``, the folder of ``extract``): model-based deblending (DEBLEND spectra)."""
 
 import click
 
-from ..catalog import read_catalog
-from ..deblend import MODELS, DeblendConfig, run_deblend
-from ._options import (FiniteFloatRange, batch_exit, catalog_format_option, cube_kwargs, cube_options, report,
-                       wave_range_option)
+from ..deblend import MODELS, DeblendConfig
+from ..steps.deblend import DeblendStepConfig, run_deblend
+from ._options import (
+    FiniteFloatRange,
+    batch_exit,
+    catalog_format_option,
+    cube_kwargs,
+    cube_options,
+    report,
+    wave_range_option,
+)
 
 
 @click.command("deblend")
 @click.argument("cube", type=click.Path(dir_okay=False))
 @click.argument("catalog", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
-              help="Output folder: DEBLEND spectra added to sources/<ID>.fits (created when "
-                   "missing) and deblend.tsv.")
+@click.option("--source", "sources", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="A Source file from 'extract' or 'run', matched to its catalogue row by its ID "
+                   "keyword; repeatable.  It is copied to --sources-out and DEBLEND is added to the copy.")
+@click.option("--sources-out", type=click.Path(file_okay=False), default=None,
+              help="Folder of the Source files written, <ID>.fits (those of --source with DEBLEND "
+                   "added, new ones for the other objects).")
+@click.option("--summary", type=click.Path(dir_okay=False), default=None,
+              help="Summary table to write (TSV), with --sources-out.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Instead of --sources-out/--summary: the folder of the 'extract' step (DEBLEND "
+                   "spectra added to sources/<ID>.fits, created when missing; summary in deblend.tsv).")
+@click.option("--pass-through", is_flag=True, default=False,
+              help="Fit nothing: only copy the --source files to --sources-out unchanged (a "
+                   "workflow's off switch).")
 @click.option("--masks", type=click.Path(dir_okay=False), default=None,
               help="Masks file from 'ifu-extract mask': its segmentation map gives each source's "
                    "footprint and shape.")
@@ -67,25 +86,32 @@ from ._options import (FiniteFloatRange, batch_exit, catalog_format_option, cube
 @wave_range_option
 @catalog_format_option
 @cube_options
-def cmd(cube, catalog, output, masks, segmap, image, image_fwhm, model, fwhm, fwhm_red, beta,
-        psf_kind, psf_star, overlap, max_group, nonneg, background, gradients, refine_psf,
-        match_radius, size,
-        model_cube, residual_cube, wave_range, catalog_format, **kwargs):
+def cmd(cube, catalog, sources, sources_out, summary, output, pass_through, masks, segmap, image,
+        image_fwhm, model, fwhm, fwhm_red, beta, psf_kind, psf_star, overlap, max_group, nonneg,
+        background, gradients, refine_psf, match_radius, size, model_cube, residual_cube, wave_range,
+        catalog_format, **kwargs):
     """Deblend every CATALOG object: overlapping sources are fitted together, channel by channel,
     with the wavelength-dependent PSF; DEBLEND is each source's total flux with its variance."""
     if masks and segmap:
         raise click.UsageError("--masks and --segmap are exclusive")
-    table = read_catalog(catalog, catalog_format)
-    cfg = DeblendConfig(model=model, overlap=overlap, max_group=max_group, nonneg=nonneg,
+    if output is not None and (sources or summary or sources_out):
+        raise click.UsageError("-o/--output is exclusive with --source, --summary and --sources-out")
+    if output is None and not (sources_out and (summary or pass_through)):
+        raise click.UsageError("give --sources-out and --summary (and --source files to update), or -o/--output")
+    fit = DeblendConfig(model=model, overlap=overlap, max_group=max_group, nonneg=nonneg,
                         background=background, image_fwhm=image_fwhm, match_radius=match_radius,
                         gradients=gradients, refine_psf=refine_psf)
-    rows = run_deblend(cube, table, output, masks_path=masks, segmap_path=segmap, image_path=image,
-                       fwhm=fwhm, fwhm_red=fwhm_red, beta=beta, psf_kind=psf_kind, psf_star=psf_star,
-                       config=cfg, wave_range=tuple(wave_range) if wave_range else None,
-                       model_cube_path=model_cube, residual_cube_path=residual_cube, size=size,
-                       cube_kwargs=cube_kwargs(kwargs))
-    n_ok = sum(bool(r["FILE"]) for r in rows)
-    groups = {r["GROUP"] for r in rows if r["GROUP"]}
-    report(f"deblended {n_ok} of {len(rows)} objects in {len(groups)} groups; DEBLEND spectra in "
-           f"{output}/sources, summary in {output}/deblend.tsv")
-    batch_exit(n_ok, len(rows))
+    cfg = DeblendStepConfig(fit=fit, fwhm=fwhm, fwhm_red=fwhm_red, beta=beta, psf_kind=psf_kind,
+                            psf_star=psf_star, wave_range=tuple(wave_range) if wave_range else None,
+                            size=size)
+    res = run_deblend(cube, catalog, output, sources=list(sources), summary=summary,
+                      sources_out=sources_out, masks=masks, segmap=segmap, image=image,
+                      model_cube=model_cube, residual_cube=residual_cube, config=cfg,
+                      pass_through=pass_through, catalog_format=catalog_format,
+                      cube_kwargs=cube_kwargs(kwargs))
+    if pass_through:
+        report(f"deblending is off: {res.n_copied} Source files copied unchanged to {res.sources_dir}")
+        return
+    report(f"deblended {res.n_ok} of {len(res.rows)} objects in {res.n_groups} groups; DEBLEND spectra in "
+           f"{res.sources_dir}, summary in {res.summary}")
+    batch_exit(res.n_ok, len(res.rows))

@@ -1,10 +1,11 @@
-"""``ifu-extract xcorr CUBE CATALOG --masks MASKS.fits --reference TAG -o OUTDIR``."""
+"""``ifu-extract xcorr CUBE CATALOG --masks MASKS.fits --source F... --summary S.tsv``
+(or ``-o OUTDIR``, the folder of ``extract``)."""
 
 import click
 
-from ..catalog import read_catalog
 from ..contsub import METHODS
-from ..xcorr import XcorConfig, xcorr_catalog
+from ..steps.xcorr import run_xcorr
+from ..xcorr import XcorConfig
 from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_options, report
 
 
@@ -16,9 +17,18 @@ from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_optio
 @click.option("--reference", default="MUSE_WHITE", show_default=True, metavar="TAG",
               help="Spectrum of the Source file used as the first reference: MUSE_WHITE, an "
                    "aperture tag (MUSE_APER_1.0) or an ancillary-image tag.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
-              help="Folder of the 'extract' step: XCOR and XCOR_CONTSUB spectra and IMA_XCOR maps "
-                   "are added to sources/<ID>.fits; summary in xcorr.tsv.")
+@click.option("--source", "sources", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="A Source file from 'extract' or 'run', matched to its catalogue row by its ID "
+                   "keyword; repeatable.  XCOR and XCOR_CONTSUB spectra and IMA_XCOR maps are added "
+                   "to it (or to its copy in --sources-out).")
+@click.option("--summary", type=click.Path(dir_okay=False), default=None,
+              help="Summary table to write (TSV), with --source.")
+@click.option("--sources-out", type=click.Path(file_okay=False), default=None,
+              help="With --source: copy every Source file to this folder as <ID>.fits and update the "
+                   "copies [default: update the files in place].")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Instead of --source/--summary: the folder of the 'extract' step (sources/<ID>.fits "
+                   "updated in place, summary in xcorr.tsv).")
 @click.option("--contsub-cube", type=click.Path(dir_okay=False), default=None,
               help="Continuum-subtracted cube from 'ifu-extract contsub' [default: the continuum "
                    "of each stamp is fitted here].")
@@ -41,16 +51,20 @@ from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_optio
               help="Also write XCOR_SKYSUB and XCOR_CONTSUB_SKYSUB (local sky from the sky mask).")
 @catalog_format_option
 @cube_options
-def cmd(cube, catalog, masks, reference, output, contsub_cube, method, degree, median_width,
-        max_iter, tol, snr_min, skysub, catalog_format, **kwargs):
+def cmd(cube, catalog, masks, reference, sources, summary, sources_out, output, contsub_cube, method,
+        degree, median_width, max_iter, tol, snr_min, skysub, catalog_format, **kwargs):
     """Cross-correlation spectra (AutoSpec's XCOR, made sound) for every CATALOG object whose
-    Source file holds the reference spectrum; others get a status in xcorr.tsv."""
-    table = read_catalog(catalog, catalog_format)
+    Source file holds the reference spectrum; others get a status in the summary."""
+    if output is not None and (sources or summary or sources_out):
+        raise click.UsageError("-o/--output is exclusive with --source, --summary and --sources-out")
+    if output is None and not (sources and summary):
+        raise click.UsageError("give --source (one or more) and --summary, or -o/--output")
     cfg = XcorConfig(max_iter=max_iter, tol=tol, snr_min=snr_min, method=method, degree=degree,
                      median_width=median_width, skysub=skysub)
-    rows = xcorr_catalog(cube, table, masks, output, reference, config=cfg, contsub_path=contsub_cube,
-                         cube_kwargs=cube_kwargs(kwargs))
-    n_ok = sum(r["STATUS"] == "ok" for r in rows)
-    report(f"cross-correlated {n_ok} of {len(rows)} objects (reference {reference.upper()}); "
-           f"summary in {output}/xcorr.tsv")
-    batch_exit(n_ok, len(rows))
+    res = run_xcorr(cube, catalog, masks, output=output, sources=list(sources) or None,
+                    summary=summary, sources_out=sources_out, reference=reference,
+                    contsub=contsub_cube, config=cfg, catalog_format=catalog_format,
+                    cube_kwargs=cube_kwargs(kwargs))
+    report(f"cross-correlated {res.n_ok} of {len(res.rows)} objects (reference {res.reference}); "
+           f"summary in {res.summary}")
+    batch_exit(res.n_ok, len(res.rows))

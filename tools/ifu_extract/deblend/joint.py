@@ -44,6 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
+from .solver import solve_layers
+
 __all__ = ["GroupComponents", "JointResult", "joint_fit", "hat_weights", "MORPH_NODES",
            "JOINT_ITERATIONS", "NEG_SIGMA", "POOR_CHI2"]
 
@@ -170,8 +172,6 @@ def _models(comps: GroupComponents, amp, Hm, Hn, sl) -> np.ndarray:
 
 
 def _flux_step(data, iv, models, background, nonneg=None):
-    from .deblend import solve_layers
-
     var = np.where(iv > 0, 1.0 / np.where(iv > 0, iv, 1.0), np.nan)
     return solve_layers(np.where(iv > 0, data, np.nan), var, models, background=background,
                         nonneg=bool(nonneg))
@@ -391,7 +391,7 @@ def refine_centres(grid, image_ft, img, ivar, good, x, y, make_fts, *, fit, mova
 
     Parameters
     ----------
-    grid : ifu_extract.deblend._FourierGrid
+    grid : ifu_extract.deblend.FourierGrid
     image_ft : numpy.ndarray
         Transform of the model image's PSF (times the spaxel).
     img, ivar, good : numpy.ndarray
