@@ -24,7 +24,8 @@ from ifu_extract.cubeio import open_cube
 from ifu_extract.errors import ObjectWarning
 from ifu_extract.masks import build_masks, make_masks, object_mask, read_masks, reframe, write_masks
 from ifu_extract.segmap import read_segmap, reproject_labels
-from ifu_extract.wcsutil import celestial_from_header, pixel_to_world, stamp_box
+from ifu_extract.box import stamp_box
+from ifu_extract.wcsutil import celestial_from_header, pixel_to_world
 
 PIX = 0.2  # arcsec per spaxel of every synthetic cube here
 

@@ -1,11 +1,13 @@
-"""The ``extract`` step over a catalogue: masks in, Source files and a summary table out.
+"""Extraction over a catalogue (the work of the ``extract`` step): masks in, Source files and a
+summary table out.
 
 For each catalogue row, the object's window is read from the memory-mapped cube, every
-configured spectrum is extracted (:mod:`ifu_extract.estimators`), and ``OUTDIR/sources/<ID>.fits``
-is written atomically in MPDAF's Source layout.  Objects are taken in spatial order, and
-neighbours whose windows overlap are extracted together from one read of the union of their
-windows (:func:`~ifu_extract.estimators.extract_windows`): same spectra, each voxel read once.  One row per catalogue ID goes to
-``OUTDIR/summary.tsv``; an object that fails gets a status there and the others go on.
+configured spectrum is extracted (:mod:`ifu_extract.estimators`), and
+``OUTDIR/sources/<ID>.fits`` is written atomically in MPDAF's Source layout.  Objects are taken
+in spatial order, and neighbours whose windows overlap are extracted together from one read of
+the union of their windows (:func:`~ifu_extract.estimators.extract_windows`): same spectra, each
+voxel read once.  One row per catalogue ID goes to ``OUTDIR/summary.tsv``; an object that fails
+gets a status there and the others go on.
 
 The summary values are also stored in each Source file's primary header (``NSPAX NSKY SNRTAG
 SNRMED WFLUX WFLUXERR STATUS``), so that ``--resume`` and ``merge`` rebuild the summary from the
