@@ -22,7 +22,8 @@ from conftest import TEST_DATA, run_main, write_synth
 from ifu_extract import synth
 from ifu_extract.cubeio import open_cube
 from ifu_extract.errors import ObjectWarning
-from ifu_extract.masks import build_masks, make_masks, object_mask, read_masks, reframe, write_masks
+from ifu_extract.masks import (build_masks, copy_masks, make_masks, object_mask, read_masks, reframe,
+                               write_masks)
 from ifu_extract.segmap import read_segmap, reproject_labels
 from ifu_extract.box import stamp_box
 from ifu_extract.wcsutil import celestial_from_header, pixel_to_world
@@ -726,6 +727,14 @@ def test_reads_format_version_1(tmp_path):
         built = BuiltMasks(objects, stamps, [GridSegmap(old.segmap(1), "gx_segmap.fits", "same grid")],
                            cube_wcs, "gx_minicube.fits", {})
         new_path = write_masks(built, tmp_path / "v2.fits")
+        copied_objects, copied = read_masks(copy_masks(old, tmp_path / "copy.fits"))
+        with copied:
+            assert copied.version == 2 and copied.header["CUBE"] == old.header["CUBE"]
+            for name in objects.colnames:
+                assert list(objects[name]) == list(copied_objects[name]), name
+            for i in range(len(objects)):
+                assert np.array_equal(old.get(i).sky, copied.get(i).sky)
+                assert old.get(i).header["CRPIX2"] == copied.get(i).header["CRPIX2"]
         new_objects, new = read_masks(new_path)
         with new:
             assert new.version == 2
@@ -741,6 +750,25 @@ def test_reads_format_version_1(tmp_path):
                 for key in ("OBJ_ID", "BOXX0", "BOXY0", "MASKKIND", "CRPIX1", "CRPIX2", "CRVAL1",
                             "CTYPE1", "CDELT2"):
                     assert a.header[key] == b.header[key], key
+
+
+def test_extract_reads_a_format_1_file_once(tmp_path, capfd, monkeypatch):
+    """Extraction in several blocks reads a format-1 masks file once, through a current-format
+    copy it removes afterwards: the same files as one block reading the old file itself."""
+    import ifu_extract.catalog_extraction as ce
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    copies = []
+    monkeypatch.setattr(ce, "copy_masks", lambda masks, dest: copies.append(dest) or copy_masks(masks, dest))
+    outs = {}
+    for threads in (1, 2):
+        out = tmp_path / f"t{threads}"
+        res = run_main(["extract", TEST_DATA / "gx_minicube.fits", TEST_DATA / "gx_catalog.txt", "--masks",
+                        TEST_DATA / "gx_masks.fits", "--fwhm", "0.75", "--threads", str(threads), "-o", out], capfd)
+        assert res.exit_code == 0, res.stderr
+        outs[threads] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert len(copies) == 1 and not copies[0].exists()          # made for the two blocks, then removed
+    assert outs[1] == outs[2] and len(outs[1]) == 3              # summary.tsv and two Source files
 
 
 def test_truncated_and_future_files_are_refused(tmp_path, capfd):

@@ -29,6 +29,7 @@ Axis order follows numpy: masks are ``(ny, nx)``; pixel coordinates are 0-based,
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -41,11 +42,11 @@ from ..cubeio import open_fits
 from ..errors import InputError
 from ..fitsout import add_provenance, ascii_safe, ascii_unescape, atomic_path, iso_date
 from ..wcsutil import WCS_KEY
-from .build import BuiltMasks, _text
+from .build import BuiltMasks, GridSegmap, _text
 from .legacy import read_v1
 from .maskset import MASK_NAMES, RECREATE, TABLE_COLUMNS, MaskSet, check_stamps
 
-__all__ = ["FORMAT_VERSION", "write_masks", "read_masks"]
+__all__ = ["FORMAT_VERSION", "write_masks", "read_masks", "copy_masks"]
 
 #: Version of the masks file format written (primary keyword ``MASKFMT``).
 FORMAT_VERSION = 2
@@ -138,6 +139,31 @@ def write_masks(result: BuiltMasks, path, *, inputs: dict | None = None,
             raise InputError(dest, f"cannot write ({exc.strerror or exc})",
                              "check free space and permissions") from None
     return dest
+
+
+#: Primary-header cards of a masks file that :func:`copy_masks` does not carry over.
+_NOT_COPIED = re.compile(r"^(SIMPLE|BITPIX|NAXIS\d*|EXTEND|ORIGIN|IFXVER|IFXTOOL|DATE|IFXIN\d+|CHECKSUM|"
+                         r"DATASUM|MASKFMT|HISTORY|COMMENT|)$")
+
+
+def copy_masks(masks: MaskSet, dest) -> Path:
+    """Write the masks of an open masks file, of any format version, to *dest* in the current
+    format (objects, stamps, segmentation maps and the parameter cards; new provenance).
+
+    Extraction reads a format-1 file once through this, so that its workers open a file of
+    four HDUs instead of three HDUs per object.
+    """
+    stamps = []
+    for i in range(len(masks)):
+        m = masks.get(i)
+        stamps.append(None if m is None else tuple(a.astype(np.uint8) for a in (m.union, m.inter, m.sky)))
+    segmaps = []
+    for k in range(1, masks.n_segmaps + 1):
+        name, how = masks.segmap_source(k)
+        segmaps.append(GridSegmap(masks.segmap(k), name, how))
+    meta = {c.keyword: (c.value, c.comment) for c in masks.header.cards if not _NOT_COPIED.match(c.keyword)}
+    built = BuiltMasks(masks.objects, stamps, segmaps, masks.cube_wcs, str(masks.header.get("CUBE", "")), meta)
+    return write_masks(built, dest, tool="mask")
 
 
 def _objects_table(hdu, path) -> Table:

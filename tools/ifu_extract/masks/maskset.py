@@ -203,6 +203,24 @@ class MaskSet:
     __getitem__ = get
 
     @property
+    def cube_wcs(self) -> WCS | None:
+        """Celestial WCS of the cube grid the masks are on (None when the file holds none)."""
+        if self._wcs_header is not None:
+            return celestial_from_header(self._wcs_header)
+        if self._segmaps:
+            return celestial_from_header(self._segmaps[min(self._segmaps)].header)
+        for i in range(len(self)):
+            m = self.get(i)
+            if m is not None and m.header is not None:
+                return celestial_from_header(_shifted(m.header, -m.x0, -m.y0))
+        return None
+
+    def segmap_source(self, k: int = 1) -> tuple[str, str]:
+        """``(SEGFILE, SEGHOW)`` of the *k*-th segmentation map: its file and how it was placed."""
+        header = self._segmaps[k].header
+        return str(header.get("SEGFILE", "")), str(header.get("SEGHOW", ""))
+
+    @property
     def n_segmaps(self) -> int:
         """Number of SEGMAP HDUs (segmentation maps on the cube grid)."""
         return len(self._segmaps)
