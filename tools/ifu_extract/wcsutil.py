@@ -14,9 +14,6 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-# Transition (to remove): deblend still imports stamp_box from here; its home is ifu_extract.box.
-from .box import stamp_box  # noqa: F401
-
 __all__ = [
     "WCS_KEY",
     "wcs_cards",

@@ -20,7 +20,8 @@ from ..identity import stamp
 from ..lines import strongest_emission_line
 from ..pathguard import refuse_input
 from ..sourcefile import source_layout, stamp_wcs_for, update_source, write_source
-from ..wcsutil import stamp_box, wcs_cards
+from ..box import reframe, stamp_box
+from ..wcsutil import wcs_cards
 from .config import DeblendResult
 
 #: Columns of the summary table (``deblend.tsv``).
@@ -119,14 +120,8 @@ def write_residual_cube(cube: Cube, model: np.ndarray, path, z0: int, z1: int, *
 
 
 def _stamp_of(image, box, stamp_box_):
-    """*image* on *box* moved to *stamp_box_* (zero outside)."""
-    sx0, sx1, sy0, sy1 = box
-    dx0, dx1, dy0, dy1 = stamp_box_
-    out = np.zeros((dy1 - dy0, dx1 - dx0), dtype=np.float32)
-    ix0, ix1, iy0, iy1 = max(sx0, dx0), min(sx1, dx1), max(sy0, dy0), min(sy1, dy1)
-    if ix1 > ix0 and iy1 > iy0:
-        out[iy0 - dy0:iy1 - dy0, ix0 - dx0:ix1 - dx0] = image[iy0 - sy0:iy1 - sy0, ix0 - sx0:ix1 - sx0]
-    return out
+    """*image* on *box* moved to *stamp_box_* (zero outside), float32."""
+    return reframe(image, box, stamp_box_, 0.0, dtype=np.float32)
 
 
 def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, sources_dir, summary, *,
