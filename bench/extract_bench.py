@@ -177,8 +177,8 @@ t0 = time.time()
 import numpy as np
 from ifu_extract.catalog import read_catalog
 from ifu_extract.cubeio import open_cube
-from ifu_extract.extraction import extract_catalog
-from ifu_extract.extract import ExtractConfig
+from ifu_extract.catalog_extraction import extract_catalog
+from ifu_extract.estimators import ExtractConfig
 from ifu_extract.masks import make_masks, write_masks
 from ifu_extract.psf import PSFModel
 sys.path.insert(0, {here!r})
@@ -211,9 +211,13 @@ with RssAnonPeak() as mem:
     t_plots = None
     if plots:
         try:
-            from ifu_extract.report import make_report
-        except ImportError:
-            make_report = None
+            from ifu_extract.steps.report import ReportConfig, run_report
+            make_report = lambda d, threads: run_report(d, ReportConfig(threads=threads))
+        except ImportError:   # a version before the step layer
+            try:
+                from ifu_extract.report import make_report
+            except ImportError:
+                make_report = None
         if make_report is not None:
             t3 = time.time()
             make_report(work + "/ours", threads=threads)

@@ -171,8 +171,8 @@ METHODS = ("MUSE_WHITE", "XCOR", "XCOR_CONTSUB", "DEBLEND", "ORACLE")
 def blend_runs(tmp_path_factory):
     """The whole chain (mask, extract, xcorr, deblend) on the three seeds; scores per method."""
     from ifu_extract.catalog import read_catalog
-    from ifu_extract.extract import ExtractConfig
-    from ifu_extract.extraction import extract_catalog
+    from ifu_extract.estimators import ExtractConfig
+    from ifu_extract.catalog_extraction import extract_catalog
     from ifu_extract.steps.deblend import run_deblend
     from ifu_extract.steps.xcorr import run_xcorr
 

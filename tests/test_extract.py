@@ -9,7 +9,7 @@ from astropy.table import Table
 
 from conftest import run_main
 from ifu_extract import synth
-from ifu_extract.extract import ExtractConfig, ObjectRegion, aperture_tag, extract_object
+from ifu_extract.estimators import ExtractConfig, ObjectRegion, aperture_tag, extract_object
 from ifu_extract.psf import PSFModel
 
 PIX = 0.2
@@ -133,7 +133,7 @@ def test_minicube_aperture_matches_mpdaf(minicube):
     from mpdaf.obj import Cube
 
     from ifu_extract.cubeio import open_cube
-    from ifu_extract.extract import aperture_weights
+    from ifu_extract.estimators import aperture_weights
     from ifu_extract.wcsutil import pixel_to_world
 
     x, y, radius = 14.5, 14.5, 1.0

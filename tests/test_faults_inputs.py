@@ -278,16 +278,17 @@ def test_truncated_masks_refused(field, tmp_path, capfd, where):
     f = _copy(field, tmp_path, "cube", "cat")
     masks = tmp_path / "masks.fits"
     with fits.open(field["masks"]) as h:
-        offsets = [hdu.fileinfo()["hdrLoc"] for hdu in h]
-        names = [hdu.name for hdu in h]
-    cut = offsets[len(names) - 3]  # drop the last object's three stamps
+        segmap = h["SEGMAP"].fileinfo()["hdrLoc"]               # the last HDU
+        table = h["OBJECTS"].fileinfo()["datLoc"]
     raw = field["masks"].read_bytes()
-    masks.write_bytes(raw[:cut] if where == "hdu-boundary" else raw[:cut + 2880 + 100])
+    # At an HDU boundary the file still reads as FITS: the segmentation map is gone.  Inside
+    # the OBJECTS table, the masks of the objects are cut.
+    masks.write_bytes(raw[:segmap] if where == "hdu-boundary" else raw[:table + 100])
     inputs = Inputs(masks, *f.values())
     before = _files(tmp_path)
     res = run_main(["extract", f["cube"], f["cat"], "--masks", masks, "-o", tmp_path / "out"], capfd)
-    needle = ("is truncated or incomplete: the masks of 1 of 2 objects are missing"
-              if where == "hdu-boundary" else "is truncated")
+    needle = ("is truncated or incomplete: 1 of 1 segmentation maps (SEGMAP) are missing"
+              if where == "hdu-boundary" else "is truncated (HDU OBJECTS needs")
     _one_line(res, str(masks), needle, "re-create it with 'ifu-extract mask'")
     inputs.unchanged()
     assert _files(tmp_path) == before

@@ -247,8 +247,8 @@ def test_sigterm_during_report_leaves_nothing_running(field, tmp_path):
     shutil.copytree(clean, out)
     driver = r'''
 import os, signal, sys, time
-from ifu_extract import report
-real = report._write_png
+from ifu_extract.report import figures
+real = figures.write_png
 MAIN = os.getpid()
 K = int(os.environ["FAULT_AFTER"])
 def slow(fig, path):
@@ -256,7 +256,7 @@ def slow(fig, path):
         os.kill(MAIN, signal.SIGTERM)
         time.sleep(60)
     return real(fig, path)
-report._write_png = slow
+figures.write_png = slow
 from ifu_extract.cli import main
 main(sys.argv[1:])
 '''

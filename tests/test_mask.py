@@ -366,7 +366,7 @@ def test_rows_off_field_no_data_and_bad_coordinates(tmp_path, capfd):
         assert list(objects["MASKUSED"]) == ["union", "", "", "", "circle"]
         for k in (1, 2, 3):
             assert masks.get(k) is None
-            assert ("MASK_UNION", k + 1) not in masks._index
+            assert not masks.has_masks(k)
         # The NaN corner is never sky; a box crossing the cube edge keeps its size, and its
         # spaxels outside the cube are in no mask.
         corner = np.zeros((40, 40), bool)
@@ -642,24 +642,24 @@ def test_file_format_and_reader(small, tmp_path, capfd):
         warnings.simplefilter("error")          # checksum failures are warnings in astropy
         with fits.open(out, checksum=True) as hdul:
             names = [(h.name, h.ver) for h in hdul]
-            assert names == [("PRIMARY", 1), ("OBJECTS", 1), ("SEGMAP", 1),
-                             ("MASK_UNION", 1), ("MASK_INTER", 1), ("MASK_SKY", 1),
-                             ("MASK_UNION", 2), ("MASK_INTER", 2), ("MASK_SKY", 2)]
+            assert names == [("PRIMARY", 1), ("OBJECTS", 1), ("SEGMAP", 1)]
             prim = hdul[0].header
-            assert (prim["CUBE"], prim["NOBJ"], prim["MASKMODE"], prim["IFXTOOL"]) == \
-                ("cube.fits", 2, "union", "mask")
+            assert (prim["CUBE"], prim["NOBJ"], prim["MASKMODE"], prim["IFXTOOL"], prim["MASKFMT"]) == \
+                ("cube.fits", 2, "union", "mask", 2)
             tab = Table(hdul["OBJECTS"].data)
             assert tab.colnames == ["ID", "RA", "DEC", "X", "Y", "X0", "Y0", "NX", "NY", "STATUS",
-                                    "MASKUSED", "N_UNION", "N_INTER", "N_SKY", "SEGLABEL"]
-            for h in hdul[3:]:
-                assert h.data.dtype == np.uint8 and set(np.unique(h.data)) <= {0, 1}
-                row = tab[h.ver - 1]
-                assert h.header["OBJ_ID"] == row["ID"] and h.data.shape == (row["NY"], row["NX"])
-                # The stamp WCS puts its pixel (0, 0) on cube pixel (X0, Y0).
-                sw = celestial_from_header(h.header)
-                got = sw.all_pix2world([0.0], [0.0], 0)
-                want = small["wcs"].all_pix2world([float(row["X0"])], [float(row["Y0"])], 0)
-                assert np.allclose(got, want, atol=1e-10)
+                                    "MASKUSED", "N_UNION", "N_INTER", "N_SKY", "SEGLABEL",
+                                    "MASK_UNION", "MASK_INTER", "MASK_SKY"]
+            for row in tab:
+                for name, count in (("MASK_UNION", "N_UNION"), ("MASK_INTER", "N_INTER"),
+                                    ("MASK_SKY", "N_SKY")):
+                    # One stamp (NY, NX) per object, flattened with x fast, 0/1 uint8.
+                    stamp = np.asarray(row[name])
+                    assert stamp.dtype == np.uint8 and stamp.size == row["NX"] * row["NY"]
+                    assert set(np.unique(stamp)) <= {0, 1} and stamp.sum() == row[count]
+            # The table's WCS is the cube grid's: a stamp's pixel (0, 0) is cube pixel (X0, Y0).
+            tw = celestial_from_header(hdul["OBJECTS"].header)
+            assert np.allclose(tw.all_pix2world([3.0], [4.0], 0), small["wcs"].all_pix2world([3.0], [4.0], 0))
             seg_hdu = hdul["SEGMAP"]
             assert seg_hdu.data.dtype.kind == "i" and seg_hdu.data.dtype.itemsize == 4
             assert celestial_from_header(seg_hdu.header) is not None
@@ -678,6 +678,9 @@ def test_file_format_and_reader(small, tmp_path, capfd):
         assert object_mask(m1).dtype == bool and np.array_equal(m1.obj, m1.union)
         assert np.array_equal(object_mask(m1, "inter"), m1.inter)
         assert m1.wcs is not None
+        got = m1.wcs.all_pix2world([0.0], [0.0], 0)
+        assert np.allclose(got, small["wcs"].all_pix2world([float(m1.x0)], [float(m1.y0)], 0), atol=1e-10)
+        assert m1.header["OBJ_ID"] == "1" and m1.header["BOXX0"] == m1.x0
         m2 = masks.get("2")
         assert m2.used == "circle" and np.array_equal(m2.obj, m2.union)
         # The same masks on another box (e.g. a cut-out of another size).
@@ -689,6 +692,81 @@ def test_file_format_and_reader(small, tmp_path, capfd):
                            small["wcs"].all_pix2world([float(x0 - 3)], [float(y0 + 2)], 0))
         with pytest.raises(KeyError):
             masks.get("nope")
+
+
+def test_reads_format_version_1(tmp_path):
+    """gx_masks.fits was written in format version 1 (one image HDU per mask, no MASKFMT): the
+    reader gives what astropy reads in its HDUs, and the same masks written in the current
+    format read back identical."""
+    from ifu_extract.masks import BuiltMasks, GridSegmap, write_masks
+    from ifu_extract.wcsutil import celestial_from_header as cfh
+
+    old_path = TEST_DATA / "gx_masks.fits"
+    objects, old = read_masks(old_path)
+    with old, fits.open(old_path) as hdul:
+        assert "MASKFMT" not in hdul[0].header and old.version == 1
+        raw = Table(hdul["OBJECTS"].data)
+        for name in objects.colnames:
+            assert [str(v).strip() for v in raw[name]] == [str(v).strip() for v in objects[name]], name
+        stamps = []
+        for i in range(len(objects)):
+            m = old.get(i)
+            if m is None:
+                stamps.append(None)
+                continue
+            for kind in ("union", "inter", "sky"):
+                assert np.array_equal(getattr(m, kind), hdul[f"MASK_{kind.upper()}", i + 1].data.astype(bool))
+            assert m.header["OBJ_ID"] == objects["ID"][i] and m.wcs is not None
+            stamps.append(tuple(getattr(m, k).astype(np.uint8) for k in ("union", "inter", "sky")))
+        assert sum(s is not None for s in stamps) == 2
+        cube_wcs = cfh(hdul["SEGMAP"].header)
+        built = BuiltMasks(objects, stamps, [GridSegmap(old.segmap(1), "gx_segmap.fits", "same grid")],
+                           cube_wcs, "gx_minicube.fits", {})
+        new_path = write_masks(built, tmp_path / "v2.fits")
+        new_objects, new = read_masks(new_path)
+        with new:
+            assert new.version == 2
+            for name in objects.colnames:
+                assert list(objects[name]) == list(new_objects[name]), name
+            assert np.array_equal(old.segmap(1), new.segmap(1))
+            for i in range(len(objects)):
+                a, b = old.get(i), new.get(i)
+                assert (a.box, a.used, a.status) == (b.box, b.used, b.status)
+                for kind in ("union", "inter", "sky"):
+                    assert np.array_equal(getattr(a, kind), getattr(b, kind))
+                # The same stamp header, whichever format it was stored in.
+                for key in ("OBJ_ID", "BOXX0", "BOXY0", "MASKKIND", "CRPIX1", "CRPIX2", "CRVAL1",
+                            "CTYPE1", "CDELT2"):
+                    assert a.header[key] == b.header[key], key
+
+
+def test_truncated_and_future_files_are_refused(tmp_path, capfd):
+    from ifu_extract.errors import InputError
+
+    data = (TEST_DATA / "gx_masks.fits").read_bytes()
+    cut = tmp_path / "cut_v1.fits"
+    cut.write_bytes(data[:len(data) - 3 * 2880])          # the last object's stamps are gone
+    with pytest.raises(InputError, match="truncated"):
+        read_masks(cut)
+    new_path = tmp_path / "m.fits"
+    res = run_main(["mask", TEST_DATA / "gx_minicube.fits", TEST_DATA / "gx_catalog.txt",
+                    "--segmap", TEST_DATA / "gx_segmap.fits", "-o", new_path], capfd)
+    assert res.exit_code == 0, res.stderr
+    cut2 = tmp_path / "cut_v2.fits"
+    cut2.write_bytes(new_path.read_bytes()[:2880 * 3])     # in the middle of the OBJECTS table
+    with pytest.raises(InputError):
+        read_masks(cut2)
+    future = tmp_path / "future.fits"
+    with fits.open(new_path) as hdul:
+        hdul[0].header["MASKFMT"] = 3
+        hdul.writeto(future)
+    with pytest.raises(InputError, match="format version 3, newer than this program reads"):
+        read_masks(future)
+    res = run_main(["extract", TEST_DATA / "gx_minicube.fits", TEST_DATA / "gx_catalog.txt",
+                    "--masks", future, "--fwhm", "0.75", "-o", tmp_path / "out"], capfd)
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines()[-1] == (f"ifu-extract: error: {future}: is a masks file of format "
+                                  "version 3, newer than this program reads (2); update ifu-extract")
 
 
 def test_read_masks_refuses_other_files(small):

@@ -22,13 +22,16 @@ from matplotlib import image as mpimg
 from PIL import Image
 
 from conftest import run_main
-from ifu_extract import detect, extract, extraction, masks, psf, report, skylines
+from ifu_extract import catalog_extraction, detect, estimators, masks, psf, skylines
 from ifu_extract.catalog import read_catalog
 from ifu_extract.cubeio import open_cube
 from ifu_extract.errors import ObjectWarning
 from ifu_extract.image import band_image
-from ifu_extract.report import (FIGURES, clear_figure_cache, load_object, make_report, plot_spectrum,
-                                plot_stamps, read_summary)
+from ifu_extract.report import FIGURES, clear_figure_cache, load_object, plot_spectrum, plot_stamps
+from ifu_extract.report.cache import n_kept, png_bytes
+from ifu_extract.report.figures import column_samples
+from ifu_extract.steps.report import ReportConfig, run_report
+from ifu_extract.summary import read_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 OFF_FIELD_ID = "99"
@@ -54,8 +57,8 @@ def outdir(tmp_path_factory, minicube, muselet_cat) -> Path:
                                                            cube.wcs.to_header(), name="SEGMAP")]
                          ).writeto(seg_path)
             masks.write_masks(masks.make_masks(cube, catalog, [seg_path]), out / "masks.fits")
-        cfg = extract.ExtractConfig(apertures=(1.0,), psf=psf.PSFModel("moffat", (0.75,), (2.8,)))
-        extraction.extract_catalog(minicube, catalog, out / "masks.fits", out, cfg)
+        cfg = estimators.ExtractConfig(apertures=(1.0,), psf=psf.PSFModel("moffat", (0.75,), (2.8,)))
+        catalog_extraction.extract_catalog(minicube, catalog, out / "masks.fits", out, cfg)
     return out
 
 
@@ -65,7 +68,7 @@ def reported(outdir):
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = make_report(outdir, threads=2)
+        result = run_report(outdir, ReportConfig(threads=2))
     return result, time.perf_counter() - t0
 
 
@@ -111,8 +114,12 @@ class _Page(HTMLParser):
 
 
 def _page(outdir) -> _Page:
+    return _page_file(Path(outdir) / "index.html")
+
+
+def _page_file(path) -> _Page:
     page = _Page()
-    page.feed((Path(outdir) / "index.html").read_text(encoding="utf-8"))
+    page.feed(Path(path).read_text(encoding="utf-8"))
     return page
 
 
@@ -208,7 +215,7 @@ def test_reused_figures_do_not_depend_on_the_previous_object(outdir, tmp_path):
     for k, obj in enumerate(objs[1:]):
         draw(obj, f"other{k}")
     # One layout per figure kind for a whole cube, save the key line (with or without z).
-    assert len(report._KEPT) <= 4
+    assert n_kept() <= 4
     odd = load_object(outdir / "sources" / "2.fits")
     odd.medium = "vacuum"
     odd.images["HST_F606W"] = odd.images["MUSE_WHITE"]
@@ -229,7 +236,7 @@ def test_column_samples_keep_every_extreme_and_gap():
     y[2000] = -40.0
     y[[0, 1, 500, 501, 502, 3000, n - 1]] = np.nan
     px = 70.0 + np.arange(n) * (910.0 / n)          # ~4 channels per pixel column
-    keep = report._column_samples(px, y)
+    keep = column_samples(px, y)
     assert np.all(np.diff(keep) > 0) and keep.size < 0.6 * n
     col = np.floor(px).astype(int)
     for c in np.unique(col):
@@ -244,14 +251,14 @@ def test_column_samples_keep_every_extreme_and_gap():
     for i in (499, 503, 2999, 3001, 2, n - 2):
         assert i in keep                 # the ends of the finite runs
     # Fewer than three channels per column: nothing to thin.
-    assert np.array_equal(report._column_samples(np.arange(10.0), np.ones(10)), np.arange(10))
+    assert np.array_equal(column_samples(np.arange(10.0), np.ones(10)), np.arange(10))
 
 
 def test_png_writer_round_trip():
     rng = np.random.default_rng(5)
     rgba = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
     rgba[..., 3] = 255
-    data = report._png_bytes(rgba, 100)
+    data = png_bytes(rgba, 100)
     assert data.startswith(PNG_MAGIC)
     # Chunks: header, resolution, data, end; no text (date, software).
     kinds, pos = [], 8
@@ -314,7 +321,7 @@ def test_one_bad_object_does_not_stop_the_report(outdir, tmp_path):
     bad = work / keep[1]["FILE"]
     bad.write_bytes(bad.read_bytes()[:5000])
     with pytest.warns(ObjectWarning, match=f"object {keep[1]['ID']}: QA figure failed"):
-        result = make_report(work, threads=1)
+        result = run_report(work, ReportConfig(threads=1))
     assert set(result.failures) == {keep[1]["ID"]}
     assert result.n_plotted == 1
     page = _page(work)
@@ -336,6 +343,43 @@ def test_cli_report_without_plots(outdir, tmp_path, capfd):
     html = (work / "index.html").read_text()
     assert "<title>Abell 478 &lt;minicube&gt;</title>" in html
     assert "<img" not in html and len(_page(work).rows) == 9
+
+
+def test_cli_report_from_files_equals_the_folder_report(outdir, reported, tmp_path, capfd):
+    """Galaxy's way: the summary and the Source files as files with names that say nothing (the
+    rows are matched by the IDs in the headers), the page and its assets where asked.  Same page
+    and figures, byte for byte, as the report of the folder; the Source files copied next to the
+    figures so that the page's links work."""
+    data = tmp_path / "datasets"
+    data.mkdir()
+    shutil.copy(outdir / "summary.tsv", data / "dataset_1.dat")
+    sources = []
+    for k, src in enumerate(sorted((outdir / "sources").glob("*.fits")), start=2):
+        sources += ["--source", shutil.copy(src, data / f"dataset_{k}.dat")]
+    assets = tmp_path / "assets"
+    res = run_main(["report", "--summary", data / "dataset_1.dat", *sources, "--html",
+                    tmp_path / "page.html", "--assets-dir", assets, "--threads", "2",
+                    "--segmap", outdir / "masks.fits"], capfd)
+    assert res.exit_code == 0, res.stderr
+    assert (tmp_path / "page.html").read_bytes() == (outdir / "index.html").read_bytes()
+    assert sorted(p.name for p in (assets / "qa").iterdir()) == sorted(p.name for p in (outdir / "qa").iterdir())
+    for png in (outdir / "qa").iterdir():
+        assert (assets / "qa" / png.name).read_bytes() == png.read_bytes(), png.name
+    for src in (outdir / "sources").glob("*.fits"):
+        assert (assets / "sources" / src.name).read_bytes() == src.read_bytes()
+    assert not list(data.glob("*.png")) and not (data / "qa").exists()   # inputs untouched
+
+
+def test_cli_report_from_files_lists_a_missing_source(outdir, tmp_path, capfd):
+    """A row whose Source file is not among the --source files: listed, its figures failed."""
+    first = sorted((outdir / "sources").glob("*.fits"))[0]
+    res = run_main(["report", "--summary", outdir / "summary.tsv", "--source", first, "--html",
+                    tmp_path / "page.html", "--no-plots"], capfd)
+    assert res.exit_code == 0, res.stderr
+    page = _page_file(tmp_path / "page.html")
+    linked = [h for h in page.links if h.startswith("sources/")]
+    assert linked == [f"sources/{first.name}"]
+    assert (tmp_path / "sources" / first.name).is_file() and len(page.rows) == 9
 
 
 @pytest.mark.parametrize("case", ["no_summary", "no_folder", "bad_summary", "bad_segmap"])

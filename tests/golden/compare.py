@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     ignore = [c for c in args.ignore_cards.split(",") if c]
 
     def files(root: Path) -> set[str]:
-        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != "READY"
                 and (args.logs or not str(p.relative_to(root)).startswith("logs/")
                      or p.suffix == ".rc")}
 

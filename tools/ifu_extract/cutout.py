@@ -1,6 +1,6 @@
 """Sub-cubes around catalogue objects, with exact WCS, read through memory-mapped windows.
 
-A cut-out is the square box of :func:`~ifu_extract.wcsutil.stamp_box` (full side SIZE arcsec,
+A cut-out is the square box of :meth:`~ifu_extract.box.Box.around` (full side SIZE arcsec,
 as AutoSpec's SIZE), optionally restricted in wavelength.  Near an edge the box is kept whole
 and padded with NaN, so that every object's products have the same geometry; the object's
 status says so.  Objects entirely off the field are reported and skipped.
@@ -19,7 +19,8 @@ from .catalog import file_stem, write_catalog
 from .cubeio import Cube
 from .errors import OK, warn_object
 from .fitsout import add_provenance, ascii_safe, ensure_dir, write_hdulist
-from .wcsutil import stamp_box, wcs_cards, world_to_pixel
+from .box import Box
+from .wcsutil import wcs_cards, world_to_pixel
 
 __all__ = ["SubCube", "cut_box", "object_box", "cube_wcs_header", "cutout_catalog", "EDGE", "OFF_FIELD"]
 
@@ -65,21 +66,19 @@ def object_box(cube: Cube, ra: float, dec: float, size_arcsec: float):
     (the position itself is outside the cube).
     """
     x, y = world_to_pixel(cube.wcs, ra, dec)
-    box = stamp_box(x, y, size_arcsec, cube.pixscale)
+    box = Box.around(x, y, size_arcsec, cube.pixscale)
     if not (-0.5 <= x < cube.nx - 0.5 and -0.5 <= y < cube.ny - 0.5):
         return x, y, box, OFF_FIELD
-    x0, x1, y0, y1 = box
-    inside = x0 >= 0 and y0 >= 0 and x1 <= cube.nx and y1 <= cube.ny
-    return x, y, box, (OK if inside else EDGE)
+    return x, y, box, (OK if box.within((cube.ny, cube.nx)) else EDGE)
 
 
 def cut_box(cube: Cube, box, wave_range=None) -> SubCube:
     """Read the window *box* = (x0, x1, y0, y1) (NaN outside the cube) and its 3-D WCS."""
-    x0, x1, y0, y1 = box
+    box = Box(*box)
     z0, z1 = cube.channel_range(*(wave_range or (None, None)))
-    data, var = cube.window(x0, x1, y0, y1, z0, z1)
-    partial = x0 < 0 or y0 < 0 or x1 > cube.nx or y1 > cube.ny
-    return SubCube(data, var, x0, y0, z0, cube_wcs_header(cube, x0, y0, z0), partial)
+    data, var = cube.window(*box, z0, z1)
+    return SubCube(data, var, box.x0, box.y0, z0, cube_wcs_header(cube, box.x0, box.y0, z0),
+                   not box.within((cube.ny, cube.nx)))
 
 
 def _subcube_hdulist(sub: SubCube, obj_id, ra, dec, status, cube: Cube) -> fits.HDUList:

@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 from .catalog import file_stem
 from .cubeio import Cube
 from .errors import OK, ParameterError
-from .extract import Spectrum1D, _Stamp
+from .estimators import Spectrum1D, StampMatrices
 from .image import Image
 from .linescan import LineScan, ScanConfig, calibration_cards, scan_lines, sky_channels
 from .psf import DEFAULT_BETA, PSFModel, moffat_image
@@ -356,7 +356,7 @@ def extract_emitter(cube: Cube, x: float, y: float, image: Image, *, psf: PSFMod
                               info["fwhm_pix"], beta)
     yy, xx = np.mgrid[0:2 * h + 1, 0:2 * h + 1]
     disk = (xx - (info["x"] - box[0])) ** 2 + (yy - (info["y"] - box[2])) ** 2 <= h * h
-    st = _Stamp(data, var)
+    st = StampMatrices(data, var)
     prof = np.broadcast_to(stamp_prof, data.shape)
     (flux, fvar), _ = st.optimal(np.ascontiguousarray(prof), disk)
     meta = {"NBWAVE": (round(lbda, 2), "[Angstrom] narrow band of the weights"),

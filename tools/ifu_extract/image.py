@@ -17,13 +17,13 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from .cubeio import Cube, open_cube, open_fits
-from .errors import InputError
+from .errors import InputError, ParameterError
 from .fitsio import file_head, is_tiff
 from .fitsout import add_provenance, write_hdulist
 from .wcsutil import celestial_from_header
 
-__all__ = ["Image", "band_image", "narrowband_image", "read_image", "write_image", "is_cube_file",
-           "white_for_cube"]
+__all__ = ["Image", "band_image", "narrowband_image", "cube_image", "read_image", "write_image",
+           "is_cube_file", "white_for_cube"]
 
 
 @dataclass
@@ -175,7 +175,8 @@ def narrowband_image(cube: Cube, centre: float, width: float, *, side_width: flo
         Side-band width and gap, Angstrom.
     """
     if width <= 0:
-        raise InputError("--width", f"{width} is not a positive width", "give a width in Angstrom > 0")
+        raise ParameterError("{width}", f"{width} is not a positive width", "give a width in Angstrom > 0",
+                             params=("width",))
     sw = width if side_width is None else side_width
     lo, hi = centre - width / 2.0, centre + width / 2.0
     if hi < cube.wave[0] or lo > cube.wave[-1]:
@@ -319,14 +320,27 @@ def _read_tiff(path: Path) -> Image:
     return Image(arr.astype(np.float32), None, None, "", {})
 
 
+def cube_image(cube: Cube, *, wave_range=None, line=None, width=10.0, side_width=None,
+               gap=0.0) -> Image:
+    """The image the ``image`` step makes of *cube*: the continuum-subtracted narrow band
+    around *line* (:func:`narrowband_image`), else the mean over *wave_range* or the whole
+    cube (:func:`band_image`).  Wavelengths in Angstrom; *line* and *wave_range* exclude each
+    other."""
+    if line is not None:
+        if wave_range:
+            raise ParameterError(None, "{line} and {wave_range} are exclusive", params=("line", "wave_range"))
+        return narrowband_image(cube, line, width, side_width=side_width, gap=gap)
+    return band_image(cube, tuple(wave_range) if wave_range else None)
+
+
 def image_from_input(path, *, wave_range=None, line=None, width=None, side_width=None, gap=0.0,
                      cube_kwargs=None) -> tuple[Image, bool]:
     """An image from a cube (collapsed as in ``image``) or an image file; and whether it was a cube."""
     if is_cube_file(path):
         with open_cube(path, **(cube_kwargs or {})) as cube:
-            if line is not None:
-                return narrowband_image(cube, line, width, side_width=side_width, gap=gap), True
-            return band_image(cube, wave_range), True
+            # The line band wins over a wavelength range here (detect's rule).
+            return cube_image(cube, wave_range=None if line is not None else wave_range, line=line,
+                              width=width, side_width=side_width, gap=gap), True
     return read_image(path), False
 
 

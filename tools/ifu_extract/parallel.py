@@ -30,7 +30,8 @@ import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["Terminated", "install_sigterm_handler", "process_map", "signals_deferred", "worker_init"]
+__all__ = ["Terminated", "even_blocks", "install_sigterm_handler", "process_map", "signals_deferred",
+           "worker_init"]
 
 #: prctl option asking for a signal when the parent thread exits (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
@@ -212,3 +213,19 @@ def process_map(func, items, threads: int):
         _stop_workers(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def even_blocks(seq, n: int) -> list:
+    """*seq* cut into at most *n* contiguous blocks of near-equal size (order kept, none empty).
+
+    How the pools' callers share out their objects: contiguous blocks keep each worker's reads
+    local, and more blocks than workers keep a progress bar moving.
+    """
+    k, r = divmod(len(seq), n)
+    out, start = [], 0
+    for i in range(n):
+        stop = start + k + (1 if i < r else 0)
+        if stop > start:
+            out.append(seq[start:stop])
+        start = stop
+    return out

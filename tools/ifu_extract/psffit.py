@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .box import Box
 from .errors import InputError, ParameterError
 from .psf import DEFAULT_BETA, PSFModel, gaussian_image, moffat_images
 
@@ -245,11 +246,6 @@ def _half(cube, star) -> int:
     return int(star.half_size or max(5, round(STAMP_HALF / cube.pixscale)))
 
 
-def _stamp_box(x, y, h):
-    xc, yc = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
-    return xc - h, xc + h + 1, yc - h, yc + h + 1
-
-
 def _neighbour_mask(box, x, y, others):
     """Stamp pixels nearer one of *others* (cube pixels) than to (x, y): left out of the fit."""
     x0, x1, y0, y1 = box
@@ -302,7 +298,7 @@ def fit_star_bands(cube, star: StarFit, *, nbands: int = NBANDS, kind: str = "mo
     """
     scale = cube.pixscale
     h = int(half_size or _half(cube, star))
-    box = _stamp_box(star.x, star.y, h)
+    box = Box.centred(star.x, star.y, h)
     exclude = _neighbour_mask(box, star.x, star.y, others)
     px, py = star.x - box[0], star.y - box[2]
     edges = _band_edges(cube, nbands)
@@ -501,7 +497,7 @@ def _white_fit(cube, star: StarFit, others, *, kind="moffat"):
     """Fit the white-light (whole band) stamp of *star*; sets its S/N, FWHM, β and centre."""
     scale = cube.pixscale
     h = _half(cube, star)
-    box = _stamp_box(star.x, star.y, h)
+    box = Box.centred(star.x, star.y, h)
     exclude = _neighbour_mask(box, star.x, star.y, others)
     img, ivar = _band_stamp(cube, box, 0, cube.nwave, exclude)
     fit = _fit_image(img, ivar, star.x - box[0], star.y - box[2], scale, kind=kind)

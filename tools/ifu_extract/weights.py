@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, ParameterError
 from .image import read_image
 from .wcsutil import same_grid
 
@@ -39,12 +39,14 @@ def load_weight_images(specs, cube) -> dict:
     out = {}
     for spec in specs or ():
         if "=" not in spec:
-            raise InputError(f"--image {spec}", "expects TAG=FILE", "e.g. --image HST_F606W=f606w.fits")
+            raise ParameterError("{weight_images} " + spec, "expects TAG=FILE",
+                                 "e.g. {weight_images} HST_F606W=f606w.fits", params=("weight_images",))
         tag, path = spec.split("=", 1)
         tag = tag.strip().upper()
         if not _TAG.match(tag) or tag.startswith(("MUSE_", "MASK_")):
-            raise InputError(f"--image {spec}", f"tag {tag!r} must be letters, digits and _ and not "
-                             "start with MUSE_ or MASK_", "e.g. HST_F606W")
+            raise ParameterError("{weight_images} " + spec, f"tag {tag!r} must be letters, digits and _ "
+                                 "and not start with MUSE_ or MASK_", "e.g. HST_F606W",
+                                 params=("weight_images",))
         img = read_image(path)
         if img.wcs is None:
             raise InputError(path, "has no celestial WCS, so it cannot be aligned with the cube",

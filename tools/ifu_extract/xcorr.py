@@ -31,7 +31,7 @@ Extraction region: the spaxels where ``A_p`` exceeds ``snr_min`` times its error
 empty.  Weights are the map clipped at 0 inside the region.
 
 Spectra.  ``XCOR`` and ``XCOR_CONTSUB`` are extracted from the *original* cube with their map as
-weights, with the image-calibrated linear estimator of :mod:`ifu_extract.extract`
+weights, with the image-calibrated linear estimator of :mod:`ifu_extract.estimators`
 (``F = Σ(w d/v) / Σ(w A/v) · Σ_region A``): the flux inside the region, with the exact variance
 of that linear combination (the map's own noise, correlated with each channel at the 1/N_channel
 level, is neglected, as in every optimal extraction).  With a sky mask, ``XCOR_SKYSUB`` and
@@ -48,7 +48,7 @@ import numpy as np
 from scipy import ndimage
 
 from .contsub import fit_continuum
-from .extract import Spectrum1D, _Stamp
+from .estimators import Spectrum1D, StampMatrices
 
 __all__ = [
     "XcorConfig",
@@ -153,10 +153,10 @@ def correlation_map(data: np.ndarray, var: np.ndarray | None, reference: np.ndar
     amplitude, variance : numpy.ndarray
         ``(ny, nx)`` float64.
     """
-    return _correlate(_Stamp(data, var), reference, data.shape[1:], use)
+    return _correlate(StampMatrices(data, var), reference, data.shape[1:], use)
 
 
-def _correlate(st: _Stamp, reference, shape, use=None):
+def _correlate(st: StampMatrices, reference, shape, use=None):
     """:func:`correlation_map` on a prepared stamp (one pass: two matrix-vector products)."""
     ref = np.asarray(reference, dtype=np.float64)
     good_r = np.isfinite(ref)
@@ -188,7 +188,7 @@ def _region(amp, var_a, obj, neighbours, snr_min) -> np.ndarray:
     return region
 
 
-def _extract_with_map(stamp: _Stamp, amp, region):
+def _extract_with_map(stamp: StampMatrices, amp, region):
     """Image-calibrated weighted estimator with the map as weights and template."""
     w = np.where(region & np.isfinite(amp), np.clip(amp, 0.0, None), 0.0)
     total = float(w.sum())
@@ -198,7 +198,7 @@ def _extract_with_map(stamp: _Stamp, amp, region):
     return flux, var, s
 
 
-def _iterate(stamp_corr: _Stamp, stamp_out: _Stamp, reference, obj, neighbours, cfg: XcorConfig):
+def _iterate(stamp_corr: StampMatrices, stamp_out: StampMatrices, reference, obj, neighbours, cfg: XcorConfig):
     """Map/reference rounds until the unit-sum map moves less than cfg.tol (L1)."""
     use = ~neighbours if neighbours is not None else None
     ref = np.asarray(reference, dtype=np.float64)
@@ -271,7 +271,7 @@ def xcorr_object(data: np.ndarray, var: np.ndarray | None, wave: np.ndarray, ref
     cfg = config or XcorConfig()
     obj = np.asarray(obj, dtype=bool)
     notes = []
-    stamp = _Stamp(data, var)
+    stamp = StampMatrices(data, var)
     xc = _iterate(stamp, stamp, reference, obj, neighbours, cfg)
     maps = {}
     spectra, images = {}, {}
@@ -316,7 +316,7 @@ def xcorr_object(data: np.ndarray, var: np.ndarray | None, wave: np.ndarray, ref
             contsub = np.asarray(data, dtype=np.float32) - fit_continuum(
                 data, var, wave, method=cfg.method, degree=cfg.degree,
                 median_width=cfg.median_width).continuum
-        stamp_c = _Stamp(contsub, var)
+        stamp_c = StampMatrices(contsub, var)
         xcc = _iterate(stamp_c, stamp, ref_c, obj, neighbours, cfg)
         record("XCOR_CONTSUB", xcc)
     return XcorResult(maps.get("XCOR"), maps.get("XCOR_CONTSUB"), spectra, images, notes)

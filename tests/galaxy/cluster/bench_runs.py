@@ -26,16 +26,10 @@ from bioblend.galaxy import GalaxyInstance
 
 HERE = Path(__file__).resolve().parent
 GA = HERE.parents[2] / "workflows" / "ifu-spectral-extraction" / "ifu-spectral-extraction.ga"
+sys.path.insert(0, str(HERE.parent / "workflow"))
+from run_workflow import workflow_inputs  # noqa: E402 - the one home of the workflow's input labels
+
 TERMINAL = {"ok", "error", "failed", "deleted", "skipped"}
-
-
-def parse_value(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def jobcomp(path: Path) -> dict[str, dict]:
@@ -89,11 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     wf_id = gi.workflows.import_workflow_dict(json.loads(GA.read_text()))["id"]
     runs = []
     for chunks in args.chunks:
-        inputs = {"cube": {"src": "hda", "id": cube}, "catalogue": {"src": "hda", "id": cat},
-                  "chunks": chunks}
-        for item in args.param:
-            name, _, value = item.partition("=")
-            inputs[name] = parse_value(value)
+        inputs = workflow_inputs(cube, cat, chunks, args.param)
         t1 = time.time()
         inv = gi.workflows.invoke_workflow(wf_id, inputs=inputs, history_id=hid, inputs_by="name",
                                            use_cached_job=args.reuse)

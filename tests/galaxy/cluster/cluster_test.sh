@@ -89,7 +89,7 @@ clog "Slurm up in $t_slurm s, Galaxy servers in $t_galaxy s: $url (Slurm), $lurl
 t2=$SECONDS
 wf() {  # $1 = url, $2 = key, $3 = output folder
     "$PLANEMO_VENV/bin/python" "$GX_HERE/workflow/run_workflow.py" "$1" "$2" --cube "$CUBE" \
-        --catalogue "$CAT" --chunks "$CHUNKS" --param continuum_degree=1 --out "$3" > "$3.log" 2>&1
+        --catalogue "$CAT" --chunks "$CHUNKS" --param "Continuum degree=1" --out "$3" > "$3.log" 2>&1
 }
 wf "$url" "$key" "$OUT/slurm" & p1=$!
 wf "$lurl" "$lkey" "$OUT/local" & p2=$!

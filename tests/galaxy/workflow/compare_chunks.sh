@@ -21,10 +21,10 @@ mkdir -p "$OUT"
 t0=$SECONDS
 # The two runs go to Galaxy together: its two job workers interleave them.
 "$PLANEMO_VENV/bin/python" "$HERE/run_workflow.py" "$url" "$key" --cube "$CUBE" --catalogue "$CAT" \
-    --chunks 3 --param continuum_degree=1 --out "$OUT/chunks3" > "$OUT/run3.log" 2>&1 &
+    --chunks 3 --param "Continuum degree=1" --out "$OUT/chunks3" > "$OUT/run3.log" 2>&1 &
 p3=$!
 "$PLANEMO_VENV/bin/python" "$HERE/run_workflow.py" "$url" "$key" --cube "$CUBE" --catalogue "$CAT" \
-    --chunks 1 --param continuum_degree=1 --out "$OUT/chunks1" > "$OUT/run1.log" 2>&1 &
+    --chunks 1 --param "Continuum degree=1" --out "$OUT/chunks1" > "$OUT/run1.log" 2>&1 &
 p1=$!
 s3=0; s1=0
 wait $p3 || s3=$?

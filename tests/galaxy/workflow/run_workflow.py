@@ -27,6 +27,21 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_GA = HERE.parents[2] / "workflows" / "ifu-spectral-extraction" / "ifu-spectral-extraction.ga"
 
 
+#: The workflow's input labels (what a person reads on the run form).
+CUBE, CATALOGUE, PARTS = "Datacube", "Catalogue", "Number of parts"
+
+
+def workflow_inputs(cube_id: str, catalogue_id: str, parts: int, params=()) -> dict:
+    """Invocation inputs by label: the two datasets, the number of parts and ``LABEL=VALUE``
+    strings of *params* (e.g. ``"Continuum degree=1"``)."""
+    inputs = {CUBE: {"src": "hda", "id": cube_id}, CATALOGUE: {"src": "hda", "id": catalogue_id},
+              PARTS: parts}
+    for item in params:
+        name, _, value = item.partition("=")
+        inputs[name] = parse_value(value)
+    return inputs
+
+
 def parse_value(text: str):
     for kind in (int, float):
         try:
@@ -45,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunks", type=int, default=1)
     ap.add_argument("--out", required=True)
     ap.add_argument("--workflow", default=str(DEFAULT_GA))
-    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    ap.add_argument("--param", action="append", default=[], metavar="LABEL=VALUE")
     ap.add_argument("--timeout", type=float, default=1800)
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -63,11 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ga = json.loads(Path(args.workflow).read_text())
     wf_id = gi.workflows.import_workflow_dict(ga)["id"]  # always this .ga, never an older copy
-    inputs = {"cube": {"src": "hda", "id": cube}, "catalogue": {"src": "hda", "id": cat},
-              "chunks": args.chunks}
-    for item in args.param:
-        name, _, value = item.partition("=")
-        inputs[name] = parse_value(value)
+    inputs = workflow_inputs(cube, cat, args.chunks, args.param)
     invocation = gi.workflows.invoke_workflow(wf_id, inputs=inputs, history_id=hid,
                                               inputs_by="name")
     inv_id = invocation["id"]

@@ -210,7 +210,7 @@ def test_04_run_workflow(session):
     s = session
     s.click('[id^="g-card-action-workflow-run-"]')
     s.visible("#run-workflow", timeout=120)
-    for label, value in (("chunks", "3"), ("continuum_degree", "1")):
+    for label, value in (("Number of parts", "3"), ("Continuum degree", "1")):
         field = s.wait().until(EC.visibility_of_element_located((By.XPATH, (
             f"//*[normalize-space(text())='{label}']/ancestor::div[.//input][1]//input"))))
         s.d.execute_script("arguments[0].scrollIntoView({block: 'center'});", field)
@@ -219,7 +219,7 @@ def test_04_run_workflow(session):
         time.sleep(0.5)
     s.text_on_page("wf_cube.fits")
     # The catalogue is an optional input: the form leaves it empty until the user picks it.
-    pick_dataset(s, "catalogue", Path(os.environ["IFU_BROWSER_CATALOGUE"]).name)
+    pick_dataset(s, "Catalogue", Path(os.environ["IFU_BROWSER_CATALOGUE"]).name)
     s.shot("run-form")
     s.click("#run-workflow:not(.g-disabled)")
     s.text_on_page("Invocation", timeout=120)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 
 import click
 
@@ -116,3 +117,37 @@ def option_errors(command: click.Command | None = None, extra: dict | None = Non
         names = {p: exc.labels.get(p, p) for p in exc.params}
         labels = {p: (extra or {}).get(n) or option_label(cmd, n) for p, n in names.items()}
         raise exc.relabel(labels) from None
+
+
+class _Progress:
+    """``progress(done, total)`` drawn as a click progress bar, opened at the first call."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled, self.bar, self.done = label, enabled, None, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label,
+                                         file=click.get_text_stream("stderr"))
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, enabled: bool = True):
+    """A ``progress(done, total)`` callback for a step, shown as a progress bar on a terminal
+    (not with --quiet, not when stderr is redirected); closed when the block ends."""
+    quiet = (click.get_current_context().find_root().obj or {}).get("quiet")
+    bar = _Progress(label, enabled and not quiet and sys.stderr.isatty())
+    try:
+        yield bar
+    finally:
+        bar.close()

@@ -2,11 +2,9 @@
 
 import click
 
-from ..catalog import catalog_from_position, read_catalog
-from ..cubeio import open_cube
-from ..cutout import cutout_catalog
-from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs, cube_options, report,
-                       wave_range_option)
+from ..steps.cutout import CutoutOptions, run_cutout
+from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs, cube_options,
+                       report, wave_range_option)
 
 
 @click.command("cutout")
@@ -31,9 +29,9 @@ def cmd(cube, catalog, ra, dec, obj_id, output, size, wave_range, catalog_format
     """
     if (catalog is None) == (ra is None or dec is None):
         raise click.UsageError("give either a CATALOG or both --ra and --dec")
-    table = (read_catalog(catalog, catalog_format) if catalog else catalog_from_position(ra, dec, obj_id))
-    with open_cube(cube, **cube_kwargs(kwargs)) as c:
-        summary = cutout_catalog(c, table, output, size, tuple(wave_range) if wave_range else None)
-    n_ok = int(sum(bool(f) for f in summary["FILE"]))
-    report(f"wrote {n_ok} cut-outs of {len(summary)} objects to {output}")
-    batch_exit(n_ok, len(summary))
+    options = CutoutOptions(size=size, wave_range=wave_range, catalog_format=catalog_format,
+                            cube_kwargs=cube_kwargs(kwargs))
+    result = run_cutout(cube, output, catalog=catalog,
+                        position=None if catalog else (ra, dec, obj_id), options=options)
+    report(f"wrote {result.n_ok} cut-outs of {len(result.summary)} objects to {output}")
+    batch_exit(result.n_ok, len(result.summary))

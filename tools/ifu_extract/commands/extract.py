@@ -1,25 +1,13 @@
 """``ifu-extract extract CUBE CATALOG --masks MASKS.fits -o OUTDIR``."""
 
 import contextlib
-import logging
 import sys
 
 import click
 
-from ..catalog import read_catalog
-from ..cubeio import open_cube
-from ..extraction import extract_catalog
-from ..extract import ExtractConfig
-from ..psf import catalog_candidates, resolve_psf
-from ..psffit import psf_summary
-from ..weights import load_weight_images
-from ._options import (batch_exit, catalog_format_option, cube_kwargs, cube_options, report,
-                       wave_range_option, white_option)
-
-log = logging.getLogger("ifu_extract")
-
-#: The note of every object (summary.tsv NOTES, Source NOTES) when no PSF could be found.
-NO_PSF_NOTE = "no PSF: MUSE_PSF not computed (give --fwhm)"
+from ..steps.extract import ExtractOptions, run_extract
+from ._options import (batch_exit, catalog_format_option, cube_kwargs, cube_options,
+                       report, wave_range_option, white_option)
 
 
 def extraction_options(func):
@@ -55,15 +43,11 @@ def extraction_options(func):
     return func
 
 
-def build_config(cube, apertures, aperture_method, fwhm, beta, psf_kind, psf_radius, skysub,
-                 table=None, details: dict | None = None) -> ExtractConfig:
-    """ExtractConfig from the command-line values (PSF resolved against the cube and, for the
-    stars it may be fitted on, the catalogue *table*: :func:`ifu_extract.psf.resolve_psf`)."""
-    psf = resolve_psf(cube, fwhm=fwhm, beta=beta, kind=psf_kind,
-                      candidates=catalog_candidates(cube, table), details=details)
-    return ExtractConfig(apertures=tuple(sorted(set(apertures))), aperture_method=aperture_method,
-                         psf=psf, psf_radius_fwhm=psf_radius, skysub=skysub, white=True,
-                         psf_missing="" if psf is not None else NO_PSF_NOTE)
+@contextlib.contextmanager
+def _progress_bar(total: int):
+    """A progress bar on stderr for *total* objects; yields its update function."""
+    with click.progressbar(length=total, label="extracting", file=sys.stderr) as bar:
+        yield bar.update
 
 
 @click.command("extract")
@@ -84,30 +68,14 @@ def cmd(cube, catalog, masks, output, apertures, aperture_method, fwhm, beta, ps
         skysub, weight_images, threads, resume, marz, white_path, wave_range, catalog_format, **kwargs):
     """Extract spectra of every CATALOG object: MUSE_TOT, MUSE_APER_<r>, MUSE_WHITE, MUSE_PSF,
     MUSE_SKY and *_SKYSUB, with variance, into one MPDAF Source file per object."""
-    ck = cube_kwargs(kwargs)
-    table = read_catalog(catalog, catalog_format)
-    with open_cube(cube, **ck) as c:
-        details = {}
-        cfg = build_config(c, apertures, aperture_method, fwhm, beta, psf_kind, psf_radius, skysub,
-                           table, details)
-        weights = load_weight_images(weight_images, c)
-        if cfg.psf is None:
-            log.warning(f"warning: MUSE_PSF not computed: {details.get('message', 'no PSF')}")
-        elif "fit" in details:
-            report(psf_summary(details["fit"], c.wave))
+    options = ExtractOptions(apertures=apertures, aperture_method=aperture_method, fwhm=fwhm,
+                             beta=beta, psf_kind=psf_kind, psf_radius=psf_radius, skysub=skysub,
+                             weight_images=weight_images, threads=threads, resume=resume,
+                             wave_range=wave_range, catalog_format=catalog_format,
+                             cube_kwargs=cube_kwargs(kwargs))
     show = sys.stderr.isatty() and not (click.get_current_context().find_root().obj or {}).get("quiet")
-    with click.progressbar(length=len(table), label="extracting", file=sys.stderr) if show \
-            else contextlib.nullcontext() as bar:
-        rows = extract_catalog(cube, table, masks, output, cfg, cube_kwargs=ck,
-                               wave_range=tuple(wave_range) if wave_range else None, threads=threads,
-                               resume=resume, weight_images=weights,
-                               white_path=None if wave_range else white_path,
-                               progress=bar.update if bar is not None else None)
-    n_ok = sum(bool(r["FILE"]) for r in rows)
-    if marz:
-        from ..marz import marz_from_outdir
-
-        marz_from_outdir(output, marz)
-    report(f"wrote {n_ok} Source files of {len(rows)} objects to {output}/sources; summary in "
-           f"{output}/summary.tsv")
-    batch_exit(n_ok, len(rows))
+    result = run_extract(cube, catalog, masks, output, options, white=white_path, marz=marz,
+                         progress=_progress_bar if show else None)
+    report(f"wrote {result.n_ok} Source files of {len(result.rows)} objects to {output}/sources; "
+           f"summary in {output}/summary.tsv")
+    batch_exit(result.n_ok, len(result.rows))

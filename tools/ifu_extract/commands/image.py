@@ -2,9 +2,7 @@
 
 import click
 
-from ..cubeio import open_cube
-from ..identity import cube_identity
-from ..image import band_image, narrowband_image, write_image
+from ..steps.image import ImageOptions, run_image
 from ._options import cube_kwargs, cube_options, report, wave_range_option
 
 
@@ -25,15 +23,6 @@ def image_options(func):
     return func
 
 
-def make_image(cube, wave_range, line, width, side_width, gap):
-    """The image the band options ask for (white light by default)."""
-    if line is not None:
-        if wave_range:
-            raise click.UsageError("--line and --wave-range are exclusive")
-        return narrowband_image(cube, line, width, side_width=side_width, gap=gap)
-    return band_image(cube, tuple(wave_range) if wave_range else None)
-
-
 @click.command("image")
 @click.argument("cube", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -42,10 +31,9 @@ def make_image(cube, wave_range, line, width, side_width, gap):
 @cube_options
 def cmd(cube, output, wave_range, line, width, side_width, gap, **kwargs):
     """Collapse CUBE into a white-light, band, or continuum-subtracted narrow-band image."""
-    with open_cube(cube, **cube_kwargs(kwargs)) as c:
-        img = make_image(c, wave_range, line, width, side_width, gap)
-        identity = cube_identity(c)  # mask/extract --white check it is this cube's image
-    params = {"wave_range": wave_range, "line": line, "width": width if line else None}
-    write_image(img, output, "image", {"cube": cube}, {k: v for k, v in params.items() if v},
-                identity=identity)
+    if line is not None and wave_range:
+        raise click.UsageError("--line and --wave-range are exclusive")
+    options = ImageOptions(wave_range=wave_range, line=line, width=width, side_width=side_width,
+                           gap=gap, cube_kwargs=cube_kwargs(kwargs))
+    img = run_image(cube, output, options).image
     report(f"wrote {output} ({img.meta['IMGTYPE'][0]} image, {img.shape[1]} x {img.shape[0]} spaxels)")

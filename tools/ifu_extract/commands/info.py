@@ -4,8 +4,7 @@ import json
 
 import click
 
-from ..cubeinfo import cube_info, format_info
-from ..cubeio import open_cube
+from ..steps.info import run_info
 from ._options import cube_kwargs, cube_options
 
 
@@ -16,6 +15,5 @@ from ._options import cube_kwargs, cube_options
 def cmd(cube, as_json, **kwargs):
     """Describe CUBE: extensions used, shape, spaxel scale, WCS centre, wavelength range and
     unit, BUNIT, instrument and FSF keywords."""
-    with open_cube(cube, **cube_kwargs(kwargs), require_finite=False) as c:
-        info = cube_info(c)
-    click.echo(json.dumps(info, indent=2) if as_json else format_info(info))
+    result = run_info(cube, cube_kwargs=cube_kwargs(kwargs))
+    click.echo(json.dumps(result.info, indent=2) if as_json else result.text())

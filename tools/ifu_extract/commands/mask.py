@@ -1,20 +1,12 @@
 """``ifu-extract mask CUBE CATALOG [--segmap S.fits ...] -o MASKS.fits``."""
 
-import os
-from pathlib import Path
-
 import click
 
-from ..catalog import read_catalog
-from ..cubeio import open_cube
-from ..errors import InputError
-from ..identity import cube_identity
-from ..masks import (DEFAULT_MATCH_RADIUS, DEFAULT_SIZE, DEFAULT_SKY_GROW, MODES, make_masks,
-                     write_masks)
+from ..masks import DEFAULT_MATCH_RADIUS, DEFAULT_SIZE, DEFAULT_SKY_GROW, MODES
 from ..segmap import DEFAULT_MIN_COVERAGE
-from ..image import white_for_cube
-from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs, cube_options, report,
-                       white_option)
+from ..steps.mask import MaskConfig, run_mask
+from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs, cube_options,
+                       report, white_option)
 
 
 @click.command("mask")
@@ -25,8 +17,8 @@ from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs,
                    "another grid (e.g. HST) are reprojected onto the cube grid by area coverage. "
                    "Without one, every object gets a PSF circle (radius the FWHM).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Output FITS file: OBJECTS table, MASK_UNION/MASK_INTER/MASK_SKY per object, "
-                   "SEGMAP on the cube grid.")
+              help="Output FITS file: OBJECTS table with the MASK_UNION/MASK_INTER/MASK_SKY stamps of "
+                   "every object, SEGMAP on the cube grid.")
 @click.option("--size", type=BOX_SIZE, default=DEFAULT_SIZE,
               show_default=True,
               help="Full side of each object's square box, arcsec; a catalogue SIZE column wins "
@@ -67,26 +59,11 @@ def cmd(cube, catalog, segmaps, output, size, mode, fwhm, match_radius, sky_grow
     Each object keeps a status: a PSF circle when no segment covers it, the union when the
     intersection is empty; objects off the field are listed without masks.
     """
-    folder = Path(output).parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        # Say it before the work is done, not after.
-        raise InputError(output, "the output folder does not exist or is not writable",
-                         "create it or choose another -o")
-    table = read_catalog(catalog, catalog_format)
-    with open_cube(cube, **cube_kwargs(kwargs)) as c:
-        white = white_for_cube(c, white_path).data if white_path else None
-        result = make_masks(c, table, segmaps, min_coverage=min_coverage, size=size, mode=mode,
-                            fwhm=fwhm, match_radius=match_radius, sky_grow=sky_grow,
-                            split=split, voronoi=voronoi, white=white)
-        result.meta.update(cube_identity(c))  # extract checks the masks against its cube
-    batch_exit(result.n_masked, len(table))
-    params = {"size": size, "mode": mode, "fwhm": fwhm, "match_radius": match_radius,
-              "sky_grow": sky_grow, "min_coverage": min_coverage, "split": split,
-              "voronoi": voronoi}
-    inputs = {"cube": cube, "catalog": catalog}
-    inputs.update({f"segmap{k}": s for k, s in enumerate(segmaps, start=1)})
-    write_masks(result, output, inputs=inputs, params={k: v for k, v in params.items() if v is not None})
-    used = result.objects["MASKUSED"]
-    report(f"wrote {output} ({result.n_masked} of {len(table)} objects masked: "
-           f"{int((used == 'union').sum())} union, {int((used == 'inter').sum())} inter, "
-           f"{int((used == 'circle').sum())} PSF circle)")
+    config = MaskConfig(size=size, mode=mode, fwhm=fwhm, match_radius=match_radius,
+                        sky_grow=sky_grow, min_coverage=min_coverage, split=split, voronoi=voronoi,
+                        catalog_format=catalog_format, cube_kwargs=cube_kwargs(kwargs))
+    result = run_mask(cube, catalog, segmaps, output, config, white=white_path)
+    batch_exit(result.n_masked, result.n_objects)
+    report(f"wrote {output} ({result.n_masked} of {result.n_objects} objects masked: "
+           f"{result.count('union')} union, {result.count('inter')} inter, "
+           f"{result.count('circle')} PSF circle)")

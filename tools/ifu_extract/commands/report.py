@@ -1,16 +1,24 @@
-"""``ifu-extract report OUTDIR``: the QA report (qa/<ID>_*.png and index.html) of an output folder."""
-
-import contextlib
-import sys
+"""``ifu-extract report``: the QA report (figures and index page) of extracted objects."""
 
 import click
 
-from ..report import DEFAULT_DPI, make_report
-from ._options import report
+from ..report import DEFAULT_DPI
+from ..steps.report import ReportConfig, run_report
+from ._options import progress_bar, report
 
 
 @click.command("report")
-@click.argument("outdir", type=click.Path(file_okay=False))
+@click.argument("outdir", required=False, type=click.Path(file_okay=False))
+@click.option("--summary", type=click.Path(dir_okay=False), default=None,
+              help="Summary table of the objects [default: OUTDIR/summary.tsv].")
+@click.option("--source", "sources", multiple=True, type=click.Path(dir_okay=False),
+              help="A Source file (repeat; matched to the summary rows by the ID in its header) "
+                   "[default: the files the summary's FILE column names, relative to its folder].")
+@click.option("--html", type=click.Path(dir_okay=False), default=None,
+              help="Index page to write [default: OUTDIR/index.html].")
+@click.option("--assets-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of the figures (qa/) and of the Source files the page links to "
+                   "(sources/, copied there when given with --source) [default: the page's folder].")
 @click.option("--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
               help="Worker processes for the figures (Galaxy passes GALAXY_SLOTS).")
 @click.option("--no-plots", is_flag=True,
@@ -28,33 +36,25 @@ from ._options import report
 @click.option("--dpi", type=click.IntRange(min=50, max=300), default=DEFAULT_DPI, show_default=True,
               help="Resolution of the figures (stamps 2.45 x 2.75 in per panel, spectrum 10 x 3.9 in).")
 @click.option("--title", default=None, help="Title of index.html [default: the folder name].")
-def cmd(outdir, threads, no_plots, segmap, spectrum_tag, smooth, dpi, title):
-    """Write the QA report of OUTDIR (from 'extract', 'run' or 'merge'): per object a stamps
-    figure (white light, segmentation, masks) and a spectrum figure (variance band, sky lines,
-    lines at the catalogue redshift) in OUTDIR/qa, and OUTDIR/index.html, a table of every object
-    sortable by S/N and status.
+def cmd(outdir, summary, sources, html, assets_dir, threads, no_plots, segmap, spectrum_tag, smooth,
+        dpi, title):
+    """Write the QA report of OUTDIR (from 'extract', 'run' or 'merge'), or of a --summary table
+    and its --source files: per object a stamps figure (white light, segmentation, masks) and a
+    spectrum figure (variance band, sky lines, lines at the catalogue redshift) in qa/, and an
+    index page, a table of every object sortable by S/N and status.
     """
-    ctx = click.get_current_context()
-    show = sys.stderr.isatty() and not (ctx.find_root().obj or {}).get("quiet") and not no_plots
-    with click.progressbar(length=_n_rows(outdir), label="figures", file=sys.stderr) if show \
-            else contextlib.nullcontext() as bar:
-        result = make_report(outdir, threads=threads, plots=not no_plots, segmap=segmap,
-                             tag=spectrum_tag, smooth=smooth, dpi=dpi, title=title,
-                             progress=bar.update if bar is not None else None)
+    if outdir is None and summary is None:
+        raise click.UsageError("give OUTDIR, or --summary (with its --source files)")
+    cfg = ReportConfig(threads=threads, plots=not no_plots, segmap=segmap, tag=spectrum_tag,
+                       smooth=smooth, dpi=dpi, title=title)
+    with progress_bar("figures", enabled=not no_plots) as bar:
+        result = run_report(outdir, cfg, summary=summary, sources=sources or None, html=html,
+                            assets_dir=assets_dir, progress=bar)
     if not no_plots:
         n_src = len(result.plots)
-        report(f"wrote {result.n_plotted} of {n_src} objects' figures to {outdir}/qa "
+        report(f"wrote {result.n_plotted} of {n_src} objects' figures to {result.assets_dir / 'qa'} "
                f"({result.seconds_per_object:.2f} s per object)")
         if n_src and result.n_plotted == 0:
             raise click.ClickException(f"no figure could be drawn ({n_src} objects tried); "
                                        "see the warnings above")
     report(f"wrote {result.index} ({result.n_objects} objects)")
-
-
-def _n_rows(outdir) -> int:
-    """Rows of OUTDIR/summary.tsv (for the progress bar; 0 when unreadable)."""
-    try:
-        with open(f"{outdir}/summary.tsv", encoding="utf-8") as fh:
-            return max(sum(1 for line in fh if line.strip()) - 1, 0)
-    except OSError:
-        return 0

@@ -123,6 +123,11 @@ _PRODUCTS = {"white": "white.fits", "detections": "detections.tsv", "segmap": "s
 @click.option("--line-scan", "do_line_scan", is_flag=True,
               help="Find line emitters with a narrow-band scan and extract them (MUSE_NB spectra).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write the QA report.")
+@click.option("--html", type=click.Path(dir_okay=False), default=None,
+              help="Index page of the QA report [default: OUTDIR/index.html].")
+@click.option("--assets-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of the QA report's figures (qa/) and linked Source files (sources/) "
+                   "[default: the page's folder].")
 @catalog_format_option
 @cube_options
 @click.pass_context
@@ -232,8 +237,11 @@ def _chain(ctx, commands, params, cube, catalog, catalog_format, user_table, out
                       **params.get("deblend", {})})
     if plots and "report" in commands:
         report("[5/5] report")
-        ctx.invoke(commands["report"], outdir=str(out), **params.get("report", {}))
-    report(f"done: {out}/summary.tsv" + (f", {out}/index.html" if plots and "report" in commands else ""))
+        # Where the page goes is not an option of the products (not in run_options.json).
+        where = {k: options[k] for k in ("html", "assets_dir") if options.get(k) is not None}
+        ctx.invoke(commands["report"], outdir=str(out), **{**params.get("report", {}), **where})
+    page = options.get("html") or f"{out}/index.html"
+    report(f"done: {out}/summary.tsv" + (f", {page}" if plots and "report" in commands else ""))
 
 
 def _psf_step(cube, cube_ext, files, extract_params):

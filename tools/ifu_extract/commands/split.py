@@ -2,7 +2,8 @@
 
 import click
 
-from ..chunks import SPLIT_FORMATS, split_catalog
+from ..catalog_parts import SPLIT_FORMATS
+from ..steps.split import SplitConfig, run_split
 from ._options import catalog_format_option, report
 
 
@@ -17,16 +18,21 @@ from ._options import catalog_format_option, report
                    "header, comments and the rows' own text), or a TSV/CSV/ECSV/FITS table.")
 @click.option("--prefix", default=None, metavar="STEM",
               help="Stem of the part names [default: the catalogue's file name without suffix].")
+@click.option("--suffix", default=None, metavar=".EXT",
+              help="File-name suffix of the parts, e.g. .tabular [default: the input's with "
+                   "'same', else the format's: .tsv, .csv, .ecsv, .fits].")
 @catalog_format_option
-def cmd(catalog, n_parts, output, output_format, prefix, catalog_format):
+def cmd(catalog, n_parts, output, output_format, prefix, suffix, catalog_format):
     """Split CATALOG into consecutive parts of near-equal size (sizes differ by at most one row),
     keeping the catalogue order and IDs; extract each part on its own, then put the outputs back
     together with 'ifu-extract merge'.
     """
-    if prefix is not None and (not prefix.strip() or any(c in prefix for c in "/\\\0")):
-        raise click.BadParameter("must be a file name stem, without folders", param_hint="--prefix")
-    parts = split_catalog(catalog, n_parts, output, fmt=catalog_format, output_format=output_format,
-                          prefix=prefix)
-    for p in parts:
+    for value, hint in ((prefix, "--prefix"), (suffix, "--suffix")):
+        if value is not None and (not value.strip() or any(c in value for c in "/\\\0")):
+            raise click.BadParameter("must be part of a file name, without folders", param_hint=hint)
+    cfg = SplitConfig(n_parts=n_parts, catalog_format=catalog_format, output_format=output_format,
+                      prefix=prefix, suffix=suffix)
+    result = run_split(catalog, output, cfg)
+    for p in result.parts:
         report(f"{p.path}: {p.n_rows} rows (IDs {p.first_id} to {p.last_id})")
-    report(f"wrote {len(parts)} parts of {sum(p.n_rows for p in parts)} rows to {output}")
+    report(f"wrote {len(result.parts)} parts of {result.n_rows} rows to {output}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..extract import Spectrum1D
+from ..estimators import Spectrum1D
 from ..psf import PSFModel
 
 #: Spatial model kinds (see the module docstring).

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from ..cubeio import Cube
 from ..errors import OK, InputError, ParameterError, warn_object
-from ..extract import Spectrum1D
+from ..estimators import Spectrum1D
 from ..image import band_image
 from ..psf import PSFModel
 from ..wcsutil import world_to_pixel

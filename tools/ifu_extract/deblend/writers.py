@@ -11,16 +11,17 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from ..box import reframe, stamp_box
 from ..catalog import file_column, file_stem, write_catalog
 from ..cubeio import Cube
 from ..errors import InputError, warn_object
-from ..extract import Spectrum1D
+from ..estimators import Spectrum1D
 from ..fitsio import StreamingCubeWriter
 from ..fitsout import add_provenance, ensure_dir, file_checksum, temp_path
 from ..identity import stamp
 from ..lines import strongest_emission_line
 from ..sourcefile import source_layout, stamp_wcs_for, update_source, write_source
-from ..wcsutil import stamp_box, wcs_cards
+from ..wcsutil import wcs_cards
 from .config import DeblendResult
 
 #: Columns of the summary table (``deblend.tsv``).
@@ -123,17 +124,6 @@ def write_residual_cube(cube: Cube, model: np.ndarray, path, z0: int, z1: int, *
     return _cube_file(path, cube, z0, z1, names, "DEBLEND_RESIDUAL", inputs, blocks())
 
 
-def _stamp_of(image, box, stamp_box_):
-    """*image* on *box* moved to *stamp_box_* (zero outside)."""
-    sx0, sx1, sy0, sy1 = box
-    dx0, dx1, dy0, dy1 = stamp_box_
-    out = np.zeros((dy1 - dy0, dx1 - dx0), dtype=np.float32)
-    ix0, ix1, iy0, iy1 = max(sx0, dx0), min(sx1, dx1), max(sy0, dy0), min(sy1, dy1)
-    if ix1 > ix0 and iy1 > iy0:
-        out[iy0 - dy0:iy1 - dy0, ix0 - dx0:ix1 - dx0] = image[iy0 - sy0:iy1 - sy0, ix0 - sx0:ix1 - sx0]
-    return out
-
-
 def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, sources_dir, summary, *,
                   size: float = 5.0, inputs: dict | None = None) -> list[dict]:
     """Store the ``DEBLEND`` spectra in the objects' Source files and write the summary table.
@@ -203,7 +193,7 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, sources_dir
                 spec = Spectrum1D(sp.flux[s0 - z0:s1 - z0], sp.var[s0 - z0:s1 - z0], sp.meta)
                 images = {}
                 if layout.box is not None:
-                    images["DEBLEND"] = (_stamp_of(src.model_image, src.box, layout.box), None)
+                    images["DEBLEND"] = (reframe(src.model_image, src.box, layout.box, 0.0, np.float32), None)
                 update_source(path, spectra={"DEBLEND": spec}, images=images, keywords=keywords,
                               tool="deblend")
             else:
@@ -218,7 +208,7 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, sources_dir
                 write_source(path, obj_id=src.id, ra=rec["RA"], dec=rec["DEC"], cube_name=cube.path.name,
                              cube_version=str(cube.primary_header.get("DATE", "")), cube_checksum=checksum,
                              spec_header=spec_hdr, flux_unit=cube.unit_string, spectra={"DEBLEND": sp},
-                             images={"DEBLEND": (_stamp_of(src.model_image, src.box, box), None)},
+                             images={"DEBLEND": (reframe(src.model_image, src.box, box, 0.0, np.float32), None)},
                              masks={}, stamp_wcs=stamp_wcs_for(cube.wcs, box), keywords=keywords,
                              inputs=inputs)
             rec["FILE"] = file_column(path, summary.parent)

@@ -43,7 +43,7 @@ from astropy import units as u
 from astropy.io import fits
 
 from ..catalog import safe_id
-from ..errors import InputError, ParameterError
+from ..errors import ParameterError
 from ..fitsio import is_fits
 from ..sourcefile import ext_name, tags_of
 from .grid import Grid, GridMismatch

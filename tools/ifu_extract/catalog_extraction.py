@@ -1,10 +1,10 @@
 """The ``extract`` step over a catalogue: masks in, Source files and a summary table out.
 
 For each catalogue row, the object's window is read from the memory-mapped cube, every
-configured spectrum is extracted (:mod:`ifu_extract.extract`), and ``OUTDIR/sources/<ID>.fits``
+configured spectrum is extracted (:mod:`ifu_extract.estimators`), and ``OUTDIR/sources/<ID>.fits``
 is written atomically in MPDAF's Source layout.  Objects are taken in spatial order, and
 neighbours whose windows overlap are extracted together from one read of the union of their
-windows (:func:`~ifu_extract.extract.extract_windows`): same spectra, each voxel read once.  One row per catalogue ID goes to
+windows (:func:`~ifu_extract.estimators.extract_windows`): same spectra, each voxel read once.  One row per catalogue ID goes to
 ``OUTDIR/summary.tsv``; an object that fails gets a status there and the others go on.
 
 The summary values are also stored in each Source file's primary header (``NSPAX NSKY SNRTAG
@@ -22,24 +22,24 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from .catalog import file_stem, write_catalog
+from .box import Box
+from .catalog import file_stem
 from .cubeio import Cube, open_cube
 from .errors import OK, InputError, is_disk_full, warn_object
-from .extract import ExtractConfig, ObjectRegion, extract_windows
+from .estimators import ExtractConfig, ObjectRegion, extract_windows
 from .fitsio import header_cards
-from .fitsout import ascii_unescape, ensure_dir, file_checksum
+from .fitsout import ensure_dir, file_checksum
 from .identity import check_product
 from .image import white_for_cube
 from .masks import read_masks
-from .parallel import process_map
+from .parallel import even_blocks, process_map
 from .sourcefile import best_tag, stamp_wcs_cards, write_source
+from .summary import row_from_header, row_result, write_summary
 
-__all__ = ["SUMMARY_COLUMNS", "ExtractJob", "extract_catalog", "summary_from_sources", "write_summary"]
+__all__ = ["ExtractJob", "extract_catalog"]
 
 log = logging.getLogger("ifu_extract")
 
-SUMMARY_COLUMNS = ("ID", "RA", "DEC", "STATUS", "N_SPAXELS", "N_SKY", "SNR_TAG", "SNR_MEDIAN",
-                   "WHITE_FLUX", "WHITE_FLUX_ERR", "FLUX_UNIT", "MASKUSED", "FILE", "NOTES")
 _EXTRA_KEYS = ("Z", "SIZE", "REF")
 
 
@@ -65,15 +65,6 @@ def _snr_median(flux, var) -> float:
         snr = flux / np.sqrt(var)
     snr = snr[np.isfinite(snr)]
     return float(np.median(snr)) if snr.size else float("nan")
-
-
-def _row_result(row, status, **kw) -> dict:
-    out = {"ID": str(row["ID"]), "RA": float(row["RA"]), "DEC": float(row["DEC"]), "STATUS": status,
-           "N_SPAXELS": 0, "N_SKY": 0, "SNR_TAG": "", "SNR_MEDIAN": float("nan"),
-           "WHITE_FLUX": float("nan"), "WHITE_FLUX_ERR": float("nan"), "FLUX_UNIT": "",
-           "MASKUSED": "", "FILE": "", "NOTES": ""}
-    out.update(kw)
-    return out
 
 
 @dataclass
@@ -118,7 +109,7 @@ class _Pending:
 
     @property
     def job(self) -> tuple:
-        """The tuple :func:`~ifu_extract.extract.extract_windows` takes."""
+        """The tuple :func:`~ifu_extract.estimators.extract_windows` takes."""
         return self.region, self.white, self.white_var, self.weights
 
 
@@ -126,21 +117,18 @@ def _prepare(cube: Cube, masks, job: ExtractJob, row: dict, seg) -> dict | _Pend
     """The summary row of an object that cannot be extracted, or what its extraction needs."""
     obj_id = str(row["ID"])
     if row["STATUS"] != OK:
-        return _row_result(row, row["STATUS"])
+        return row_result(row, row["STATUS"])
     try:
         m = masks.get(obj_id)
     except KeyError:
-        return _row_result(row, "no_mask: object not in the masks file")
+        return row_result(row, "no_mask: object not in the masks file")
     if m is None:
         mrow = masks.objects[masks.row_of(obj_id)]
-        return _row_result(row, str(mrow["STATUS"]) or "no_mask")
-    x0, x1, y0, y1 = m.box
+        return row_result(row, str(mrow["STATUS"]) or "no_mask")
+    x0, y0 = m.x0, m.y0
     neighbours = None
     if seg is not None:
-        seg_stamp = np.zeros(m.shape, dtype=np.int32)
-        cx0, cx1, cy0, cy1 = max(x0, 0), min(x1, cube.nx), max(y0, 0), min(y1, cube.ny)
-        seg_stamp[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = seg[cy0:cy1, cx0:cx1]
-        neighbours = (seg_stamp > 0) & ~m.union
+        neighbours = (m.box.cut(seg, 0, dtype=np.int32) > 0) & ~m.union
     mrow = masks.objects[m.row]
     region = ObjectRegion(obj_id, float(row["RA"]), float(row["DEC"]), float(mrow["X"]) - x0,
                           float(mrow["Y"]) - y0, m.box, m.obj, m.sky, neighbours, m.status, m.used)
@@ -196,7 +184,7 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
                  spec_header=shared.spec_cards, flux_unit=shared.unit, spectra=res.spectra,
                  images=images, masks=masks_img, stamp_wcs=stamp_wcs_cards(shared.cube_wcs_cards, m.box),
                  keywords=keywords, inputs={"cube": cube.path, "masks": job.masks_path})
-    return _row_result(row, status, N_SPAXELS=res.n_spaxels, N_SKY=res.n_sky, SNR_TAG=tag or "",
+    return row_result(row, status, N_SPAXELS=res.n_spaxels, N_SKY=res.n_sky, SNR_TAG=tag or "",
                        SNR_MEDIAN=snr, WHITE_FLUX=wflux, WHITE_FLUX_ERR=wferr, FLUX_UNIT=shared.unit,
                        MASKUSED=m.used, FILE=f"sources/{fname}", NOTES="; ".join(notes))
 
@@ -213,14 +201,9 @@ def _cube_version(cube: Cube) -> str:
     return ""
 
 
-def _stamp(image: np.ndarray, box) -> np.ndarray:
-    x0, x1, y0, y1 = box
-    ny, nx = image.shape
-    out = np.full((y1 - y0, x1 - x0), np.nan, dtype=np.float32)
-    cx0, cx1, cy0, cy1 = max(x0, 0), min(x1, nx), max(y0, 0), min(y1, ny)
-    if cx1 > cx0 and cy1 > cy0:
-        out[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = image[cy0:cy1, cx0:cx1]
-    return out
+def _stamp(image: np.ndarray, box: Box) -> np.ndarray:
+    """A full-grid image on the object's box, float32, NaN outside the image."""
+    return box.cut(image, np.nan, dtype=np.float32)
 
 
 def _failed(row: dict, exc: Exception) -> dict:
@@ -229,9 +212,9 @@ def _failed(row: dict, exc: Exception) -> dict:
         raise exc                       # a full disk is not the object's fault: the run stops
     if isinstance(exc, InputError):
         warn_object(row["ID"], exc.oneline())
-        return _row_result(row, f"failed: {exc.oneline()}"[:200])
+        return row_result(row, f"failed: {exc.oneline()}"[:200])
     warn_object(row["ID"], f"{type(exc).__name__}: {exc}")
-    return _row_result(row, f"failed: {type(exc).__name__}: {exc}"[:200])
+    return row_result(row, f"failed: {type(exc).__name__}: {exc}"[:200])
 
 
 #: Largest number of objects extracted together from the union of their windows.
@@ -304,54 +287,7 @@ def _done_row(path: Path, row: dict, checksum: str, unit: str) -> dict | None:
         return None
     if hdr.get("CUBECSUM") != checksum:
         return None
-    return {**_row_from_header(hdr, f"sources/{path.name}", row), "FLUX_UNIT": unit}
-
-
-def _row_from_header(hdr, fname, row=None) -> dict:
-    base = row or {"ID": ascii_unescape(str(hdr["ID"])), "RA": hdr["RA"], "DEC": hdr["DEC"]}
-
-    def num(k):
-        v = hdr.get(k, "nan")
-        return float(v) if v not in ("nan", None, "") else float("nan")
-
-    return _row_result(base, str(hdr.get("STATUS", OK)), N_SPAXELS=int(hdr.get("NSPAX", 0)),
-                       N_SKY=int(hdr.get("NSKY", 0)), SNR_TAG=str(hdr.get("SNRTAG", "")),
-                       SNR_MEDIAN=num("SNRMED"), WHITE_FLUX=num("WFLUX"), WHITE_FLUX_ERR=num("WFLUXERR"),
-                       FLUX_UNIT=str(hdr.get("BUNIT", "")), MASKUSED=str(hdr.get("MASKUSED", "")),
-                       FILE=fname, NOTES=str(hdr.get("NOTES", "")))
-
-
-def summary_from_sources(sources_dir) -> list[dict]:
-    """Summary rows rebuilt from the Source files of a folder (for merge and report)."""
-    rows = []
-    for path in sorted(Path(sources_dir).glob("*.fits")):
-        try:
-            hdr = fits.getheader(path, 0)
-        except Exception:  # noqa: BLE001 - a corrupt file is listed as such
-            rows.append(_row_result({"ID": path.stem, "RA": np.nan, "DEC": np.nan}, "failed: unreadable Source file"))
-            continue
-        row = _row_from_header(hdr, f"sources/{path.name}")
-        if not row["FLUX_UNIT"]:
-            with fits.open(path) as hdul:
-                spe = next((h for h in hdul if h.name.startswith("SPE_") and h.name.endswith("_DATA")), None)
-                row["FLUX_UNIT"] = "" if spe is None else str(spe.header.get("BUNIT", ""))
-        rows.append(row)
-    return rows
-
-
-def write_summary(rows: list[dict], path) -> Path:
-    """Write the summary table (TSV, one row per catalogue ID, in catalogue order)."""
-    tab = Table(rows=[[r[c] for c in SUMMARY_COLUMNS] for r in rows], names=SUMMARY_COLUMNS,
-                dtype=(str, float, float, str, int, int, str, float, float, float, str, str, str, str)) \
-        if rows else Table(names=SUMMARY_COLUMNS,
-                           dtype=(str, float, float, str, int, int, str, float, float, float, str, str, str, str))
-    for col in ("RA", "DEC"):
-        tab[col].format = ".7f"
-    for col in ("SNR_MEDIAN",):
-        tab[col].format = ".3f"
-    for col in ("WHITE_FLUX", "WHITE_FLUX_ERR"):
-        tab[col].format = ".6g"
-    return write_catalog(tab, path, "tsv")
+    return {**row_from_header(hdr, f"sources/{path.name}", row), "FLUX_UNIT": unit}
 
 
 def _spatial_order(rows: list, objects: Table) -> list:
@@ -456,8 +392,6 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
     threads = max(1, min(int(threads), len(todo) or 1))
     # Small blocks keep the progress bar moving; contiguous blocks keep reads local.
     nblocks = min(len(todo), threads * 8) if threads > 1 else 1
-    from .chunks import even_blocks  # chunks imports the report module: import on use
-
     blocks = [ExtractJob(**{**base.__dict__, "rows": chunk}) for chunk in even_blocks(todo, max(nblocks, 1))]
     if threads == 1:
         for job in blocks:

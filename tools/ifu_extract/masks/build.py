@@ -1,4 +1,4 @@
-"""Object and sky masks from segmentation maps (the ``mask`` microtool), and their file format.
+"""Object and sky masks from segmentation maps: the algorithm of the ``mask`` step.
 
 For every catalogue object, on the stamp box of :func:`~ifu_extract.wcsutil.stamp_box` (the
 geometry shared by every per-object product), this module builds three masks, named as in MPDAF
@@ -28,19 +28,7 @@ stored as both MASK_UNION and MASK_INTER: an object is never dropped, and its ``
 what was done.  With ``voronoi=True`` every object mask
 is also cut to the object's Voronoi cell among the catalogue positions (crowded fields).
 
-File layout (``MASKS.fits``), read back with :func:`read_masks`:
-
-* PRIMARY: provenance, ``CUBE``, ``NOBJ``, ``MASKMODE`` and the parameters used;
-* ``OBJECTS``: one row per catalogue row, in catalogue order: ``ID``, ``RA``, ``DEC`` (deg),
-  ``X``, ``Y`` (0-based cube pixels), ``X0``, ``Y0``, ``NX``, ``NY`` (the stamp box in cube
-  pixels, from :func:`~ifu_extract.wcsutil.stamp_box`; it may extend beyond the cube),
-  ``STATUS``, ``MASKUSED`` (``union``, ``inter``, ``circle``, or empty when the row has no mask),
-  ``N_UNION``, ``N_INTER``, ``N_SKY`` (spaxel counts), ``SEGLABEL`` (the row's label in each map,
-  comma-separated in map order, 0 = none);
-* ``MASK_UNION``, ``MASK_INTER``, ``MASK_SKY`` image HDUs with ``EXTVER`` = 1-based row number,
-  uint8 ``(NY, NX)``, with the stamp's celestial WCS and ``OBJ_ID``, for the rows that have masks
-  (``MASKUSED`` not empty);
-* ``SEGMAP`` (``EXTVER`` 1, 2... per map): the segmentation maps on the cube grid, int32.
+The masks are written and read by :mod:`ifu_extract.masks.io` (file layout there).
 
 ``STATUS`` is ``ok`` or, joined by ``"; "``: ``off_field`` (outside the cube), ``no_data`` (NaN
 white light at the position), ``bad_coordinates: ...`` (from the catalogue),
@@ -53,10 +41,7 @@ Axis order follows numpy: masks are ``(ny, nx)``; pixel coordinates are 0-based,
 
 from __future__ import annotations
 
-import functools
 import logging
-import mmap
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,13 +53,13 @@ from astropy.wcs import WCS
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .cubeio import Cube, open_fits
-from .errors import OK, InputError, warn_object
-from .fitsio import encode_checksum, ones_sum
-from .fitsout import add_provenance, ascii_safe, ascii_unescape, atomic_path, iso_date
-from .psf import catalog_candidates, resolve_fwhm
-from .segmap import DEFAULT_MIN_COVERAGE, SegMap, read_segmap, segmap_on_grid, split_label
-from .wcsutil import celestial_from_header, stamp_box, world_to_pixel
+from ..box import Box
+from ..cubeio import Cube
+from ..errors import OK, InputError, ParameterError, warn_object
+from ..image import band_image
+from ..psf import catalog_candidates, resolve_fwhm
+from ..segmap import DEFAULT_MIN_COVERAGE, SegMap, read_segmap, segmap_on_grid, split_label
+from ..wcsutil import world_to_pixel
 
 __all__ = [
     "MODES",
@@ -82,16 +67,10 @@ __all__ = [
     "DEFAULT_MATCH_RADIUS",
     "DEFAULT_SKY_GROW",
     "GridSegmap",
-    "MaskResult",
-    "ObjectMasks",
-    "MaskSet",
+    "BuiltMasks",
     "prepare_segmaps",
     "build_masks",
     "make_masks",
-    "write_masks",
-    "read_masks",
-    "object_mask",
-    "reframe",
 ]
 
 log = logging.getLogger("ifu_extract")
@@ -113,9 +92,6 @@ ST_INTER_EMPTY = "inter_empty_used_union"
 ST_RADIUS = "matched_within_radius"
 ST_SHARED = "shared_segment"
 ST_EMPTY = "empty_mask"
-_MASK_NAMES = ("MASK_UNION", "MASK_INTER", "MASK_SKY")
-_TABLE_COLUMNS = ("ID", "RA", "DEC", "X", "Y", "X0", "Y0", "NX", "NY", "STATUS", "MASKUSED",
-                  "N_UNION", "N_INTER", "N_SKY", "SEGLABEL")
 
 
 # --------------------------------------------------------------------------------- inputs
@@ -165,8 +141,9 @@ def prepare_segmaps(segmaps, cube: Cube, *,
         some maps are empty, those are ignored with a warning.
     """
     if len(segmaps) == 0:
-        raise InputError("--segmap", "no segmentation map given",
-                         "give at least one with --segmap (e.g. from 'ifu-extract detect')")
+        raise ParameterError("{segmaps}", "no segmentation map given",
+                             "give at least one with {segmaps} (e.g. from 'ifu-extract detect')",
+                             params=("segmaps",))
     ny, nx = cube.ny, cube.nx
     kept, empty = [], []
     for k, item in enumerate(segmaps, start=1):
@@ -195,7 +172,7 @@ def prepare_segmaps(segmaps, cube: Cube, *,
     if not kept:
         name, why = empty[0]
         raise InputError(name, f"{why}, so every object would fall back to a PSF circle",
-                         "check the detection threshold, or give another --segmap")
+                         "check the detection threshold, or give another segmentation map")
     for name, why in empty:
         log.warning(f"warning: {name}: {why}; ignored")
     return kept
@@ -203,7 +180,7 @@ def prepare_segmaps(segmaps, cube: Cube, *,
 
 # --------------------------------------------------------------------------------- result
 @dataclass
-class MaskResult:
+class BuiltMasks:
     """Masks of every catalogue object, before writing.
 
     Attributes
@@ -235,12 +212,7 @@ class MaskResult:
 
 def _window(arr: np.ndarray, x0: int, x1: int, y0: int, y1: int, fill) -> np.ndarray:
     """``arr[y0:y1, x0:x1]`` padded with *fill* where the box leaves the array."""
-    ny, nx = arr.shape
-    out = np.full((y1 - y0, x1 - x0), fill, dtype=arr.dtype)
-    cx0, cx1, cy0, cy1 = max(x0, 0), min(x1, nx), max(y0, 0), min(y1, ny)
-    if cx1 > cx0 and cy1 > cy0:
-        out[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = arr[cy0:cy1, cx0:cx1]
-    return out
+    return Box(x0, x1, y0, y1).cut(arr, fill)
 
 
 def _disc(x: float, y: float, radius: float, x0: int, x1: int, y0: int, y1: int) -> np.ndarray:
@@ -468,7 +440,7 @@ def _warn_rows(pos: _Placement, status, fwhm: float) -> None:
 def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None = None,
                 size: float = DEFAULT_SIZE, mode: str = "union", fwhm: float | None = None,
                 match_radius: float = DEFAULT_MATCH_RADIUS, sky_grow: int = DEFAULT_SKY_GROW,
-                split: bool = True, voronoi: bool = False, warn: bool = True) -> MaskResult:
+                split: bool = True, voronoi: bool = False, warn: bool = True) -> BuiltMasks:
     """Object and sky masks for every catalogue row.
 
     Parameters
@@ -490,7 +462,7 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
         Object mask to use: union or intersection of the maps (intersection falls back to union
         when empty).
     fwhm : float, optional
-        PSF FWHM, arcsec, radius of the circle fallback (see :func:`resolve_fwhm`).
+        PSF FWHM, arcsec, radius of the circle fallback (see :func:`ifu_extract.psf.resolve_fwhm`).
     match_radius : float
         Radius, arcsec, within which the dominant unclaimed label is taken when the position
         falls on background (0 = only the label at the position).
@@ -511,26 +483,28 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
 
     Returns
     -------
-    MaskResult
+    BuiltMasks
     """
     if mode not in MODES:
-        raise InputError("--mode", f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
+        raise ParameterError("{mode}", f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}",
+                             params=("mode",))
     if not np.isfinite(size) or size <= 0:
-        raise InputError("--size", f"{size} is not a positive box size", "give the box side in arcsec")
-    if match_radius < 0 or sky_grow < 0:
-        raise InputError("--match-radius/--sky-grow", "must not be negative", "give 0 or more")
+        raise ParameterError("{size}", f"{size} is not a positive box size",
+                             "give the box side in arcsec", params=("size",))
+    for name, value in (("match_radius", match_radius), ("sky_grow", sky_grow)):
+        if value < 0:
+            raise ParameterError(f"{{{name}}}", f"{value} is negative", "give 0 or more", params=(name,))
     grids = [s if isinstance(s, GridSegmap) else GridSegmap(np.asarray(s, dtype=np.int32), f"segmap{k}")
              for k, s in enumerate(segmaps, start=1)]
     if not grids:
-        raise InputError("--segmap", "no segmentation map given", "give at least one with --segmap")
+        raise ParameterError("{segmaps}", "no segmentation map given", "give at least one with {segmaps}",
+                             params=("segmaps",))
     ny, nx = cube.ny, cube.nx
     for g in grids:
         if g.labels.shape != (ny, nx):
             raise InputError(g.name, f"shape {g.labels.shape} is not the cube grid {(ny, nx)}",
                              "put it on the cube grid with prepare_segmaps")
     if white is None:
-        from .image import band_image
-
         white = band_image(cube).data
     valid = np.isfinite(np.asarray(white))
     pixscale = cube.pixscale
@@ -557,7 +531,7 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
     sizes = cube.clip_box_sizes(_catalog_size(catalog, size))
     boxes = np.zeros((nrow, 4), dtype=np.int32)  # x0, y0, nx, ny
     for i in np.flatnonzero(pos.placed):
-        bx0, bx1, by0, by1 = stamp_box(pos.x[i], pos.y[i], sizes[i], pixscale)
+        bx0, bx1, by0, by1 = Box.around(pos.x[i], pos.y[i], sizes[i], pixscale)
         boxes[i] = (bx0, by0, bx1 - bx0, by1 - by0)
     counts = np.zeros((nrow, 3), dtype=np.int32)  # N_UNION, N_INTER, N_SKY
     used = [""] * nrow
@@ -648,29 +622,7 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
         meta[f"SEGMAP{k}"] = (g.name[:68], f"segmentation map {k} (SEGLABEL field {k})")
         meta[f"SEGHOW{k}"] = (g.how, f"how map {k} was put on the cube grid")
         meta[f"SEGCOV{k}"] = (round(g.footprint, 4), f"share of the cube grid covered by map {k}")
-    return MaskResult(out, stamps, grids, cube.wcs, Path(str(cube.path)).name, meta)
-
-
-def _set_card(header: fits.Header, key: str, value, comment: str) -> None:
-    """Set a card, shortening the comment to what fits beside the value (no VerifyWarning)."""
-    if isinstance(value, str):
-        value = ascii_safe(value)  # FITS headers are ASCII (a cube named cübe.fits)
-    width = len(str(fits.Card(key, value)).rstrip())
-    room = 80 - width - 3
-    header[key] = (value, comment[:room] if room > 0 else "")
-
-
-def _ascii_table(table: Table) -> Table:
-    """*table* with its text columns made ASCII (:func:`~ifu_extract.fitsout.ascii_safe`):
-    FITS tables hold ASCII only; :func:`read_masks` restores the IDs."""
-    text = [c for c in table.colnames if table[c].dtype.kind == "U"
-            and not all(str(v).isascii() for v in table[c])]
-    if not text:
-        return table
-    out = table.copy(copy_data=False)
-    for c in text:
-        out[c] = _text([ascii_safe(v) for v in table[c]])
-    return out
+    return BuiltMasks(out, stamps, grids, cube.wcs, Path(str(cube.path)).name, meta)
 
 
 def _text(values) -> np.ndarray:
@@ -679,7 +631,7 @@ def _text(values) -> np.ndarray:
 
 
 def make_masks(cube: Cube, catalog: Table, segmaps, *, min_coverage: float = DEFAULT_MIN_COVERAGE,
-               **kwargs) -> MaskResult:
+               **kwargs) -> BuiltMasks:
     """Read and place *segmaps* (paths or SegMaps) on the grid of *cube*, then build the masks.
 
     Parameters
@@ -696,7 +648,7 @@ def make_masks(cube: Cube, catalog: Table, segmaps, *, min_coverage: float = DEF
 
     Returns
     -------
-    MaskResult
+    BuiltMasks
     """
     if len(segmaps) == 0:
         # No map at all: every object gets the fallback of objects no segment covers, the PSF
@@ -707,448 +659,3 @@ def make_masks(cube: Cube, catalog: Table, segmaps, *, min_coverage: float = DEF
     result = build_masks(cube, catalog, grids, **kwargs)
     result.meta["MINCOVER"] = (float(min_coverage), "min area share of a reprojected label")
     return result
-
-
-def write_masks(result: MaskResult, path, *, inputs: dict | None = None,
-                params: dict | None = None, tool: str = "mask") -> Path:
-    """Write a :class:`MaskResult` as ``MASKS.fits`` (atomically; layout in the module docstring).
-
-    The PRIMARY, ``OBJECTS`` and ``SEGMAP`` HDUs are written by astropy; the thousands of small
-    per-object mask HDUs are serialised directly (:func:`_mask_hdu_bytes`: same cards, same
-    CHECKSUM/DATASUM as astropy would write, ~50 times faster).
-
-    Parameters
-    ----------
-    result : MaskResult
-    path : str or os.PathLike
-        Output FITS file.
-    inputs, params : dict, optional
-        Provenance (see :func:`~ifu_extract.fitsout.add_provenance`).
-    tool : str
-        Microtool recorded in the provenance.
-    """
-    prim = fits.PrimaryHDU()
-    add_provenance(prim.header, tool, inputs, params)
-    for key, (value, comment) in result.meta.items():
-        _set_card(prim.header, key, value, comment)
-    hdus = [prim, fits.BinTableHDU(_ascii_table(result.objects), name="OBJECTS")]
-    cube_hdr = result.wcs.to_header(relax=True)
-    for k, g in enumerate(result.segmaps, start=1):
-        h = cube_hdr.copy()
-        _set_card(h, "SEGFILE", g.name[:68], "original segmentation map")
-        h["SEGHOW"] = (g.how, "how it was put on the cube grid")
-        hdus.append(fits.ImageHDU(g.labels.astype(np.int32), h, name="SEGMAP", ver=k))
-    when = iso_date()
-    wcs_cards = [(c.keyword, c.value, c.comment) for c in cube_hdr.cards
-                 if c.keyword not in ("WCSAXES", "CRPIX1", "CRPIX2")]
-    crpix = (float(cube_hdr["CRPIX1"]), float(cube_hdr["CRPIX2"]))
-    dest = Path(path)
-    with atomic_path(dest, suffix=".fits") as tmp:
-        try:
-            hdul = fits.HDUList(hdus)
-            hdul.verify("silentfix")
-            for hdu in hdul:
-                # Checksum comments dated like the rest (SOURCE_DATE_EPOCH): reruns are identical.
-                hdu.add_datasum(when=f"data unit checksum updated {when}")
-                hdu.add_checksum(when=f"HDU checksum updated {when}", override_datasum=True)
-            hdul.writeto(tmp, overwrite=True, checksum=False, output_verify="silentfix")
-            with open(tmp, "ab") as fh:
-                for i, stamp in enumerate(result.stamps):
-                    if stamp is None:
-                        continue
-                    row = result.objects[i]
-                    x0, y0 = int(row["X0"]), int(row["Y0"])
-                    common = [("WCSAXES", 2, "Number of coordinate axes"),
-                              ("CRPIX1", crpix[0] - x0, "Pixel coordinate of reference point"),
-                              ("CRPIX2", crpix[1] - y0, "Pixel coordinate of reference point"),
-                              *wcs_cards,
-                              ("OBJ_ID", str(row["ID"]), "catalogue ID"),
-                              ("BOXX0", x0, "[pix] cube x of stamp column 0 (0-based)"),
-                              ("BOXY0", y0, "[pix] cube y of stamp row 0 (0-based)")]
-                    for name, arr in zip(_MASK_NAMES, stamp):
-                        kind = name[5:].lower()
-                        if name != "MASK_SKY" and row["MASKUSED"] == "circle":
-                            kind = "circle"
-                        cards = common + [("MASKKIND", kind, "union, inter, sky, or circle (PSF fallback)")]
-                        fh.write(_mask_hdu_bytes(arr, name, i + 1, cards, when))
-        except OSError as exc:
-            raise InputError(dest, f"cannot write ({exc.strerror or exc})",
-                             "check free space and permissions") from None
-    return dest
-
-
-_BLOCK = 2880
-
-
-@functools.lru_cache(maxsize=65536)
-def _card(key: str, value, comment: str) -> bytes:
-    """One 80-byte header card, formatted by astropy (cached: most cards repeat)."""
-    if isinstance(value, str):
-        value = ascii_safe(value)  # FITS headers are ASCII (an ID such as gälaxy6)
-    return str(fits.Card(key, value, comment)).encode("ascii")
-
-
-def _mask_hdu_bytes(arr: np.ndarray, name: str, ver: int, cards, when: str) -> bytes:
-    """A complete uint8 image extension (header and data, padded) with CHECKSUM and DATASUM."""
-    ny, nx = arr.shape
-    data = np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
-    data += b"\0" * (-len(data) % _BLOCK)
-    datasum = ones_sum(data)
-    head = [_card("XTENSION", "IMAGE", "Image extension"), _card("BITPIX", 8, "array data type"),
-            _card("NAXIS", 2, "number of array dimensions"), _card("NAXIS1", nx, ""),
-            _card("NAXIS2", ny, ""), _card("PCOUNT", 0, "number of parameters"),
-            _card("GCOUNT", 1, "number of groups")]
-    head += [_card(k, v, c) for k, v, c in cards]
-    head += [_card("EXTNAME", name, "extension name"), _card("EXTVER", ver, "extension value")]
-    head.append(_card("CHECKSUM", "0" * 16, f"HDU checksum updated {when}"))
-    head.append(_card("DATASUM", str(datasum), f"data unit checksum updated {when}"))
-    text = b"".join(head) + b"END".ljust(80)
-    text += b" " * (-len(text) % _BLOCK)
-    checksum = encode_checksum(~ones_sum(text, datasum) & 0xFFFFFFFF)
-    pos = text.index(b"CHECKSUM= '") + 11
-    text = text[:pos] + checksum.encode("ascii") + text[pos + 16:]
-    return text + data
-
-
-# --------------------------------------------------------------------------------- reading
-@dataclass
-class ObjectMasks:
-    """The masks of one object, on its stamp box.
-
-    Attributes
-    ----------
-    id : str
-    row : int
-        0-based catalogue row.
-    x0, y0 : int
-        Cube pixel of the stamp's ``[0, 0]`` (may be negative).
-    union, inter, sky : numpy.ndarray
-        ``(ny, nx)`` bool.
-    used : str
-        ``"union"``, ``"inter"``, ``"circle"`` (the MASKUSED column).
-    status : str
-    header_source : astropy.io.fits.Header, bytes or None
-        Header of the stamp (celestial WCS), or its raw FITS bytes: :attr:`header` parses them
-        when first asked (extraction never needs it), and :attr:`wcs` is built from it.
-    """
-
-    id: str
-    row: int
-    x0: int
-    y0: int
-    union: np.ndarray
-    inter: np.ndarray
-    sky: np.ndarray
-    used: str
-    status: str = OK
-    header_source: fits.Header | bytes | None = field(default=None, repr=False)
-
-    @property
-    def header(self) -> fits.Header | None:
-        """Header of the stamp (celestial WCS, ``OBJ_ID``, ``BOXX0``...), or None."""
-        if isinstance(self.header_source, bytes):
-            self.header_source = fits.Header.fromstring(self.header_source.decode("ascii"))
-        return self.header_source
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.union.shape)
-
-    @property
-    def box(self) -> tuple[int, int, int, int]:
-        """``(x0, x1, y0, y1)`` half-open cube-pixel ranges, as :func:`~ifu_extract.wcsutil.stamp_box`."""
-        ny, nx = self.shape
-        return self.x0, self.x0 + nx, self.y0, self.y0 + ny
-
-    @property
-    def wcs(self) -> WCS | None:
-        """Celestial WCS of the stamp (None without a header)."""
-        if self.header is None:
-            return None
-        if not hasattr(self, "_wcs"):
-            self._wcs = celestial_from_header(self.header)
-        return self._wcs
-
-    @property
-    def obj(self) -> np.ndarray:
-        """The object mask named by :attr:`used`."""
-        return object_mask(self)
-
-    def on_box(self, box) -> "ObjectMasks":
-        """The same masks on another box ``(x0, x1, y0, y1)`` of the cube (cropped / padded with False)."""
-        x0, y0 = int(box[0]), int(box[2])
-        header = None
-        if self.header is not None:
-            header = fits.Header([c for c in self.header.cards
-                                  if c.keyword not in ("NAXIS1", "NAXIS2", "CHECKSUM", "DATASUM")])
-            header["CRPIX1"] = float(header["CRPIX1"]) - (x0 - self.x0)
-            header["CRPIX2"] = float(header["CRPIX2"]) - (y0 - self.y0)
-            header["BOXX0"], header["BOXY0"] = x0, y0
-        return ObjectMasks(self.id, self.row, x0, y0, reframe(self.union, self.box, box),
-                           reframe(self.inter, self.box, box), reframe(self.sky, self.box, box),
-                           self.used, self.status, header_source=header)
-
-
-def reframe(mask: np.ndarray, src_box, dst_box) -> np.ndarray:
-    """Move a boolean stamp from box *src_box* to *dst_box* (both ``(x0, x1, y0, y1)``, cube pixels).
-
-    Spaxels of the destination outside the source are False.
-    """
-    sx0, sx1, sy0, sy1 = (int(v) for v in src_box)
-    dx0, dx1, dy0, dy1 = (int(v) for v in dst_box)
-    out = np.zeros((dy1 - dy0, dx1 - dx0), dtype=bool)
-    ix0, ix1, iy0, iy1 = max(sx0, dx0), min(sx1, dx1), max(sy0, dy0), min(sy1, dy1)
-    if ix1 > ix0 and iy1 > iy0:
-        out[iy0 - dy0:iy1 - dy0, ix0 - dx0:ix1 - dx0] = mask[iy0 - sy0:iy1 - sy0, ix0 - sx0:ix1 - sx0]
-    return out
-
-
-def object_mask(masks: ObjectMasks, used: str | None = None) -> np.ndarray:
-    """The object mask named by ``MASKUSED`` (or by *used*): a ``(ny, nx)`` bool array.
-
-    ``"union"`` and ``"circle"`` give ``MASK_UNION`` (a circle fallback is stored there),
-    ``"inter"`` gives ``MASK_INTER``; an empty name gives an all-False mask.
-    """
-    used = masks.used if used is None else used
-    if used in ("union", "circle"):
-        return masks.union
-    if used == "inter":
-        return masks.inter
-    if used == "":
-        return np.zeros(masks.shape, dtype=bool)
-    raise ValueError(f"unknown mask name {used!r} (union, inter or circle)")
-
-
-@dataclass(frozen=True)
-class _HduSpan:
-    """Where one HDU lies in a FITS file, from its structural keywords only.
-
-    Attributes
-    ----------
-    name : str
-        ``EXTNAME`` in upper case (``"PRIMARY"`` for the first HDU when it has none).
-    ver : int
-        ``EXTVER`` (1 when absent).
-    header_start, data_start : int
-        Byte offsets of the header and of the data.
-    shape : tuple of int
-        Data shape in numpy order (``NAXISn ... NAXIS1``).
-    bitpix : int
-    scaled : bool
-        ``BSCALE``/``BZERO`` present (read through astropy, which applies them).
-    """
-
-    name: str
-    ver: int
-    header_start: int
-    data_start: int
-    shape: tuple
-    bitpix: int
-    scaled: bool
-
-    @property
-    def nbytes(self) -> int:
-        return abs(self.bitpix) // 8 * int(np.prod(self.shape)) if self.shape else 0
-
-
-_END_CARD = re.compile(rb"END {77}")
-_STRUCT_CARD = re.compile(rb"(BITPIX|NAXIS\d*|PCOUNT|GCOUNT|EXTNAME|EXTVER|BSCALE|BZERO) *= *('(?:[^']|'')*'|[^ /]+)")
-
-
-def _scan_hdus(buf, size: int, path) -> list[_HduSpan]:
-    """Every HDU of the FITS bytes *buf* (``size`` long), without parsing full headers.
-
-    A masks file holds three small HDUs per object; astropy builds every header of the file
-    when it opens it (~1 ms each), whereas extraction needs three arrays per object.  This scan
-    reads only the structural cards (FITS standard 4.0, section 4.4.1) and the names.
-    """
-    spans = []
-    pos = 0
-    while pos < size:
-        end = _END_CARD.search(buf, pos)
-        while end is not None and (end.start() - pos) % 80:
-            end = _END_CARD.search(buf, end.start() + 1)
-        header_end = size + 1 if end is None else end.start() + 80
-        header_end += -(header_end - pos) % _BLOCK
-        if header_end > size:
-            raise InputError(path, f"is truncated (HDU {len(spans)} has no complete header)",
-                             "re-create it with 'ifu-extract mask'")
-        cards = {}
-        for m in _STRUCT_CARD.finditer(buf, pos, end.start()):
-            if (m.start() - pos) % 80 == 0:
-                cards.setdefault(m.group(1).decode(), m.group(2).decode().strip("'").strip())
-        try:
-            naxis = int(cards.get("NAXIS", 0))
-            shape = tuple(int(cards[f"NAXIS{k}"]) for k in range(naxis, 0, -1))
-            bitpix = int(cards["BITPIX"])
-            ver = int(cards.get("EXTVER", 1))
-            pcount, gcount = int(cards.get("PCOUNT", 0)), int(cards.get("GCOUNT", 1))
-        except (KeyError, ValueError):
-            raise InputError(path, f"has an unreadable header at byte {pos}",
-                             "re-create it with 'ifu-extract mask'") from None
-        name = cards.get("EXTNAME", "PRIMARY" if not spans else "").upper()
-        span = _HduSpan(name, ver, pos, header_end, shape, bitpix, "BSCALE" in cards or "BZERO" in cards)
-        nbytes = abs(bitpix) // 8 * gcount * (pcount + (int(np.prod(shape)) if shape else 0))
-        if header_end + nbytes > size:
-            raise InputError(path, f"is truncated (HDU {len(spans)} needs {header_end + nbytes} bytes, "
-                             f"the file has {size})", "re-create it with 'ifu-extract mask'")
-        spans.append(span)
-        pos = header_end + nbytes + (-nbytes % _BLOCK)
-    return spans
-
-
-class MaskSet:
-    """Access to the per-object masks of a ``MASKS.fits`` file (see :func:`read_masks`).
-
-    Use as a context manager, or call :meth:`close`.  Index by 0-based row number or by ID:
-    ``masks.get(3)``, ``masks.get("12")``; the result is None for rows without masks.
-
-    The mask HDUs are read straight from the memory-mapped file at offsets found by one scan
-    of the structural cards (:func:`_scan_hdus`), so that opening a file of thousands of
-    objects costs milliseconds, not seconds; their headers are parsed only when asked for.
-    """
-
-    def __init__(self, path, hdul: fits.HDUList, objects: Table, spans: list, buf):
-        self.path = Path(path)
-        self._hdul = hdul
-        self._spans = spans
-        self._buf = buf
-        self.objects = objects
-        self.header = hdul[0].header
-        self._index = {(s.name, s.ver): i for i, s in enumerate(spans)}
-        self._rows = {str(v): i for i, v in enumerate(objects["ID"])}
-
-    def __len__(self) -> int:
-        return len(self.objects)
-
-    def row_of(self, key) -> int:
-        """0-based row of *key* (a row number or an ID)."""
-        if isinstance(key, (int, np.integer)):
-            if not 0 <= int(key) < len(self.objects):
-                raise IndexError(f"row {key} out of range (0-{len(self.objects) - 1})")
-            return int(key)
-        if str(key) not in self._rows:
-            raise KeyError(f"no object with ID {key!r} in {self.path.name}")
-        return self._rows[str(key)]
-
-    def _mask(self, i: int) -> np.ndarray:
-        """HDU *i* as a bool array (raw bytes for our uint8 masks, astropy otherwise)."""
-        span = self._spans[i]
-        if span.bitpix != 8 or span.scaled:
-            return np.asarray(self._hdul[i].data, dtype=bool)
-        raw = self._buf[span.data_start:span.data_start + span.nbytes]
-        return np.frombuffer(raw, dtype=np.uint8).reshape(span.shape).astype(bool)
-
-    def get(self, key) -> ObjectMasks | None:
-        """The masks of one object (by row number or ID), or None when it has none."""
-        i = self.row_of(key)
-        row = self.objects[i]
-        if not str(row["MASKUSED"]) or ("MASK_UNION", i + 1) not in self._index:
-            return None
-        idx = [self._index[(n, i + 1)] for n in _MASK_NAMES]
-        arrs = [self._mask(k) for k in idx]
-        first = self._spans[idx[0]]
-        header = self._buf[first.header_start:first.data_start]
-        return ObjectMasks(str(row["ID"]), i, int(row["X0"]), int(row["Y0"]), *arrs,
-                           used=str(row["MASKUSED"]), status=str(row["STATUS"]), header_source=header)
-
-    __getitem__ = get
-
-    @property
-    def n_segmaps(self) -> int:
-        """Number of SEGMAP HDUs (segmentation maps on the cube grid)."""
-        return sum(1 for name, _ in self._index if name == "SEGMAP")
-
-    def segmap(self, k: int = 1) -> np.ndarray | None:
-        """The *k*-th (1-based) segmentation map on the cube grid, ``(ny, nx)`` int32, or None."""
-        if ("SEGMAP", k) not in self._index:
-            return None
-        return np.asarray(self._hdul[self._index[("SEGMAP", k)]].data, dtype=np.int32)
-
-    def close(self) -> None:
-        self._hdul.close()
-        self._buf.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def _check_mask_hdus(objects: Table, spans: list, path) -> None:
-    """Every object with masks has its three stamps, of the box size in its OBJECTS row.
-
-    A file cut at an HDU boundary scans cleanly; the objects whose stamps are gone would be
-    extracted with empty masks under their old statuses.
-    """
-    shapes = {(s.name, s.ver): s.shape for s in spans if s.name in _MASK_NAMES}
-    used = np.flatnonzero(np.asarray(objects["MASKUSED"]) != "")
-    ny, nx = np.asarray(objects["NY"]), np.asarray(objects["NX"])
-    missing = bad = 0
-    for i in used:
-        want = (int(ny[i]), int(nx[i]))
-        for name in _MASK_NAMES:
-            got = shapes.get((name, int(i) + 1))
-            if got is None:
-                missing += 1
-                break
-            if tuple(got) != want:
-                bad += 1
-                break
-    if missing:
-        raise InputError(path, f"is truncated or incomplete: the masks of {missing} of "
-                         f"{len(used)} objects are missing", "re-create it with 'ifu-extract mask'")
-    if bad:
-        raise InputError(path, f"is corrupt: the masks of {bad} objects do not have the box size "
-                         "of their OBJECTS row", "re-create it with 'ifu-extract mask'")
-
-
-def read_masks(path) -> tuple[Table, MaskSet]:
-    """Open a ``MASKS.fits`` file written by :func:`write_masks`.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-
-    Returns
-    -------
-    objects : astropy.table.Table
-        The ``OBJECTS`` table (``ID``, ``STATUS``, ``MASKUSED``, ``SEGLABEL`` as str).
-    masks : MaskSet
-        ``masks.get(row_or_id)`` gives an :class:`ObjectMasks` (three bool stamps and the box),
-        and :func:`object_mask` the mask named by ``MASKUSED``.
-
-    Raises
-    ------
-    InputError
-        Not FITS, or not a masks file (no ``OBJECTS`` table with the expected columns).
-    """
-    hdul = open_fits(path, "masks file", lazy=True)
-    buf = None
-    try:
-        with open(path, "rb") as fh:
-            buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        spans = _scan_hdus(buf, len(buf), path)
-        names = [s.name for s in spans]
-        if "OBJECTS" not in names:
-            raise InputError(path, "has no OBJECTS table, so it is not a masks file",
-                             "give the output of 'ifu-extract mask'")
-        objects = Table(hdul[names.index("OBJECTS")].data, masked=False)
-        missing = [c for c in _TABLE_COLUMNS if c not in objects.colnames]
-        if missing:
-            raise InputError(path, f"OBJECTS table lacks {', '.join(missing)}",
-                             "re-create it with 'ifu-extract mask'")
-        for name in ("ID", "STATUS", "MASKUSED", "SEGLABEL"):
-            objects[name] = np.char.strip(np.asarray(objects[name]).astype(str))
-        for name in ("ID", "STATUS"):
-            if any("\\" in v for v in objects[name]):  # non-ASCII text written escaped
-                objects[name] = _text([ascii_unescape(v) for v in objects[name]])
-        objects.meta.clear()
-        _check_mask_hdus(objects, spans, path)
-    except BaseException:
-        hdul.close()
-        if buf is not None:
-            buf.close()
-        raise
-    return objects, MaskSet(path, hdul, objects, spans, buf)

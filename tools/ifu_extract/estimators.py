@@ -1,4 +1,4 @@
-"""1D spectral extraction of one object from its window of the cube.
+"""Spectrum estimators: the 1D spectral extraction of one object from its window of the cube.
 
 Every spectrum here is a *linear* estimator: for each channel λ, coefficients ``a(λ, y, x)``
 over the object's stamp give ``F(λ) = Σ a·d`` and ``V(λ) = Σ a²·v``.  Writing all methods in
@@ -48,6 +48,7 @@ __all__ = [
     "extract_window",
     "extract_windows",
     "aperture_tag",
+    "StampMatrices",
 ]
 
 
@@ -208,7 +209,7 @@ def circle_overlap(shape, x: float, y: float, radius_pix: float) -> np.ndarray:
     return np.minimum(area, 1.0)
 
 
-class _Stamp:
+class StampMatrices:
     """The object's window flattened to ``(n_wave, n_spaxel)`` matrices, NaN voxels zeroed.
 
     Every estimator is then a few matrix-vector products over the spaxels it uses, which is
@@ -318,13 +319,13 @@ def _inverse(v: np.ndarray, out: np.ndarray | None = None, pos: np.ndarray | Non
 class _LinearPass:
     """Every product ``Σ_spaxels M(λ, s)·w(s)`` an object's estimators need, in one blocked pass.
 
-    ``M`` is one of the stamp matrices ``(n_wave, n_spaxel)`` that :class:`_Stamp` would build
+    ``M`` is one of the stamp matrices ``(n_wave, n_spaxel)`` that :class:`StampMatrices` would build
     (``D`` data, ``V`` variance, ``G`` good voxels, ``IV`` inverse variance, ``DIV`` = ``D·IV``,
     with bad voxels zeroed) and ``w`` a spatial weight map registered beforehand with
     :meth:`column`.  The stamp comes in blocks of channels small enough that a block and the
     matrices derived from it stay in the CPU cache: the window is read from memory once, and
     the derived matrices never reach it.  Products are float32 matrix products (BLAS), as in
-    :class:`_Stamp`.  A λ-dependent ``MUSE_PSF`` profile is handled through its node images
+    :class:`StampMatrices`.  A λ-dependent ``MUSE_PSF`` profile is handled through its node images
     (:meth:`~ifu_extract.psf.PSFModel.node_images`): the products with the interpolated
     profile are the same interpolation of the products with the two nodes around each channel.
     """

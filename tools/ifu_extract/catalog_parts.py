@@ -1,4 +1,4 @@
-"""Process a large catalogue in chunks: split it, then merge the output folders into one.
+"""A large catalogue processed in parts: split the catalogue, then merge the parts' results.
 
 ``split_catalog`` cuts a catalogue into *K* consecutive parts of near-equal size (sizes differ by
 at most one row), in catalogue order, with the IDs untouched.  Text catalogues (AutoSpec, MUSELET,
@@ -6,12 +6,13 @@ CSV, TSV) are split line by line, so every part keeps the header, comment and un
 exact text of its rows; FITS and ECSV tables keep their columns, units and metadata.  Each part
 can then be extracted on its own (another machine, another Galaxy job).
 
-``merge_outputs`` combines the output folders of the parts: it copies (or hard-links) the Source
-files into one ``OUTDIR/sources``, concatenates the summaries (in the order of the folders given,
-or of the original catalogue with ``catalog=``) and rebuilds the QA report.  It refuses, in one
-line and before writing anything, folders made from different cubes (the ``CUBECSUM`` fingerprint
-of the Source files) and an ID present in two folders with different results; an ID present twice
-with identical results is kept once.
+``merge_parts`` combines the results of the parts (output folders, :func:`folder_parts`, or
+summary tables and Source files given as files, :func:`file_parts`): it copies (or hard-links)
+the Source files into one ``OUTDIR/sources`` and concatenates the summaries (in the order of the
+parts given, or of the original catalogue with ``catalog=``); the ``merge`` step then rebuilds
+the QA report.  It refuses, in one line and before writing anything, parts made from different
+cubes (the ``CUBECSUM`` fingerprint of the Source files) and an ID present in two parts with
+different results; an ID present twice with identical results is kept once.
 
 For results identical to a single run, build the masks once on the whole catalogue and extract
 each part with them (``ifu-extract extract PART --masks MASKS.fits``): masks depend on the
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import filecmp
-import io
 import logging
 import os
 import shutil
@@ -31,14 +31,15 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.table import Table
 
 from .catalog import is_number, read_catalog, safe_id, write_catalog
-from .errors import InputError, warn_object
+from .errors import InputError, ParameterError, warn_object
 from .fitsout import atomic_path, ensure_dir
-from .report import read_summary
+from .summary import SUMMARY_NAME, index_sources, missing_row, read_summary, write_summary_text
 
-__all__ = ["SPLIT_FORMATS", "LINK_MODES", "SplitPart", "MergeResult", "split_catalog",
-           "merge_outputs", "part_names"]
+__all__ = ["SPLIT_FORMATS", "LINK_MODES", "SplitPart", "Part", "MergeResult", "split_catalog",
+           "folder_parts", "file_parts", "merge_outputs", "merge_parts", "part_names", "place_file"]
 
 log = logging.getLogger("ifu_extract")
 
@@ -135,14 +136,15 @@ def _text_lines(path: Path, fmt: str) -> tuple[list[str], list[str]] | None:
 
 def _check_parts(n_parts: int, n_rows: int, path) -> None:
     if n_parts < 1:
-        raise InputError("-n", f"{n_parts} parts asked", "give at least 1")
+        raise ParameterError("{n_parts}", f"{n_parts} parts asked", "ask for at least 1",
+                             params=("n_parts",))
     if n_parts > n_rows:
-        raise InputError(path, f"has {n_rows} catalogue rows, fewer than the {n_parts} parts asked (-n)",
-                         f"give -n {n_rows} or less")
+        raise InputError(path, f"has {n_rows} catalogue rows, fewer than the {n_parts} parts asked",
+                         f"ask for {n_rows} parts or fewer")
 
 
 def split_catalog(catalog, n_parts: int, outdir, *, fmt: str = "auto", output_format: str = "same",
-                  prefix: str | None = None) -> list[SplitPart]:
+                  prefix: str | None = None, suffix: str | None = None) -> list[SplitPart]:
     """Split a catalogue into *n_parts* consecutive parts of near-equal size.
 
     Parameters
@@ -161,6 +163,9 @@ def split_catalog(catalog, n_parts: int, outdir, *, fmt: str = "auto", output_fo
         tables of the columns read (RA/DEC in degrees).
     prefix : str, optional
         Stem of the part names ``<prefix>_partNN.<ext>`` (default: the input's stem).
+    suffix : str, optional
+        File-name suffix of the parts, e.g. ``.tabular`` (default: the input's suffix with
+        ``same``, else the format's: ``.tsv``, ``.csv``, ``.ecsv``, ``.fits``).
 
     Returns
     -------
@@ -173,9 +178,10 @@ def split_catalog(catalog, n_parts: int, outdir, *, fmt: str = "auto", output_fo
         Unreadable catalogue, *n_parts* out of range, unknown format.  Nothing is written then.
     """
     path = Path(catalog)
+    name_suffix = suffix      # (the branches below set the format's own suffix)
     if output_format not in SPLIT_FORMATS:
-        raise InputError(f"--output-format {output_format}", "unknown format",
-                         f"use one of {', '.join(SPLIT_FORMATS)}")
+        raise ParameterError("{output_format}", f"unknown format {output_format!r}",
+                             f"use one of {', '.join(SPLIT_FORMATS)}", params=("output_format",))
     table = read_catalog(path, fmt)
     n_rows = len(table)
     _check_parts(int(n_parts), n_rows, path)
@@ -215,8 +221,6 @@ def split_catalog(catalog, n_parts: int, outdir, *, fmt: str = "auto", output_fo
         suffix = path.suffix if (output_format == "same" and in_fmt == "ecsv" and path.suffix) \
             else _SUFFIX[out_fmt]
         if out_fmt == "ecsv" and in_fmt == "ecsv":
-            from astropy.table import Table
-
             source = Table.read(path, format="ascii.ecsv")
         else:
             source = table.copy()
@@ -226,12 +230,12 @@ def split_catalog(catalog, n_parts: int, outdir, *, fmt: str = "auto", output_fo
             part = source[a:b]
             blobs.append((suffix, lambda dest, part=part, f=out_fmt: write_catalog(part, dest, f)))
     ensure_dir(outdir)
-    names = part_names(stem, blobs[0][0] if blobs else ".tsv", len(blobs))
+    names = part_names(stem, name_suffix or (blobs[0][0] if blobs else ".tsv"), len(blobs))
     written: list[Path] = []
     try:
-        for name, (suffix, writer), (a, b) in zip(names, blobs, bounds):
+        for name, (tmp_suffix, writer), (a, b) in zip(names, blobs, bounds):
             dest = Path(outdir) / name
-            with atomic_path(dest, suffix=suffix) as tmp:
+            with atomic_path(dest, suffix=tmp_suffix) as tmp:
                 writer(tmp)
             written.append(dest)
     except BaseException:
@@ -262,7 +266,6 @@ class MergeResult:
         IDs found in several folders with identical results (kept once).
     missing : list of str
         Catalogue IDs (``catalog=``) found in no folder (listed with status ``missing``).
-    report : ReportResult or None
     """
 
     outdir: Path
@@ -270,7 +273,6 @@ class MergeResult:
     n_sources: int
     duplicates: list = field(default_factory=list)
     missing: list = field(default_factory=list)
-    report: object = None
 
 
 def _same_source(a: Path, b: Path) -> bool:
@@ -308,26 +310,15 @@ def _cube_of(path: Path) -> tuple[str, str] | None:
     return (csum, str(hdr.get("CUBE", "")).strip()) if csum else None
 
 
-def _write_summary_text(columns, rows, dest) -> Path:
-    buf = io.StringIO()
-    writer = csv.writer(buf, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow(columns)
-    for r in rows:
-        writer.writerow([r.get(c, "") for c in columns])
-    with atomic_path(dest, suffix=".tsv") as tmp:
-        Path(tmp).write_text(buf.getvalue(), encoding="utf-8")
-    return Path(dest)
+def _has_id(path: Path) -> bool:
+    try:
+        return "ID" in fits.getheader(path, 0)
+    except Exception:  # noqa: BLE001 - unreadable
+        return False
 
 
-def _missing_row(columns, obj_id, ra, dec) -> dict:
-    defaults = {"ID": obj_id, "RA": f"{ra:.7f}" if np.isfinite(ra) else "nan",
-                "DEC": f"{dec:.7f}" if np.isfinite(dec) else "nan",
-                "STATUS": "missing: in no merged output folder", "N_SPAXELS": "0", "N_SKY": "0",
-                "SNR_MEDIAN": "nan", "WHITE_FLUX": "nan", "WHITE_FLUX_ERR": "nan"}
-    return {c: defaults.get(c, "") for c in columns}
-
-
-def _place(src: Path, dest: Path, link: str) -> None:
+def place_file(src: Path, dest: Path, link: str = "copy") -> None:
+    """Put *src* at *dest*: a copy (atomic), or a hard link (a copy across file systems)."""
     if link == "hardlink":
         try:
             dest.unlink(missing_ok=True)
@@ -339,53 +330,120 @@ def _place(src: Path, dest: Path, link: str) -> None:
         shutil.copyfile(src, tmp)
 
 
-def _merge_segmap(dirs, segmap):
-    """The segmentation map of the merged report, read before anything is written: the one
-    given, else the first folder's ``masks.fits`` that holds one (parts of one cube share it)."""
-    from .segmap import read_segmap
+@dataclass
+class Part:
+    """The results of one catalogue part: its summary table and where its Source files are.
 
-    if segmap is not None:
-        return read_segmap(segmap)
+    Attributes
+    ----------
+    name : str
+        Short name (a folder's name), in the notes of rows whose Source file is missing.
+    label : str
+        How error messages name the part (its folder, or its summary table).
+    summary : pathlib.Path
+    folder : pathlib.Path or None
+        Output folder whose ``FILE`` paths the Source files are at; None when *sources* is.
+    sources : dict or None
+        ``{ID: [Source files]}`` given as files (:func:`~ifu_extract.summary.index_sources`).
+    """
+
+    name: str
+    label: str
+    summary: Path
+    folder: Path | None = None
+    sources: dict | None = None
+
+    def source(self, row: dict) -> Path | None:
+        """The Source file of a summary *row* (None when it names none); it may not exist."""
+        fname = row.get("FILE", "").strip()
+        if not fname:
+            return None
+        if self.folder is not None:
+            return self.folder / fname
+        found = (self.sources or {}).get(row["ID"])
+        return found[0] if found else Path(fname)
+
+
+def folder_parts(inputs) -> list[Part]:
+    """The parts of output folders (``summary.tsv`` and ``sources/`` in each).
+
+    Raises
+    ------
+    InputError
+        No folder, a path that is not a folder, a folder given twice.
+    """
+    dirs = [Path(p) for p in inputs]
+    if not dirs:
+        raise InputError(None, "no output folder to merge", "give one or more OUTDIR")
+    seen = set()
     for d in dirs:
-        if (d / "masks.fits").is_file():
-            try:
-                return read_segmap(d / "masks.fits", ext="SEGMAP")
-            except InputError:
-                continue
-    return None
+        if not d.is_dir():
+            raise InputError(d, "is not a folder", "give output folders of 'ifu-extract extract' or 'run'")
+        if d.resolve() in seen:
+            raise InputError(d, "is given twice", "give each folder once")
+        seen.add(d.resolve())
+    return [Part(d.name, str(d), d / SUMMARY_NAME, folder=d) for d in dirs]
+
+
+def file_parts(summaries, sources) -> list[Part]:
+    """The parts of summary tables given as files, with the Source files of all of them.
+
+    The Source files are matched to the rows by the ``ID`` of their primary header, so they
+    may be given in any order; two files of one ID must hold the same results.
+
+    Raises
+    ------
+    InputError
+        No summary, a summary given twice, two different Source files of one ID.
+    """
+    paths = [Path(p) for p in summaries]
+    if not paths:
+        raise ParameterError(None, "no summary table to merge", "give one per part with {part_summaries}",
+                             params=("part_summaries",))
+    if len({p.resolve() for p in paths}) < len(paths):
+        raise ParameterError("{part_summaries}", "a summary table is given twice", "give each part once",
+                             params=("part_summaries",))
+    by_id = index_sources(sources)
+    for obj_id, files in by_id.items():
+        for other in files[1:]:
+            if not _same_source(files[0], other):
+                raise InputError(f"ID {obj_id}", f"has two Source files with different results "
+                                 f"({files[0]}, {other})", "give the files of disjoint parts, "
+                                 "or leave one of them out")
+    return [Part(p.stem, str(p), p, sources=by_id) for p in paths]
 
 
 def merge_outputs(inputs, outdir, *, catalog=None, catalog_format: str = "auto", link: str = "copy",
-                  report: bool = True, plots: bool = True, threads: int = 1, segmap=None,
-                  progress=None, report_kwargs: dict | None = None) -> MergeResult:
-    """Merge the output folders of catalogue parts into one folder, summary and report.
+                  progress=None) -> MergeResult:
+    """Merge the output folders of catalogue parts into one folder and summary.
+
+    :func:`merge_parts` of :func:`folder_parts`; the QA report of the merged folder is the
+    ``merge`` step's (:func:`ifu_extract.steps.merge.run_merge`).
+    """
+    return merge_parts(folder_parts(inputs), outdir, catalog=catalog, catalog_format=catalog_format,
+                       link=link, progress=progress)
+
+
+def merge_parts(parts: list[Part], outdir, *, catalog=None, catalog_format: str = "auto",
+                link: str = "copy", progress=None) -> MergeResult:
+    """Merge the results of catalogue parts into one folder: ``sources/`` and ``summary.tsv``.
 
     Parameters
     ----------
-    inputs : sequence of str or os.PathLike
-        Output folders of ``extract`` / ``run`` (each with ``summary.tsv`` and ``sources/``).
+    parts : list of Part
+        From :func:`folder_parts` or :func:`file_parts`, in the order their rows are merged.
     outdir : str or os.PathLike
         The merged folder: new, or empty.
     catalog : str or os.PathLike, optional
-        The original catalogue: rows are put in its order, and its IDs found in no folder are
-        listed with status ``missing: in no merged output folder``.  Default: the folders' order.
+        The original catalogue: rows are put in its order, and its IDs found in no part are
+        listed with status ``missing: in no merged output folder``.  Default: the parts' order.
     catalog_format : str
         Format of *catalog* (``auto`` detects it).
     link : {"copy", "hardlink"}
         How Source files get into ``outdir/sources`` (hard links fall back to copies across
         file systems).
-    report : bool
-        Rebuild the QA report (:func:`~ifu_extract.report.make_report`) of the merged folder.
-    plots : bool
-        Draw the per-object figures of the report.
-    threads : int
-        Worker processes of the report.
-    segmap : str or os.PathLike, optional
-        Segmentation map of the report (default: the first folder's ``masks.fits``, if any).
     progress : callable, optional
         Called with the number of Source files placed, as they are.
-    report_kwargs : dict, optional
-        Further options of :func:`~ifu_extract.report.make_report`.
 
     Returns
     -------
@@ -394,74 +452,77 @@ def merge_outputs(inputs, outdir, *, catalog=None, catalog_format: str = "auto",
     Raises
     ------
     InputError
-        A folder without summary.tsv, summaries with different columns, Source files of
-        different cubes, an ID in two folders with different results, *outdir* one of the
-        inputs or already holding an output.  Nothing is written then.
+        A part without summary, summaries with different columns, Source files of different
+        cubes, an ID in two parts with different results, *outdir* one of the input folders or
+        already holding an output.  Nothing is written then.
     """
     if link not in LINK_MODES:
-        raise InputError(f"--link {link}", "unknown mode", f"use one of {', '.join(LINK_MODES)}")
-    dirs = [Path(p) for p in inputs]
-    if not dirs:
-        raise InputError(None, "no output folder to merge", "give one or more OUTDIR")
+        raise ParameterError("{link}", f"unknown mode {link!r}", f"use one of {', '.join(LINK_MODES)}",
+                             params=("link",))
     outdir = Path(outdir)
     out_res = outdir.resolve()
-    seen_dirs = set()
-    for d in dirs:
-        if not d.is_dir():
-            raise InputError(d, "is not a folder", "give output folders of 'ifu-extract extract' or 'run'")
-        if d.resolve() == out_res:
-            raise InputError(outdir, "is also one of the folders to merge", "choose a new folder with -o")
-        if d.resolve() in seen_dirs:
-            raise InputError(d, "is given twice", "give each folder once")
-        seen_dirs.add(d.resolve())
+    for part in parts:
+        if part.folder is not None and part.folder.resolve() == out_res:
+            raise InputError(outdir, "is also one of the folders to merge", "choose a new folder to write to")
     if outdir.exists() and not outdir.is_dir():
-        raise InputError(outdir, "is a file, not a folder", "choose a new or empty folder with -o")
+        raise InputError(outdir, "is a file, not a folder", "choose a new or empty folder to write to")
     if outdir.is_dir() and any(outdir.iterdir()):
         # Merged files next to older ones would make a folder no run produced.
-        raise InputError(outdir, "is not empty", "choose a new or empty folder with -o")
+        raise InputError(outdir, "is not empty", "choose a new or empty folder to write to")
     columns = None
     entries: dict[str, tuple[int, dict]] = {}
     order: list[str] = []
     duplicates: list[str] = []
-    cubes: dict[str, tuple[Path, str]] = {}
-    for k, d in enumerate(dirs):
-        cols, rows = read_summary(d / "summary.tsv")
+    cubes: dict[str, tuple[str, str]] = {}
+    given = {}    # Source files given as files: each must be the file of a summary row
+    for part in parts:
+        given.update(part.sources or {})
+    for k, part in enumerate(parts):
+        cols, rows = read_summary(part.summary)
         if columns is None:
             columns = cols
         elif cols != columns:
-            raise InputError(d / "summary.tsv", f"has other columns than {dirs[0] / 'summary.tsv'}",
+            raise InputError(part.summary, f"has other columns than {parts[0].summary}",
                              "merge outputs of the same ifu-extract version")
         for r in rows:
             fname = r.get("FILE", "").strip()
-            src = d / fname if fname else None
+            src = part.source(r)
             if src is not None:
                 cube = _cube_of(src) if src.is_file() else None
                 if cube is not None:
                     csum, name = cube
                     if cubes and csum not in cubes:
-                        other_csum, (other_dir, other_name) = next(iter(cubes.items()))
-                        raise InputError(f"{other_dir} and {d}",
+                        other_csum, (other_label, other_name) = next(iter(cubes.items()))
+                        raise InputError(f"{other_label} and {part.label}",
                                          f"were made from different cubes ({other_name or '?'} "
                                          f"{other_csum[:12]}, {name or '?'} {csum[:12]})",
                                          "merge only the outputs of parts of one cube")
-                    cubes.setdefault(csum, (d, name))
+                    cubes.setdefault(csum, (part.label, name))
             obj_id = r["ID"]
             if obj_id in entries:
                 k0, r0 = entries[obj_id]
                 same_row = all(r0.get(c, "") == r.get(c, "") for c in columns if c != "FILE")
                 f0 = r0.get("FILE", "").strip()
+                src0 = parts[k0].source(r0)
                 same_file = (not f0 and not fname) or (
-                    bool(f0) and bool(fname) and (dirs[k0] / f0).is_file() and src.is_file()
-                    and _same_source(dirs[k0] / f0, src))
+                    bool(f0) and bool(fname) and src0.is_file() and src.is_file()
+                    and _same_source(src0, src))
                 if not (same_row and same_file):
-                    raise InputError(f"ID {obj_id}", f"is in {dirs[k0]} and {d} with different results",
-                                     "merge the outputs of disjoint parts ('ifu-extract split'), "
-                                     "or leave one of them out")
+                    raise InputError(f"ID {obj_id}", f"is in {parts[k0].label} and {part.label} with "
+                                     "different results", "merge the outputs of disjoint parts "
+                                     "('ifu-extract split'), or leave one of them out")
                 duplicates.append(obj_id)
                 continue
             entries[obj_id] = (k, r)
             order.append(obj_id)
-    seg = _merge_segmap(dirs, segmap) if report and plots else None
+    orphans = [i for i in given if i not in entries or not entries[i][1].get("FILE", "").strip()]
+    if orphans:
+        path = given[orphans[0]][0]
+        if _cube_of(path) is None and not _has_id(path):
+            raise InputError(path, "is not a readable Source file (no ID in its primary header)",
+                             "give the Source files written by 'ifu-extract extract' or 'run'")
+        raise InputError(path, f"is the Source file of ID {orphans[0]}, in none of the summary "
+                         "tables", "give the summary table of every part whose Source files are given")
     missing: list[str] = []
     rows_out: list[tuple[int | None, dict]] = []
     if catalog is not None:
@@ -472,7 +533,7 @@ def merge_outputs(inputs, outdir, *, catalog=None, catalog_format: str = "auto",
                 rows_out.append(entries[obj_id])
             else:
                 missing.append(obj_id)
-                rows_out.append((None, _missing_row(columns, obj_id, ra, dec)))
+                rows_out.append((None, missing_row(columns, obj_id, ra, dec)))
         extra = [i for i in order if i not in set(cat_ids)]
         if extra:
             log.warning(f"warning: {len(extra)} merged IDs are not in {Path(catalog).name} "
@@ -488,10 +549,10 @@ def merge_outputs(inputs, outdir, *, catalog=None, catalog_format: str = "auto",
         r = dict(r)
         fname = r.get("FILE", "").strip()
         if k is not None and fname:
-            src = dirs[k] / fname
+            src = parts[k].source(r)
             if src.is_file():
                 dest = sources / Path(fname).name
-                _place(src, dest, link)
+                place_file(src, dest, link)
                 r["FILE"] = f"sources/{dest.name}"
                 n_src += 1
                 if progress:
@@ -500,26 +561,9 @@ def merge_outputs(inputs, outdir, *, catalog=None, catalog_format: str = "auto",
                 warn_object(r["ID"], f"Source file {src} is missing; listed without it")
                 r["FILE"] = ""
                 r["NOTES"] = (r.get("NOTES", "") + "; " if r.get("NOTES", "") else "") + \
-                    f"Source file missing from {dirs[k].name}"
+                    f"Source file missing from {parts[k].name}"
         merged_rows.append(r)
     for obj_id in missing:
         warn_object(obj_id, "in the catalogue but in no merged output folder")
-    _write_summary_text(columns, merged_rows, outdir / "summary.tsv")
-    rep = None
-    if report:
-        from .report import make_report
-
-        rep = make_report(outdir, threads=threads, plots=plots, segmap=seg, **(report_kwargs or {}))
-    return MergeResult(outdir, len(merged_rows), n_src, duplicates, missing, rep)
-
-
-def even_blocks(seq, n: int) -> list:
-    """*seq* cut into at most *n* contiguous blocks of near-equal size (order kept, none empty)."""
-    k, r = divmod(len(seq), n)
-    out, start = [], 0
-    for i in range(n):
-        stop = start + k + (1 if i < r else 0)
-        if stop > start:
-            out.append(seq[start:stop])
-        start = stop
-    return out
+    write_summary_text(columns, merged_rows, outdir / SUMMARY_NAME)
+    return MergeResult(outdir, len(merged_rows), n_src, duplicates, missing)

@@ -2,7 +2,8 @@
 
 A small synthetic cube (80 channels, 40 x 40 spaxels, seven sources, two of them blended) is
 extracted once whole and once in three parts; the masks are built once on the whole catalogue
-(they depend on the neighbours), as the module documentation of :mod:`ifu_extract.chunks` says.
+(they depend on the neighbours), as the module documentation of :mod:`ifu_extract.catalog_parts`
+says.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from astropy.io import fits
 from astropy.table import Table
 
 from conftest import run_main, write_synth
-from ifu_extract import detect, extract, extraction, masks, psf, synth
+from ifu_extract import catalog_extraction, detect, estimators, masks, psf, synth
 from ifu_extract.catalog import read_catalog, write_catalog
-from ifu_extract.chunks import merge_outputs, split_catalog
+from ifu_extract.catalog_parts import split_catalog
 from ifu_extract.cubeio import open_cube
 from ifu_extract.errors import ObjectWarning
 from ifu_extract.image import band_image
-from ifu_extract.report import read_summary
+from ifu_extract.steps.merge import MergeConfig, run_merge
+from ifu_extract.steps.report import ReportConfig
+from ifu_extract.summary import read_summary
 from ifu_extract.wcsutil import pixel_to_world
 
 POSITIONS = {"11": (8.2, 9.1), "12": (30.5, 8.7), "13": (20.3, 20.6), "14": (23.4, 21.9),
@@ -33,8 +36,8 @@ OFF_FIELD = "20"
 def _extract(cube, catalog_path, masks_path, outdir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cfg = extract.ExtractConfig(apertures=(0.6,), psf=psf.PSFModel("moffat", (0.7,), (2.8,)))
-        return extraction.extract_catalog(cube, read_catalog(catalog_path), masks_path, outdir, cfg)
+        cfg = estimators.ExtractConfig(apertures=(0.6,), psf=psf.PSFModel("moffat", (0.7,), (2.8,)))
+        return catalog_extraction.extract_catalog(cube, read_catalog(catalog_path), masks_path, outdir, cfg)
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +136,18 @@ def test_split_converts_to_tsv(field, tmp_path):
     assert [str(v) for v in tab["ID"]] == ["11", "12", "13", OFF_FIELD]
 
 
+def test_split_suffix_names_the_parts(field, tmp_path, capfd):
+    """--suffix: the parts named for Galaxy's collection (its datatype as the extension)."""
+    res = run_main(["split", field["cat"], "-n", "2", "-o", tmp_path / "p", "--output-format", "tsv",
+                    "--suffix", ".tabular"], capfd)
+    assert res.exit_code == 0, res.stderr
+    files = sorted((tmp_path / "p").iterdir())
+    assert [f.name for f in files] == ["field_part01.tabular", "field_part02.tabular"]
+    assert files[0].read_text().startswith("ID\tRA\tDEC")
+    res = run_main(["split", field["cat"], "-n", "2", "-o", tmp_path / "q", "--suffix", "a/b"], capfd)
+    assert res.exit_code == 2 and "--suffix" in res.stderr and not (tmp_path / "q").exists()
+
+
 @pytest.mark.parametrize("args, code, text", [
     (["-n", "9"], 1, "has 8 catalogue rows, fewer than the 9 parts asked"),
     (["-n", "0"], 2, "usage error"),
@@ -182,11 +197,74 @@ def test_split_extract_merge_equals_one_run(field, parts, tmp_path, capfd):
     assert pngs == {f"{r['ID']}_{k}.png" for r in rows if r["FILE"] for k in ("stamps", "spectrum")}
 
 
+def test_merge_of_files_equals_merge_of_folders(field, parts, tmp_path, capfd):
+    """Galaxy's way: each part's summary and all the Source files given as files, with names
+    that say nothing and in any order (matched by the IDs in their headers); the report page
+    and its assets where asked.  Same merged folder and page as from the folders."""
+    data = tmp_path / "datasets"
+    data.mkdir()
+    args, k = [], 0
+    for part in parts:
+        k += 1
+        args += ["--part-summary", shutil.copy(part / "summary.tsv", data / f"dataset_{k}.dat")]
+    for src in sorted((p for part in parts for p in (part / "sources").glob("*.fits")), reverse=True):
+        k += 1
+        args += ["--part-sources", shutil.copy(src, data / f"dataset_{k}.dat")]
+    res = run_main(["merge", *args, "-o", tmp_path / "from_files", "--html", tmp_path / "page.html",
+                    "--assets-dir", tmp_path / "page" / "from_folders", "--no-plots"], capfd)
+    assert res.exit_code == 0, res.stderr
+    res = run_main(["merge", *parts, "-o", tmp_path / "from_folders", "--no-plots"], capfd)
+    assert res.exit_code == 0, res.stderr
+    a, b = tmp_path / "from_files", tmp_path / "from_folders"
+    assert (a / "summary.tsv").read_bytes() == (b / "summary.tsv").read_bytes()
+    names = sorted(p.name for p in (b / "sources").iterdir())
+    assert sorted(p.name for p in (a / "sources").iterdir()) == names and len(names) == 7
+    for name in names:
+        assert (a / "sources" / name).read_bytes() == (b / "sources" / name).read_bytes()
+    # (The page's default title names its assets folder, here named as the other.)
+    assert (tmp_path / "page.html").read_bytes() == (b / "index.html").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "page" / "from_folders" / "sources").iterdir()) == names
+    assert not (a / "index.html").exists()
+
+
+def test_merge_of_files_refuses_two_different_sources_of_one_id(parts, tmp_path, capfd):
+    twin = tmp_path / "11.fits"
+    shutil.copy(parts[0] / "sources" / "11.fits", twin)
+    with fits.open(twin, mode="update") as hdul:
+        name = next(h.name for h in hdul if h.name.startswith("SPE_"))
+        hdul[name].data = hdul[name].data * 1.01
+    res = run_main(["merge", "--part-summary", parts[0] / "summary.tsv", "--part-sources",
+                    parts[0] / "sources" / "11.fits", "--part-sources", twin, "-o", tmp_path / "m"],
+                   capfd)
+    assert res.exit_code == 1 and len(res.err_lines) == 1
+    assert "ID 11: has two Source files with different results" in res.err_lines[0]
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("case, text", [
+    ("orphan", "is the Source file of ID 14, in none of the summary tables"),
+    ("unreadable", "is not a readable Source file"),
+])
+def test_merge_of_files_refuses_sources_of_no_summary(parts, tmp_path, capfd, case, text):
+    if case == "orphan":
+        extra = parts[1] / "sources" / "14.fits"
+    else:
+        extra = tmp_path / "dataset_9.dat"
+        extra.write_text("not a FITS file")
+    res = run_main(["merge", "--part-summary", parts[0] / "summary.tsv", "--part-sources",
+                    parts[0] / "sources" / "11.fits", "--part-sources", extra, "-o", tmp_path / "m"],
+                   capfd)
+    assert res.exit_code == 1 and len(res.err_lines) == 1
+    assert text in res.err_lines[0] and str(extra) in res.err_lines[0]
+    assert not (tmp_path / "m").exists()
+
+
 def test_merge_follows_the_catalogue_and_lists_missing_ids(field, parts, tmp_path):
     merged = tmp_path / "merged"
     with pytest.warns(ObjectWarning, match="in no merged output folder"):
-        result = merge_outputs([parts[2], parts[0]], merged, catalog=field["cat"], link="hardlink",
-                               report=True, plots=False)
+        result = run_merge([parts[2], parts[0]], merged,
+                           MergeConfig(catalog=field["cat"], link="hardlink",
+                                       report_config=ReportConfig(plots=False))).merge
     _, rows = read_summary(merged / "summary.tsv")
     assert [r["ID"] for r in rows] == ["11", "12", "13", OFF_FIELD, "14", "15", "16", "17"]
     missing = [r["ID"] for r in rows if r["STATUS"].startswith("missing")]
