@@ -10,6 +10,7 @@ rows by their ``ID`` keyword and copied to ``sources_out``, where new ones are w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,18 @@ class DeblendStepConfig:
     psf_star: str | None = None
     wave_range: tuple | None = None
     size: float = 5.0
+
+    @classmethod
+    def from_options(cls, **options) -> "DeblendStepConfig":
+        """The configuration from the ``deblend`` command's option values, by parameter name
+        (``max_group=10``, ``fwhm=None``...; names of neither this class nor
+        :class:`~ifu_extract.deblend.DeblendConfig` are ignored), so that ``run`` builds it
+        from the same options as the verb."""
+        fit_names = {f.name for f in dataclasses.fields(DeblendConfig)}
+        own = {f.name for f in dataclasses.fields(cls)} - {"fit"}
+        kw = {k: v for k, v in options.items() if k in own}
+        kw["wave_range"] = tuple(kw["wave_range"]) if kw.get("wave_range") else None
+        return cls(fit=DeblendConfig(**{k: v for k, v in options.items() if k in fit_names}), **kw)
 
 
 @dataclass
