@@ -243,7 +243,7 @@ def test_merge_of_files_refuses_two_different_sources_of_one_id(parts, tmp_path,
 
 @pytest.mark.parametrize("case, text", [
     ("orphan", "is the Source file of ID 14, in none of the summary tables"),
-    ("unreadable", "is not a readable Source file"),
+    ("unreadable", "is not a readable FITS file"),
 ])
 def test_merge_of_files_refuses_sources_of_no_summary(parts, tmp_path, capfd, case, text):
     if case == "orphan":
@@ -329,6 +329,24 @@ def test_merge_bad_inputs_are_one_line(field, parts, tmp_path, capfd, case, text
     assert text in res.err_lines[0] and "Traceback" not in res.stderr
     # Nothing written: a new folder is not created, an existing one is unchanged.
     assert (sorted(p.name for p in out.rglob("*")) if out.exists() else None) == before
+
+
+def test_merge_failing_late_leaves_nothing(parts, tmp_path, monkeypatch):
+    """A failure once writing has begun (here the report's page) removes the merged folder."""
+    import ifu_extract.steps.report as step_report
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(step_report, "write_index", broken)
+    out = tmp_path / "merged"
+    with pytest.raises(OSError):
+        run_merge(list(parts), out, MergeConfig(report_config=ReportConfig(plots=False)))
+    assert not out.exists()
+    out.mkdir()                                       # an empty folder given: kept, emptied
+    with pytest.raises(OSError):
+        run_merge(list(parts), out, MergeConfig(report_config=ReportConfig(plots=False)))
+    assert out.is_dir() and not any(out.iterdir())
 
 
 def test_merge_usage_errors_exit_2(parts, tmp_path, capfd):

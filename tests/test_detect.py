@@ -844,3 +844,31 @@ def test_merge_catalog_bad_file_is_one_line(tmp_path, capfd):
     assert "bad.csv" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.tsv").exists()
+
+
+# ------------------------------------------------------------------------ the step, all or none
+def test_run_detect_writes_all_products_or_none(tmp_path, monkeypatch):
+    """steps.detect.run_detect: the catalogue, the maps and the PNG are renamed into place
+    together; a failure in the last one (the plot) leaves none of them, and files that were
+    there before (Galaxy creates its outputs empty) are left as they were."""
+    from ifu_extract import detect_plot
+    from ifu_extract.steps.detect import DetectConfig, DetectOutputs, run_detect
+
+    out = DetectOutputs(tmp_path / "cat.tsv", segmap=tmp_path / "seg.fits",
+                        rms=tmp_path / "rms.fits", plot=tmp_path / "det.png")
+    (tmp_path / "rms.fits").write_bytes(b"")
+
+    def broken(*args, **kw):
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setattr(detect_plot, "plot_detections", broken)
+    with pytest.raises(RuntimeError, match="plot failed"):
+        run_detect(TEST_DATA / "detect_field.fits", out, DetectConfig(thresh=2.0))
+    assert _listing(tmp_path) == ["rms.fits"] and (tmp_path / "rms.fits").stat().st_size == 0
+    monkeypatch.undo()
+    res = run_detect(TEST_DATA / "detect_field.fits", out, DetectConfig(thresh=2.0))
+    assert _listing(tmp_path) == ["cat.tsv", "det.png", "rms.fits", "seg.fits"]
+    assert len(res.catalog) == len(res.detection) > 0 and res.kind == "fits"
+    with fits.open(tmp_path / "seg.fits") as hdul:
+        assert hdul[0].header["IFXPROD"] == "SEGMENTATION"
+        assert hdul[0].header["NSOURCES"] == len(res.detection)

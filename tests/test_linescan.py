@@ -13,48 +13,10 @@ from ifu_extract import synth
 from ifu_extract.contsub import subtract_continuum
 from ifu_extract.cubeio import open_cube
 from ifu_extract.errors import InputError
-from ifu_extract.emitters import emitter_image, extract_emitter, merge_emitters
+from ifu_extract.emitters import emitter_image, extract_emitter
 from ifu_extract.linescan import DEFAULT_SKY_WINDOWS, ScanConfig, scan_lines
 from ifu_extract.psf import psf_from_cube
-from ifu_extract.wcsutil import pixel_to_world
-
-SHAPE = (480, 40, 40)           # 4750-5349 Angstrom, 8" x 8"
-LINE, LINE_SIGMA = 5100.0, 1.5  # Angstrom
-EMITTER = (22.3, 17.6)
-
-
-def _galaxy(wave):
-    """A bright continuum galaxy with absorption features and a break (never a line emitter)."""
-    return synth.continuum_spectrum(wave, 25.0, 0.6, [(4861, 5, .4), (5175, 8, .35), (5270, 6, .2)]) * (
-        0.7 + 0.3 / (1 + np.exp(-(wave - 5000) / 20)))
-
-
-def _cube(path, seed, *, line_snr=10.0, with_emitter=True, sky_line=False):
-    """Noise sigma 1; the emitter's line flux set so that its expected matched-filter S/N in
-    the 5 Angstrom band centred on the line is *line_snr*."""
-    wave = 4750.0 + 1.25 * np.arange(SHAPE[0])
-    srcs = [synth.SynthSource("G", 10.2, 30.1, _galaxy(wave), kind="sersic", re_arcsec=0.5, n=1.0)]
-    flux = 0.0
-    if with_emitter:
-        unit = synth.emission_line(wave, LINE, LINE_SIGMA, 1.0)
-        _, _, _, _, t1 = synth.make_cube([synth.SynthSource("E", *EMITTER, unit)], shape=SHAPE, sigma=0.0,
-                                         keep_models=True)
-        band = (wave >= LINE - 2.5) & (wave < LINE + 2.5)
-        nb = t1.models["E"][band].mean(axis=0)          # noise-free band image of unit flux
-        # side bands (2 x 20 Angstrom) add their noise to the band's; matched filter = profile.
-        sig_nb = np.sqrt(1.0 / band.sum() + 0.5 / 16.0)
-        p = nb / nb.sum()
-        snr_unit = (p * nb).sum() / sig_nb / np.sqrt((p * p).sum())
-        flux = line_snr / snr_unit
-        srcs.append(synth.SynthSource("E", *EMITTER, unit * flux))
-    sky = None
-    if sky_line:  # a sky-subtraction residual at [O I] 5577 would be out of range: use 5300
-        sky = synth.emission_line(wave, 5300.0, 1.5, 30.0)
-    data, var, dq, hdr, truth = synth.make_cube(srcs, shape=SHAPE, sigma=1.0, seed=seed, nan_fraction=1e-4,
-                                                sky=sky)
-    synth.cube_hdulist(data, var, dq, hdr).writeto(path, overwrite=True)
-    return flux, truth
-
+from linescan_helpers import EMITTER, LINE, LINE_SIGMA, SHAPE, make_cube as _cube
 
 def test_line_emitter_found_and_flux_recovered(tmp_path):
     """A line-only emitter at S/N 10 in its narrow band is found, at its wavelength, and its
@@ -130,21 +92,6 @@ def test_sky_windows_are_skipped(tmp_path):
     assert inside.sum() >= 8 and not scan.scanned[inside].any() and plain.scanned[inside].all()
 
 
-def test_merge_catalog_ids_win(tmp_path):
-    path = tmp_path / "cube.fits"
-    _cube(path, seed=4)
-    with open_cube(path) as cube:
-        scan = scan_lines(cube, psf=psf_from_cube(cube))
-        ra, dec = pixel_to_world(cube.wcs, np.array([10.2, EMITTER[0] + 1.0]), np.array([30.1, EMITTER[1]]))
-        cat = Table({"ID": ["gal", "near"], "RA": ra, "DEC": dec, "STATUS": ["ok", "ok"]})
-        merged = merge_emitters(cat, scan.catalog, cube, radius=0.6)
-        assert list(merged["ID"]) == ["gal", "near"]          # matched within 0.6": no new row
-        assert np.isnan(merged["LINE_WAVE"][0]) and abs(merged["LINE_WAVE"][1] - LINE) < 3
-        far = merge_emitters(cat[:1], scan.catalog, cube, radius=0.6)
-        assert list(far["ID"]) == ["gal", "L1"] and list(far["ORIGIN"]) == ["catalog", "linescan"]
-        assert far["STATUS"][1] == "ok"
-
-
 def test_scan_on_a_contsub_cube_and_bad_options(tmp_path):
     path = tmp_path / "cube.fits"
     _cube(path, seed=4)
@@ -157,50 +104,6 @@ def test_scan_on_a_contsub_cube_and_bad_options(tmp_path):
             scan_lines(cube, config=ScanConfig(window=0.5))
         with pytest.raises(InputError, match="empty"):
             scan_lines(cube, config=ScanConfig(sky_windows=((5000.0, 4990.0),)))
-
-
-def test_scan_catalog_and_emitter_images_round_trip(tmp_path):
-    """What ``detect --line-scan`` writes: the merged catalogue and the emitters' narrow-band
-    images (WCS, band, variance), which give the same MUSE_NB spectrum when read back."""
-    from ifu_extract.emitters import read_emitter_images, scan_catalog, write_emitter_images
-
-    path = tmp_path / "cube.fits"
-    _cube(path, seed=4)
-    with open_cube(path) as cube:
-        psf = psf_from_cube(cube)
-        merged, scan = scan_catalog(cube, None, psf=psf)
-        assert list(merged["ID"]) == ["L1"] and merged["ORIGIN"][0] == "linescan"
-        write_emitter_images(tmp_path / "nb.fits", cube, scan, inputs={"cube": path})
-        images = read_emitter_images(tmp_path / "nb.fits")
-        assert set(images) == {"L1"}
-        img = images["L1"]
-        direct = emitter_image(cube, scan.catalog["LBDA"][0], scan.config)
-        assert np.allclose(img.data, direct.data, equal_nan=True) and img.var is not None
-        assert img.wcs is not None and abs(img.meta["LINEWAVE"][0] - scan.catalog["LBDA"][0]) < 1.3
-        from astropy.io import fits
-        with fits.open(tmp_path / "nb.fits") as hdul:  # the calibration travels with the images
-            assert hdul[0].header["SNRTHR"] == 5.5 and hdul[0].header["NFALSE"] == scan.n_false
-        e = scan.catalog[0]
-        a = extract_emitter(cube, e["X"], e["Y"], img, psf=psf)
-        b = extract_emitter(cube, e["X"], e["Y"], direct, psf=psf)
-        assert np.allclose(a.flux, b.flux, equal_nan=True)
-
-
-def test_merge_into_a_detect_catalogue(tmp_path):
-    """A catalogue from ``detect`` (integer IDs, many columns) takes the emitters as new rows."""
-    from ifu_extract.detect import detect_sources
-    from ifu_extract.image import band_image
-
-    path = tmp_path / "cube.fits"
-    _cube(path, seed=4)
-    with open_cube(path) as cube:
-        det = detect_sources(band_image(cube)).catalog
-        scan = scan_lines(cube, psf=psf_from_cube(cube))
-        merged = merge_emitters(det, scan.catalog, cube)
-    assert len(merged) == len(det) + 1
-    assert merged["ID"][-1] == "L1" and merged["ORIGIN"][-1] == "linescan"
-    assert [str(v) for v in merged["ID"][:-1]] == [str(v) for v in det["ID"]]
-    assert np.isnan(merged["flux"][-1]) and abs(merged["LINE_WAVE"][-1] - LINE) < 3
 
 
 # ---------------------------------------------------------------------- one row per line

@@ -120,3 +120,112 @@ def test_detect_line_scan_cli(mosaic, tmp_path, capfd):
     # --line-scan on an image is a usage error.
     res = run_main(["detect", tmp_path / "nb.fits", "-o", tmp_path / "x.tsv", "--line-scan"], capfd)
     assert res.exit_code in (1, 2) and "Traceback" not in res.stderr
+
+
+# ------------------------------------------------------------------ run's options and its plan
+class _Stop(Exception):
+    """Raised by a patched step: the test has what it wanted to see."""
+
+
+def _request(args, monkeypatch, **env):
+    from ifu_extract.commands import run as run_cmd
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    seen = {}
+    monkeypatch.setattr(run_cmd, "run_run", lambda req: seen.setdefault("req", req))
+    from click.testing import CliRunner
+
+    res = CliRunner().invoke(run_cmd.cmd, [str(a) for a in args])
+    return res, seen.get("req")
+
+
+def test_run_options_are_the_verbs_options(monkeypatch, tmp_path):
+    """run's options that set a verb's parameter are that verb's option: same bounds (no drift),
+    and the value reaches every step that takes it."""
+    from ifu_extract.commands.extract import cmd as extract_cmd
+    from ifu_extract.commands.run import cmd as run_cmd
+
+    mine = {p.name: p for p in run_cmd.params}
+    theirs = {p.name: p for p in extract_cmd.params}
+    for name in ("fwhm", "beta", "apertures", "wave_range", "threads"):
+        assert repr(mine[name].type) == repr(theirs[name].type), name
+    res, _ = _request(["c.fits", "-o", tmp_path / "o", "--beta", "0.5"], monkeypatch)
+    assert res.exit_code == 2 and "0.5 is not in the range x>1" in res.output
+    res, req = _request(["c.fits", "-o", tmp_path / "o", "--fwhm", "0.9", "--threads", "3",
+                         "--contsub", "--deblend"], monkeypatch)
+    assert res.exit_code == 0, res.output
+    plan = req.plan
+    assert plan.mask.fwhm == plan.extract.fwhm == plan.deblend.fwhm == 0.9
+    assert plan.threads == plan.extract.threads == plan.report.threads == 3
+    assert req.given["mask"] == {"fwhm": 0.9}
+
+
+def test_run_toml_is_the_verbs_default_map(monkeypatch, tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[detect]\nthresh = 2.5\nback-mask-sources = false\n\n[contsub]\ndegree = 3\n"
+                   "\n[extract]\naperture = [0.4]\n")
+    res, req = _request(["c.fits", "-o", tmp_path / "o", "--config", cfg, "--contsub",
+                         "--aperture", "0.7"], monkeypatch, GALAXY_SLOTS="4")
+    assert res.exit_code == 0, res.output
+    plan = req.plan
+    assert plan.detect.thresh == 2.5 and plan.detect.back_mask_sources is False
+    assert plan.detect.minarea == 5                      # detect's own default
+    assert plan.contsub.degree == 3 and plan.threads == 4
+    assert plan.extract.apertures == (0.7,)             # the command line wins over the file
+
+
+def test_fwhm_reaches_the_line_scan_and_threads_contsub(monkeypatch, tmp_path, point_field):
+    """--fwhm is the PSF of the line scan too (it never was), fitted or given once for every
+    step; --threads is contsub's number of workers."""
+    import ifu_extract.steps.pipeline as pipeline
+    from ifu_extract.commands.run import build_request
+    from ifu_extract.steps.run import run_run
+
+    cube, _ = point_field
+    seen = {}
+
+    def contsub(cube_path, output, *, threads, **kw):
+        seen["threads"] = threads
+        return _real_contsub(cube_path, output, threads=threads, **kw)
+
+    def scan(cube_path, table, request, *, psf=None, **kw):
+        seen["psf"] = psf
+        raise _Stop
+
+    _real_contsub = pipeline.run_contsub
+    monkeypatch.setattr(pipeline, "run_contsub", contsub)
+    monkeypatch.setattr(pipeline, "run_line_scan", scan)
+    req = build_request(cube, None, tmp_path / "o", options={"fwhm": 0.9, "threads": 2},
+                        flags={"contsub": True, "line_scan": True, "plots": False})
+    with pytest.raises(_Stop):
+        run_run(req)
+    assert seen["threads"] == 2
+    assert seen["psf"] is not None and seen["psf"].fwhm(6000.0) == pytest.approx(0.9)
+
+
+def test_psf_resolved_once_and_given_to_extract(monkeypatch, tmp_path, point_field):
+    import ifu_extract.steps.pipeline as pipeline
+    from ifu_extract.commands.run import build_request
+    from ifu_extract.steps.run import run_run
+
+    cube, _ = point_field
+    calls, seen = [], {}
+    real = pipeline.resolve_psf
+
+    def resolve(*args, **kw):
+        calls.append(kw)
+        return real(*args, **kw)
+
+    def extract(cube_path, catalog, masks, outdir, options, **kw):
+        seen["psf"] = options.psf
+        raise _Stop
+
+    monkeypatch.setattr(pipeline, "resolve_psf", resolve)
+    monkeypatch.setattr(pipeline, "run_extract", extract)
+    req = build_request(cube, None, tmp_path / "o", options={"fwhm": 0.9, "beta": 3.0},
+                        flags={"plots": False})
+    with pytest.raises(_Stop):
+        run_run(req)
+    assert len(calls) == 1 and calls[0]["fwhm"] == 0.9
+    assert seen["psf"].fwhm(6000.0) == pytest.approx(0.9) and seen["psf"].beta(6000.0) == 3.0

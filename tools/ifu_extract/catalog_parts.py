@@ -39,13 +39,13 @@ from .fitsout import atomic_path, ensure_dir
 from .summary import SUMMARY_NAME, index_sources, missing_row, read_summary, write_summary_text
 
 __all__ = ["SPLIT_FORMATS", "LINK_MODES", "SplitPart", "Part", "MergeResult", "split_catalog",
-           "folder_parts", "file_parts", "merge_outputs", "merge_parts", "part_names", "place_file"]
+           "folder_parts", "file_parts", "merge_parts", "part_names", "place_file"]
 
 log = logging.getLogger("ifu_extract")
 
 #: Output formats of :func:`split_catalog`: ``same`` keeps the input's.
 SPLIT_FORMATS = ("same", "tsv", "csv", "ecsv", "fits")
-#: How :func:`merge_outputs` puts the Source files in the merged folder.
+#: How :func:`merge_parts` puts the Source files in the merged folder.
 LINK_MODES = ("copy", "hardlink")
 _SUFFIX = {"tsv": ".tsv", "csv": ".csv", "ecsv": ".ecsv", "fits": ".fits"}
 # Cards that differ between two runs of the same object (dates, file names, checksums).
@@ -253,7 +253,7 @@ def _table_hdu_class(header: fits.Header):
 # ----------------------------------------------------------------------------- merge
 @dataclass
 class MergeResult:
-    """What :func:`merge_outputs` did.
+    """What :func:`merge_parts` did.
 
     Attributes
     ----------
@@ -308,13 +308,6 @@ def _cube_of(path: Path) -> tuple[str, str] | None:
         return None
     csum = str(hdr.get("CUBECSUM", "")).strip()
     return (csum, str(hdr.get("CUBE", "")).strip()) if csum else None
-
-
-def _has_id(path: Path) -> bool:
-    try:
-        return "ID" in fits.getheader(path, 0)
-    except Exception:  # noqa: BLE001 - unreadable
-        return False
 
 
 def place_file(src: Path, dest: Path, link: str = "copy") -> None:
@@ -413,17 +406,6 @@ def file_parts(summaries, sources) -> list[Part]:
     return [Part(p.stem, str(p), p, sources=by_id) for p in paths]
 
 
-def merge_outputs(inputs, outdir, *, catalog=None, catalog_format: str = "auto", link: str = "copy",
-                  progress=None) -> MergeResult:
-    """Merge the output folders of catalogue parts into one folder and summary.
-
-    :func:`merge_parts` of :func:`folder_parts`; the QA report of the merged folder is the
-    ``merge`` step's (:func:`ifu_extract.steps.merge.run_merge`).
-    """
-    return merge_parts(folder_parts(inputs), outdir, catalog=catalog, catalog_format=catalog_format,
-                       link=link, progress=progress)
-
-
 def merge_parts(parts: list[Part], outdir, *, catalog=None, catalog_format: str = "auto",
                 link: str = "copy", progress=None) -> MergeResult:
     """Merge the results of catalogue parts into one folder: ``sources/`` and ``summary.tsv``.
@@ -518,9 +500,6 @@ def merge_parts(parts: list[Part], outdir, *, catalog=None, catalog_format: str 
     orphans = [i for i in given if i not in entries or not entries[i][1].get("FILE", "").strip()]
     if orphans:
         path = given[orphans[0]][0]
-        if _cube_of(path) is None and not _has_id(path):
-            raise InputError(path, "is not a readable Source file (no ID in its primary header)",
-                             "give the Source files written by 'ifu-extract extract' or 'run'")
         raise InputError(path, f"is the Source file of ID {orphans[0]}, in none of the summary "
                          "tables", "give the summary table of every part whose Source files are given")
     missing: list[str] = []

@@ -98,7 +98,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from scipy import ndimage
 
-from .errors import InputError
+from .errors import InputError, ParameterError
 from .fitsio import file_head, is_fits, is_tiff
 from .image import Image, image_from_input, is_cube_file, read_image
 from .wcsutil import pixel_to_world, same_grid
@@ -253,8 +253,8 @@ def gaussian_kernel(fwhm: float, size: int | None = None) -> np.ndarray:
         ``(size, size)`` float64 kernel summing to 1.
     """
     if not fwhm > 0:
-        raise InputError("--filter-fwhm", f"{fwhm} is not a positive FWHM",
-                         "give a FWHM in pixels > 0")
+        raise ParameterError("{kernel_fwhm}", f"{fwhm} is not a positive FWHM",
+                             "give a FWHM in pixels > 0", params=("kernel_fwhm",))
     if size is None:
         size = 2 * int(np.ceil(1.5 * fwhm)) + 1
     half = size // 2
@@ -320,8 +320,8 @@ def _resolve_kernel(kernel, kernel_fwhm):
             return f"gaussian FWHM {kernel_fwhm:g} px", gaussian_kernel(kernel_fwhm)
         if kernel == "none":
             return "none", None
-        raise InputError("--filter-kernel", f"unknown kernel {kernel!r}",
-                         f"use one of {', '.join(KERNELS)} or a kernel file")
+        raise ParameterError("{kernel}", f"unknown kernel {kernel!r}",
+                             f"use one of {', '.join(KERNELS)} or a kernel file", params=("kernel",))
     if kernel is None:
         return "none", None
     kern = _check_kernel(kernel, "filter kernel")
@@ -340,8 +340,8 @@ def _check_var_ext(path: Path, var_ext) -> None:
     if (key.isdigit() and int(key) < len(names)) or key.upper() in names:
         return
     listing = ", ".join(f"{i}:{n or '-'}" for i, n in enumerate(names))
-    raise InputError(path, f"has no extension {var_ext!r} for the variance (extensions: "
-                     f"{listing})", "choose one of those with --var-ext")
+    raise ParameterError(path, f"has no extension {var_ext!r} for the variance (extensions: "
+                         f"{listing})", "choose one of those with {var_ext}", params=("var_ext",))
 
 
 def read_detection_image(path, *, wave_range=None, line=None, width=10.0, side_width=None,
@@ -382,8 +382,9 @@ def read_detection_image(path, *, wave_range=None, line=None, width=10.0, side_w
     band = wave_range is not None or line is not None
     if is_tiff(head):
         if band:
-            raise InputError(path, "is a TIFF image; --wave-range/--line apply to cubes only",
-                             "drop the band options, or give the cube")
+            raise ParameterError(path, "is a TIFF image; {wave_range}/{line} apply to cubes only",
+                                 "drop the band options, or give the cube",
+                                 params=("wave_range", "line"))
         image, kind = read_image(path), "tiff"
     elif is_fits(head) or path.name.endswith((".gz", ".fz")):
         if is_cube_file(path):
@@ -395,8 +396,9 @@ def read_detection_image(path, *, wave_range=None, line=None, width=10.0, side_w
             _check_var_ext(path, var_ext)
             image, kind = read_image(path, ext=data_ext, var_ext=var_ext), "fits"
             if band or dq_ext is not None:
-                raise InputError(path, "is a 2-D image; --wave-range, --line and --dq-ext apply "
-                                 "to cubes only", "drop those options, or give the cube")
+                raise ParameterError(path, "is a 2-D image; {wave_range}, {line} and {dq_ext} "
+                                     "apply to cubes only", "drop those options, or give the cube",
+                                     params=("wave_range", "line", "dq_ext"))
     else:
         raise InputError(path, "is neither a FITS nor a TIFF file",
                          "give a FITS image or cube, or a single-channel TIFF image")
@@ -449,7 +451,8 @@ def _box(size, shape) -> tuple[int, int]:
     """(bw, bh) from an int or a pair, clipped to the image (one box covers a small image)."""
     bw, bh = (size, size) if np.ndim(size) == 0 else tuple(size)
     if int(bw) < 1 or int(bh) < 1:
-        raise InputError("--back-size", f"{size} is not a positive box size", "give pixels >= 1")
+        raise ParameterError("{back_size}", f"{size} is not a positive box size", "give pixels >= 1",
+                             params=("back_size",))
     return min(int(bw), shape[1]), min(int(bh), shape[0])
 
 
@@ -469,9 +472,9 @@ def _extract(data, thresh, err, **kwargs):
                 elif "deblending overflow" in msg and sep.get_sub_object_limit() < _MAX_SUB_OBJECTS:
                     sep.set_sub_object_limit(min(_MAX_SUB_OBJECTS, 4 * sep.get_sub_object_limit()))
                 else:
-                    raise InputError("detection", f"SEP failed ({msg.split(':')[0]})",
-                                     "raise --thresh or --minarea, or lower --deblend-nthresh"
-                                     ) from None
+                    raise ParameterError("detection", f"SEP failed ({msg.split(':')[0]})",
+                                         "raise {thresh} or {minarea}, or lower {deblend_nthresh}",
+                                         params=("thresh", "minarea", "deblend_nthresh")) from None
     finally:
         sep.set_extract_pixstack(stack0)
         sep.set_sub_object_limit(limit0)
@@ -632,13 +635,14 @@ def detect_sources(image: Image, *, back_size=DEFAULTS["back_size"],
         No source detected; no WCS (RA/DEC are NaN).
     """
     if thresh_type not in THRESH_TYPES:
-        raise InputError("--thresh-type", f"unknown threshold type {thresh_type!r}",
-                         f"use one of {', '.join(THRESH_TYPES)}")
+        raise ParameterError("{thresh_type}", f"unknown threshold type {thresh_type!r}",
+                             f"use one of {', '.join(THRESH_TYPES)}", params=("thresh_type",))
     if filter_type not in FILTER_TYPES:
-        raise InputError("--filter-type", f"unknown filter type {filter_type!r}",
-                         f"use one of {', '.join(FILTER_TYPES)}")
+        raise ParameterError("{filter_type}", f"unknown filter type {filter_type!r}",
+                             f"use one of {', '.join(FILTER_TYPES)}", params=("filter_type",))
     if not thresh > 0:
-        raise InputError("--thresh", f"{thresh} is not a positive threshold", "give a value > 0")
+        raise ParameterError("{thresh}", f"{thresh} is not a positive threshold", "give a value > 0",
+                             params=("thresh",))
     kernel_name, kern = _resolve_kernel(kernel, kernel_fwhm)
     data = np.asarray(image.data)
     if data.ndim != 2:
@@ -653,14 +657,15 @@ def detect_sources(image: Image, *, back_size=DEFAULTS["back_size"],
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape != shape:
-            raise InputError("--mask", f"mask shape {mask.shape} differs from the image {shape}",
-                             "give a mask on the image grid")
+            raise ParameterError("{mask}", f"mask shape {mask.shape} differs from the image {shape}",
+                                 "give a mask on the image grid", params=("mask",))
         # SEP's rule: masked where the value exceeds the threshold (True counts as 1).
         bad |= mask.astype(np.float64) > mask_thresh
     if thresh_type == "variance":
         if var is None:
-            raise InputError("--thresh-type variance", "the image has no variance (STAT) extension",
-                             "use --thresh-type global or local, or give an image with STAT")
+            raise ParameterError("{thresh_type} variance", "the image has no variance (STAT) extension",
+                                 "use {thresh_type} global or local, or give an image with STAT",
+                                 params=("thresh_type",))
         bad |= var <= 0
     if bad.all():
         raise InputError("image", "has no usable pixel (all NaN or masked)",
@@ -673,9 +678,10 @@ def detect_sources(image: Image, *, back_size=DEFAULTS["back_size"],
     good_vals = work[~bad]
     if thresh_type in ("auto", "global", "local") and np.all(good_vals == good_vals[0]):
         # SEP would report an RMS of 1 for a flat image: refuse rather than detect noise of 0.
-        raise InputError("image", "is flat: its background RMS is 0, so a threshold in sigma "
-                         "means nothing",
-                         "use --thresh-type absolute with a threshold in image units")
+        raise ParameterError("image", "is flat: its background RMS is 0, so a threshold in sigma "
+                             "means nothing",
+                             "use {thresh_type} absolute with a threshold in image units",
+                             params=("thresh_type",))
     bw, bh = _box(back_size, shape)
     fw, fh = (back_filter_size, back_filter_size) if np.ndim(back_filter_size) == 0 \
         else tuple(back_filter_size)

@@ -112,20 +112,38 @@ def missing_row(columns, obj_id: str, ra: float, dec: float) -> dict:
     return {c: defaults.get(c, "") for c in columns}
 
 
-def index_sources(paths) -> dict[str, list[Path]]:
+def index_sources(paths, *, unique: bool = False) -> dict[str, list[Path]]:
     """``{ID: [paths]}`` of Source files, from the ``ID`` of their primary headers (given order).
 
     How Source files given as files (Galaxy datasets, whose names say nothing) are matched to
-    summary rows.  An unreadable file, or one without ``ID``, is keyed by its file stem: the row
-    whose Source file it was then finds it missing, and says so.
+    summary and catalogue rows.
+
+    Parameters
+    ----------
+    paths : iterable of str or os.PathLike
+    unique : bool
+        Refuse two files of one ID (else both are listed, for the caller to compare).
+
+    Raises
+    ------
+    InputError
+        A file that is not FITS, has no ``ID`` keyword, or (*unique*) repeats another's ID.
     """
     out: dict[str, list[Path]] = {}
-    for p in map(Path, paths):
+    for p in map(Path, paths or ()):
         try:
-            key = ascii_unescape(str(fits.getheader(p, 0)["ID"]))
-        except Exception:  # noqa: BLE001 - reported by the row that needs it
-            key = p.stem
-        out.setdefault(key, []).append(p)
+            value = fits.getheader(p, 0).get("ID")
+        except (OSError, ValueError) as exc:
+            raise InputError(p, f"is not a readable FITS file ({exc})".rstrip("."),
+                             "give the Source files of extract or run") from None
+        if value is None:
+            raise InputError(p, "has no ID keyword, so it is not a Source file",
+                             "give the Source files of extract or run")
+        obj_id = ascii_unescape(str(value))
+        if unique and obj_id in out:
+            raise InputError(p, f"has ID {obj_id}, as {out[obj_id][0]} has",
+                             "give each object's Source file once")
+        out.setdefault(obj_id, []).append(p)
     return out
 
 

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import click
 
-from ._options import report
+from ..steps.run import run_run
+from ._options import option_errors, report
+from .run import build_request
+from .run import cmd as run_cmd
 
 # Abell 478 minicube: no FSF keywords in its header and no isolated star to fit one on; 0.75" is
 # the seeing of that MUSE WFM exposure's white light as measured on its compact galaxies, and the
@@ -27,19 +30,16 @@ def demo_data() -> tuple[Path, Path]:
               help="Output folder.")
 @click.option("--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
               help="Worker processes.")
-@click.pass_context
-def cmd(ctx, output, threads):
+def cmd(output, threads):
     """Run detect, mask, extract and the QA report on mpdaf's Abell 478 MUSE cube
     (3681 x 40 x 40, DATA/STAT/DQ), merging its cat.txt with the detections."""
-    from .run import cmd as run_cmd
-
     cube, catalog = demo_data()
     report(f"demo: {cube.name} with {catalog.name} from the installed mpdaf")
     # run's defaults, and the one setting the cube cannot give: its PSF (no FSF keywords, no
     # isolated star in the cluster core), the same as the Galaxy workflow's default.
     report(f"demo: ifu-extract run {cube.name} {catalog.name} -o {output} --fwhm {DEMO_FWHM}")
-    ctx.invoke(run_cmd, cube=str(cube), catalog=str(catalog), output=output, fwhm=DEMO_FWHM,
-               threads=threads)
+    with option_errors(run_cmd):
+        run_run(build_request(cube, catalog, output, options={"fwhm": DEMO_FWHM, "threads": threads}))
     index = Path(output) / "index.html"
     report(f"spectra: {output}/sources/  summary: {output}/summary.tsv")
     if index.exists():

@@ -186,10 +186,12 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
                           width=width, side_width=side_width, gap=gap, data_ext=data_ext,
                           var_ext=var_ext, dq_ext=dq_ext, allow_no_wcs=allow_no_wcs,
                           filter_kernel=filter_kernel, filter_fwhm=filter_fwhm,
-                          match_radius=match_radius, line_scan=scan, **sep_options)
+                          match_radius=match_radius, scan=scan, **sep_options)
     outputs = DetectOutputs(output, catalog_format, segmap=segmap, background=background, rms=rms,
                             plot=plot)
-    with option_errors(extra={"mask": "--mask"}):
+    # The library's names of detect's options (the others are the options' own names).
+    with option_errors(extra={"mask": "--mask", "kernel": "--filter-kernel",
+                              "kernel_fwhm": "--filter-fwhm"}):
         res = run_detect(image_or_cube, outputs, config, mask=mask_path, filter_file=filter_file,
                          merge_catalog=merge_catalog)
     name = Path(image_or_cube).name

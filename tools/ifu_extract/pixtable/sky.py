@@ -557,7 +557,10 @@ class CellGrid:
         with np.errstate(invalid="ignore", divide="ignore"):
             px, py = p.exact_pixel_float(x.ravel(), y.ravel())
         px, py = px.reshape(cu.shape), py.reshape(cu.shape)
-        corners = lambda a: np.stack([a[:-1, :-1], a[:-1, 1:], a[1:, :-1], a[1:, 1:]])
+
+        def corners(a):
+            return np.stack([a[:-1, :-1], a[:-1, 1:], a[1:, :-1], a[1:, 1:]])
+
         with np.errstate(invalid="ignore"):
             xmin, xmax = corners(px).min(axis=0), corners(px).max(axis=0)
             ymin, ymax = corners(py).min(axis=0), corners(py).max(axis=0)

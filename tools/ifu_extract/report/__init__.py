@@ -27,11 +27,12 @@ Which files go where, and writing all of it or nothing, is the ``report`` step's
 """
 
 from .cache import clear_figure_cache
-from .driver import QA_DIR, ObjectPlots, cube_names, draw_figures, plot_object, resolve_segmap
+from .driver import (QA_DIR, ObjectPlots, cube_names, draw_figures, figure_name, plot_object,
+                     resolve_segmap)
 from .figures import DEFAULT_DPI, FIGURES, PlotInfo, plot_spectrum, plot_stamps
 from .html import INDEX_NAME, write_index
 from .loader import ObjectData, load_object
 
 __all__ = ["QA_DIR", "FIGURES", "DEFAULT_DPI", "INDEX_NAME", "ObjectData", "PlotInfo", "ObjectPlots",
            "load_object", "plot_stamps", "plot_spectrum", "plot_object", "clear_figure_cache",
-           "draw_figures", "resolve_segmap", "cube_names", "write_index"]
+           "draw_figures", "figure_name", "resolve_segmap", "cube_names", "write_index"]

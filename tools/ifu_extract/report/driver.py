@@ -24,7 +24,7 @@ from .cache import clear_figure_cache
 from .figures import DEFAULT_DPI, plot_spectrum, plot_stamps
 from .loader import SegmapSampler, load_object
 
-__all__ = ["QA_DIR", "ObjectPlots", "plot_object", "draw_figures", "resolve_segmap", "cube_names"]
+__all__ = ["QA_DIR", "ObjectPlots", "figure_name", "plot_object", "draw_figures", "resolve_segmap", "cube_names"]
 
 log = logging.getLogger("ifu_extract")
 
@@ -53,6 +53,11 @@ class ObjectPlots:
     seconds: float = 0.0
 
 
+def figure_name(obj_id: str, kind: str) -> str:
+    """File name of a figure in the ``qa`` folder: ``<ID>_<kind>.png`` (the ID made file-safe)."""
+    return f"{file_stem(obj_id)}_{kind}.png"
+
+
 def plot_object(source_path, qa_dir, obj_id: str, *, segmap=None, tag: str | None = None,
                 smooth: int = 5, dpi: int = DEFAULT_DPI) -> ObjectPlots:
     """Both figures of one object; failures are returned, never raised.
@@ -79,7 +84,7 @@ def plot_object(source_path, qa_dir, obj_id: str, *, segmap=None, tag: str | Non
     errors = []
     for kind, func, kwargs in (("stamps", plot_stamps, {}),
                                ("spectrum", plot_spectrum, {"tag": tag, "smooth": smooth})):
-        name = f"{file_stem(obj_id)}_{kind}.png"
+        name = figure_name(obj_id, kind)
         try:
             func(obj, qa_dir / name, dpi=dpi, **kwargs)
             out.files[kind] = f"{QA_DIR}/{name}"

@@ -8,11 +8,9 @@ import os
 import shutil
 from pathlib import Path
 
-from astropy.io import fits
-
 from ..catalog import file_stem
-from ..errors import InputError
 from ..fitsout import ensure_dir
+from ..summary import index_sources
 
 __all__ = ["source_ids", "copy_sources"]
 
@@ -25,22 +23,7 @@ def source_ids(sources) -> dict:
     InputError
         A file that is not FITS, has no ``ID`` keyword, or repeats another file's ID.
     """
-    found: dict = {}
-    for src in sources or ():
-        try:
-            value = fits.getheader(src, 0).get("ID")
-        except (OSError, ValueError) as exc:
-            raise InputError(src, f"is not a readable FITS file ({exc})".rstrip("."),
-                             "give the Source files of extract or run") from None
-        if value is None:
-            raise InputError(src, "has no ID keyword, so it is not a Source file",
-                             "give the Source files of extract or run")
-        obj_id = str(value)
-        if obj_id in found:
-            raise InputError(src, f"has ID {obj_id}, as {found[obj_id]} has",
-                             "give each object's Source file once")
-        found[obj_id] = Path(src)
-    return found
+    return {obj_id: paths[0] for obj_id, paths in index_sources(sources, unique=True).items()}
 
 
 def copy_sources(found: dict, folder) -> dict:

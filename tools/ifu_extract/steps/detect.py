@@ -38,7 +38,7 @@ class DetectConfig:
     :func:`ifu_extract.detect.read_detection_image`; the detection parameters those of
     :func:`ifu_extract.detect.detect_sources` (:meth:`sep_kwargs`), with the filter named
     ``filter_kernel``/``filter_fwhm``; ``match_radius`` (arcsec) is the radius within which a
-    detection is an object of the merge catalogue; ``line_scan`` asks for the line scan.
+    detection is an object of the merge catalogue; ``scan`` asks for the line scan.
     """
 
     wave_range: tuple | None = None
@@ -70,7 +70,7 @@ class DetectConfig:
     kron_min: float = DEFAULTS["kron_min"]
     min_radius: float = DEFAULTS["min_radius"]
     match_radius: float = 0.6
-    line_scan: LineScanRequest | None = None
+    scan: LineScanRequest | None = None
 
     @property
     def cube_ext(self) -> dict:
@@ -190,8 +190,8 @@ def run_detect(image_or_cube, outputs: DetectOutputs, config: DetectConfig | Non
         raise ParameterError(None, "{filter_file} and {filter_kernel} are exclusive",
                              "give one of them", params=("filter_file", "filter_kernel"))
     check_writable(outputs.paths())
-    if cfg.line_scan is not None:
-        check_writable({"lines_path": cfg.line_scan.lines, "line_images": cfg.line_scan.images})
+    if cfg.scan is not None:
+        check_writable({"lines_path": cfg.scan.lines, "line_images": cfg.scan.images})
 
     image, kind = lib.read_detection_image(
         image_or_cube, wave_range=tuple(cfg.wave_range) if cfg.wave_range else None, line=cfg.line,
@@ -240,12 +240,12 @@ def run_detect(image_or_cube, outputs: DetectOutputs, config: DetectConfig | Non
     # Every product goes to a temporary file, renamed with the others at the end: an error in
     # any of them leaves no output at all.
     with OutputSet() as products:
-        if cfg.line_scan is not None:
+        if cfg.scan is not None:
             if kind != "cube":
                 raise ParameterError(None, "{line_scan} needs a cube as input",
                                      "give the cube, or drop {line_scan}", params=("line_scan",))
             n0 = len(table)
-            table, out.scan = run_line_scan(image_or_cube, table, cfg.line_scan,
+            table, out.scan = run_line_scan(image_or_cube, table, cfg.scan,
                                             cube_ext=cfg.cube_ext, outputs=products,
                                             inputs={"cube": image_or_cube})
             out.n_scan_new = len(table) - n0

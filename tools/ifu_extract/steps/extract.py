@@ -12,7 +12,7 @@ from ..catalog_extraction import extract_catalog
 from ..cubeio import open_cube
 from ..estimators import ExtractConfig
 from ..marz import marz_from_outdir
-from ..psf import catalog_candidates, resolve_psf
+from ..psf import PSFModel, catalog_candidates, resolve_psf
 from ..psffit import psf_summary
 from ..weights import load_weight_images
 
@@ -50,6 +50,9 @@ class ExtractOptions:
         Angstrom.
     catalog_format : str
     cube_kwargs : dict
+    psf : PSFModel or None
+        A PSF already resolved (``run`` resolves it once for every step); it wins over
+        ``fwhm``, ``beta`` and ``psf_kind``.
     """
 
     apertures: tuple = (1.0,)
@@ -65,6 +68,7 @@ class ExtractOptions:
     wave_range: tuple | None = None
     catalog_format: str = "auto"
     cube_kwargs: dict = field(default_factory=dict)
+    psf: PSFModel | None = None
 
 
 @dataclass
@@ -95,11 +99,13 @@ class ExtractResult:
 
 
 def build_config(cube, apertures, aperture_method, fwhm, beta, psf_kind, psf_radius, skysub,
-                 table=None, details: dict | None = None) -> ExtractConfig:
+                 table=None, details: dict | None = None, psf: PSFModel | None = None) -> ExtractConfig:
     """ExtractConfig from the requested values (PSF resolved against the cube and, for the
-    stars it may be fitted on, the catalogue *table*: :func:`ifu_extract.psf.resolve_psf`)."""
-    psf = resolve_psf(cube, fwhm=fwhm, beta=beta, kind=psf_kind,
-                      candidates=catalog_candidates(cube, table), details=details)
+    stars it may be fitted on, the catalogue *table*: :func:`ifu_extract.psf.resolve_psf`;
+    a *psf* already resolved is used as it is)."""
+    if psf is None:
+        psf = resolve_psf(cube, fwhm=fwhm, beta=beta, kind=psf_kind,
+                          candidates=catalog_candidates(cube, table), details=details)
     return ExtractConfig(apertures=tuple(sorted(set(apertures))), aperture_method=aperture_method,
                          psf=psf, psf_radius_fwhm=psf_radius, skysub=skysub, white=True,
                          psf_missing="" if psf is not None else NO_PSF_NOTE)
@@ -130,7 +136,7 @@ def run_extract(cube, catalog, masks, outdir, options: ExtractOptions | None = N
     with open_cube(cube, **opt.cube_kwargs) as c:
         details = {}
         cfg = build_config(c, opt.apertures, opt.aperture_method, opt.fwhm, opt.beta, opt.psf_kind,
-                           opt.psf_radius, opt.skysub, table, details)
+                           opt.psf_radius, opt.skysub, table, details, psf=opt.psf)
         weights = load_weight_images(opt.weight_images, c)
         if cfg.psf is None:
             log.warning(f"warning: MUSE_PSF not computed: {details.get('message', 'no PSF')}")

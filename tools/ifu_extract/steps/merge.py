@@ -6,11 +6,14 @@ The merged folder gets ``sources/`` and ``summary.tsv``
 (:func:`~ifu_extract.catalog_parts.merge_parts`), then the QA report
 (:func:`~ifu_extract.steps.report.run_report`), whose page may be written elsewhere (``html``,
 ``assets_dir``).  Every input, the report's segmentation map included, is read before the first
-file is written.
+file is written, and a failure after that (a full disk, SIGTERM) leaves nothing in the merged
+folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +73,20 @@ def _first_masks_segmap(parts):
     return None
 
 
+def _clear(folder: Path, *, keep_folder: bool) -> None:
+    """Remove what was written in *folder* (all of it: it was new or empty), and the folder
+    itself unless it existed before."""
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                child.unlink()
+    if not keep_folder:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def run_merge(inputs=(), output=None, config: MergeConfig | None = None, *, part_summaries=(),
               part_sources=(), html=None, assets_dir=None, progress=None) -> MergeStepResult:
     """Merge catalogue parts into the folder *output*, and write its QA report.
@@ -112,9 +129,19 @@ def run_merge(inputs=(), output=None, config: MergeConfig | None = None, *, part
     if cfg.report and rcfg.plots:      # read before anything is written
         seg = resolve_segmap(rcfg.segmap) if rcfg.segmap is not None else _first_masks_segmap(parts)
         rcfg = ReportConfig(**{**rcfg.__dict__, "segmap": seg})
-    merged = merge_parts(parts, output, catalog=cfg.catalog, catalog_format=cfg.catalog_format,
-                         link=cfg.link)
-    rep = None
-    if cfg.report:
-        rep = run_report(output, rcfg, html=html, assets_dir=assets_dir, progress=progress)
+    output = Path(output)
+    # The merged folder must be new or empty (merge_parts refuses others before writing), so
+    # whatever is in it after a failure was written here: all or nothing.
+    existed = output.exists()
+    fresh = not existed or (output.is_dir() and not any(output.iterdir()))
+    try:
+        merged = merge_parts(parts, output, catalog=cfg.catalog, catalog_format=cfg.catalog_format,
+                             link=cfg.link)
+        rep = None
+        if cfg.report:
+            rep = run_report(output, rcfg, html=html, assets_dir=assets_dir, progress=progress)
+    except BaseException:
+        if fresh and output.is_dir():
+            _clear(output, keep_folder=existed)
+        raise
     return MergeStepResult(merged, rep)

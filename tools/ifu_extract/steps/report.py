@@ -12,24 +12,24 @@ their primary header), which is what Galaxy gives.  The report is written as
 ``ASSETS/sources/<ID>.fits``
     the Source files the page links to, copied there when they are not there already.
 
-Everything is read and checked before the first file is written; on a full disk the files this
-step wrote are removed again (no half report).
+Everything is read and checked before the first file is written, and the files are written all
+together or not at all (:class:`~ifu_extract.steps._outputs.OutputSet`): no half report.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError, ParameterError, is_disk_full
+from ..errors import InputError, ParameterError
 from ..catalog_parts import place_file
 from ..fitsout import ensure_dir
 from ..report import (DEFAULT_DPI, FIGURES, INDEX_NAME, QA_DIR, ObjectPlots, cube_names, draw_figures,
-                      resolve_segmap, write_index)
+                      figure_name, resolve_segmap, write_index)
 from ..summary import SUMMARY_NAME, index_sources, read_summary
+from ._outputs import OutputSet
 
 __all__ = ["ReportConfig", "ReportResult", "run_report"]
 
@@ -149,15 +149,6 @@ def _row_sources(rows, folder: Path | None, summary: Path, by_id: dict | None) -
     return out
 
 
-def _place(src: Path, dest: Path) -> bool:
-    """Copy *src* to *dest* (atomically) unless it is that file already; True when copied."""
-    if dest.is_file() and os.path.samefile(src, dest):
-        return False
-    ensure_dir(dest.parent)
-    place_file(src, dest, "copy")
-    return True
-
-
 def run_report(outdir=None, config: ReportConfig | None = None, *, summary=None, sources=None,
                html=None, assets_dir=None, progress=None) -> ReportResult:
     """Write the QA report: figures, Source files where the page links to them, the index page.
@@ -210,9 +201,6 @@ def run_report(outdir=None, config: ReportConfig | None = None, *, summary=None,
         notes.append(f"Segmentation map: {seg.path.name} (outlines on the stamps)")
     results: dict[str, ObjectPlots] = {}
     t0 = time.perf_counter()
-    qa_dir = assets / QA_DIR
-    before = _folder_state(qa_dir)
-    placed: list[Path] = []
     done = [0]
 
     def advance(n):
@@ -220,13 +208,20 @@ def run_report(outdir=None, config: ReportConfig | None = None, *, summary=None,
         if progress:
             progress(done[0], len(rows))
 
-    try:
+    placed = 0
+    # All or nothing: a failure (a full disk, SIGTERM) removes the figures, copies and page
+    # written here; files that were there before are left.
+    with OutputSet() as outputs:
         ensure_dir(html.parent)
         for r in rows:     # the Source files the page links to, next to its figures
             fname = r.get("FILE", "").strip()
             src = srcs.get(r["ID"])
-            if fname and src is not None and _place(src, assets / fname):
-                placed.append(assets / fname)
+            if fname and src is not None:
+                dest = assets / fname
+                if not (dest.is_file() and os.path.samefile(src, dest)):
+                    ensure_dir(outputs.claim(dest).parent)
+                    place_file(src, dest, "copy")
+                    placed += 1
         if cfg.plots:
             jobs = []
             for r in rows:
@@ -237,37 +232,14 @@ def run_report(outdir=None, config: ReportConfig | None = None, *, summary=None,
                     results[r["ID"]] = ObjectPlots(r["ID"], error=f"Source file {fname} is missing")
                     continue
                 jobs.append((r["ID"], assets / fname))
+                for kind in FIGURES:
+                    outputs.claim(assets / QA_DIR / figure_name(r["ID"], kind))
             if len(rows) > len(jobs):
                 advance(len(rows) - len(jobs))   # rows without a Source file: nothing to draw
-            draw_figures(jobs, qa_dir, results, segmap=seg, threads=cfg.threads, tag=cfg.tag,
+            draw_figures(jobs, assets / QA_DIR, results, segmap=seg, threads=cfg.threads, tag=cfg.tag,
                          smooth=cfg.smooth, dpi=cfg.dpi, progress=advance)
         seconds = time.perf_counter() - t0
-        index = write_index(html, columns, rows, results, assets_dir=assets, title=title, notes=notes)
-    except Exception as exc:
-        if is_disk_full(exc):
-            _remove_new_files(qa_dir, before)     # no half report on a full disk
-            for p in placed:
-                p.unlink(missing_ok=True)
-        raise
+        index = write_index(outputs.claim(html), columns, rows, results, assets_dir=assets,
+                            title=title, notes=notes)
     return ReportResult(index, len(rows), results, "" if seg is None else str(seg.path), seconds,
-                        assets, len(placed))
-
-
-def _folder_state(folder: Path) -> dict | None:
-    """``{name: (inode, mtime)}`` of the files in *folder* (None when it does not exist)."""
-    try:
-        return {e.name: (e.inode(), e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_file()}
-    except OSError:
-        return None
-
-
-def _remove_new_files(folder: Path, before: dict | None) -> None:
-    """Remove the files of *folder* written since :func:`_folder_state` returned *before*."""
-    now = _folder_state(folder) or {}
-    for name, state in now.items():
-        if before is None or before.get(name) != state:
-            with contextlib.suppress(OSError):
-                os.unlink(folder / name)
-    if before is None:
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+                        assets, placed)
