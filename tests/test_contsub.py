@@ -362,6 +362,14 @@ def test_degree_above_channel_count_is_one_line_and_no_output(tmp_path, minicube
     with pytest.raises(InputError, match="above the channel count") as err:
         fit_continuum(np.ones((4, 3)), None, np.arange(4.0), degree=4)
     assert err.value.path == "degree"
+    # the step says the same, before anything is written
+    from ifu_extract.contsub import ContsubConfig
+    from ifu_extract.steps.contsub import run_contsub
+
+    with pytest.raises(InputError, match="above the channel count") as err:
+        run_contsub(minicube, out, config=ContsubConfig(degree=4000))
+    assert err.value.path == "degree" and err.value.params == ("degree",)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("args, words", [

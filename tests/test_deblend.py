@@ -555,10 +555,11 @@ def _gx_deblend(extra):
     return ["deblend", TEST_DATA / "gx_minicube.fits", TEST_DATA / "gx_catalog.txt", "--fwhm", 0.7, *extra]
 
 
-def test_explicit_files_write_what_the_folder_form_writes(tmp_path, capfd):
+def test_explicit_files_write_what_the_folder_form_writes(tmp_path, capfd, monkeypatch):
     """--source F --sources-out D --summary S (the wrapper's form) writes the same bytes as
     -o OUTDIR on the folder layout of extract: the given Source file updated (a copy of it), a new
     one for the other object; the input is left as it is."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")   # same DATE in both runs
     from conftest import TEST_DATA
 
     seg = ["--segmap", TEST_DATA / "gx_segmap.fits"]
@@ -607,3 +608,32 @@ def test_library_errors_name_parameters_and_the_command_its_options(tmp_path, ca
     assert res.exit_code == 1
     assert res.err_lines == ["ifu-extract: error: --psf-star: ID 'nosuch' is not in the catalogue; "
                              "give the ID of a star listed in CATALOG"]
+
+
+def test_model_and_residual_cubes_carry_checksums_and_add_up_to_the_cube(tmp_path, capfd, monkeypatch):
+    """The model and residual cubes are streamed through the one cube writer (fitsio): valid
+    CHECKSUM/DATASUM, residual + model == cube on the fitted channels, STAT copied, no scratch
+    file left; a residual cube alone works too (the model is summed in a scratch file)."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")   # same DATE in both runs
+    from conftest import TEST_DATA
+
+    seg = ["--segmap", TEST_DATA / "gx_segmap.fits", "--wave-range", 7100, 7200]
+    res = run_main(_gx_deblend([*seg, "-o", tmp_path / "a", "--model-cube", tmp_path / "m.fits",
+                                "--residual-cube", tmp_path / "r.fits"]), capfd)
+    assert res.exit_code == 0, res.stderr
+    res = run_main(_gx_deblend([*seg, "-o", tmp_path / "b", "--residual-cube", tmp_path / "r_only.fits"]), capfd)
+    assert res.exit_code == 0, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "m.fits", "r.fits", "r_only.fits"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")       # a wrong checksum is a warning of astropy
+        with fits.open(tmp_path / "m.fits", checksum=True) as m, fits.open(tmp_path / "r.fits", checksum=True) as r, \
+                fits.open(TEST_DATA / "gx_minicube.fits") as c:
+            assert all("CHECKSUM" in h.header and "DATASUM" in h.header for h in (*m, *r))
+            assert m[0].header["IFXPROD"] == "DEBLEND_MODEL" and r[0].header["IFXPROD"] == "DEBLEND_RESIDUAL"
+            n = m["DATA"].data.shape[0]
+            z0 = int(round(-r["DATA"].header["CRPIX3"] + c["DATA"].header["CRPIX3"]))
+            cube = c["DATA"].data[z0:z0 + n].astype(np.float32)
+            np.testing.assert_array_equal(r["DATA"].data, cube - m["DATA"].data)
+            np.testing.assert_array_equal(r["STAT"].data, c["STAT"].data[z0:z0 + n].astype(np.float32))
+            assert np.abs(m["DATA"].data).max() > 0
+    assert (tmp_path / "r_only.fits").read_bytes() == (tmp_path / "r.fits").read_bytes()

@@ -189,8 +189,9 @@ def test_circle_overlap_matches_photutils():
 
 
 def test_masks_file_reads_as_astropy_reads_it(tmp_path, crowded):
-    """The masks of every object are the rows of the OBJECTS table as astropy reads it, on the
-    stamp WCS of the table's cube-grid WCS; a cut file is refused in one line."""
+    """The masks of every object are its part of the MASKS image as astropy reads it (at the
+    MASKOFF of its OBJECTS row), on the stamp WCS of the table's cube-grid WCS; a cut file is
+    refused in one line."""
     from astropy.table import Table
 
     from ifu_extract.masks import make_masks, read_masks, write_masks
@@ -212,9 +213,10 @@ def test_masks_file_reads_as_astropy_reads_it(tmp_path, crowded):
         table_wcs = celestial_from_header(hdul["OBJECTS"].header)
         for i in range(len(objects)):
             m = masks.get(i)
-            shape = (table["NY"][i], table["NX"][i])
-            np.testing.assert_array_equal(m.union, np.reshape(table["MASK_UNION"][i], shape).astype(bool))
-            np.testing.assert_array_equal(m.sky, np.reshape(table["MASK_SKY"][i], shape).astype(bool))
+            ny, nx, off = table["NY"][i], table["NX"][i], table["MASKOFF"][i]
+            stamp = hdul["MASKS"].data[:, off:off + ny * nx].reshape(3, ny, nx).astype(bool)
+            np.testing.assert_array_equal(m.union, stamp[0])
+            np.testing.assert_array_equal(m.sky, stamp[2])
             np.testing.assert_array_equal(m.union, result.stamps[i][0].astype(bool))
             # The stamp's pixel (0, 0) is cube pixel (X0, Y0), by the table's WCS and the cube's.
             for w in (table_wcs, cube_wcs):

@@ -1,11 +1,13 @@
-"""The ``extract`` step over a catalogue: masks in, Source files and a summary table out.
+"""Extraction over a catalogue (the work of the ``extract`` step): masks in, Source files and a
+summary table out.
 
 For each catalogue row, the object's window is read from the memory-mapped cube, every
-configured spectrum is extracted (:mod:`ifu_extract.estimators`), and ``OUTDIR/sources/<ID>.fits``
-is written atomically in MPDAF's Source layout.  Objects are taken in spatial order, and
-neighbours whose windows overlap are extracted together from one read of the union of their
-windows (:func:`~ifu_extract.estimators.extract_windows`): same spectra, each voxel read once.  One
-row per catalogue ID goes to ``OUTDIR/summary.tsv``; an object that fails gets a status there and the others go on.
+configured spectrum is extracted (:mod:`ifu_extract.estimators`), and
+``OUTDIR/sources/<ID>.fits`` is written atomically in MPDAF's Source layout.  Objects are taken
+in spatial order, and neighbours whose windows overlap are extracted together from one read of
+the union of their windows (:func:`~ifu_extract.estimators.extract_windows`): same spectra, each
+voxel read once.  One row per catalogue ID goes to ``OUTDIR/summary.tsv``; an object that fails
+gets a status there and the others go on.
 
 The summary values are also stored in each Source file's primary header (``NSPAX NSKY SNRTAG
 SNRMED WFLUX WFLUXERR STATUS``), so that ``--resume`` and ``merge`` rebuild the summary from the
@@ -28,10 +30,10 @@ from .cubeio import Cube, open_cube
 from .errors import OK, InputError, is_disk_full, warn_object
 from .estimators import ExtractConfig, ObjectRegion, extract_windows
 from .fitsio import header_cards
-from .fitsout import ensure_dir, file_checksum
+from .fitsout import ensure_dir, file_checksum, temp_path
 from .identity import check_product
 from .image import white_for_cube
-from .masks import read_masks
+from .masks import copy_masks, read_masks
 from .parallel import even_blocks, process_map
 from .sourcefile import best_tag, stamp_wcs_cards, write_source
 from .summary import row_from_header, row_result, write_summary
@@ -58,6 +60,7 @@ class ExtractJob:
     checksum: str = ""
     wave_range: tuple | None = None
     weight_images: dict = field(default_factory=dict)  # tag -> (ny, nx) image on the cube grid
+    masks_read: str = ""      # the file the workers read the masks from (default: masks_path)
 
 
 def _snr_median(flux, var) -> float:
@@ -247,7 +250,7 @@ def _work(job: ExtractJob) -> list[dict]:
 
     with threadpool_limits(1), open_cube(job.cube_path, **job.cube_kwargs, require_finite=False) as cube:
         z0, z1 = cube.channel_range(*(job.wave_range or (None, None)))
-        _, masks = read_masks(job.masks_path)
+        _, masks = read_masks(job.masks_read or job.masks_path)
         with masks:
             seg = masks.segmap(1)  # neighbours' segments, on the cube grid (None without a map)
             shared = _Shared.of(cube, job, z0, z1)
@@ -367,6 +370,7 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
     with open_cube(cube_path, **cube_kwargs) as cube:
         objects, masks = read_masks(masks_path)
         masks.close()
+        legacy = masks.version == 1
         check_product(masks.header, masks_path, cube, cube_path, what="masks file")
         _check_boxes(objects, masks_path, cube)
         white_img = white_for_cube(cube, white_path, wave_range)
@@ -393,19 +397,33 @@ def extract_catalog(cube_path, catalog: Table, masks_path, outdir, cfg: ExtractC
     # Small blocks keep the progress bar moving; contiguous blocks keep reads local.
     nblocks = min(len(todo), threads * 8) if threads > 1 else 1
     blocks = [ExtractJob(**{**base.__dict__, "rows": chunk}) for chunk in even_blocks(todo, max(nblocks, 1))]
-    if threads == 1:
-        for job in blocks:
-            for r in _work(job):
-                results[r["ID"]] = r
-            if progress:
-                progress(len(job.rows))
-    else:
-        with process_map(_work, blocks, threads) as outs:
-            for job, out in zip(blocks, outs):
-                for r in out:
+    copy = None
+    try:
+        if legacy and len(blocks) > 1:
+            # Every block reads the masks; a format-1 file costs milliseconds per object to open
+            # (one HDU per mask), so the blocks read a current-format copy made once.
+            copy = temp_path(Path(outdir) / "masks.fits")
+            _, old = read_masks(masks_path)
+            with old:
+                copy_masks(old, copy)
+            for job in blocks:
+                job.masks_read = str(copy)
+        if threads == 1:
+            for job in blocks:
+                for r in _work(job):
                     results[r["ID"]] = r
                 if progress:
                     progress(len(job.rows))
+        else:
+            with process_map(_work, blocks, threads) as outs:
+                for job, out in zip(blocks, outs):
+                    for r in out:
+                        results[r["ID"]] = r
+                    if progress:
+                        progress(len(job.rows))
+    finally:
+        if copy is not None:
+            copy.unlink(missing_ok=True)
     ordered = [results[str(r["ID"])] for r in rows]
     write_summary(ordered, Path(outdir) / "summary.tsv")
     return ordered

@@ -146,11 +146,12 @@ def band_image(cube: Cube, wave_range: tuple[float, float] | None = None) -> Ima
         if cube.var_problem and "negative" in cube.var_problem:
             # Voxels with a negative variance are ignored: say that this is why nothing is left.
             name = cube.hdul[cube.var_ext].name or str(cube.var_ext)
-            raise InputError(cube.path, f"has no usable voxel in the requested band: the variance "
-                             f"extension {name} is negative where the data are finite",
-                             "check the variance, or name another extension with --var-ext")
-        raise InputError(cube.path, "has no finite value in the requested band",
-                         "choose another --wave-range or check the DQ policy")
+            raise ParameterError(cube.path, f"has no usable voxel in the requested band: the variance "
+                                 f"extension {name} is negative where the data are finite",
+                                 "check the variance, or name another extension with {var_ext}",
+                                 params=("var_ext",))
+        raise ParameterError(cube.path, "has no finite value in the requested band",
+                             "choose another {wave_range} or check the DQ policy", params=("wave_range",))
     meta = {"WAVEMIN": (float(cube.wave[z0]), "[Angstrom] first channel used"),
             "WAVEMAX": (float(cube.wave[z1 - 1]), "[Angstrom] last channel used"),
             "IMGTYPE": ("white" if wave_range is None else "band", "how the image was made")}
@@ -286,8 +287,8 @@ def read_image(path, *, ext=None, var_ext=None) -> Image:
                 vidx = names.index(str(vname).upper())
             else:
                 listing = ", ".join(f"{i}:{n or '-'}" for i, n in enumerate(names))
-                raise InputError(path, f"has no extension {vname!r} for the variance (extensions: {listing})",
-                                 "choose one with --var-ext")
+                raise ParameterError(path, f"has no extension {vname!r} for the variance (extensions: "
+                                     f"{listing})", "choose one with {var_ext}", params=("var_ext",))
             raw = np.asarray(hdul[vidx].data, dtype=np.float32)
             if raw.shape == data.shape:
                 kind = hdul[vidx].name.upper()

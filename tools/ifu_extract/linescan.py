@@ -58,6 +58,7 @@ from scipy import ndimage
 from scipy.signal import fftconvolve
 from scipy.spatial import cKDTree
 
+from .box import Box
 from .cubeio import Cube
 from .errors import InputError, ParameterError
 from .psf import FILTER_FWHM, PSFModel, gaussian_image, moffat_image
@@ -755,15 +756,10 @@ class ArrayCube:
     def window(self, x0, x1, y0, y1, z0=0, z1=None, *, with_var=True):
         z1 = self.nwave if z1 is None else min(int(z1), self.nwave)
         z0 = max(int(z0), 0)
-        shape = (z1 - z0, y1 - y0, x1 - x0)
         out = []
         for arr in (self.data, self.var if with_var else None):
             if arr is None:
                 out.append(None)
                 continue
-            o = np.full(shape, np.nan, dtype=np.float32)
-            ya, yb, xa, xb = max(y0, 0), min(y1, self.ny), max(x0, 0), min(x1, self.nx)
-            if ya < yb and xa < xb:
-                o[:, ya - y0:yb - y0, xa - x0:xb - x0] = arr[z0:z1, ya:yb, xa:xb]
-            out.append(o)
+            out.append(Box(x0, x1, y0, y1).cut(arr[z0:z1], np.nan, dtype=np.float32))
         return out[0], out[1]

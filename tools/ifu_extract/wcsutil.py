@@ -14,9 +14,6 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-# Transition (to remove): deblend still imports stamp_box from here; its home is ifu_extract.box.
-from .box import stamp_box  # noqa: F401
-
 __all__ = [
     "WCS_KEY",
     "wcs_cards",
@@ -28,6 +25,7 @@ __all__ = [
     "pixel_to_world",
     "wave_axis",
     "same_grid",
+    "stamp_box",
 ]
 
 
@@ -160,3 +158,29 @@ def same_grid(wcs_a: WCS, shape_a, wcs_b: WCS, shape_b, tol_pix: float = 1e-3) -
     ra, dec = wcs_a.celestial.all_pix2world(xs, ys, 0)
     xb, yb = wcs_b.celestial.all_world2pix(ra, dec, 0)
     return bool(np.all(np.abs(xb - xs) < tol_pix) and np.all(np.abs(yb - ys) < tol_pix))
+
+
+def stamp_box(x: float, y: float, size_arcsec: float, pixscale: float) -> tuple[int, int, int, int]:
+    """Square box of full side *size_arcsec* centred on the spaxel holding (*x*, *y*).
+
+    Every per-object product (cut-out, masks, Source images) uses this one geometry, so that
+    they align pixel for pixel.  The box may extend beyond the cube (callers pad with NaN).
+
+    Parameters
+    ----------
+    x, y : float
+        0-based pixel position of the object.
+    size_arcsec : float
+        Full side of the box, arcsec (AutoSpec's SIZE).
+    pixscale : float
+        Spaxel side, arcsec.
+
+    Returns
+    -------
+    x0, x1, y0, y1 : int
+        Half-open pixel ranges.
+    """
+    npix = max(1, int(round(size_arcsec / pixscale)))
+    xc, yc = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+    x0, y0 = xc - npix // 2, yc - npix // 2
+    return x0, x0 + npix, y0, y0 + npix

@@ -1,12 +1,10 @@
 """``ifu-extract contsub CUBE -o OUT.fits [--continuum CONT.fits]``."""
 
-import sys
-
 import click
 
 from ..contsub import METHODS, ContsubConfig
 from ..steps.contsub import run_contsub
-from ._options import cube_kwargs, cube_options, report, wave_range_option
+from ._options import cube_kwargs, cube_options, progress_bar, report, wave_range_option
 
 
 @click.command("contsub")
@@ -47,16 +45,12 @@ def cmd(cube, output, continuum_output, method, degree, clip_sigma, clip_iters, 
     unchanged (the continuum model's own error, ~(degree+1)/channels of the variance, is
     neglected).
     """
-    quiet = (click.get_current_context().find_root().obj or {}).get("quiet")
-    progress = _RowProgress(enabled=not quiet and sys.stderr.isatty())
     cfg = ContsubConfig(method=method, degree=degree, clip_sigma=clip_sigma, clip_iters=clip_iters,
                         median_width=median_width, mask_windows=tuple(mask_windows),
                         wave_range=tuple(wave_range) if wave_range else None)
-    try:
+    with progress_bar("contsub: rows") as progress:
         result = run_contsub(cube, output, continuum=continuum_output, config=cfg,
                              threads=threads, progress=progress, cube_kwargs=cube_kwargs(kwargs))
-    finally:
-        progress.close()
     if result.n_failed:
         click.echo(f"warning: {result.n_failed} of {result.n_spaxels} spaxels with data have too "
                    "few usable channels for a continuum; they are NaN in the output", err=True)
@@ -67,23 +61,3 @@ def cmd(cube, output, continuum_output, method, degree, clip_sigma, clip_iters, 
     report(f"wrote {result.output}{extra} ({model}; {result.n_spaxels} spaxels, "
            f"{z1 - z0} channels)")
 
-
-class _RowProgress:
-    """A click progress bar over the cube's rows, opened at the first report (terminals only)."""
-
-    def __init__(self, enabled: bool):
-        self.enabled, self.bar, self.done = enabled, None, 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label="contsub: rows",
-                                         file=click.get_text_stream("stderr"))
-            self.bar.__enter__()
-        self.bar.update(done - self.done)
-        self.done = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)

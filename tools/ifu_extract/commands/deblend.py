@@ -3,7 +3,7 @@
 
 import click
 
-from ..deblend import MODELS, DeblendConfig
+from ..deblend import MODELS
 from ..steps.deblend import DeblendStepConfig, run_deblend
 from ._options import (
     FiniteFloatRange,
@@ -98,12 +98,11 @@ def cmd(cube, catalog, sources, sources_out, summary, output, pass_through, mask
         raise click.UsageError("-o/--output is exclusive with --source, --summary and --sources-out")
     if output is None and not (sources_out and (summary or pass_through)):
         raise click.UsageError("give --sources-out and --summary (and --source files to update), or -o/--output")
-    fit = DeblendConfig(model=model, overlap=overlap, max_group=max_group, nonneg=nonneg,
-                        background=background, image_fwhm=image_fwhm, match_radius=match_radius,
-                        gradients=gradients, refine_psf=refine_psf)
-    cfg = DeblendStepConfig(fit=fit, fwhm=fwhm, fwhm_red=fwhm_red, beta=beta, psf_kind=psf_kind,
-                            psf_star=psf_star, wave_range=tuple(wave_range) if wave_range else None,
-                            size=size)
+    cfg = DeblendStepConfig.from_options(
+        model=model, overlap=overlap, max_group=max_group, nonneg=nonneg, background=background,
+        image_fwhm=image_fwhm, match_radius=match_radius, gradients=gradients, refine_psf=refine_psf,
+        fwhm=fwhm, fwhm_red=fwhm_red, beta=beta, psf_kind=psf_kind, psf_star=psf_star,
+        wave_range=wave_range, size=size)
     res = run_deblend(cube, catalog, output, sources=list(sources), summary=summary,
                       sources_out=sources_out, masks=masks, segmap=segmap, image=image,
                       model_cube=model_cube, residual_cube=residual_cube, config=cfg,

@@ -91,7 +91,7 @@ from .driver import deblend_catalog
 from .groups import find_groups
 from .psfrefine import resolve_psf
 from .solver import solve_layers
-from .writers import DEBLEND_COLUMNS, CubeWriter, write_deblend, write_residual_cube
+from .writers import DEBLEND_COLUMNS, model_accumulator, write_deblend, write_model_cube, write_residual_cube
 
 __all__ = [
     "MODELS",
@@ -104,7 +104,8 @@ __all__ = [
     "solve_layers",
     "deblend_catalog",
     "write_deblend",
+    "write_model_cube",
     "write_residual_cube",
-    "CubeWriter",
+    "model_accumulator",
     "DEBLEND_COLUMNS",
 ]

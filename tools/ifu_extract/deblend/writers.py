@@ -1,5 +1,5 @@
-"""Products of the deblending: DEBLEND spectra in Source files, ``deblend.tsv``, model and
-residual cubes."""
+"""Products of the deblending: DEBLEND spectra in Source files, the summary table, model and
+residual cubes (streamed with checksums through :class:`~ifu_extract.fitsio.StreamingCubeWriter`)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from ..box import reframe, stamp_box
 from ..catalog import file_column, file_stem, write_catalog
 from ..cubeio import Cube
 from ..errors import InputError, warn_object
 from ..estimators import Spectrum1D
+from ..fitsio import StreamingCubeWriter
 from ..fitsout import add_provenance, ensure_dir, file_checksum, temp_path
 from ..identity import stamp
 from ..lines import strongest_emission_line
-from ..pathguard import refuse_input
 from ..sourcefile import source_layout, stamp_wcs_for, update_source, write_source
-from ..wcsutil import stamp_box, wcs_cards
+from ..wcsutil import wcs_cards
 from .config import DeblendResult
 
 #: Columns of the summary table (``deblend.tsv``).
@@ -37,96 +38,90 @@ def _cube_wcs_header(cube: Cube, z0: int) -> fits.Header:
     return hdr
 
 
-class CubeWriter:
-    """A FITS cube file (PRIMARY + float32 image extensions) filled in place through memory maps.
+#: Channels written at once to the model and residual cubes (bounds the memory: planes x ny x nx
+#: float32).
+PLANES_PER_WRITE = 64
 
-    The file is created sparse at its final size (headers first, data zero), so neither the
-    model nor the residual cube is ever held in memory.  Written to a temporary name and
-    renamed by :meth:`close` (call :meth:`abort` on failure).
+
+@contextlib.contextmanager
+def model_accumulator(near, shape):
+    """A zero ``(n_wave, ny, nx)`` float32 memory map to which the groups' models are added.
+
+    Group boxes overlap, so the model is summed in this scratch file (created sparse next to
+    *near*, deleted on exit) and then streamed, once, to the model and residual cubes
+    (:func:`write_model_cube`, :func:`write_residual_cube`): it is never held in memory.
     """
-
-    def __init__(self, path, cube: Cube, z0: int, z1: int, names=("DATA",), *, tool="deblend",
-                 inputs=None, params=None, product=""):
-        self.path = Path(path)
-        refuse_input(self.path)  # never replace an input of the command
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        if not parent.is_dir():
-            raise InputError(self.path, "the output folder does not exist", "create it first")
-        shape = (z1 - z0, cube.ny, cube.nx)
-        prim = fits.Header()
-        prim["SIMPLE"] = True
-        prim["BITPIX"] = 8
-        prim["NAXIS"] = 0
-        prim["EXTEND"] = True
-        add_provenance(prim, tool, inputs, params)
-        stamp(prim, cube)  # the cube it models: checkable by whoever uses it with a cube
-        if product:
-            prim["IFXPROD"] = (product, "ifu-extract product")
-        base = _cube_wcs_header(cube, z0)
-        self._tmp = temp_path(self.path, ".fits")   # named after this process: see fitsout
-        nbytes = 4 * int(np.prod(shape))
-        padded = -(-nbytes // 2880) * 2880
-        offsets = []
-        with open(self._tmp, "wb") as fh:
-            fh.write(prim.tostring().encode("ascii"))
-            for name in names:
-                h = fits.Header()
-                h["XTENSION"] = "IMAGE"
-                h["BITPIX"] = -32
-                h["NAXIS"] = 3
-                h["NAXIS1"], h["NAXIS2"], h["NAXIS3"] = shape[2], shape[1], shape[0]
-                h["PCOUNT"] = 0
-                h["GCOUNT"] = 1
-                h["EXTNAME"] = name
-                h.extend(base)
-                if name == "STAT" and cube.unit is not None:
-                    h["BUNIT"] = ((cube.unit ** 2).to_string("fits"), "variance unit, per spaxel")
-                fh.write(h.tostring().encode("ascii"))
-                offsets.append(fh.tell())
-                fh.seek(fh.tell() + padded)
-            fh.truncate(fh.tell())
-        self.arrays = {name: np.memmap(self._tmp, dtype=">f4", mode="r+", offset=off, shape=shape)
-                       for name, off in zip(names, offsets)}
-
-    def close(self) -> Path:
-        for arr in self.arrays.values():
-            arr.flush()
-        self.arrays.clear()
-        os.chmod(self._tmp, 0o644)
-        os.replace(self._tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        self.arrays.clear()
+    tmp = temp_path(near, ".model")
+    try:
+        yield np.memmap(tmp, dtype=np.float32, mode="w+", shape=tuple(int(s) for s in shape))
+    finally:
         with contextlib.suppress(OSError):
-            os.unlink(self._tmp)
+            os.unlink(tmp)
+
+
+def _cube_file(path, cube: Cube, z0: int, z1: int, names, product: str, inputs, blocks) -> Path:
+    """Write a PRIMARY + float32 cube extensions *names* with the cube's 3-D WCS for channels
+    ``z0:z1`` to *path* (a temporary path of the caller), from ``(name, z, block)`` *blocks*,
+    through :class:`~ifu_extract.fitsio.StreamingCubeWriter` (CHECKSUM and DATASUM)."""
+    shape = (z1 - z0, cube.ny, cube.nx)
+    prim = fits.Header()
+    prim["SIMPLE"] = True
+    prim["BITPIX"] = 8
+    prim["NAXIS"] = 0
+    prim["EXTEND"] = True
+    add_provenance(prim, "deblend", inputs, None)
+    stamp(prim, cube)  # the cube it models: checkable by whoever uses it with a cube
+    prim["IFXPROD"] = (product, "ifu-extract product")
+    base = _cube_wcs_header(cube, z0)
+    headers = {}
+    for name in names:
+        h = fits.Header()
+        h["XTENSION"] = "IMAGE"
+        h["BITPIX"] = -32
+        h["NAXIS"] = 3
+        h["NAXIS1"], h["NAXIS2"], h["NAXIS3"] = shape[2], shape[1], shape[0]
+        h["PCOUNT"] = 0
+        h["GCOUNT"] = 1
+        h["EXTNAME"] = name
+        h.extend(base.copy())   # cards are shared objects: STAT sets its own BUNIT
+        if name == "STAT" and cube.unit is not None:
+            h["BUNIT"] = ((cube.unit ** 2).to_string("fits"), "variance unit, per spaxel")
+        headers[name] = h
+    out = StreamingCubeWriter(path, prim, headers, shape)
+    try:
+        for name, z, block in blocks:
+            out.write(name, block, z0=z)
+    except BaseException:
+        out.abandon()
+        raise
+    out.close()
+    return Path(path)
+
+
+def write_model_cube(cube: Cube, model: np.ndarray, path, z0: int, z1: int, *, inputs=None) -> Path:
+    """The model cube (sum of every group's model, :func:`model_accumulator`) over channels
+    ``z0:z1``, with the cube's 3-D WCS, to *path*."""
+    def blocks():
+        for zs in range(0, z1 - z0, PLANES_PER_WRITE):
+            # a copy: the writer byte-swaps its blocks in place
+            yield "DATA", zs, np.array(model[zs:zs + PLANES_PER_WRITE], dtype=np.float32)
+
+    return _cube_file(path, cube, z0, z1, ("DATA",), "DEBLEND_MODEL", inputs, blocks())
 
 
 def write_residual_cube(cube: Cube, model: np.ndarray, path, z0: int, z1: int, *, inputs=None) -> Path:
-    """``DATA - model`` (and the cube's STAT) over channels ``z0:z1``, with the cube's 3-D WCS."""
+    """``DATA - model`` (and the cube's STAT) over channels ``z0:z1``, with the cube's 3-D WCS,
+    to *path*."""
     names = ("DATA", "STAT") if cube.has_var else ("DATA",)
-    out = CubeWriter(path, cube, z0, z1, names, inputs=inputs, product="DEBLEND_RESIDUAL")
-    try:
+
+    def blocks():
         for zs, data, var in cube.iter_planes(z0, z1):
             ze = zs + data.shape[0]
-            out.arrays["DATA"][zs - z0:ze - z0] = data - model[zs - z0:ze - z0]
+            yield "DATA", zs - z0, np.asarray(data - model[zs - z0:ze - z0], dtype=np.float32)
             if var is not None:
-                out.arrays["STAT"][zs - z0:ze - z0] = var
-    except BaseException:
-        out.abort()
-        raise
-    return out.close()
+                yield "STAT", zs - z0, np.array(var, dtype=np.float32)
 
-
-def _stamp_of(image, box, stamp_box_):
-    """*image* on *box* moved to *stamp_box_* (zero outside)."""
-    sx0, sx1, sy0, sy1 = box
-    dx0, dx1, dy0, dy1 = stamp_box_
-    out = np.zeros((dy1 - dy0, dx1 - dx0), dtype=np.float32)
-    ix0, ix1, iy0, iy1 = max(sx0, dx0), min(sx1, dx1), max(sy0, dy0), min(sy1, dy1)
-    if ix1 > ix0 and iy1 > iy0:
-        out[iy0 - dy0:iy1 - dy0, ix0 - dx0:ix1 - dx0] = image[iy0 - sy0:iy1 - sy0, ix0 - sx0:ix1 - sx0]
-    return out
+    return _cube_file(path, cube, z0, z1, names, "DEBLEND_RESIDUAL", inputs, blocks())
 
 
 def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, sources_dir, summary, *,
@@ -198,7 +193,7 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, sources_dir
                 spec = Spectrum1D(sp.flux[s0 - z0:s1 - z0], sp.var[s0 - z0:s1 - z0], sp.meta)
                 images = {}
                 if layout.box is not None:
-                    images["DEBLEND"] = (_stamp_of(src.model_image, src.box, layout.box), None)
+                    images["DEBLEND"] = (reframe(src.model_image, src.box, layout.box, 0.0, np.float32), None)
                 update_source(path, spectra={"DEBLEND": spec}, images=images, keywords=keywords,
                               tool="deblend")
             else:
@@ -213,7 +208,7 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, sources_dir
                 write_source(path, obj_id=src.id, ra=rec["RA"], dec=rec["DEC"], cube_name=cube.path.name,
                              cube_version=str(cube.primary_header.get("DATE", "")), cube_checksum=checksum,
                              spec_header=spec_hdr, flux_unit=cube.unit_string, spectra={"DEBLEND": sp},
-                             images={"DEBLEND": (_stamp_of(src.model_image, src.box, box), None)},
+                             images={"DEBLEND": (reframe(src.model_image, src.box, box, 0.0, np.float32), None)},
                              masks={}, stamp_wcs=stamp_wcs_for(cube.wcs, box), keywords=keywords,
                              inputs=inputs)
             rec["FILE"] = file_column(path, summary.parent)

@@ -12,7 +12,7 @@
 from ..box import reframe
 from .build import (DEFAULT_MATCH_RADIUS, DEFAULT_SIZE, DEFAULT_SKY_GROW, MODES, BuiltMasks,
                     GridSegmap, build_masks, make_masks, prepare_segmaps)
-from .io import FORMAT_VERSION, read_masks, write_masks
+from .io import FORMAT_VERSION, copy_masks, read_masks, write_masks
 from .maskset import MaskSet, ObjectMasks, object_mask
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "make_masks",
     "write_masks",
     "read_masks",
+    "copy_masks",
     "object_mask",
     "reframe",
 ]

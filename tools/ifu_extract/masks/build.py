@@ -1,6 +1,6 @@
 """Object and sky masks from segmentation maps: the algorithm of the ``mask`` step.
 
-For every catalogue object, on the stamp box of :func:`~ifu_extract.wcsutil.stamp_box` (the
+For every catalogue object, on the stamp box of :meth:`~ifu_extract.box.Box.around` (the
 geometry shared by every per-object product), this module builds three masks, named as in MPDAF
 Sources:
 

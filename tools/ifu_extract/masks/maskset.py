@@ -138,16 +138,17 @@ class MaskSet:
     ``masks.get(3)``, ``masks.get("12")``; the result is None for rows without masks.
 
     Subclasses say where the stamps are (:meth:`_stamps`, :meth:`_stamp_header`); this class
-    reads them from the ``OBJECTS`` table's mask columns (format version 2,
-    :mod:`ifu_extract.masks.io`).
+    reads them from the stacked ``MASKS`` image at the ``MASKOFF`` of each ``OBJECTS`` row
+    (format version 2, :mod:`ifu_extract.masks.io`), memory-mapped: only the stamps asked for
+    are read.
     """
 
     version = 2
 
-    def __init__(self, path, hdul: fits.HDUList, objects: Table, columns=None, wcs_header=None):
+    def __init__(self, path, hdul: fits.HDUList, objects: Table, stacked=None, wcs_header=None):
         self.path = Path(path)
         self._hdul = hdul
-        self._columns = columns
+        self._stacked = stacked  # (MASKS (3, n) uint8, MASKOFF per row)
         self._wcs_header = wcs_header
         self.objects = objects
         self.header = hdul[0].header
@@ -169,12 +170,14 @@ class MaskSet:
 
     def has_masks(self, i: int) -> bool:
         """Whether 0-based row *i* has masks stored."""
-        return bool(str(self.objects["MASKUSED"][i])) and len(self._columns[0][i]) > 0
+        return bool(str(self.objects["MASKUSED"][i])) and self._stacked[1][i] >= 0
 
     def _stamps(self, i: int) -> list:
         """The three ``(ny, nx)`` bool stamps of row *i* (union, inter, sky)."""
-        shape = (int(self.objects["NY"][i]), int(self.objects["NX"][i]))
-        return [np.asarray(col[i]).reshape(shape).astype(bool) for col in self._columns]
+        ny, nx = int(self.objects["NY"][i]), int(self.objects["NX"][i])
+        stacked, offsets = self._stacked
+        part = stacked[:, offsets[i]:offsets[i] + ny * nx].reshape(len(MASK_NAMES), ny, nx)
+        return list(part.astype(bool))
 
     def _stamp_header(self, i: int) -> fits.Header:
         """The header a version-1 stamp HDU carried: stamp WCS, ``OBJ_ID``, box, mask kind."""
@@ -198,6 +201,24 @@ class MaskSet:
                            header_source=lambda: self._stamp_header(i))
 
     __getitem__ = get
+
+    @property
+    def cube_wcs(self) -> WCS | None:
+        """Celestial WCS of the cube grid the masks are on (None when the file holds none)."""
+        if self._wcs_header is not None:
+            return celestial_from_header(self._wcs_header)
+        if self._segmaps:
+            return celestial_from_header(self._segmaps[min(self._segmaps)].header)
+        for i in range(len(self)):
+            m = self.get(i)
+            if m is not None and m.header is not None:
+                return celestial_from_header(_shifted(m.header, -m.x0, -m.y0))
+        return None
+
+    def segmap_source(self, k: int = 1) -> tuple[str, str]:
+        """``(SEGFILE, SEGHOW)`` of the *k*-th segmentation map: its file and how it was placed."""
+        header = self._segmaps[k].header
+        return str(header.get("SEGFILE", "")), str(header.get("SEGHOW", ""))
 
     @property
     def n_segmaps(self) -> int:

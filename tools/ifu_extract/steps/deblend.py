@@ -9,6 +9,8 @@ rows by their ``ID`` keyword and copied to ``sources_out``, where new ones are w
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,15 @@ from astropy.table import Table
 
 from ..catalog import read_catalog
 from ..cubeio import open_cube
-from ..deblend import CubeWriter, DeblendConfig, deblend_catalog, resolve_psf, write_deblend, write_residual_cube
+from ..deblend import (
+    DeblendConfig,
+    deblend_catalog,
+    model_accumulator,
+    resolve_psf,
+    write_deblend,
+    write_model_cube,
+    write_residual_cube,
+)
 from ..errors import InputError, ParameterError
 from ..fitsout import ensure_dir
 from ..identity import check_product
@@ -27,6 +37,7 @@ from ..psf import PSFModel, catalog_candidates
 from ..segmap import read_segmap, segmap_on_grid
 from ..wcsutil import world_to_pixel
 from ..weights import resample_to_cube
+from ._outputs import OutputSet, check_writable
 from ._sources import copy_sources, source_ids
 
 __all__ = ["DeblendStepConfig", "DeblendStepResult", "run_deblend"]
@@ -61,6 +72,18 @@ class DeblendStepConfig:
     psf_star: str | None = None
     wave_range: tuple | None = None
     size: float = 5.0
+
+    @classmethod
+    def from_options(cls, **options) -> "DeblendStepConfig":
+        """The configuration from the ``deblend`` command's option values, by parameter name
+        (``max_group=10``, ``fwhm=None``...; names of neither this class nor
+        :class:`~ifu_extract.deblend.DeblendConfig` are ignored), so that ``run`` builds it
+        from the same options as the verb."""
+        fit_names = {f.name for f in dataclasses.fields(DeblendConfig)}
+        own = {f.name for f in dataclasses.fields(cls)} - {"fit"}
+        kw = {k: v for k, v in options.items() if k in own}
+        kw["wave_range"] = tuple(kw["wave_range"]) if kw.get("wave_range") else None
+        return cls(fit=DeblendConfig(**{k: v for k, v in options.items() if k in fit_names}), **kw)
 
 
 @dataclass
@@ -159,6 +182,7 @@ def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, 
                              "give the folder of the Source files and the summary table, or {output}",
                              params=names)
     given = source_ids(sources) if output is None else {}
+    check_writable({"model_cube": model_cube, "residual_cube": residual_cube})  # before the work
     if pass_through:
         copied = copy_sources(given, sources_out) if output is None else {}
         return DeblendStepResult([], None, Path(sources_out or Path(output) / "sources"), None, None,
@@ -199,26 +223,20 @@ def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, 
                 raise InputError(image, "does not overlap the cube", "give an image of the same field")
         z0, z1 = cube.channel_range(*(cfg.wave_range or (None, None)))
         inputs = {"cube": cube_path, "masks": masks, "segmap": segmap, "image": image}
-        writer = None
-        model = None
-        if model_cube is not None or residual_cube is not None:
-            # The model is accumulated in a memory-mapped file (the output, or a scratch file
-            # next to the residual cube), never in memory.
-            writer = CubeWriter(model_cube or residual_cube, cube, z0, z1, ("DATA",),
-                                inputs=inputs, product="DEBLEND_MODEL")
-            model = writer.arrays["DATA"]
-        try:
+        with contextlib.ExitStack() as stack:
+            model = None
+            if model_cube is not None or residual_cube is not None:
+                # Group models overlap: summed in a scratch memory map, never in memory.
+                model = stack.enter_context(model_accumulator(model_cube or residual_cube,
+                                                              (z1 - z0, cube.ny, cube.nx)))
             result = deblend_catalog(cube, table, psf, image=model_image, image_is_cube=model_image is None,
                                      segmap=seg, config=cfg.fit, wave_range=cfg.wave_range,
                                      model_cube=model, progress=progress)
-            if residual_cube is not None:
-                write_residual_cube(cube, model, residual_cube, z0, z1, inputs=inputs)
-            if writer is not None and model_cube is not None:
-                writer.close()
-                writer = None
-        finally:
-            if writer is not None:
-                writer.abort()
+            with OutputSet() as outs:   # both cubes or neither
+                if model_cube is not None:
+                    write_model_cube(cube, model, outs.path(model_cube, ".fits"), z0, z1, inputs=inputs)
+                if residual_cube is not None:
+                    write_residual_cube(cube, model, outs.path(residual_cube, ".fits"), z0, z1, inputs=inputs)
         copied = copy_sources(given, sources_dir)   # the given Source files get DEBLEND added
         rows = write_deblend(result, cube, table, sources_dir, summary, size=cfg.size, inputs=inputs)
     return DeblendStepResult(rows=rows, summary=summary, sources_dir=sources_dir,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
+from ..box import Box
 from ..catalog import file_column, file_stem, read_catalog, write_catalog
 from ..cubeio import open_cube
 from ..errors import OK, InputError, ParameterError, warn_object
@@ -161,16 +162,6 @@ def run_xcorr(cube_path, catalog, masks, *, output=None, sources=None, summary=N
     return XcorrStepResult(rows, summary_path, written, tag, sum(r["STATUS"] == OK for r in rows))
 
 
-def _reframe(arr, src_box, dst_box, fill):
-    sx0, sx1, sy0, sy1 = src_box
-    dx0, dx1, dy0, dy1 = dst_box
-    out = np.full((dy1 - dy0, dx1 - dx0), fill, dtype=arr.dtype)
-    ix0, ix1, iy0, iy1 = max(sx0, dx0), min(sx1, dx1), max(sy0, dy0), min(sy1, dy1)
-    if ix1 > ix0 and iy1 > iy0:
-        out[iy0 - dy0:iy1 - dy0, ix0 - dx0:ix1 - dx0] = arr[iy0 - sy0:iy1 - sy0, ix0 - sx0:ix1 - sx0]
-    return out
-
-
 def _row(obj_id, status, **kw):
     out = {"ID": str(obj_id), "STATUS": status, "REFERENCE": "", "N_SPAXELS": 0, "N_ITER": 0,
            "CONVERGED": False, "N_SPAXELS_CONTSUB": 0, "N_ITER_CONTSUB": 0, "CONVERGED_CONTSUB": False,
@@ -212,7 +203,7 @@ def _xcorr_one(cube, csub, masks, seg, obj_id, path, base, tag, cfg) -> dict:
         obj = mm.obj
         neighbours = None
         if seg is not None:
-            seg_stamp = _reframe(seg, (0, cube.nx, 0, cube.ny), box, 0)
+            seg_stamp = Box(*box).cut(seg, 0)
             neighbours = (seg_stamp > 0) & ~mm.union
         res = xcorr_object(data, var, cube.wave[z0:z1], rflux, rvar, obj, neighbours=neighbours,
                            sky=mm.sky, contsub=contsub, config=cfg)
