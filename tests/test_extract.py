@@ -301,3 +301,25 @@ def test_thin_sky_annulus_gets_a_note(isolated, sky_radius, thin):
         assert notes == [f"thin sky: {res.n_sky} sky for {n_obj} object spaxels"]
     else:
         assert res.n_sky > n_obj and notes == []
+
+
+def test_cube_name_is_recorded_and_titles_the_report(tmp_path, capfd):
+    """Galaxy hands the cube over as ``dataset_<uuid>.dat``: ``--cube-name`` gives the Source
+    files (CUBE) and the QA report the dataset's name; without it they name the file."""
+    from conftest import TEST_DATA, run_main
+    from ifu_extract.report import INDEX_NAME
+
+    cube = tmp_path / "dataset_0b6e.dat"
+    cube.write_bytes((TEST_DATA / "gx_minicube.fits").read_bytes())
+    common = [cube, TEST_DATA / "gx_catalog.txt", "--masks", TEST_DATA / "gx_masks.fits",
+              "--fwhm", "0.75"]
+    named, plain = tmp_path / "named", tmp_path / "plain"
+    assert run_main(["extract", *common, "-o", named, "--cube-name", "Abell 478 (MUSE) é"],
+                    capfd).exit_code == 0
+    assert run_main(["extract", *common, "-o", plain], capfd).exit_code == 0
+    # Non-ASCII letters are spelled out (FITS cards are ASCII); the rest is kept as given.
+    assert fits.getheader(named / "sources" / "1.fits")["CUBE"].startswith("Abell 478 (MUSE) ")
+    assert fits.getheader(plain / "sources" / "1.fits")["CUBE"] == "dataset_0b6e.dat"
+    assert run_main(["report", named, "--no-plots"], capfd).exit_code == 0
+    page = (named / INDEX_NAME).read_text()
+    assert "QA report: Abell 478 (MUSE)" in page and "dataset_0b6e" not in page

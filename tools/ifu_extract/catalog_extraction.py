@@ -183,7 +183,7 @@ def _finish(cube: Cube, job: ExtractJob, pending: _Pending, res, shared: _Shared
         images[t] = (img.astype(np.float32), None)
     fname = f"{file_stem(obj_id)}.fits"
     write_source(Path(job.outdir) / "sources" / fname, obj_id=obj_id, ra=row["RA"], dec=row["DEC"],
-                 cube_name=cube.path.name, cube_version=shared.cube_version, cube_checksum=job.checksum,
+                 cube_name=cube.name, cube_version=shared.cube_version, cube_checksum=job.checksum,
                  spec_header=shared.spec_cards, flux_unit=shared.unit, spectra=res.spectra,
                  images=images, masks=masks_img, stamp_wcs=stamp_wcs_cards(shared.cube_wcs_cards, m.box),
                  keywords=keywords, inputs={"cube": cube.path, "masks": job.masks_path})

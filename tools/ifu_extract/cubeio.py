@@ -193,6 +193,14 @@ class Cube:
     data_header: fits.Header = field(repr=False)
     #: Why the variance cannot give errors and S/N (missing, all zero, negative), or None.
     var_problem: str | None = None
+    #: Name of the cube shown to people and recorded in products (``CUBE`` of Source files):
+    #: the file name, unless the caller knows a better one (Galaxy's dataset name).
+    display_name: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The cube's name for people: :attr:`display_name`, else the file name."""
+        return self.display_name or self.path.name
 
     # ------------------------------------------------------------------ properties
     @property
@@ -562,7 +570,7 @@ def _variance_problem(cube: Cube, layout: str) -> tuple[str, str] | None:
 
 
 def open_cube(path, *, data_ext=None, var_ext=None, dq_ext=None,
-              dq_bits: int | None = None, require_finite: bool = True) -> Cube:
+              dq_bits: int | None = None, require_finite: bool = True, cube_name: str | None = None) -> Cube:
     """Open an IFU datacube (headers only; pixels are read on demand).
 
     Parameters
@@ -575,6 +583,9 @@ def open_cube(path, *, data_ext=None, var_ext=None, dq_ext=None,
         Quality bits that flag a voxel (default: any bit; MaNGA: DONOTUSE and friends).
     require_finite : bool
         Refuse a cube whose sampled planes are all NaN.
+    cube_name : str, optional
+        The cube's name for people (:attr:`Cube.name`) when the file name is not it, e.g. the
+        dataset name of a Galaxy job whose file is ``dataset_<uuid>.dat``.
 
     Returns
     -------
@@ -627,7 +638,7 @@ def open_cube(path, *, data_ext=None, var_ext=None, dq_ext=None,
         cube = Cube(path=path, hdul=hdul, layout=layout, data_ext=d, var_ext=v, dq_ext=q,
                     var_kind=var_kind, shape=shape, wcs=wcs, wave=wave, medium=medium,
                     flux_unit=flux_unit, area_factor=area_factor, dq_bits=int(dq_bits),
-                    primary_header=hdul[0].header, data_header=hdr)
+                    primary_header=hdul[0].header, data_header=hdr, display_name=cube_name or None)
         if require_finite and not cube.sample_finite():
             if not any(np.isfinite(blk).any() for _, blk, _ in cube.iter_planes(with_var=False)):
                 raise InputError(path, "has no finite data value (all NaN or flagged)",

@@ -159,7 +159,7 @@ def _source_parts(*, obj_id, ra, dec, cube_name, cube_version, cube_checksum, sp
     h["DEC"] = (float(dec), "[deg] declination")
     h["FROM"] = ("ifu-extract", "software that created this source")
     h["FROM_V"] = (__version__, "version of the software")
-    h["CUBE"] = (str(cube_name)[:50], "datacube")
+    h["CUBE"] = (ascii_safe(str(cube_name))[:50], "datacube")
     h["CUBE_V"] = (str(cube_version)[:50], "datacube version")
     h["CUBECSUM"] = (cube_checksum, "SHA-256 of the cube head + size")
     h["FORMAT"] = (SOURCE_FORMAT, "version of the Source format")

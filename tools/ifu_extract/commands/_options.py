@@ -50,9 +50,20 @@ def cube_options(func):
     return func
 
 
+def cube_name_option(func):
+    """``--cube-name``: the cube's name in the Source files it makes (Galaxy: the dataset's name)."""
+    return click.option("--cube-name", default=None, metavar="NAME",
+                        help="Name of the cube recorded in the Source files (CUBE keyword) and shown "
+                             "in the QA report [default: the file name].")(func)
+
+
 def cube_kwargs(kwargs: dict) -> dict:
     """Pop the cube options from a command's kwargs, as open_cube keyword arguments."""
-    return {k: kwargs.pop(k) for k in ("data_ext", "var_ext", "dq_ext")}
+    out = {k: kwargs.pop(k) for k in ("data_ext", "var_ext", "dq_ext")}
+    if kwargs.get("cube_name") is not None:
+        out["cube_name"] = kwargs.pop("cube_name")
+    kwargs.pop("cube_name", None)
+    return out
 
 
 def wave_range_option(func):

@@ -10,6 +10,7 @@ from ._options import (
     batch_exit,
     catalog_format_option,
     cube_kwargs,
+    cube_name_option,
     cube_options,
     report,
     wave_range_option,
@@ -86,6 +87,7 @@ from ._options import (
 @wave_range_option
 @catalog_format_option
 @cube_options
+@cube_name_option
 def cmd(cube, catalog, sources, sources_out, summary, output, pass_through, masks, segmap, image,
         image_fwhm, model, fwhm, fwhm_red, beta, psf_kind, psf_star, overlap, max_group, nonneg,
         background, gradients, refine_psf, match_radius, size, model_cube, residual_cube, wave_range,

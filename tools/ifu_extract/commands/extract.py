@@ -6,7 +6,7 @@ import sys
 import click
 
 from ..steps.extract import ExtractOptions, run_extract
-from ._options import (batch_exit, catalog_format_option, cube_kwargs, cube_options,
+from ._options import (batch_exit, catalog_format_option, cube_kwargs, cube_name_option, cube_options,
                        report, wave_range_option, white_option)
 
 
@@ -64,6 +64,7 @@ def _progress_bar(total: int):
 @wave_range_option
 @catalog_format_option
 @cube_options
+@cube_name_option
 def cmd(cube, catalog, masks, output, apertures, aperture_method, fwhm, beta, psf_kind, psf_radius,
         skysub, weight_images, threads, resume, marz, white_path, wave_range, catalog_format, **kwargs):
     """Extract spectra of every CATALOG object: MUSE_TOT, MUSE_APER_<r>, MUSE_WHITE, MUSE_PSF,

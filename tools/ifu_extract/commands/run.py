@@ -43,7 +43,7 @@ from ..steps.mask import MaskConfig
 from ..steps.report import ReportConfig
 from ..steps.run import RunRequest, run_run
 from ..steps.xcorr import XcorConfig
-from ._options import catalog_format_option, cube_options, option_errors
+from ._options import catalog_format_option, cube_name_option, cube_options, option_errors
 from .contsub import cmd as contsub_cmd
 from .deblend import cmd as deblend_cmd
 from .detect import cmd as detect_cmd
@@ -60,7 +60,7 @@ VERBS: dict[str, click.Command] = {
     "image": image_cmd, "detect": detect_cmd, "mask": mask_cmd, "extract": extract_cmd,
     "report": report_cmd, "contsub": contsub_cmd, "xcorr": xcorr_cmd, "deblend": deblend_cmd}
 
-_CUBE = ("data_ext", "var_ext", "dq_ext")
+_CUBE = ("data_ext", "var_ext", "dq_ext", "cube_name")
 #: run parameter -> the (verb, parameter) pairs it sets; filled by the option declarations.
 _SETS: dict[str, list[tuple[str, str]]] = {}
 
@@ -265,7 +265,7 @@ def build_request(cube, catalog, output, *, config=None, options: dict | None = 
             params["deblend"][key] = params["extract"][key]
     # What run_options.json records: run's own options (the segmentation maps by content).
     record_flags = {k: v for k, v in flags.items()
-                    if k not in ("segmaps", "html", "assets_dir", "plots")}
+                    if k not in ("segmaps", "html", "assets_dir", "plots", "cube_name")}
     return RunRequest(str(cube), str(catalog) if catalog else None, str(output),
                       _plan(params, flags, threads), catalog_format=flags["catalog_format"],
                       given=given, flags=record_flags, config_file=config, force=force)
@@ -330,9 +330,10 @@ def build_request(cube, catalog, output, *, config=None, options: dict | None = 
                    "[default: the page's folder].")
 @catalog_format_option
 @cube_options
+@cube_name_option
 def cmd(cube, catalog, output, config, do_detect, match_radius, segmaps, force, do_contsub, do_xcor,
         do_deblend, do_line_scan, plots, html, assets_dir, catalog_format, data_ext, var_ext,
-        dq_ext, **options):
+        dq_ext, cube_name, **options):
     """Run the whole chain on CUBE (and optionally CATALOG) into OUTDIR."""
     if not catalog and not do_detect:
         raise click.UsageError("give a CATALOG or let run detect sources (--detect)")
@@ -341,7 +342,8 @@ def cmd(cube, catalog, output, config, do_detect, match_radius, segmaps, force, 
     flags = {"detect": do_detect, "match_radius": match_radius, "contsub": do_contsub,
              "xcor": do_xcor, "deblend": do_deblend, "line_scan": do_line_scan, "plots": plots,
              "catalog_format": catalog_format, "segmaps": segmaps, "html": html,
-             "assets_dir": assets_dir, "data_ext": data_ext, "var_ext": var_ext, "dq_ext": dq_ext}
+             "assets_dir": assets_dir, "data_ext": data_ext, "var_ext": var_ext, "dq_ext": dq_ext,
+             "cube_name": cube_name}
     request = build_request(cube, catalog, output, config=config, options=options, flags=flags,
                             force=force)
     with option_errors():

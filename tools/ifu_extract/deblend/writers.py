@@ -205,7 +205,7 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, sources_dir
                 keywords.update({"X": (float(src.x), "[pix] 0-based cube x"),
                                  "Y": (float(src.y), "[pix] 0-based cube y"),
                                  "STATUS": (src.status[:68], "ok or the fallback used")})
-                write_source(path, obj_id=src.id, ra=rec["RA"], dec=rec["DEC"], cube_name=cube.path.name,
+                write_source(path, obj_id=src.id, ra=rec["RA"], dec=rec["DEC"], cube_name=cube.name,
                              cube_version=str(cube.primary_header.get("DATE", "")), cube_checksum=checksum,
                              spec_header=spec_hdr, flux_unit=cube.unit_string, spectra={"DEBLEND": sp},
                              images={"DEBLEND": (reframe(src.model_image, src.box, box, 0.0, np.float32), None)},
