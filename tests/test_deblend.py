@@ -637,3 +637,17 @@ def test_model_and_residual_cubes_carry_checksums_and_add_up_to_the_cube(tmp_pat
             np.testing.assert_array_equal(r["STAT"].data, c["STAT"].data[z0:z0 + n].astype(np.float32))
             assert np.abs(m["DATA"].data).max() > 0
     assert (tmp_path / "r_only.fits").read_bytes() == (tmp_path / "r.fits").read_bytes()
+
+
+def test_deblend_summary_carries_the_fit_quality(blend_runs):
+    """deblend.tsv has each object's χ²/dof (DBCHI2) and poor-model flag (DBPOOR), the same
+    values as its Source file's keywords, so a table of thousands can be sorted by them."""
+    from ifu_extract.deblend.joint import POOR_CHI2
+
+    for run in blend_runs[1]:
+        tab = Table.read(run["out"] / "deblend.tsv", format="ascii.tab")
+        assert {"DBCHI2", "DBPOOR"} <= set(tab.colnames)
+        for row in tab:
+            hdr = fits.getheader(run["out"] / "sources" / f"{row['ID']}.fits", "SPE_DEBLEND_DATA")
+            assert row["DBCHI2"] == pytest.approx(hdr["DBCHI2"], rel=1e-6) and row["DBCHI2"] > 0
+            assert str(row["DBPOOR"]) == str(hdr["DBPOOR"]) == str(hdr["DBCHI2"] > POOR_CHI2)

@@ -26,7 +26,7 @@ from .config import DeblendResult
 
 #: Columns of the summary table (``deblend.tsv``).
 DEBLEND_COLUMNS = ("ID", "RA", "DEC", "STATUS", "GROUP", "GROUP_SIZE", "GROUP_IDS", "SNR_MEDIAN",
-                   "FLUX_MEDIAN", "LINE_WAVE", "LINE_SNR", "FILE", "NOTES")
+                   "FLUX_MEDIAN", "LINE_WAVE", "LINE_SNR", "DBCHI2", "DBPOOR", "FILE", "NOTES")
 
 
 def _cube_wcs_header(cube: Cube, z0: int) -> fits.Header:
@@ -163,11 +163,17 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, sources_dir
                "DEC": float(row["DEC"]) if np.isfinite(float(row["DEC"])) else np.nan,
                "STATUS": src.status, "GROUP": int(src.group), "GROUP_SIZE": len(src.group_ids),
                "GROUP_IDS": ",".join(src.group_ids), "SNR_MEDIAN": np.nan, "FLUX_MEDIAN": np.nan,
-               "LINE_WAVE": np.nan, "LINE_SNR": np.nan, "FILE": "", "NOTES": "; ".join(src.notes)}
+               "LINE_WAVE": np.nan, "LINE_SNR": np.nan, "DBCHI2": np.nan, "DBPOOR": False, "FILE": "",
+               "NOTES": "; ".join(src.notes)}
         if src.spectrum is None:
             rows.append(rec)
             continue
         sp = src.spectrum
+        # The model's goodness of fit, per object: a user sorts the table by it (the Source
+        # files carry the same DBCHI2/DBPOOR keywords).  -1 in a header means no variance.
+        chi2 = float((sp.meta or {}).get("DBCHI2", (np.nan, ""))[0])
+        rec["DBCHI2"] = chi2 if chi2 >= 0 else np.nan
+        rec["DBPOOR"] = bool((sp.meta or {}).get("DBPOOR", (False, ""))[0])
         with np.errstate(invalid="ignore", divide="ignore"):
             rec["SNR_MEDIAN"] = float(np.nanmedian(sp.flux / np.sqrt(sp.var)))
             rec["FLUX_MEDIAN"] = float(np.nanmedian(sp.flux))
@@ -216,7 +222,7 @@ def write_deblend(result: DeblendResult, cube: Cube, catalog: Table, sources_dir
             rec["STATUS"] = f"failed: {exc.oneline()}"[:200]
             warn_object(src.id, exc.oneline())
         rows.append(rec)
-    types = (str, float, float, str, int, int, str, float, float, float, float, str, str)
+    types = (str, float, float, str, int, int, str, float, float, float, float, float, bool, str, str)
     tab = Table(rows=[[r[c] for c in DEBLEND_COLUMNS] for r in rows], names=DEBLEND_COLUMNS, dtype=types) \
         if rows else Table(names=DEBLEND_COLUMNS, dtype=types)
     for col in ("RA", "DEC"):
