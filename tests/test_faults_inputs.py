@@ -543,3 +543,27 @@ def test_outputs_galaxy_created_empty_are_written(tmp_path, capfd):
     assert res.exit_code == 0, res.stderr
     assert all(path.stat().st_size > 0 for path in outs.values())
     assert outs["--lines"].read_text().startswith("LINE_ID\tID\tRA\tDEC")
+
+
+def test_report_page_galaxy_created_empty_is_written(tmp_path, capfd):
+    """The same for the QA report's page (``--html``, an output declared by its type, not in a
+    list that has to be kept in step): Galaxy's empty dataset is replaced by the page."""
+    from ifu_extract.commands._paths import is_output
+    from ifu_extract.cli import COMMANDS, LazyGroup
+
+    out = tmp_path / "ext"
+    assert run_main(["extract", TEST_DATA / "gx_minicube.fits", TEST_DATA / "gx_catalog.txt",
+                     "--masks", TEST_DATA / "gx_masks.fits", "-o", out, "--fwhm", "0.75"],
+                    capfd).exit_code == 0
+    page, assets = tmp_path / "dataset_7.dat", tmp_path / "dataset_7_files"
+    page.touch()
+    res = run_main(["report", "--summary", out / "summary.tsv", "--source", out / "sources" / "1.fits",
+                    "--source", out / "sources" / "3.fits", "--html", page, "--assets-dir", assets,
+                    "--no-plots"], capfd)
+    assert res.exit_code == 0, res.stderr
+    assert "<table" in page.read_text()
+    # Every verb that writes an HTML page declares it an output.
+    for verb in ("report", "merge", "run"):
+        params = {p.name: p for p in LazyGroup._load(verb).params}
+        assert is_output(params["html"]) and is_output(params["assets_dir"]), verb
+    assert "run" in COMMANDS

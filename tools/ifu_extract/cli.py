@@ -21,6 +21,7 @@ import click
 
 from . import __version__
 from . import pathguard
+from .commands._paths import is_output
 from .errors import InputError, ObjectWarning, OptionConflict, ParameterError, reset_once
 from .parallel import Terminated, install_sigterm_handler
 
@@ -46,19 +47,6 @@ COMMANDS = {
     "spectra": "spectra:group",
 }
 
-#: click parameters naming files a verb writes, per verb (default: ``output``); every other
-#: ``click.Path`` parameter is an input.  Used by the output-path guard (:mod:`.pathguard`).
-OUTPUT_PARAMS = {
-    "detect": ("output", "segmap", "background", "rms", "plot", "line_images", "lines_path"),
-    "contsub": ("output", "continuum_output"),
-    "deblend": ("output", "sources_out", "summary", "model_cube", "residual_cube"),
-    "xcorr": ("output", "summary", "sources_out"),
-    "extract": ("output", "marz"),
-    "selfcal": ("output", "corrections", "png"),
-    "detimage": ("output", "png", "png_wave"),
-    "ingest": ("store",),
-}
-
 log = logging.getLogger("ifu_extract")
 
 
@@ -72,7 +60,8 @@ def _guard(cmd: click.Command) -> click.Command:
         return cmd
     callback = cmd.callback
     paths = {p.name: p for p in cmd.params if isinstance(p.type, click.Path)}
-    out_names = set(OUTPUT_PARAMS.get(cmd.name, ("output",)))
+    # Outputs are the parameters of type OutputPath: declared where the option is, nowhere else.
+    out_names = {n for n, p in paths.items() if is_output(p)}
 
     def label(p):
         return p.opts[-1] if isinstance(p, click.Option) else p.human_readable_name

@@ -5,14 +5,15 @@ import click
 from ..contsub import METHODS, ContsubConfig
 from ..steps.contsub import run_contsub
 from ._options import cube_kwargs, cube_options, progress_bar, report, wave_range_option
+from ._paths import OutputPath
 
 
 @click.command("contsub")
 @click.argument("cube", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
               help="Output FITS cube: DATA = CUBE minus its continuum, STAT = the variance of "
                    "CUBE, float32, with the full 3-D WCS.")
-@click.option("--continuum", "continuum_output", type=click.Path(dir_okay=False), default=None,
+@click.option("--continuum", "continuum_output", type=OutputPath(dir_okay=False), default=None,
               help="Also write the continuum model cube (DATA) to this FITS file.")
 @click.option("--method", type=click.Choice(METHODS), default="poly", show_default=True,
               help="Continuum model per spaxel: 'poly' = polynomial fitted with variance "

@@ -5,6 +5,7 @@ import click
 from ..steps.cutout import CutoutOptions, run_cutout
 from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs, cube_options,
                        report, wave_range_option)
+from ._paths import OutputPath
 
 
 @click.command("cutout")
@@ -14,7 +15,7 @@ from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs,
               "(instead of a catalogue).")
 @click.option("--dec", type=click.FloatRange(-90, 90), default=None, help="Declination, degrees.")
 @click.option("--id", "obj_id", default="1", show_default=True, help="ID of the --ra/--dec object.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(file_okay=False),
               help="Output folder: one <ID>.fits per object and cutouts.tsv.")
 @click.option("--size", type=BOX_SIZE, default=5.0, show_default=True,
               help="Full side of the square box, arcsec (a catalogue SIZE column wins).")

@@ -15,6 +15,7 @@ from ._options import (
     report,
     wave_range_option,
 )
+from ._paths import OutputPath
 
 
 @click.command("deblend")
@@ -23,12 +24,12 @@ from ._options import (
 @click.option("--source", "sources", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="A Source file from 'extract' or 'run', matched to its catalogue row by its ID "
                    "keyword; repeatable.  It is copied to --sources-out and DEBLEND is added to the copy.")
-@click.option("--sources-out", type=click.Path(file_okay=False), default=None,
+@click.option("--sources-out", type=OutputPath(file_okay=False), default=None,
               help="Folder of the Source files written, <ID>.fits (those of --source with DEBLEND "
                    "added, new ones for the other objects).")
-@click.option("--summary", type=click.Path(dir_okay=False), default=None,
+@click.option("--summary", type=OutputPath(dir_okay=False), default=None,
               help="Summary table to write (TSV), with --sources-out.")
-@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--output", type=OutputPath(file_okay=False), default=None,
               help="Instead of --sources-out/--summary: the folder of the 'extract' step (DEBLEND "
                    "spectra added to sources/<ID>.fits, created when missing; summary in deblend.tsv).")
 @click.option("--pass-through", is_flag=True, default=False,
@@ -80,9 +81,9 @@ from ._options import (
               help="An object on background takes the nearest segment within this radius, arcsec.")
 @click.option("--size", type=FiniteFloatRange(min=0, min_open=True, max=60), default=5.0,
               show_default=True, help="Stamp side, arcsec, of Source files created by this step.")
-@click.option("--model-cube", type=click.Path(dir_okay=False), default=None,
+@click.option("--model-cube", type=OutputPath(dir_okay=False), default=None,
               help="Write the model cube (all fitted sources) to this FITS file.")
-@click.option("--residual-cube", type=click.Path(dir_okay=False), default=None,
+@click.option("--residual-cube", type=OutputPath(dir_okay=False), default=None,
               help="Write CUBE minus the model cube (DATA, STAT) to this FITS file.")
 @wave_range_option
 @catalog_format_option

@@ -10,6 +10,7 @@ from ..steps.run import run_run
 from ._options import option_errors, report
 from .run import build_request
 from .run import cmd as run_cmd
+from ._paths import OutputPath
 
 # Abell 478 minicube: no FSF keywords in its header and no isolated star to fit one on; 0.75" is
 # the seeing of that MUSE WFM exposure's white light as measured on its compact galaxies, and the
@@ -26,7 +27,7 @@ def demo_data() -> tuple[Path, Path]:
 
 
 @click.command("demo")
-@click.option("-o", "--output", default="demo-out", show_default=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", default="demo-out", show_default=True, type=OutputPath(file_okay=False),
               help="Output folder.")
 @click.option("--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,
               help="Worker processes.")

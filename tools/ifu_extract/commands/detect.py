@@ -17,6 +17,7 @@ from ..steps.detect import DetectConfig, DetectOutputs, run_detect
 from ..steps.linescan import LineScanRequest
 from ._options import cube_options, option_errors, report
 from .image import image_options
+from ._paths import OutputPath
 
 __all__ = ["cmd", "CATALOG_FORMATS"]
 
@@ -25,19 +26,19 @@ CATALOG_FORMATS = ("auto", "tsv", "csv", "ecsv", "fits")
 
 @click.command("detect")
 @click.argument("image_or_cube", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
               help="Output catalogue: ID, x, y, RA, DEC, a, b, theta, flux, flux_err, "
                    "kron_radius, flag, and more.")
 @click.option("--catalog-format", type=click.Choice(CATALOG_FORMATS), default="auto",
               show_default=True,
               help="Catalogue format; 'auto' follows the suffix (.fits, .ecsv, .csv; else TSV).")
-@click.option("--segmap", type=click.Path(dir_okay=False), default=None,
+@click.option("--segmap", type=OutputPath(dir_okay=False), default=None,
               help="Write the segmentation map (FITS, int32 labels = catalogue IDs, input WCS).")
-@click.option("--background", type=click.Path(dir_okay=False), default=None,
+@click.option("--background", type=OutputPath(dir_okay=False), default=None,
               help="Write the background map (FITS, input WCS).")
-@click.option("--rms", type=click.Path(dir_okay=False), default=None,
+@click.option("--rms", type=OutputPath(dir_okay=False), default=None,
               help="Write the background RMS map (FITS, input WCS).")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", type=OutputPath(dir_okay=False), default=None,
               help="Write a PNG of the image (arcsinh scale) with Kron apertures and IDs.")
 @image_options
 @cube_options
@@ -114,7 +115,7 @@ CATALOG_FORMATS = ("auto", "tsv", "csv", "ecsv", "fits")
 @click.option("--line-scan", is_flag=True,
               help="Cube input: also find emission lines with a calibrated 3-D matched filter and "
                    "add the objects they belong to (invisible in white light) to the catalogue.")
-@click.option("--lines", "lines_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--lines", "lines_path", type=OutputPath(dir_okay=False), default=None,
               help="Write the line table here: one row per line (LINE_ID, ID of its object, RA, DEC, "
                    "LINE_WAVE, LINE_FLUX, LINE_FLUX_ERR, SNR, PURITY, EXTENT...); format by suffix.")
 @click.option("--line-snr", type=click.FloatRange(min=0, min_open=True), default=5.5,
@@ -141,7 +142,7 @@ CATALOG_FORMATS = ("auto", "tsv", "csv", "ecsv", "fits")
               help="Do not skip the built-in bright sky-line windows.")
 @click.option("--contsub-cube", type=click.Path(dir_okay=False), default=None,
               help="Continuum-subtracted cube (from contsub) to scan instead of local side bands.")
-@click.option("--line-images", type=click.Path(dir_okay=False), default=None,
+@click.option("--line-images", type=OutputPath(dir_okay=False), default=None,
               help="Write the emitters' narrow-band images (their extraction weights) here.")
 @click.option("--merge-catalog", type=click.Path(dir_okay=False), default=None,
               help="A catalogue (AutoSpec, MUSELET cat.txt, CSV, TSV, ECSV or FITS) that the "

@@ -8,6 +8,7 @@ import click
 from ..steps.extract import ExtractOptions, run_extract
 from ._options import (batch_exit, catalog_format_option, cube_kwargs, cube_name_option, cube_options,
                        report, wave_range_option, white_option)
+from ._paths import OutputPath
 
 
 def extraction_options(func):
@@ -55,10 +56,10 @@ def _progress_bar(total: int):
 @click.argument("catalog", type=click.Path(dir_okay=False))
 @click.option("--masks", required=True, type=click.Path(dir_okay=False),
               help="Masks file from 'ifu-extract mask'.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(file_okay=False),
               help="Output folder: sources/<ID>.fits (MPDAF Source layout) and summary.tsv.")
 @extraction_options
-@click.option("--marz", type=click.Path(dir_okay=False), default=None,
+@click.option("--marz", type=OutputPath(dir_okay=False), default=None,
               help="Also write the best spectrum of every object to this MARZ FITS file.")
 @white_option
 @wave_range_option

@@ -4,6 +4,7 @@ import click
 
 from ..steps.image import ImageOptions, run_image
 from ._options import cube_kwargs, cube_options, report, wave_range_option
+from ._paths import OutputPath
 
 
 def image_options(func):
@@ -25,7 +26,7 @@ def image_options(func):
 
 @click.command("image")
 @click.argument("cube", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
               help="Output FITS image (DATA and STAT with the celestial WCS).")
 @image_options
 @cube_options

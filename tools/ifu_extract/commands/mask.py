@@ -7,6 +7,7 @@ from ..segmap import DEFAULT_MIN_COVERAGE
 from ..steps.mask import MaskConfig, run_mask
 from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs, cube_options,
                        report, white_option)
+from ._paths import OutputPath
 
 
 @click.command("mask")
@@ -16,7 +17,7 @@ from ._options import (BOX_SIZE, batch_exit, catalog_format_option, cube_kwargs,
               help="Segmentation map (FITS, 0 = background); repeat for several maps. Maps on "
                    "another grid (e.g. HST) are reprojected onto the cube grid by area coverage. "
                    "Without one, every object gets a PSF circle (radius the FWHM).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
               help="Output FITS file: OBJECTS table with the MASK_UNION/MASK_INTER/MASK_SKY stamps of "
                    "every object, SEGMAP on the cube grid.")
 @click.option("--size", type=BOX_SIZE, default=DEFAULT_SIZE,

@@ -7,11 +7,12 @@ from ..report import DEFAULT_DPI
 from ..steps.merge import MergeConfig, run_merge
 from ..steps.report import ReportConfig
 from ._options import catalog_format_option, progress_bar, report
+from ._paths import OutputPath
 
 
 @click.command("merge")
 @click.argument("inputs", nargs=-1, type=click.Path(file_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(file_okay=False),
               help="Merged output folder (new or empty): sources/, summary.tsv, qa/, index.html.")
 @click.option("--part-summary", "part_summaries", multiple=True, type=click.Path(dir_okay=False),
               help="Summary table of a part (repeat, in the order to merge; instead of or after "
@@ -27,9 +28,9 @@ from ._options import catalog_format_option, progress_bar, report
               help="Copy the Source files, or hard-link them (saves space on one file system).")
 @click.option("--no-report", is_flag=True, help="Do not rebuild the QA report (qa/, index.html).")
 @click.option("--no-plots", is_flag=True, help="Rebuild index.html without the per-object figures.")
-@click.option("--html", type=click.Path(dir_okay=False), default=None,
+@click.option("--html", type=OutputPath(dir_okay=False), default=None,
               help="Index page of the report [default: OUTPUT/index.html].")
-@click.option("--assets-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--assets-dir", type=OutputPath(file_okay=False), default=None,
               help="Folder of the report's figures (qa/) and linked Source files (sources/) "
                    "[default: the page's folder].")
 @click.option("--segmap", type=click.Path(dir_okay=False), default=None,

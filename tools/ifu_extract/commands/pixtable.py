@@ -10,6 +10,7 @@ import click
 from ..steps.pixtable import (Reading, SelectionOptions, run_detimage, run_extract, run_info,
                               run_mask, run_origin, run_plot, run_selfcal)
 from ._options import option_errors, report
+from ._paths import OutputPath
 
 _BOTH_LAYOUTS = click.Choice(["image", "table"])
 #: Selection parameters of the library whose names are not an option's.
@@ -107,7 +108,7 @@ def info_cmd(table, as_json):
 
 @group.command("extract")
 @click.argument("table", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
               help="Output pixel table (FITS).")
 @click.option("--layout", type=_BOTH_LAYOUTS, default="image", show_default=True,
               help="Output layout: one image per column (MPDAF's default) or a binary table.")
@@ -126,7 +127,7 @@ def extract_cmd(table, output, layout, threads, chunk_rows, **kw):
 
 @group.command("origin")
 @click.argument("table", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
               help="Output FITS table with columns IFU, SLICE, YPIX, XPIX (and ROW with a "
                    "selection).")
 @_selection_options()
@@ -142,13 +143,13 @@ def origin_cmd(table, output, threads, chunk_rows, **kw):
 
 @group.command("detimage")
 @click.argument("table", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
               help="Output FITS with DATA and LAMBDA detector images.")
 @click.option("--ifu", type=click.IntRange(1, 24), default=None,
               help="IFU to rebuild (required when the selection holds several).")
-@click.option("--png", type=click.Path(dir_okay=False), default=None,
+@click.option("--png", type=OutputPath(dir_okay=False), default=None,
               help="Also write a PNG of the data image.")
-@click.option("--png-wave", type=click.Path(dir_okay=False), default=None,
+@click.option("--png-wave", type=OutputPath(dir_okay=False), default=None,
               help="Also write a PNG of the wavelength image.")
 @click.option("--xrange", nargs=2, type=click.IntRange(0, 8192), default=None,
               metavar="START STOP", help="Detector columns to keep (inclusive, 0-based).")
@@ -171,7 +172,7 @@ def detimage_cmd(table, output, ifu, png, png_wave, xrange, yrange, threads, chu
 @group.command("mask")
 @click.argument("table", type=click.Path(dir_okay=False))
 @click.argument("mask_image", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
               help="Output mask column (MPDAF PixTableMask FITS).")
 @click.option("--mask-ext", default=None, metavar="NAME|INDEX",
               help="Extension of MASK_IMAGE (default: primary of a one-HDU file, else DATA "
@@ -202,9 +203,9 @@ def _parse_edges(text):
 
 @group.command("selfcal")
 @click.argument("table", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
               help="Corrected pixel table (FITS).")
-@click.option("--corrections", required=True, type=click.Path(dir_okay=False),
+@click.option("--corrections", required=True, type=OutputPath(dir_okay=False),
               help="Output corrections table (FITS, AUTOCAL_FACTORS layout).")
 @click.option("--mask-image", type=click.Path(dir_okay=False), default=None,
               help="Source mask image with WCS (0 = sky, non-zero = object).")
@@ -226,7 +227,7 @@ def _parse_edges(text):
               help="Fewest pixels for a slice and bin to get its own correction.")
 @click.option("--layout", type=_BOTH_LAYOUTS, default="image", show_default=True,
               help="Layout of the corrected table.")
-@click.option("--png", type=click.Path(dir_okay=False), default=None,
+@click.option("--png", type=OutputPath(dir_okay=False), default=None,
               help="Also plot the corrections (PNG).")
 @_threads_option
 def selfcal_cmd(table, output, corrections, mask_image, mask_column, mask_ext, bin_edges,
@@ -252,7 +253,7 @@ def selfcal_cmd(table, output, corrections, mask_image, mask_column, mask_ext, b
 
 @group.command("plot")
 @click.argument("source", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
               help="Output PNG.")
 @click.option("--kind", type=click.Choice(["sky", "detector", "wave", "corrections"]),
               default="sky", show_default=True,

@@ -5,6 +5,7 @@ import click
 from ..report import DEFAULT_DPI
 from ..steps.report import ReportConfig, run_report
 from ._options import progress_bar, report
+from ._paths import OutputPath
 
 
 @click.command("report")
@@ -14,9 +15,9 @@ from ._options import progress_bar, report
 @click.option("--source", "sources", multiple=True, type=click.Path(dir_okay=False),
               help="A Source file (repeat; matched to the summary rows by the ID in its header) "
                    "[default: the files the summary's FILE column names, relative to its folder].")
-@click.option("--html", type=click.Path(dir_okay=False), default=None,
+@click.option("--html", type=OutputPath(dir_okay=False), default=None,
               help="Index page to write [default: OUTDIR/index.html].")
-@click.option("--assets-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--assets-dir", type=OutputPath(file_okay=False), default=None,
               help="Folder of the figures (qa/) and of the Source files the page links to "
                    "(sources/, copied there when given with --source) [default: the page's folder].")
 @click.option("--threads", type=click.IntRange(min=1, max=256), default=1, show_default=True,

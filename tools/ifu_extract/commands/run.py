@@ -52,6 +52,7 @@ from .image import cmd as image_cmd
 from .mask import cmd as mask_cmd
 from .report import cmd as report_cmd
 from .xcorr import cmd as xcorr_cmd
+from ._paths import OutputPath
 
 __all__ = ["cmd", "VERBS", "load_run_config", "verb_params", "build_request"]
 
@@ -274,7 +275,7 @@ def build_request(cube, catalog, output, *, config=None, options: dict | None = 
 @click.command("run")
 @click.argument("cube", type=click.Path(dir_okay=False))
 @click.argument("catalog", required=False, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(file_okay=False),
               help="Output folder (white.fits, detections.tsv, segmap.fits, catalog.tsv, psf.fits when "
                    "the PSF was fitted on the field's stars, masks.fits, sources/, summary.tsv, qa/, "
                    "index.html, run_options.json; lines.tsv and line_images.fits with --line-scan).")
@@ -323,9 +324,9 @@ def build_request(cube, catalog, output, *, config=None, options: dict | None = 
 @click.option("--line-scan", "do_line_scan", is_flag=True,
               help="Find line emitters with a narrow-band scan and extract them (MUSE_NB spectra).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write the QA report.")
-@click.option("--html", type=click.Path(dir_okay=False), default=None,
+@click.option("--html", type=OutputPath(dir_okay=False), default=None,
               help="Index page of the QA report [default: OUTDIR/index.html].")
-@click.option("--assets-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--assets-dir", type=OutputPath(file_okay=False), default=None,
               help="Folder of the QA report's figures (qa/) and linked Source files (sources/) "
                    "[default: the page's folder].")
 @catalog_format_option

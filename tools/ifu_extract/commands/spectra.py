@@ -10,6 +10,7 @@ import click
 
 from ..errors import InputError
 from ._options import option_errors, report
+from ._paths import OutputPath
 
 log = logging.getLogger("ifu_extract")
 
@@ -78,7 +79,7 @@ def group():
 
 @group.command("ingest")
 @click.argument("sources", nargs=-1, type=click.Path(exists=True))
-@click.option("--store", required=True, type=click.Path(dir_okay=False),
+@click.option("--store", required=True, type=OutputPath(dir_okay=False),
               help="Store file to create or add to (one file; an empty file is a new store).")
 @click.option("--source", "source_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="MPDAF Source or SDSS spec-* file (repeatable); SOURCES may also be given "
@@ -155,7 +156,7 @@ def _region(text):
 @click.option("--fields", default=None, metavar="COL,COL",
               help="Write a table of these columns instead of ids.")
 @click.option("--list-columns", is_flag=True, help="List the contexts and columns, then exit.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", type=OutputPath(dir_okay=False), default=None,
               help="Write ids (one per line) or the table (TSV) here instead of stdout.")
 def query_cmd(store, url, token, token_file, ra, dec, radius, region, constraint, context,
               fields, list_columns, output):
@@ -195,7 +196,7 @@ def query_cmd(store, url, token, token_file, ra, dec, radius, region, constraint
               help="Allow interpolation onto the first spectrum's grid when contexts differ.")
 @click.option("--values", default=None, metavar="PLANES",
               help="Planes to write, e.g. flux,ivar (default: all).")
-@click.option("-o", "--output", required=True, type=click.Path(),
+@click.option("-o", "--output", required=True, type=OutputPath(),
               help="Output folder (fits, numpy) or file (tsv).")
 def get_cmd(store, url, token, token_file, ids, ids_file, fmt, align, cutout, resample, values,
             output):
@@ -229,7 +230,7 @@ def get_cmd(store, url, token, token_file, ids, ids_file, fmt, align, cutout, re
 @click.option("--align", is_flag=True, help="Grid: align the spectra first.")
 @click.option("--cutout", default=None, metavar="W0-W1",
               help="Grid/stacked: wavelength window, Angstrom.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
               help="PNG file to write.")
 def plot_cmd(store, url, token, token_file, ids, ids_file, kind, nx, ny, page, yflip, align,
              cutout, output):

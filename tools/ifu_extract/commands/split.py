@@ -5,13 +5,14 @@ import click
 from ..catalog_parts import SPLIT_FORMATS
 from ..steps.split import SplitConfig, run_split
 from ._options import catalog_format_option, report
+from ._paths import OutputPath
 
 
 @click.command("split")
 @click.argument("catalog", type=click.Path(dir_okay=False))
 @click.option("-n", "--parts", "n_parts", required=True, type=click.IntRange(min=1, max=100000),
               help="Number of parts (at most the number of catalogue rows).")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(file_okay=False),
               help="Output folder of the parts <STEM>_part01.<ext>, <STEM>_part02.<ext>...")
 @click.option("--output-format", type=click.Choice(SPLIT_FORMATS), default="same", show_default=True,
               help="Format of the parts: 'same' keeps the input's (text catalogues keep their "

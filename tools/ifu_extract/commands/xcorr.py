@@ -7,6 +7,7 @@ from ..contsub import METHODS
 from ..steps.xcorr import run_xcorr
 from ..xcorr import XcorConfig
 from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_options, report
+from ._paths import OutputPath
 
 
 @click.command("xcorr")
@@ -21,12 +22,12 @@ from ._options import batch_exit, catalog_format_option, cube_kwargs, cube_optio
               help="A Source file from 'extract' or 'run', matched to its catalogue row by its ID "
                    "keyword; repeatable.  XCOR and XCOR_CONTSUB spectra and IMA_XCOR maps are added "
                    "to it (or to its copy in --sources-out).")
-@click.option("--summary", type=click.Path(dir_okay=False), default=None,
+@click.option("--summary", type=OutputPath(dir_okay=False), default=None,
               help="Summary table to write (TSV), with --source.")
-@click.option("--sources-out", type=click.Path(file_okay=False), default=None,
+@click.option("--sources-out", type=OutputPath(file_okay=False), default=None,
               help="With --source: copy every Source file to this folder as <ID>.fits and update the "
                    "copies [default: update the files in place].")
-@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--output", type=OutputPath(file_okay=False), default=None,
               help="Instead of --source/--summary: the folder of the 'extract' step (sources/<ID>.fits "
                    "updated in place, summary in xcorr.tsv).")
 @click.option("--contsub-cube", type=click.Path(dir_okay=False), default=None,
