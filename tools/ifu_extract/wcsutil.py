@@ -25,7 +25,6 @@ __all__ = [
     "pixel_to_world",
     "wave_axis",
     "same_grid",
-    "stamp_box",
 ]
 
 
@@ -159,28 +158,3 @@ def same_grid(wcs_a: WCS, shape_a, wcs_b: WCS, shape_b, tol_pix: float = 1e-3) -
     xb, yb = wcs_b.celestial.all_world2pix(ra, dec, 0)
     return bool(np.all(np.abs(xb - xs) < tol_pix) and np.all(np.abs(yb - ys) < tol_pix))
 
-
-def stamp_box(x: float, y: float, size_arcsec: float, pixscale: float) -> tuple[int, int, int, int]:
-    """Square box of full side *size_arcsec* centred on the spaxel holding (*x*, *y*).
-
-    Every per-object product (cut-out, masks, Source images) uses this one geometry, so that
-    they align pixel for pixel.  The box may extend beyond the cube (callers pad with NaN).
-
-    Parameters
-    ----------
-    x, y : float
-        0-based pixel position of the object.
-    size_arcsec : float
-        Full side of the box, arcsec (AutoSpec's SIZE).
-    pixscale : float
-        Spaxel side, arcsec.
-
-    Returns
-    -------
-    x0, x1, y0, y1 : int
-        Half-open pixel ranges.
-    """
-    npix = max(1, int(round(size_arcsec / pixscale)))
-    xc, yc = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
-    x0, y0 = xc - npix // 2, yc - npix // 2
-    return x0, x0 + npix, y0, y0 + npix
