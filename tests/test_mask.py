@@ -302,6 +302,8 @@ def test_voronoi_splits_a_shared_segment(field):
         full[k][y0:y1, x0:x1] = vor.stamps[k][0].astype(bool)
     assert all(s.startswith("shared_segment") for s in plain.objects["STATUS"])
     assert list(vor.objects["STATUS"]) == ["ok", "ok"]
+    # The file records the cut made: both masks lost the half of the segment beyond the bisector.
+    assert vor.meta["NVORCUT"][0] == 2 and plain.meta["NVORCUT"][0] == 0
     assert not (full[0] & full[1]).any()                          # disjoint
     assert np.array_equal(full[0] | full[1], seg > 0)             # together: the whole segment
     assert (xx[full[0]] <= 20).all() and (xx[full[1]] >= 20).all()  # split on the bisector

@@ -26,7 +26,9 @@ a circle of radius FWHM (the PSF) centred on it is used, minus the neighbours' s
 to its Voronoi cell among the catalogue positions (so that no two footprints overlap), and
 stored as both MASK_UNION and MASK_INTER: an object is never dropped, and its ``STATUS`` says
 what was done.  With ``voronoi=True`` every object mask
-is also cut to the object's Voronoi cell among the catalogue positions (crowded fields).
+is also cut to the object's Voronoi cell among the catalogue positions (crowded fields); the
+``NVORCUT`` card of the masks file counts the object masks that lost spaxels to that cut (0
+without it), as ``NSPLIT`` counts the segments split.
 
 The masks are written and read by :mod:`ifu_extract.masks.io` (file layout there).
 
@@ -533,6 +535,7 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
         bx0, bx1, by0, by1 = Box.around(pos.x[i], pos.y[i], sizes[i], pixscale)
         boxes[i] = (bx0, by0, bx1 - bx0, by1 - by0)
     counts = np.zeros((nrow, 3), dtype=np.int32)  # N_UNION, N_INTER, N_SKY
+    nvorcut = 0  # object masks the Voronoi cells cut
     used = [""] * nrow
     seglabel = [""] * nrow
     stamps: list = [None] * nrow
@@ -551,7 +554,10 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
             owns.append(mine)
         keep = _window(valid, bx0, bx1, by0, by1, False) & ~other
         if cell is not None:
-            keep &= _window(cell, bx0, bx1, by0, by1, -1) == i
+            in_cell = _window(cell, bx0, bx1, by0, by1, -1) == i
+            # The cut made: the object's own segment reaches into a neighbour's cell.
+            nvorcut += bool(has_segment[i] and (np.logical_or.reduce(owns) & keep & ~in_cell).any())
+            keep &= in_cell
         note = []
         if has_segment[i]:
             union = np.logical_or.reduce(owns) & keep
@@ -615,6 +621,7 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
         "SPLIT": (bool(split and not voronoi), "shared segments split: PSF cores + watershed"),
         "NSPLIT": (int(nsplit), "segments shared by several objects, split"),
         "VORONOI": (bool(voronoi), "object masks cut to Voronoi cells"),
+        "NVORCUT": (int(nvorcut), "object masks cut by their Voronoi cell"),
         "NSEGMAP": (len(grids), "segmentation maps used"),
     }
     for k, g in enumerate(grids, start=1):
