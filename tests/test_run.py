@@ -229,3 +229,23 @@ def test_psf_resolved_once_and_given_to_extract(monkeypatch, tmp_path, point_fie
         run_run(req)
     assert len(calls) == 1 and calls[0]["fwhm"] == 0.9
     assert seen["psf"].fwhm(6000.0) == pytest.approx(0.9) and seen["psf"].beta(6000.0) == 3.0
+
+
+def test_merged_in_memory_or_from_the_file_the_same_catalogue(tmp_path):
+    """detect --merge-catalog (the Galaxy workflow) merges the detections it has in memory; run
+    merges them read back from detections.tsv: the same objects at the same positions, to the
+    bit (a position rounded differently moves the exact apertures: other spectra)."""
+    from conftest import TEST_DATA
+    from ifu_extract.steps.detect import DetectConfig, DetectOutputs, run_detect
+
+    white, cat = TEST_DATA / "gx_white.fits", TEST_DATA / "gx_catalog.txt"
+    merged = tmp_path / "merged.tsv"
+    run_detect(white, DetectOutputs(str(merged)), DetectConfig(), merge_catalog=cat)
+    alone = tmp_path / "detections.tsv"
+    run_detect(white, DetectOutputs(str(alone)), DetectConfig())
+    step = read_catalog(merged)
+    chain = merge_catalogs(read_catalog(cat), read_catalog(alone), 0.6)
+    assert list(step["SOURCE"]).count("detect") >= 1          # a detection was added
+    assert list(step["ID"]) == list(chain["ID"])
+    for col in ("RA", "DEC"):
+        assert np.array_equal(np.asarray(step[col], float), np.asarray(chain[col], float)), col

@@ -741,7 +741,10 @@ def detect_sources(image: Image, *, back_size=DEFAULTS["back_size"],
 
     if image.wcs is not None and len(table):
         ra, dec = pixel_to_world(image.wcs, np.asarray(table["x"]), np.asarray(table["y"]))
-        table["RA"], table["DEC"] = ra, dec
+        # The positions the catalogue file holds: a detection merged into a catalogue in memory
+        # (detect --merge-catalog, the Galaxy workflow) or read back from the file (run) is the
+        # same object at the same position, and gives the same spectra.
+        table["RA"], table["DEC"] = np.round(ra, SKY_DECIMALS), np.round(dec, SKY_DECIMALS)
     elif image.wcs is None:
         warnings.warn("the image has no celestial WCS: RA and DEC are NaN", DetectionWarning,
                       stacklevel=2)
@@ -826,8 +829,11 @@ def _measure(objects, seg, sub, mask, var, err, kron_factor, kron_min, min_radiu
     return Table([cols[c] for c in _COLUMNS], names=_COLUMNS)
 
 
+#: Decimals of RA/DEC (deg) in the catalogue: 1e-7 deg, 0.4 mas.
+SKY_DECIMALS = 7
 # Text catalogues: 1e-4 px positions, 1e-7 deg (0.4 mas) sky positions, 6 significant digits.
-_FORMATS = {"x": ".4f", "y": ".4f", "x_iso": ".4f", "y_iso": ".4f", "RA": ".7f", "DEC": ".7f",
+_FORMATS = {"x": ".4f", "y": ".4f", "x_iso": ".4f", "y_iso": ".4f",
+            "RA": f".{SKY_DECIMALS}f", "DEC": f".{SKY_DECIMALS}f",
             "a": ".3f", "b": ".3f", "theta": ".2f", "flux": ".6g", "flux_err": ".6g",
             "peak": ".6g", "kron_radius": ".3f", "flux_radius": ".3f", "snr": ".1f"}
 
