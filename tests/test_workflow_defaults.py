@@ -1,0 +1,113 @@
+"""The published workflow's defaults are ``ifu-extract run``'s, plus the demo's PSF FWHM.
+
+`make demo` is ``run`` with its defaults and ``--fwhm 0.75`` (the minicube has no FSF keywords);
+the Galaxy workflow run with its form unchanged must give the same summary.  Here, without
+Galaxy: every parameter of the image, detect, mask and extract steps of the .ga (its value, or
+the default of the workflow input connected to it) equals what ``run`` gives that step, and the
+"PSF FWHM" input reaches every step that takes a FWHM, as ``run --fwhm`` does.  The workflow test
+(tests/galaxy/workflow/compare_chunks.sh, compare_run.py) runs both and compares the outputs.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ifu_extract.commands.demo import DEMO_FWHM
+from ifu_extract.commands.run import build_request
+
+GA = Path(__file__).resolve().parents[1] / "workflows" / "ifu-spectral-extraction" / "ifu-spectral-extraction.ga"
+PSF_LABEL = "PSF FWHM"
+
+#: Per tool step: .ga parameter path -> the field of run's step configuration it sets.
+FIELDS = {
+    "detect": {
+        "thresh": "thresh", "thresh_type": "thresh_type", "minarea": "minarea",
+        "match_radius": "match_radius",
+        "background_options|back_size": "back_size",
+        "background_options|back_filter_size": "back_filter_size",
+        "background_options|back_filter_thresh": "back_filter_thresh",
+        "background_options|back_mask_sources": "back_mask_sources",
+        "background_options|back_mask_dilate": "back_mask_dilate",
+        "background_options|mask_thresh": "mask_thresh",
+        "filtering|kernel|filter_kernel": "filter_kernel",
+        "filtering|kernel|filter_fwhm": "filter_fwhm",
+        "filtering|filter_type": "filter_type",
+        "deblending|deblend_nthresh": "deblend_nthresh", "deblending|deblend_cont": "deblend_cont",
+        "deblending|clean": "clean", "deblending|clean_param": "clean_param",
+        "photometry|kron_factor": "kron_factor", "photometry|kron_min": "kron_min",
+        "photometry|min_radius": "min_radius",
+    },
+    "mask": {
+        "size": "size", "mode": "mode", "advanced|fwhm": "fwhm",
+        "advanced|match_radius": "match_radius", "advanced|sky_grow": "sky_grow",
+        "advanced|min_coverage": "min_coverage", "advanced|split": "split",
+        "advanced|voronoi": "voronoi",
+    },
+    "extract": {
+        "apertures_0|aperture": "apertures", "aperture_method": "aperture_method",
+        "skysub": "skysub", "psf_weights|fwhm": "fwhm", "psf_weights|beta": "beta",
+        "psf_weights|psf_kind": "psf_kind", "psf_weights|psf_radius": "psf_radius",
+        "wave_range": "wave_range",
+    },
+}
+#: Every parameter through which a step takes the PSF FWHM.
+PSF_PARAMS = {"mask": "advanced|fwhm", "extract": "psf_weights|fwhm", "deblend": "psf|fwhm"}
+
+
+def _steps():
+    steps = json.loads(GA.read_text())["steps"]
+    return {s.get("label"): s for s in steps.values()}, {s["id"]: s for s in steps.values()}
+
+
+def _input_default(step) -> object:
+    assert step["type"] == "parameter_input", f"{step.get('label')} is not a workflow parameter"
+    return json.loads(step["tool_state"])["default"]
+
+
+def _value(step, path: str, by_id):
+    """The value a step's parameter *path* takes with the workflow's defaults."""
+    conn = step["input_connections"].get(path)
+    if conn is not None:
+        return _input_default(by_id[conn["id"]])
+    value = json.loads(step["tool_state"])
+    for part in path.split("|"):
+        if "_" in part and part.rsplit("_", 1)[1].isdigit():     # a repeat: apertures_0
+            name, index = part.rsplit("_", 1)
+            value = value[name][int(index)]
+        else:
+            value = value[part]
+    assert not (isinstance(value, dict) and value.get("__class__")), f"{path}: unconnected {value}"
+    return None if value == "" else value
+
+
+@pytest.fixture(scope="module")
+def workflow():
+    return _steps()
+
+
+def test_psf_input_is_the_demo_fwhm_and_reaches_every_step(workflow):
+    by_label, by_id = workflow
+    assert _input_default(by_label[PSF_LABEL]) == DEMO_FWHM
+    psf_id = by_label[PSF_LABEL]["id"]
+    for label, path in PSF_PARAMS.items():
+        conn = by_label[label]["input_connections"].get(path)
+        assert conn is not None and conn["id"] == psf_id, \
+            f"the {label} step's {path} is not the workflow's {PSF_LABEL} input"
+
+
+@pytest.mark.parametrize("label", sorted(FIELDS))
+def test_step_parameters_are_runs_defaults(workflow, label):
+    by_label, by_id = workflow
+    plan = build_request("cube.fits", "cat.txt", "out", options={"fwhm": DEMO_FWHM}).plan
+    config = getattr(plan, label)
+    step = by_label[label]
+    differ = []
+    for path, field in FIELDS[label].items():
+        got, want = _value(step, path, by_id), getattr(config, field)
+        if field == "apertures":
+            want = want[0] if len(want) == 1 else want
+        same = got == pytest.approx(want) if isinstance(want, float) else got == want
+        if not same:
+            differ.append(f"{path}: workflow {got!r}, run {want!r}")
+    assert not differ, f"the workflow's {label} step differs from run's: " + "; ".join(differ)
