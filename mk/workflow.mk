@@ -2,7 +2,8 @@
 # Makefile; uses the Galaxy and planemo of mk/galaxy.mk.
 #
 #   make workflow-lint    planemo workflow_lint, plain and --iwc
-#   make workflow-test    planemo test of the workflow, and the 3-chunk vs 1-chunk comparison, on
+#   make workflow-test    planemo test of the workflow, the 3-chunk vs 1-chunk comparison and the
+#                         1-chunk run (defaults) vs `ifu-extract run` (the same summary), on
 #                         the Galaxy of galaxy-start (one per make run)
 #   make browser-test     a user's run through the web UI, headless Chromium (Debian) + Selenium,
 #                         on the Galaxy of galaxy-start (the one Galaxy of a `make test` run)
