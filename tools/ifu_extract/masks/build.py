@@ -554,10 +554,8 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
             owns.append(mine)
         keep = _window(valid, bx0, bx1, by0, by1, False) & ~other
         if cell is not None:
-            in_cell = _window(cell, bx0, bx1, by0, by1, -1) == i
-            # The cut made: the object's own segment reaches into a neighbour's cell.
-            nvorcut += bool(has_segment[i] and (np.logical_or.reduce(owns) & keep & ~in_cell).any())
-            keep &= in_cell
+            segment = np.logical_or.reduce(owns) & keep  # its segment before the cut
+            keep &= _window(cell, bx0, bx1, by0, by1, -1) == i
         note = []
         if has_segment[i]:
             union = np.logical_or.reduce(owns) & keep
@@ -580,6 +578,8 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
             note = [ST_CIRCLE if not has_segment[i] else ST_SEG_UNUSABLE]
             if union.any():
                 used[i] = "circle"
+        if cell is not None and has_segment[i] and (segment & ~union).any():
+            nvorcut += 1  # the cut made: the object mask lost spaxels of its segment
         if not used[i]:
             note = [f"{ST_EMPTY}: no usable spaxel left for the object (neighbours, Voronoi cell "
                     "or missing data)"]
