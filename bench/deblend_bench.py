@@ -44,11 +44,15 @@ from ifu_extract.cubeio import open_cube  # noqa: E402
 from ifu_extract.deblend import DeblendConfig, deblend_catalog, resolve_psf  # noqa: E402
 from ifu_extract.detect import detect_sources  # noqa: E402
 from ifu_extract.image import band_image, read_image  # noqa: E402
-from ifu_extract.weights import resample_to_cube  # noqa: E402
+from ifu_extract.weights import model_images  # noqa: E402
 
 METHODS = {
     "before": dict(solver="image", fit_centres=False),
     "after": dict(),
+    # With --image: the joint multi-Gaussian fit of the previous session (no image templates),
+    # and the image templates made on the cube's grid instead of the image's finer one.
+    "joint": dict(image_templates=False),
+    "after-coarse": dict(_coarse=True),
 }
 
 
@@ -58,13 +62,15 @@ def run_method(built, method: str, *, use_image: bool) -> tuple:
         warnings.simplefilter("ignore")
         seg = detect_sources(band_image(c)).segmap
         table = read_catalog(built.catalog)
-        image = None
+        opts = dict(METHODS[method])
+        coarse = opts.pop("_coarse", False)
+        image = fine = None
         if use_image:
-            image = resample_to_cube(read_image(built.image), c)
-        cfg = DeblendConfig(**METHODS[method])
+            image, fine = model_images(read_image(built.image), c, fine=not coarse)
+        cfg = DeblendConfig(**opts, image_fwhm=blend_scenes.HST_FWHM if use_image else 0.0)
         t0 = time.perf_counter()
         res = deblend_catalog(c, table, resolve_psf(c), image=image, image_is_cube=image is None,
-                              segmap=seg, config=cfg)
+                              image_fine=fine, segmap=seg, config=cfg)
         dt = time.perf_counter() - t0
     fb, ff = res.sources[0].spectrum.flux, res.sources[1].spectrum.flux
     a_f, _, c_f = blend_scenes.score(ff, built.t_faint, built.t_bright)

@@ -28,6 +28,8 @@ from ifu_extract import synth
 WAVE0, WAVE1 = 4750.0, 9350.0
 PIXSCALE = 0.2
 SHAPE = 31
+#: FWHM (arcsec) of the HST-like image's Gaussian PSF (give it as the deblending's image_fwhm).
+HST_FWHM = 0.1
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ def build(scene: Scene, seed: int, outdir, *, nwave: int = 1841, peak_snr: float
     dw = float(wave[1] - wave[0])
     _, _, _, hdr, truth = synth.make_cube(srcs, shape=(nwave, SHAPE, SHAPE), wave0=WAVE0, dwave=dw,
                                           pixscale=PIXSCALE, fwhm=scene.fwhm, beta=scene.beta,
-                                          sigma=0.0, keep_models=True, seed=seed)
+                                          sigma=0.0, keep_models=True, seed=seed, exact=True)
     model = sum(truth.models[s.id].astype(np.float64) for s in srcs)
     sigma = float(np.median(model.reshape(nwave, -1).max(axis=1))) / peak_snr
     rng = np.random.default_rng(7919 + seed)
@@ -224,7 +226,7 @@ def build(scene: Scene, seed: int, outdir, *, nwave: int = 1841, peak_snr: float
     return Built(path, cat, t_bright, t_faint, img_path, orc)
 
 
-def hst_image(srcs, wave, cube_header, rng, *, sub: int = 4, fwhm: float = 0.1,
+def hst_image(srcs, wave, cube_header, rng, *, sub: int = 4, fwhm: float = HST_FWHM,
               band=(7000.0, 9000.0), snr: float = 200.0) -> fits.HDUList:
     """The sources' intrinsic light in one broad band on a grid *sub* times finer than the
     cube's, with a Gaussian PSF of *fwhm* arcsec and noise (peak S/N *snr*), and a WCS aligned
@@ -238,8 +240,12 @@ def hst_image(srcs, wave, cube_header, rng, *, sub: int = 4, fwhm: float = 0.1,
         if s.kind == "sersic":
             prof = synth.sersic_image((n, n), xf, yf, s.re_arcsec / PIXSCALE * sub, s.n, s.q, s.pa_deg)
         else:
+            # Split over the 4 nearest pixels (bilinear): the point's centroid is its position,
+            # not the nearest pixel's centre (up to 0.025″ off on this grid).
             prof = np.zeros((n, n))
-            prof[int(round(yf)), int(round(xf))] = 1.0
+            x0, y0 = int(np.floor(xf)), int(np.floor(yf))
+            tx, ty = xf - x0, yf - y0
+            prof[y0:y0 + 2, x0:x0 + 2] = np.outer([1 - ty, ty], [1 - tx, tx])
         img += flux * prof
     img = gaussian_filter(img, fwhm / (PIXSCALE / sub) / 2.3548, mode="constant")
     img += rng.standard_normal(img.shape) * img.max() / snr

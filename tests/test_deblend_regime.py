@@ -7,9 +7,9 @@ image or pipeline; the previous model, centred there, left half of the bright ga
 spectrum in the faint one's).  The faint galaxy's DEBLEND spectrum is scored with the issue's
 metric and compared with an ORACLE fit with the true spatial models (the noise's own share,
 about +-1 % at this S/N): it must stay within 10 % with the cube alone and with a sharp
-HST-like image.  (The issue's goal with the image, 2 % / 5 %, is not reached yet: the model of
-the n = 4 galaxy refitted on the cube leaves about -5 % without noise; see bench/README.md.)  The full table (eight
-configurations x five seeds) is ``bench/deblend_bench.py``'s, in ``bench/README.md``.
+HST-like image; without noise, the image's own light as the members' models leaves <= 2 % in
+the harder (colour gradient) case.  The full table (eight configurations x five seeds) is
+``bench/deblend_bench.py``'s, in ``bench/README.md``.
 
 The real minicube (Abell 478): around Hα, [N II] and [S II] of the central galaxy, no DEBLEND
 spectrum has more than 0.2 % of its channels below -5 sigma, and each carries the fit's χ²/dof.
@@ -29,7 +29,7 @@ from ifu_extract.cubeio import open_cube
 from ifu_extract.deblend import DeblendConfig, deblend_catalog, resolve_psf
 from ifu_extract.detect import detect_sources
 from ifu_extract.image import band_image, read_image
-from ifu_extract.weights import resample_to_cube
+from ifu_extract.weights import model_images
 
 NWAVE = 921          # 5 Å channels over 4750-9350 Å: the regime's PSF change, a modest runtime
 PEAK_SNR = 30.0
@@ -40,9 +40,12 @@ def _deblend(built, *, image=False, **cfg):
     with open_cube(built.cube) as c, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         seg = detect_sources(band_image(c)).segmap
-        img = resample_to_cube(read_image(built.image), c) if image else None
+        img, fine = model_images(read_image(built.image), c) if image else (None, None)
+        if image:
+            cfg.setdefault("image_fwhm", blend_scenes.HST_FWHM)
         res = deblend_catalog(c, read_catalog(built.catalog), resolve_psf(c), image=img,
-                              image_is_cube=img is None, segmap=seg, config=DeblendConfig(**cfg))
+                              image_is_cube=img is None, image_fine=fine, segmap=seg,
+                              config=DeblendConfig(**cfg))
     return res
 
 
@@ -65,6 +68,33 @@ def test_faint_neighbour_contamination(tmp_path, name, seed):
     assert abs(scores["cube"][1]) <= 0.10 and 0.9 <= scores["cube"][0] <= 1.1
     assert abs(scores["image"][1]) <= 0.10 and 0.9 <= scores["image"][0] <= 1.1
     assert abs(scores["before"][1]) > 0.2  # what the centre fit and the joint fit remove
+
+
+@pytest.mark.parametrize("name", ["hard-0.8-r15-off", "hard-0.7"])
+def test_sharp_image_systematics(tmp_path, name):
+    """Without noise (S/N 1000), colour gradient, faint galaxy 0.7-0.8″ away: the sharp image's
+    own light, shared between the members and convolved with the cube's PSF on the image's
+    finer grid, leaves <= 2 % of the bright galaxy in the faint one (the issue's goal is 5 %
+    for this harder case).  The image's multi-Gaussian models refitted jointly on the cube
+    (``image_templates=False``, the previous default) leave 2.5-2.6 %."""
+    built = blend_scenes.build(SCENES[name], 0, tmp_path, nwave=200, peak_snr=1000.0, image=True)
+    res = _deblend(built, image=True)
+    a, _, c = blend_scenes.score(res.sources[1].spectrum.flux, built.t_faint, built.t_bright)
+    print(f"\n{name} image templates: a {a:.3f} contamination {c:+.4f}", end="")
+    assert abs(c) <= 0.02 and 0.97 <= a <= 1.03
+    assert res.sources[0].spectrum.meta["DBSOLVER"][0] == "template"
+
+
+def test_faint_centre_fitted(tmp_path):
+    """Cube alone, no noise: a faint neighbour 15 times fainter whose catalogue position is
+    0.05″ off its light gets its centre fitted (the previous rule left members more than 4
+    times fainter than a neighbour where the catalogue put them: 14 % contamination)."""
+    built = blend_scenes.build(SCENES["hard-0.8-r15-off"], 0, tmp_path, nwave=200, peak_snr=1000.0)
+    res = _deblend(built)
+    a, _, c = blend_scenes.score(res.sources[1].spectrum.flux, built.t_faint, built.t_bright)
+    print(f"\nhard-0.8-r15-off cube: a {a:.3f} contamination {c:+.4f}", end="")
+    assert abs(c) <= 0.05
+    assert any("centre fitted" in n for n in res.sources[1].notes), res.sources[1].notes
 
 
 def test_joint_fit_keywords_and_variance(tmp_path):

@@ -147,6 +147,20 @@ def _to_angstrom(wave, unit) -> np.ndarray:
         return np.asarray(wave, dtype=float)
 
 
+def finer_wcs(wcs: WCS, scale: int) -> WCS:
+    """Celestial WCS of the grid whose pixels divide each pixel of *wcs* into ``scale x scale``
+    (same tangent point and orientation; the grids share their outer edges)."""
+    out = wcs.celestial.deepcopy()
+    # FITS pixel p (1-based) of the fine grid has its centre at coarse p' = (p - 0.5)/scale + 0.5.
+    out.wcs.crpix = [scale * (c - 0.5) + 0.5 for c in out.wcs.crpix]
+    if out.wcs.has_cd():
+        out.wcs.cd = out.wcs.cd / scale
+    else:
+        out.wcs.cdelt = [c / scale for c in out.wcs.cdelt]
+    out.wcs.set()
+    return out
+
+
 def same_grid(wcs_a: WCS, shape_a, wcs_b: WCS, shape_b, tol_pix: float = 1e-3) -> bool:
     """True when two celestial grids coincide pixel for pixel (within *tol_pix*)."""
     if tuple(shape_a) != tuple(shape_b):

@@ -8,30 +8,63 @@ import numpy as np
 
 from .errors import InputError, ParameterError
 from .image import read_image
-from .wcsutil import same_grid
+from .wcsutil import finer_wcs, pixel_scale_arcsec, same_grid
 
-__all__ = ["load_weight_images", "resample_to_cube"]
+__all__ = ["fine_scale", "load_weight_images", "model_images", "resample_to_cube"]
 
 _TAG = re.compile(r"^[A-Z0-9_]+$")
 
 
-def resample_to_cube(image, cube) -> np.ndarray:
-    """Image flux resampled onto the cube's celestial grid (area-weighted, ``reproject_exact``).
+def resample_to_cube(image, cube, scale: int = 1) -> np.ndarray:
+    """Image resampled onto the cube's celestial grid (area-weighted, ``reproject_exact``), or
+    onto that grid with each spaxel divided into ``scale x scale`` pixels.
 
     Parameters
     ----------
     image : ifu_extract.image.Image
         Must have a celestial WCS.
     cube : ifu_extract.cubeio.Cube
+    scale : int
+        Subdivision of the spaxels (1: the cube grid).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny * scale, nx * scale)`` float32, the mean surface brightness of *image* over each
+        pixel (NaN off the image).
     """
-    if same_grid(image.wcs, image.shape, cube.wcs, (cube.ny, cube.nx)):
+    shape = (cube.ny * scale, cube.nx * scale)
+    target = cube.wcs.celestial if scale == 1 else finer_wcs(cube.wcs, scale)
+    if same_grid(image.wcs, image.shape, target, shape):
         return image.data.astype(np.float32)
     from reproject import reproject_exact
 
-    out, footprint = reproject_exact((np.nan_to_num(image.data), image.wcs), cube.wcs,
-                                     shape_out=(cube.ny, cube.nx), parallel=False)
+    out, footprint = reproject_exact((np.nan_to_num(image.data), image.wcs), target,
+                                     shape_out=shape, parallel=False)
     out[footprint <= 0] = np.nan
     return out.astype(np.float32)
+
+
+def fine_scale(image, cube, largest: int = 4) -> int:
+    """Integer subdivision of the cube's spaxels closest to the image's own pixel size (1 when
+    the image is not finer than the cube), at most *largest*."""
+    ratio = cube.pixscale / pixel_scale_arcsec(image.wcs)
+    return int(min(max(round(ratio), 1), largest))
+
+
+def model_images(image, cube, fine: bool = True) -> tuple:
+    """A sharp ancillary image on the cube's grid and, when its pixels are finer, on the finer
+    grid aligned with the cube's (:func:`fine_scale`) that the deblending's image models are
+    made on (:func:`ifu_extract.deblend.deblend_catalog`, ``image`` and ``image_fine``).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray or None)
+        ``(ny, nx)`` and ``(ny * s, nx * s)`` (None when s is 1 or *fine* is False).
+    """
+    coarse = resample_to_cube(image, cube)
+    scale = fine_scale(image, cube)
+    return coarse, (resample_to_cube(image, cube, scale) if fine and scale > 1 else None)
 
 
 def load_weight_images(specs, cube) -> dict:

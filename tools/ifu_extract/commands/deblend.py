@@ -41,8 +41,8 @@ from ._paths import OutputPath
 @click.option("--segmap", type=click.Path(dir_okay=False), default=None,
               help="Segmentation map (FITS) instead of --masks; reprojected to the cube grid.")
 @click.option("--image", type=click.Path(dir_okay=False), default=None,
-              help="High-S/N model image (FITS with WCS, e.g. HST), resampled to the cube grid "
-                   "[default: the cube's white light].")
+              help="Sharp model image (FITS with WCS, e.g. HST): each source's light in it, "
+                   "convolved with the cube's PSF, is its model [default: the cube's white light].")
 @click.option("--image-fwhm", type=click.FloatRange(min=0, max=5), default=0.0, show_default=True,
               help="PSF FWHM of --image, arcsec (0: sharp compared with the cube).")
 @click.option("--model", type=click.Choice(MODELS), default="profile", show_default=True,

@@ -321,6 +321,9 @@ def build_request(cube, catalog, output, *, config=None, options: dict | None = 
 @_verb_option("deblend", "image", decls=["--deblend-image", "deblend_image"],
               help="Sharp image of the field (FITS with WCS, e.g. HST) on which --deblend fits the "
                    "sources' shapes, convolved with the cube's PSF [default: the cube's white light].")
+@_verb_option("deblend", "image_fwhm", decls=["--deblend-image-fwhm", "deblend_image_fwhm"],
+              help="PSF FWHM, arcsec, of --deblend-image (e.g. 0.1 for HST ACS in the red) "
+                   "[default: 0, sharp compared with the cube].")
 @click.option("--line-scan", "do_line_scan", is_flag=True,
               help="Find line emitters with a narrow-band scan and extract them (MUSE_NB spectra).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write the QA report.")

@@ -36,6 +36,7 @@ log = logging.getLogger("ifu_extract")
 
 def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndarray | None = None,
                     image_var: np.ndarray | None = None, image_is_cube: bool = True,
+                    image_fine: np.ndarray | None = None,
                     segmap: np.ndarray | None = None, config: DeblendConfig | None = None,
                     wave_range=None, model_cube=None, progress=None) -> DeblendResult:
     """Deblend every catalogue object: groups, models, fluxes per channel.
@@ -53,6 +54,10 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
     image_is_cube : bool
         The image is the cube's own white light (its PSF is the cube's, averaged over the
         channels); False for an ancillary image (PSF FWHM ``config.image_fwhm``).
+    image_fine : numpy.ndarray, optional
+        The ancillary image on a grid an integer number of times finer than the cube's,
+        ``(ny * s, nx * s)`` (:func:`ifu_extract.weights.resample_to_cube` with ``scale=s``):
+        its members' models are then made and convolved on that grid (``config.image_templates``).
     segmap : numpy.ndarray, optional
         ``(ny, nx)`` segmentation labels on the cube grid (0 = background).  Without it every
         object is modelled from its position alone (round profiles up to 1 spaxel).
@@ -98,6 +103,13 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
                              f"{(cube.ny, cube.nx)}", "resample it to the cube grid first", params=("image",))
         images = ModelImages(image, None if image_var is None else np.asarray(image_var, float),
                              bool(image_is_cube))
+        if image_fine is not None and not image_is_cube:
+            scale = image_fine.shape[0] // cube.ny
+            if scale < 1 or image_fine.shape != (cube.ny * scale, cube.nx * scale):
+                raise ParameterError("{image}", f"fine model image shape {image_fine.shape} is not the "
+                                     f"cube grid {(cube.ny, cube.nx)} times an integer",
+                                     "resample it with resample_to_cube(..., scale=s)", params=("image",))
+            images.fine, images.fine_scale = np.asarray(image_fine, dtype=np.float64), scale
         if not image_is_cube and cfg.fit_centres and cfg.model == "profile":
             white = band_image(cube, (float(wave[0]), float(wave[-1])))
             images.white = ModelImages(white.data.astype(np.float64),
@@ -226,6 +238,10 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
             yield (c0 - z0, c1 - z0, data.reshape(L, -1)[:, sel],
                    None if dvar is None else dvar.reshape(L, -1)[:, sel], models)
 
+    if gm.summed:
+        flux, var = _solve_summed(cube, gm, box, region, z0, z1, step, cfg, model_cube)
+        _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta_fit)
+        return
     # Pass 1 (groups with gradient shapes): every column free in every channel.  The gradient
     # amplitudes are then smoothed along wavelength (keeping the channels where they depart
     # significantly from the smooth curve, e.g. a line in the bulge only), which restores
@@ -268,6 +284,35 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
     _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta_fit)
 
 
+def _solve_summed(cube, gm, box, region, z0, z1, step, cfg, model_cube):
+    """Fluxes of a group whose columns are all free parts of its members (sharp-image
+    templates): every column fitted per channel, a member's flux the sum of its parts'."""
+    bx0, bx1, by0, by1 = box
+    sel = region.ravel()
+    K = len(gm.rows)
+    ncol = gm.n_columns
+    S = (gm.col_member[:, None] == np.arange(K)[None, :]).astype(float)   # (ncol, K)
+    flux = np.full((z1 - z0, K), np.nan)
+    var = np.full((z1 - z0, K), np.nan)
+    for c0 in range(z0, z1, step):
+        c1 = min(c0 + step, z1)
+        L = c1 - c0
+        data, dvar = cube.window(bx0, bx1, by0, by1, c0, c1)
+        models = gm.at(cube.wave[c0:c1]).reshape(L, ncol, -1)
+        f, cov = solve_layers(data.reshape(L, -1)[:, sel],
+                              None if dvar is None else dvar.reshape(L, -1)[:, sel],
+                              models[:, :, sel], nonneg=cfg.nonneg, background=cfg.background)
+        flux[c0 - z0:c1 - z0] = f[:, :ncol] @ S
+        var[c0 - z0:c1 - z0] = np.einsum("lij,ik,jk->lk", cov[:, :ncol, :ncol], S, S)
+        if model_cube is not None:
+            fz = np.nan_to_num(f)
+            block = np.einsum("lk,lkp->lp", fz[:, :ncol], models).reshape(L, by1 - by0, bx1 - bx0)
+            if cfg.background:
+                block += fz[:, ncol][:, None, None] * region[None]
+            _add_box(model_cube, block, box, c0 - z0, cube.ny, cube.nx)
+    return flux, var
+
+
 def _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta_fit):
     """The members' DEBLEND spectra, model images and header keywords."""
     K = len(members)
@@ -276,8 +321,8 @@ def _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta
         meta = {"DBGROUP": (res.group, "deblending group"),
                 "DBNGROUP": (K, "sources fitted together"),
                 "DBMODEL": (cfg.model, "spatial model kind"),
-                "DBSOLVER": (cfg.solver if gm.parts is not None else "image",
-                             "joint: spectra and morphology fitted together"),
+                "DBSOLVER": ("template" if gm.summed else cfg.solver if gm.parts is not None else "image",
+                             "joint: spectra and morphology fitted together; template: image light"),
                 "DBNONNEG": (bool(cfg.nonneg), "fluxes constrained >= 0"),
                 "DBBKG": (bool(cfg.background), "uniform background fitted"),
                 "PSFSRC": (psf.source, "PSF from header, given or fitted"),

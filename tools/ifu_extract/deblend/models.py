@@ -15,6 +15,7 @@ from .config import (
     COMPONENT_SIGMAS,
     ELONGATION,
     GRADIENT_SPLIT,
+    IMAGE_MIN_SIGMA,
     NEIGHBOUR_FRACTION,
     NO_SEGMENT_CAP,
     NODE_STEP,
@@ -45,6 +46,10 @@ class ModelImages:
     var: np.ndarray | None
     from_cube: bool
     white: "ModelImages | None" = None   # the cube's white light, with an ancillary image
+    #: The ancillary image on a grid ``fine_scale`` times finer than the cube's (aligned with
+    #: it: ``(ny * fine_scale, nx * fine_scale)``), or None.
+    fine: np.ndarray | None = None
+    fine_scale: int = 1
 
 
 @dataclass
@@ -68,6 +73,7 @@ class _GroupModel:
     notes: dict                 # row -> list of notes
     layout: tuple | None = None  # ("profile") members' component caps and intrinsic shapes
     parts: dict | None = None   # ("profile") components for the joint fit (.joint)
+    summed: bool = False        # every column has a free flux, summed into its member's
 
     @property
     def n_columns(self) -> int:
@@ -222,9 +228,12 @@ def build_group_model(rows, box, region, x, y, segments, images: ModelImages, ps
     phases = [grid.phase(px[k], py[k]) for k in range(K)]
     point = grid.to_image(np.stack(phases) * image_ft)             # (K, ny, nx)
 
+    comp_params = []
+
     def components(shapes, centres=None):
         phs = phases if centres is None else [grid.phase(cx, cy) for cx, cy in zip(*centres)]
         fts, own, sigs = [], [], []
+        comp_params.clear()
         for k in range(K):
             smaj, q, theta = shapes[k]
             cap = caps[k] if smaj > 0 else min(caps[k], UNRESOLVED_MAX_SIGMA)
@@ -237,6 +246,7 @@ def build_group_model(rows, box, region, x, y, segments, images: ModelImages, ps
                     variants = [(1.0, 0.0)]
                 for qq, tt in variants:
                     fts.append(phs[k] * grid.gaussian(sig, qq, tt))
+                    comp_params.append((k, sig, qq, tt))
                     own.append(k)
                     sigs.append(sig)
         return np.stack(fts), np.asarray(own), np.asarray(sigs)
@@ -285,6 +295,11 @@ def build_group_model(rows, box, region, x, y, segments, images: ModelImages, ps
             a[0] = 1.0
         shares[mine] = a / a.sum()
     image_models = image_models.astype(np.float32)
+    if not images.from_cube and cfg.image_templates:
+        fine = None if images.fine is None else (images.fine, images.fine_scale)
+        return _image_templates(rows, box, region, img, ivar, good, list(comp_params), owner,
+                                comp_sigma, resolved, grid, node_ft, node_wave, psf, pixscale, fine,
+                                cfg, notes, (caps, shapes, (px, py)))
     rows_w = [np.where(owner == k, shares, 0.0) for k in range(K)]
     col_member = list(range(K))
     if cfg.gradients:
@@ -305,6 +320,143 @@ def build_group_model(rows, box, region, x, y, segments, images: ModelImages, ps
              "node_ft": node_ft, "resolved": resolved, "sigma": comp_sigma}
     return _GroupModel(rows, box, region, node_wave, col_nodes, np.asarray(col_member),
                        image_models, notes, (caps, shapes, (px, py)), parts)
+
+
+def _pixel_components(params, px, py, origin, shape, image_sigma: float, *, scale: int = 1,
+                      sub: int = 5) -> np.ndarray:
+    """Unit-flux elliptical Gaussian components integrated over pixels (real space, *sub* x
+    *sub* samples per pixel): ``(C, ny, nx)`` for *shape* ``(ny, nx)`` pixels of a grid
+    *scale* times finer than the cube's whose first pixel lies in the spaxel *origin*
+    ``(x, y)`` (cube pixels, 0-based).  Each sums to 1 over the grid.  Unlike their
+    band-limited transforms these do not ring around a sharp component.
+
+    Parameters
+    ----------
+    params : list of (member, sigma, q, theta)
+        Member index, major-axis sigma (spaxels), axis ratio and angle (radians).
+    px, py : sequence of float
+        Members' centres, cube pixels (0-based).
+    image_sigma : float
+        Sigma (spaxels) of the image's PSF, added in quadrature.
+    """
+    ny, nx = shape
+    n = sub * 1
+    gy, gx = np.mgrid[0:ny * n, 0:nx * n]
+    # Centre of sample (gx, gy) in cube pixels: fine pixel i covers [i/scale, (i+1)/scale)
+    # of the spaxels from origin - 0.5.
+    xs = origin[0] - 0.5 + (gx + 0.5) / (n * scale)
+    ys = origin[1] - 0.5 + (gy + 0.5) / (n * scale)
+    out = np.empty((len(params), ny, nx))
+    for c, (k, sig, q, theta) in enumerate(params):
+        s1 = np.hypot(sig, image_sigma)
+        s2 = np.hypot(q * sig, image_sigma)
+        dx, dy = xs - px[k], ys - py[k]
+        ct, st = np.cos(theta), np.sin(theta)
+        u = (dx * ct + dy * st) / s1
+        v = (-dx * st + dy * ct) / s2
+        g = np.exp(-0.5 * (u * u + v * v))
+        img = g.reshape(ny, n, nx, n).sum(axis=(1, 3))
+        out[c] = img / img.sum()
+    return out
+
+
+def _image_templates(rows, box, region, img, ivar, good, params, owner, comp_sigma, resolved, grid,
+                     node_ft, node_wave, psf, pixscale, fine, cfg, notes, layout) -> _GroupModel:
+    """Members' models made of the sharp ancillary image's own pixels.
+
+    Each member (and, for a resolved member with ``cfg.gradients``, its core and its envelope:
+    *parts* with their own spectra) is its multi-Gaussian model on the image, corrected on the
+    group's region by its share of the model's residual: there the parts' light adds up to the
+    image, shared in proportion to their models.  The models' shortcomings (a Sérsic n = 4 cusp
+    and wings are not a few Gaussians) then only move light between members where they overlap,
+    instead of leaving a residual that the faint neighbour absorbs in the cube; outside the
+    region (wings beyond the fitted spaxels) the smooth model stands.
+
+    Each part is then convolved with the cube's PSF at every node.  With *fine* (the image on
+    a grid ``scale`` times finer than the cube's, see :class:`ModelImages`) the parts are made
+    and convolved on that grid and summed into spaxels, as the cube's light was: a sharp cusp
+    or point sampled on the spaxels alone does not say where in its spaxel its light lies.
+    """
+    K = len(rows)
+    ny, nx = img.shape
+    p = grid.pad
+    px, py = layout[2]
+    # The image's PSF, and at least IMAGE_MIN_SIGMA so that a point is sampled by the spaxels'
+    # sub-samples.
+    image_sigma = max(cfg.image_fwhm / 2.3548 / pixscale, IMAGE_MIN_SIGMA)
+    origin = (grid.box[0] - p, grid.box[2] - p)
+    full = _pixel_components(params, px, py, origin, (grid.ny, grid.nx), image_sigma)
+    design = full[:, p:p + ny, p:p + nx]
+    amp = _fit_amplitudes(design.reshape(len(params), -1), img.ravel(),
+                          None if ivar is None else ivar.ravel(), good.ravel(), cfg.background)
+    groups = []
+    for k in range(K):
+        mine = owner == k
+        inner = mine & (comp_sigma <= GRADIENT_SPLIT)
+        outer = mine & (comp_sigma > GRADIENT_SPLIT)
+        split = (cfg.gradients and resolved[k] and np.any(amp[inner] > 0) and np.any(amp[outer] > 0))
+        groups += [(k, sel) for sel in ((inner, outer) if split else (mine,))]
+        if split:
+            notes[rows[k]].append("core and envelope fitted with their own spectra")
+    part_member = np.array([k for k, _ in groups])
+    scale = 1 if fine is None else fine[1]
+    if fine is None:
+        sky = img
+        comps = full
+        kernels = node_ft / grid.pixel   # the image's pixels already hold pixel-integrated light
+        k_img = grid.k
+    else:
+        sky = fine[0][box[2] * scale:box[3] * scale, box[0] * scale:box[1] * scale] / scale**2
+        comps = _pixel_components(params, px, py, origin, (grid.ny * scale, grid.nx * scale),
+                                  image_sigma, scale=scale, sub=2)
+        fy = np.fft.fftfreq(grid.ny * scale)[:, None]
+        fx = np.fft.rfftfreq(grid.nx * scale)[None, :]
+        kf = np.hypot(fx, fy)
+        kernels = np.stack([psf_ft(psf.kind, float(psf.fwhm(w)) / pixscale * scale, float(psf.beta(w)), kf)
+                            for w in node_wave])
+        k_img = kf * scale                                # cycles per spaxel
+    if cfg.image_fwhm > 0:
+        # From the image's resolution to the cube's: the cube's PSF over the image's (a Gaussian
+        # of FWHM image_fwhm), stable since the cube's PSF is the broader one by far.
+        kernels = kernels / psf_ft("gaussian", cfg.image_fwhm / pixscale, 2.5, k_img)
+    pf = p * scale
+    fy_, fx_ = ny * scale, nx * scale
+    parts = np.asarray([np.tensordot(amp[sel], comps[sel], axes=1) for _, sel in groups])
+    inner_parts = parts[:, pf:pf + fy_, pf:pf + fx_]
+    total = inner_parts.sum(axis=0)
+    on = np.kron(good, np.ones((scale, scale), dtype=bool)) if scale > 1 else good
+    use = on & np.isfinite(sky) & (total > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(use, inner_parts / np.where(use, total, 1.0), 0.0)
+    cols = np.zeros((len(node_wave), len(groups), ny, nx), dtype=np.float32)
+    image_models = np.zeros((K, ny, nx), dtype=np.float32)
+    shape_f = (grid.ny * scale, grid.nx * scale)
+
+    def to_box(a):
+        """Padded (fine) grid -> spaxels of the box."""
+        if scale > 1:
+            a = a.reshape(a.shape[:-2] + (grid.ny, scale, grid.nx, scale)).sum(axis=(-3, -1))
+        return a[..., p:p + ny, p:p + nx]
+
+    fts = []
+    for j, k in enumerate(part_member):
+        tpl = parts[j].copy()
+        tpl[pf:pf + fy_, pf:pf + fx_][use] = (share[j] * sky)[use]
+        flux = float(tpl.sum())
+        if not flux > 0:
+            notes[rows[k]].append("no light in the model image: point-source model")
+            fts.append(None)
+            continue
+        image_models[k] += to_box(tpl).astype(np.float32)
+        fts.append(np.fft.rfft2(tpl / flux))
+    for j, k in enumerate(part_member):
+        if fts[j] is None:
+            cols[:, j] = grid.to_image(grid.phase(px[k], py[k])[None] * node_ft)
+            continue
+        conv = np.fft.irfft2(fts[j][None] * kernels, s=shape_f, axes=(-2, -1))
+        cols[:, j] = to_box(conv)
+    return _GroupModel(rows, box, region, node_wave, cols, part_member, image_models,
+                       notes, layout, None, summed=True)
 
 
 def _centre_movable(pflux, px, py) -> np.ndarray:

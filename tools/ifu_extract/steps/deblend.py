@@ -36,7 +36,7 @@ from ..masks import read_masks
 from ..psf import PSFModel, catalog_candidates
 from ..segmap import read_segmap, segmap_on_grid
 from ..wcsutil import world_to_pixel
-from ..weights import resample_to_cube
+from ..weights import model_images
 from ._outputs import OutputSet, check_writable
 from ._sources import copy_sources, source_ids
 
@@ -212,13 +212,13 @@ def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, 
                 seg = mfile.segmap(1)
         elif segmap is not None:
             seg, _, _ = segmap_on_grid(read_segmap(segmap), cube.wcs, (cube.ny, cube.nx))
-        model_image = None
+        model_image = model_fine = None
         if image is not None:
             img = read_image(image)
             if img.wcs is None:
                 raise InputError(image, "has no celestial WCS, so it cannot be aligned with the cube",
                                  "give an image with RA/Dec WCS keywords")
-            model_image = resample_to_cube(img, cube)
+            model_image, model_fine = model_images(img, cube, fine=cfg.fit.image_templates)
             if not np.isfinite(model_image).any():
                 raise InputError(image, "does not overlap the cube", "give an image of the same field")
         z0, z1 = cube.channel_range(*(cfg.wave_range or (None, None)))
@@ -230,7 +230,7 @@ def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, 
                 model = stack.enter_context(model_accumulator(model_cube or residual_cube,
                                                               (z1 - z0, cube.ny, cube.nx)))
             result = deblend_catalog(cube, table, psf, image=model_image, image_is_cube=model_image is None,
-                                     segmap=seg, config=cfg.fit, wave_range=cfg.wave_range,
+                                     image_fine=model_fine, segmap=seg, config=cfg.fit, wave_range=cfg.wave_range,
                                      model_cube=model, progress=progress)
             with OutputSet() as outs:   # both cubes or neither
                 if model_cube is not None:
