@@ -329,7 +329,10 @@ def test_blend_systematics_noise_free(tmp_path):
     assert abs(runs["5% broad"][4] - 1) < 0.01 and abs(runs["10% broad"][4] - 1) < 0.01
     assert runs["exact"][4] == 1.0 and runs["5% narrow"][4] == 0.95  # not touched
     # What the refinement removes: a PSF too broad leaks the neighbour into the faint galaxy.
-    assert runs["5% broad, not refined"][3] > 0.02 and runs["10% broad, not refined"][3] > 0.08
+    # (With the faint member's centre fitted too, the 5 % case leaks 1.9 %, twice the refined
+    # 0.9 %, and overestimates the faint galaxy's flux by 5.6 %.)
+    assert runs["5% broad, not refined"][3] > 2 * abs(runs["5% broad"][3])
+    assert runs["5% broad, not refined"][2] > 1.04 and runs["10% broad, not refined"][3] > 0.08
     # Without the core/envelope shape the bright galaxy's colour gradient leaks into its neighbour.
     # (With the joint solver's own core and envelope spectra the leak is 3 %, not the 20+ % of the
     # per-layer solver: the gradient amplitudes still remove it.)
@@ -454,31 +457,32 @@ def _field(tmp_path, *, fsf=True, star=False):
 
 
 def test_cli_groups_cap_and_outputs(tmp_path, capfd):
-    """An over-large group is refused in one line, its members get a status, the others are
-    deblended; model and residual cubes carry the cube's WCS; reruns are identical."""
+    """A group larger than --max-group is cut into parts of at most that many (it used to be
+    refused: crowded fields chain every object into one group), each member noted; model and
+    residual cubes carry the cube's WCS; reruns are identical."""
     cube, cat, truth = _field(tmp_path)
     out = tmp_path / "out"
     res = run_main(["deblend", cube, cat, "-o", out, "--max-group", "3", "--model-cube", tmp_path / "model.fits",
                     "--residual-cube", tmp_path / "resid.fits"], capfd)
     assert res.exit_code == 0, res.stderr
-    group_lines = [ln for ln in res.err_lines if "group_too_large" in ln]
-    assert len(group_lines) == 1 and "4 overlapping sources" in group_lines[0], res.stderr
     tab = Table.read(out / "deblend.tsv", format="ascii.tab")
     status = dict(zip([str(v) for v in tab["ID"]], tab["STATUS"]))
-    assert [status[i] for i in "123"] == ["ok"] * 3
-    assert all(status[i].startswith("group_too_large") for i in "4567")
+    notes = dict(zip([str(v) for v in tab["ID"]], [str(n) for n in tab["NOTES"]]))
+    assert all(status[i] == "ok" for i in "1234567")
+    assert all("crowded: fitted in a part of 2 of its group of 4 (--max-group 3)" in notes[i] for i in "4567")
+    assert not any("crowded" in notes[i] for i in "123")
+    assert len({int(g) for g, i in zip(tab["GROUP"], tab["ID"]) if str(i) in "4567"}) == 2
     for i in "123":
         _, flux, var, *_ = read_source_spectrum(out / "sources" / f"{i}.fits", "DEBLEND")
         spec = truth.sources[int(i) - 1].spectrum
         assert abs(np.median(flux / spec) - 1) < 0.02
-    assert not (out / "sources" / "4.fits").exists()
     with fits.open(tmp_path / "model.fits") as m, fits.open(tmp_path / "resid.fits") as r, fits.open(cube) as c:
         assert m["DATA"].shape == c["DATA"].shape and r["STAT"].shape == c["DATA"].shape
         for key in ("CTYPE1", "CTYPE3", "CRVAL3", "CD3_3", "CRPIX1"):
             assert m["DATA"].header[key] == c["DATA"].header[key]
         resid = r["DATA"].data[:, 2:11, 2:11]  # around source 1: noise only
         assert 0.8 < np.nanstd(resid) / 0.5 < 1.2
-        assert np.all(m["DATA"].data[:, 18:26, 18:26] == 0)  # the refused group is not modelled
+        assert np.all(m["DATA"].data[:, 18:26, 18:26].sum(axis=0) > 0)  # the cut group is modelled
     first = fits.getdata(out / "sources" / "1.fits", "SPE_DEBLEND_DATA").copy()
     res = run_main(["deblend", cube, cat, "-o", tmp_path / "again", "--max-group", "3"], capfd)
     assert np.array_equal(first, fits.getdata(tmp_path / "again" / "sources" / "1.fits", "SPE_DEBLEND_DATA"))
@@ -651,3 +655,50 @@ def test_deblend_summary_carries_the_fit_quality(blend_runs):
             hdr = fits.getheader(run["out"] / "sources" / f"{row['ID']}.fits", "SPE_DEBLEND_DATA")
             assert row["DBCHI2"] == pytest.approx(hdr["DBCHI2"], rel=1e-6) and row["DBCHI2"] > 0
             assert str(row["DBPOOR"]) == str(hdr["DBPOOR"]) == str(hdr["DBCHI2"] > POOR_CHI2)
+
+
+def test_large_groups_cut_into_parts():
+    """A chain of 15 sources is one group; above --max-group it is cut at the median along its
+    long axis until every part is small enough: parts of 4, 4, 4 and 3 for a cap of 4, each
+    contiguous, every source in exactly one."""
+    from ifu_extract.deblend.groups import split_large_groups
+
+    x = 5.0 + 5.0 * np.arange(15)
+    y = np.full(15, 10.0)
+    rows = list(range(15))
+    groups, _ = find_groups(x, y, {}, (20, 90), 5.0, rows)
+    assert groups == [rows]
+    out, sizes = split_large_groups(groups, x, y, 4)
+    assert sorted(len(g) for g in out) == [3, 4, 4, 4]
+    assert sorted(i for g in out for i in g) == rows
+    assert all(g == list(range(g[0], g[0] + len(g))) for g in out)   # contiguous along x
+    assert sizes == {i: tuple(rows) for i in rows}
+    assert split_large_groups(groups, x, y, 15) == (groups, {})
+
+
+def test_crowded_chain_is_deblended(tmp_path, capfd):
+    """15 sources 1″ apart in a row (one group at the default footprint, above --max-group 10):
+    every source is deblended, in parts of the group, with a note saying so (the group used to be
+    refused: no spectrum at all).  Away from the cut the fluxes are within 6 %; the sources next
+    to it lose or gain their cut-away neighbours' light: 8-40 % here, which the note says."""
+    wave = 4750.0 + 1.25 * np.arange(60)
+    spec = synth.continuum_spectrum(wave, 30.0, 0.3)
+    pos = [(6.0 + 5.0 * i + 0.13 * (i % 3), 12.0 + 0.2 * (i % 2)) for i in range(15)]
+    srcs = [synth.SynthSource(str(i + 1), x, y, spec * (1 + 0.1 * i)) for i, (x, y) in enumerate(pos)]
+    data, var, dq, hdr, truth = synth.make_cube(srcs, shape=(60, 24, 84), sigma=0.5, seed=9)
+    path = tmp_path / "chain.fits"
+    synth.cube_hdulist(data, var, dq, hdr).writeto(path)
+    cat = _catalog(tmp_path / "cat.txt", path, pos)
+    res = run_main(["deblend", path, cat, "-o", tmp_path / "out"], capfd)
+    assert res.exit_code == 0, res.stderr
+    tab = Table.read(tmp_path / "out" / "deblend.tsv", format="ascii.tab")
+    assert list(tab["STATUS"]) == ["ok"] * 15
+    assert all("crowded: fitted in a part of" in str(n) for n in tab["NOTES"])
+    err = []
+    for i in range(15):
+        _, flux, *_ = read_source_spectrum(tmp_path / "out" / "sources" / f"{tab['ID'][i]}.fits", "DEBLEND")
+        err.append(abs(np.median(flux / truth.sources[i].spectrum) - 1))
+    print("\nchain flux errors:", " ".join(f"{e:.3f}" for e in err))
+    cut = [5, 6, 7, 8]   # parts 1-7 and 8-15 (0-based 0-6 and 7-14), two each side of the cut
+    assert max(e for i, e in enumerate(err) if i not in cut) < 0.06
+    assert max(err) < 0.5

@@ -55,8 +55,6 @@ CENTRE_MIN_RATIO = 0.02
 IMAGE_MIN_SIGMA = 0.25
 #: With a sharp ancillary image, compact members keep the shape fitted on it in the joint fit.
 IMAGE_FIXES_COMPACT = True
-#: Status of members of a refused group (followed by the details).
-ST_GROUP_TOO_LARGE = "group_too_large"
 
 
 # ------------------------------------------------------------------------------ configuration

@@ -20,12 +20,12 @@ from .config import (
     GRADIENT_SPLIT,
     IMAGE_FIXES_COMPACT,
     MODELS,
-    ST_GROUP_TOO_LARGE,
     DeblendConfig,
     DeblendResult,
     SourceResult,
 )
-from .groups import find_groups, footprint_radius, object_labels, own_segments
+from .groups import (cut_footprints, find_groups, footprint_radius, object_labels, own_segments,
+                     split_large_groups)
 from .joint import POOR_CHI2, GroupComponents, hat_weights, joint_fit
 from .models import ModelImages, build_group_model, psf_nodes
 from .psfrefine import BinnedGroup, refine_group_psf
@@ -148,6 +148,9 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
     segments = own_segments(segmap, labels, x, y, rows)
     radius = footprint_radius(psf, wave, pixscale, cfg.overlap)
     groups, foot = find_groups(x, y, segments, (cube.ny, cube.nx), radius, rows)
+    # Crowded fields chain every object into one group: too large groups are cut into parts of
+    # --max-group members (each fitted on its own) rather than refused.
+    groups, cut_from = split_large_groups(groups, x, y, cfg.max_group)
     node_wave = psf_nodes(psf, wave, pixscale)
 
     for g, members in enumerate(groups, start=1):
@@ -155,20 +158,16 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
         for i in members:
             results[i].group = g
             results[i].group_ids = member_ids
-        if len(members) > cfg.max_group:
-            shown = ",".join(member_ids[:6]) + (",..." if len(members) > 6 else "")
-            msg = (f"{ST_GROUP_TOO_LARGE}: group {g} has {len(members)} overlapping sources "
-                   f"({shown}), more than --max-group {cfg.max_group}")
-            log.warning(f"warning: deblend: {msg}; its sources are not deblended "
-                        "(raise --max-group, or lower --overlap to split groups)")
-            for i in members:
-                results[i].status = msg
-            if progress:
-                progress(1)
-            continue
         try:
-            _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pixscale,
+            part_foot = foot
+            if members[0] in cut_from:
+                part_foot = {**foot, **cut_footprints(members, cut_from[members[0]], foot, x, y)}
+            _solve_group(cube, members, part_foot, x, y, segments, images, psf, node_wave, pixscale,
                          cfg, z0, z1, results, model_cube)
+            for i in members:
+                if i in cut_from:
+                    results[i].notes.append(f"crowded: fitted in a part of {len(members)} of its group "
+                                            f"of {len(cut_from[i])} (--max-group {cfg.max_group})")
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - one group's failure is its members' status

@@ -175,3 +175,54 @@ def intrinsic_shape(own, psf_img, x, y, s_w) -> tuple[float, float, float]:
     q = float(np.clip(np.sqrt(max(l2, 0.0) / l1), 0.3, 1.0))
     theta = float(np.arctan2(vecs[1, 1], vecs[0, 1]))
     return float(np.sqrt(l1)), q, theta
+
+
+def split_large_groups(groups, x, y, max_group: int) -> tuple[list, dict]:
+    """Groups larger than *max_group* cut into parts of at most *max_group* members.
+
+    In a crowded field the footprints chain every object into one group.  Such a group is cut
+    in two at the median of its members' positions along the axis where they spread most, again
+    until every part is small enough: parts stay as large as allowed, so most members are
+    fitted with their neighbours and only those at a cut miss the light of the ones across it.
+
+    Returns
+    -------
+    groups : list of list of int
+        Ordered by first row, rows in catalogue order, as :func:`find_groups`.
+    cut_from : dict
+        ``{row: the group it was cut from}`` for the members of cut groups.
+    """
+    out, sizes = [], {}
+    for g in groups:
+        if len(g) <= max_group:
+            out.append(g)
+            continue
+        for i in g:
+            sizes[i] = tuple(g)
+        pending = [list(g)]
+        while pending:
+            part = pending.pop()
+            if len(part) <= max_group:
+                out.append(sorted(part))
+                continue
+            px, py = np.asarray(x)[part], np.asarray(y)[part]
+            key = px if np.ptp(px) >= np.ptp(py) else py
+            order = [part[k] for k in np.lexsort((np.asarray(part), key))]
+            half = len(order) // 2
+            pending.extend([order[:half], order[half:]])
+    return sorted(out, key=lambda g: g[0]), sizes
+
+
+def cut_footprints(part, whole, foot, x, y) -> dict:
+    """The footprints of the members of *part*, a part of the cut group *whole*, restricted to
+    the spaxels nearer to one of them than to any other member of *whole*: a part is not fitted
+    on its cut-away neighbours' light."""
+    others = [j for j in whole if j not in set(part)]
+    out = {}
+    for i in part:
+        gy, gx = foot[i]
+        d_in = np.min([np.hypot(gx - x[j], gy - y[j]) for j in part], axis=0)
+        d_out = np.min([np.hypot(gx - x[j], gy - y[j]) for j in others], axis=0)
+        keep = d_in <= d_out
+        out[i] = (gy[keep], gx[keep])
+    return out
