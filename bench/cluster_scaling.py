@@ -20,13 +20,17 @@ of cluster_bench.sh).  Per job, the overhead in three parts:
 
 Queueing for a free core (Slurm's start - submit) is not overhead and is reported apart.
 
-Per-chunk steps (extract, xcorr): a least-squares line through their jobs, Slurm job wall against
-the objects of the part, ``wall = a + b * n``: ``a`` the fixed cost of such a job (job script,
-interpreter and imports, opening the cube, metadata), ``b`` the cost per object; the same for the
-tool command alone.  Extrapolation with P parts on S slots (N objects):
-``T(P) = T_rest + sum over the per-chunk steps of ceil(P / S) * (a + f + N / P * b)``, ``f`` the
-median dispatch + finish of the mapped jobs and ``T_rest`` the measured wall time less the spans of
-the per-chunk steps (the steps on the whole cube or catalogue, which run once whatever P).
+Per-chunk steps (extract, xcorr): ``c``, the tool command's wall per object in the run with the
+fewest parts (one job alone on the node; its fixed start-up counted per object, an upper bound),
+and ``o``, the per-job cost around the command (median create -> submit + Slurm wall - command +
+Slurm end -> Galaxy done).  A least-squares line through all jobs (wall against objects per part)
+is printed too, but two jobs sharing the node's two cores and the load of other work make it
+unreliable here.  Extrapolation with P parts on S slots (N objects):
+``T(P) = T_rest + sum over the per-chunk steps of [(P - 1) * d + ceil(P / S) * (o + N / P * c)]``,
+``d`` Galaxy's preparation of each further job of a step (the spread of a step's sbatch
+submissions per job) and ``T_rest`` the measured wall time less the spans of the per-chunk steps
+(first submission to last job done: the steps on the whole cube or catalogue, which run once
+whatever P, and Galaxy's scheduling between steps).
 """
 
 from __future__ import annotations
@@ -134,6 +138,18 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(walls or "-")
         print(f"| {short(tool)} | " + " | ".join(cells) + " |")
 
+    print("\nTimeline, s after the invocation: a step's first Slurm start - its last job done in "
+          "Galaxy:\n")
+    print("| step | " + " | ".join(f"{r['chunks']} part(s)" for r in runs) + " |")
+    print("|---|" + "---|" * len(runs))
+    for tool in tools:
+        cells = []
+        for run in runs:
+            js = [j for j in run["jobs"] if j["tool"] == tool and j.get("starttime")]
+            cells.append(f"{min(j['starttime'] for j in js) - run['invoked']:.0f}-"
+                         f"{max(j['updated'] for j in js) - run['invoked']:.0f}" if js else "-")
+        print(f"| {short(tool)} | " + " | ".join(cells) + " |")
+
     print("\nPer step, all runs (median over jobs, s): Slurm job wall, tool command, in-job "
           "overhead (wall - command), finish (Galaxy's update - Slurm end), Galaxy create to Slurm "
           "submit:\n")
@@ -166,31 +182,55 @@ def main(argv: list[str] | None = None) -> int:
               + rng([j["endtime"] - j["starttime"] for j in split])
               + " s, tool command " + rng([j.get("tool_wall") for j in split], "{:.1f}") + " s")
 
-    f = median(d + fi for d, fi in zip(
-        [j["submittime"] - j["created"] for j in mapped if j.get("submittime") and j.get("endtime")],
-        [j["updated"] - j["endtime"] for j in mapped if j.get("submittime") and j.get("endtime")]))
-    model = {}
+    # Galaxy's finishing of a mapped job, and its preparation of each further job of a step (the
+    # spread of the sbatch submissions of one step, per job after the first).
+    # Galaxy's preparation of each further job of a step: the spread of the sbatch submissions of
+    # one step, per job after the first.
+    spreads = []
+    for run in runs:
+        for tool in PER_CHUNK:
+            subs = [j["submittime"] for j in run["jobs"] if j["tool"] == tool and j.get("submittime")]
+            if len(subs) > 1:
+                spreads.append((max(subs) - min(subs)) / (len(subs) - 1))
+    d = median(spreads) if spreads else 0.0
     print()
     for tool in PER_CHUNK:
-        line = fit(points.get(tool, []))
-        own = fit(tool_points.get(tool, []))
-        if line is None:
-            print(f"{short(tool)}: fewer than two part sizes measured, no fit")
+        line, own = fit(points.get(tool, [])), fit(tool_points.get(tool, []))
+        if line:
+            own_txt = f"; tool command {own[0]:.1f} s + {own[1] * 1000:.1f} ms per object" if own else ""
+            print(f"{short(tool)}, line through all jobs: Slurm job wall {line[0]:.1f} s + "
+                  f"{line[1] * 1000:.1f} ms per object{own_txt} (confounded when two jobs share the "
+                  "node's two cores and the load differs between runs)")
+    # The model: per object, the tool command's wall in the run with the fewest parts (one job
+    # alone on the node: its fixed start-up cost is counted per object, an upper bound); per job
+    # of a step, Galaxy and Slurm around the command (create -> submit, Slurm wall - command,
+    # Slurm end -> Galaxy done), medians over all runs.
+    one = min(runs, key=lambda r: r["chunks"])
+    model = {}
+    for tool in PER_CHUNK:
+        js = [j for j in one["jobs"] if j["tool"] == tool and j.get("tool_wall") is not None]
+        every = [j for r in runs for j in r["jobs"] if j["tool"] == tool and j.get("endtime")
+                 and j.get("tool_wall") is not None]
+        if not js or not every:
             continue
-        a, b = line
-        model[tool] = (a, b)
-        own_txt = f"; tool command alone {own[0]:.1f} s + {own[1] * 1000:.1f} ms per object" if own else ""
-        print(f"{short(tool)}: Slurm job wall = {a:.1f} s + {b * 1000:.1f} ms per object "
-              f"({len(points[tool])} jobs){own_txt}")
+        b = sum(j["tool_wall"] for j in js) / N
+        o = (median([j["submittime"] - j["created"] for j in every])
+             + median([j["endtime"] - j["starttime"] - j["tool_wall"] for j in every])
+             + median([j["updated"] - j["endtime"] for j in every]))
+        model[tool] = (o, b)
+        print(f"{short(tool)}: c = {b * 1000:.1f} ms per object (the {one['chunks']}-part run), "
+              f"o = {o:.1f} s per job (dispatch + in-job + finish)")
     if not model:
         return 0
     t_rest = median(rests)
     slots = args.nodes * args.slots_per_node
     print(f"\nExtrapolation: T(P) = T_rest + sum over {', '.join(short(t) for t in model)} of "
-          f"ceil(P/S) * (a + f + N/P * b), T_rest = {t_rest:.0f} s (median of {rng(rests)}), "
-          f"f = {f:.1f} s, N = {N}, S = {slots} ({args.nodes} nodes x {args.slots_per_node} slots)")
+          f"[(P-1) * d + ceil(P/S) * (o + N/P * c)], T_rest = {t_rest:.0f} s (median of "
+          f"{rng(rests)}), d = {d:.2f} s, N = {N}, S = {slots} ({args.nodes} nodes x "
+          f"{args.slots_per_node} slots)")
     for parts in sorted({1, 2, 4, 10, 20, 40, slots // 2, slots}):
-        per = sum(math.ceil(parts / slots) * (a + f + N / parts * b) for a, b in model.values())
+        per = sum((parts - 1) * d + math.ceil(parts / slots) * (o + N / parts * c)
+                  for o, c in model.values())
         print(f"  {parts} parts: {t_rest + per:.0f} s ({per:.0f} s in the per-chunk steps)")
     return 0
 
