@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{median(dispatch):.1f} s [{rng(dispatch)}]; queued for a core {median(queued):.1f} s "
           f"[{rng(queued)}]")
     if split:
-        print("split jobs (2000 catalogue rows): Slurm wall "
+        print("split jobs (the whole catalogue): Slurm wall "
               + rng([j["endtime"] - j["starttime"] for j in split])
               + " s, tool command " + rng([j.get("tool_wall") for j in split], "{:.1f}") + " s")
 
