@@ -212,8 +212,8 @@ def test_fwhm_wins_over_everything(fsf_field, tmp_path, capfd):
 
 @pytest.mark.parametrize("verb,value", [("mask", "0"), ("extract", "-0.5"), ("deblend", "11"), ("run", "0")])
 def test_fwhm_fallback_bounds_are_fwhms(verb, value, tmp_path, capfd):
-    """The option has --fwhm's bounds in every verb (a usage error, exit 2)."""
+    """The option has --fwhm's bounds in every verb (a usage error naming the bad value, exit 2)."""
     args = {"mask": ["-o", tmp_path / "m.fits"], "extract": ["--masks", tmp_path / "m.fits", "-o", tmp_path],
             "deblend": ["-o", tmp_path], "run": ["-o", tmp_path / "r"]}[verb]
     res = run_main([verb, WF_CUBE, WF_CATALOG, *args, "--fwhm-fallback", value], capfd)
-    assert res.exit_code == 2 and "--fwhm-fallback" in res.stderr, res.stderr
+    assert res.exit_code == 2 and "Invalid value for '--fwhm-fallback'" in res.stderr, res.stderr
