@@ -143,15 +143,12 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
         Bad given values, unreadable FSF keywords, a failed *star* fit, or (with *required*) no PSF:
         one line naming ``--fwhm``.
     """
-    for name, value in (("fwhm", fwhm), ("fwhm_red", fwhm_red), ("fallback_fwhm", fallback_fwhm)):
+    given = (("fwhm", fwhm), ("fwhm_red", fwhm_red)) if fwhm is not None else ()
+    for name, value in (*given, ("fallback_fwhm", fallback_fwhm)):
         if value is not None and not (np.isfinite(value) and value > 0):
             raise ParameterError("{%s}" % name, f"{value} is not a positive FWHM",
                                  "give the PSF FWHM in arcsec", params=(name,))
     if fwhm is not None:
-        for name, value in (("fwhm", fwhm), ("fwhm_red", fwhm_red)):
-            if value is not None and not (np.isfinite(value) and value > 0):
-                raise ParameterError("{%s}" % name, f"{value} is not a positive FWHM",
-                                     "give the PSF FWHM in arcsec", params=(name,))
         if fwhm_red is None:
             return psf_from_cube(cube, fwhm=fwhm, beta=beta, kind=kind)
         w0, w1 = float(cube.wave[0]), float(cube.wave[-1])
