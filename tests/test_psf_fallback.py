@@ -133,7 +133,8 @@ def test_fallback_gives_the_spectra_of_fwhm_and_says_it(tmp_path, capfd):
     """The minicube cut (no keywords, no star): run --fwhm-fallback 0.75 gives every spectrum and
     summary value of run --fwhm 0.75, but MUSE_PSF says PSFSRC 'fallback', every object's NOTES
     say it, masks.fits says FWHMSRC 'fallback', psf.fits is written with PSFSRC 'fallback' (FSF
-    keywords mpdaf reads as 0.75"), and the log says it."""
+    keywords mpdaf reads as 0.75", and why the cube gave none, without its path), and the log
+    says it."""
     from mpdaf.MUSE import FSFModel
 
     given, fallback = tmp_path / "given", tmp_path / "fallback"
@@ -163,6 +164,7 @@ def test_fallback_gives_the_spectra_of_fwhm_and_says_it(tmp_path, capfd):
     assert not (given / "psf.fits").exists()
     prim = fits.getheader(fallback / "psf.fits")
     assert prim["PSFSRC"] == "fallback" and prim["NSTARS"] == 0
+    assert "no MUSE FSF keywords" in prim["PSFWHY"] and "/" not in prim["PSFWHY"]  # no file path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with open_cube(WF_CUBE) as c:

@@ -130,8 +130,9 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
         Raise when no PSF can be found (deblending); else warn in one line and return None.
     details : dict, optional
         Filled with ``"fit"`` (the :class:`~ifu_extract.psffit.PSFFit`) when the PSF was fitted,
-        and ``"message"`` (why no PSF was read or fitted) when none was found or the fallback
-        was used.
+        and ``"message"`` (the one-line error: why no PSF was read or fitted) when none was
+        found or the fallback was used, with ``"reason"`` (that error's problem alone, without
+        the file's path) for the fallback.
 
     Returns
     -------
@@ -174,6 +175,8 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
         if details is not None:
             details["message"] = found.oneline()
         if fallback_fwhm is not None:
+            if details is not None:
+                details["reason"] = " ".join(found.problem.split())
             return PSFModel(kind, (float(fallback_fwhm),),
                             (float(beta if beta is not None else DEFAULT_BETA),), "fallback")
         if required:

@@ -134,7 +134,7 @@ def _psf(cube, plan: RunPlan, table: Table, files: dict) -> tuple[PSFModel | Non
         model = resolve_psf(c, fwhm=ex.fwhm, beta=ex.beta, kind=ex.psf_kind, fallback_fwhm=ex.fallback_fwhm,
                             candidates=catalog_candidates(c, table), details=details)
     if model is not None and model.source == "fallback":
-        return model, details.get("message", "")
+        return model, details.get("reason", "")
     return model, details.get("fit")
 
 
