@@ -1,11 +1,13 @@
-"""The published workflow's defaults are ``ifu-extract run``'s, plus the demo's PSF FWHM.
+"""The published workflow's defaults are ``ifu-extract run``'s, plus the demo's fallback PSF FWHM.
 
-`make demo` is ``run`` with its defaults and ``--fwhm 0.75`` (the minicube has no FSF keywords);
-the Galaxy workflow run with its form unchanged must give the same summary.  Here, without
-Galaxy: every parameter of the image, detect, mask and extract steps of the .ga (its value, or
-the default of the workflow input connected to it) equals what ``run`` gives that step, and the
-"PSF FWHM" input reaches every step that takes a FWHM, as ``run --fwhm`` does.  The workflow test
-(tests/galaxy/workflow/compare_chunks.sh, compare_run.py) runs both and compares the outputs.
+`make demo` is ``run`` with its defaults and ``--fwhm-fallback 0.75`` (the minicube has no FSF
+keywords and no star to fit one on); the Galaxy workflow run with its form unchanged must give the
+same summary.  Here, without Galaxy: every parameter of the image, detect, mask and extract steps
+of the .ga (its value, or the default of the workflow input connected to it) equals what ``run``
+gives that step, and the "PSF FWHM if the cube has no FSF keywords" input reaches every step that
+takes a PSF as its fallback, as ``run --fwhm-fallback`` does, never as the FWHM that overrides the
+cube's own PSF (``--fwhm``).  The workflow test (tests/galaxy/workflow/compare_chunks.sh,
+compare_run.py) runs both and compares the outputs.
 """
 
 import json
@@ -17,7 +19,7 @@ from ifu_extract.commands.demo import DEMO_FWHM
 from ifu_extract.commands.run import build_request
 
 GA = Path(__file__).resolve().parents[1] / "workflows" / "ifu-spectral-extraction" / "ifu-spectral-extraction.ga"
-PSF_LABEL = "PSF FWHM"
+PSF_LABEL = "PSF FWHM if the cube has no FSF keywords"
 
 #: Per tool step: .ga parameter path -> the field of run's step configuration it sets.
 FIELDS = {
@@ -40,19 +42,24 @@ FIELDS = {
     },
     "mask": {
         "size": "size", "mode": "mode", "advanced|fwhm": "fwhm",
+        "advanced|fwhm_fallback": "fallback_fwhm",
         "advanced|match_radius": "match_radius", "advanced|sky_grow": "sky_grow",
         "advanced|min_coverage": "min_coverage", "advanced|split": "split",
         "advanced|voronoi": "voronoi",
     },
     "extract": {
         "apertures_0|aperture": "apertures", "aperture_method": "aperture_method",
-        "skysub": "skysub", "psf_weights|fwhm": "fwhm", "psf_weights|beta": "beta",
+        "skysub": "skysub", "psf_weights|fwhm": "fwhm", "psf_weights|fwhm_fallback": "fallback_fwhm",
+        "psf_weights|beta": "beta",
         "psf_weights|psf_kind": "psf_kind", "psf_weights|psf_radius": "psf_radius",
         "wave_range": "wave_range",
     },
 }
-#: Every parameter through which a step takes the PSF FWHM.
-PSF_PARAMS = {"mask": "advanced|fwhm", "extract": "psf_weights|fwhm", "deblend": "psf|fwhm"}
+#: Every parameter through which a step takes the fallback PSF FWHM, and the one that would
+#: override the cube's own PSF (left empty by the workflow).
+PSF_PARAMS = {"mask": "advanced|fwhm_fallback", "extract": "psf_weights|fwhm_fallback",
+              "deblend": "psf|fwhm_fallback"}
+FWHM_PARAMS = {"mask": "advanced|fwhm", "extract": "psf_weights|fwhm", "deblend": "psf|fwhm"}
 
 
 def _steps():
@@ -96,10 +103,19 @@ def test_psf_input_is_the_demo_fwhm_and_reaches_every_step(workflow):
             f"the {label} step's {path} is not the workflow's {PSF_LABEL} input"
 
 
+def test_workflow_never_overrides_the_cubes_psf(workflow):
+    """The FWHM that wins over a cube's FSF keywords (``--fwhm``) is left empty at every step."""
+    by_label, by_id = workflow
+    for label, path in FWHM_PARAMS.items():
+        assert path not in by_label[label]["input_connections"], \
+            f"the {label} step's {path} is connected: it would override the cube's own PSF"
+        assert _value(by_label[label], path, by_id) is None, f"the {label} step sets {path}"
+
+
 @pytest.mark.parametrize("label", sorted(FIELDS))
 def test_step_parameters_are_runs_defaults(workflow, label):
     by_label, by_id = workflow
-    plan = build_request("cube.fits", "cat.txt", "out", options={"fwhm": DEMO_FWHM}).plan
+    plan = build_request("cube.fits", "cat.txt", "out", options={"fallback_fwhm": DEMO_FWHM}).plan
     config = getattr(plan, label)
     step = by_label[label]
     differ = []

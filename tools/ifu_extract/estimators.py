@@ -104,8 +104,9 @@ class ExtractConfig:
         Compute ``MUSE_SKY`` and the ``_SKYSUB`` spectra.
     white : bool
         Compute ``MUSE_WHITE``.
-    psf_missing : str
-        Without *psf*: why, recorded in every object's notes (empty: nothing recorded).
+    psf_note : str
+        What every object's notes record of the PSF: without *psf*, why; with a fallback PSF,
+        that it is one (empty: nothing recorded).
     """
 
     apertures: tuple = (1.0,)
@@ -114,7 +115,7 @@ class ExtractConfig:
     psf_radius_fwhm: float = 2.0
     skysub: bool = True
     white: bool = True
-    psf_missing: str = ""
+    psf_note: str = ""
 
 
 @dataclass
@@ -757,11 +758,11 @@ class _Plan:
                 num, norm, s = out["PSF"]
                 inv = np.where(norm > 0, 1.0 / norm, np.nan)
                 flux, var = _blank(num * inv, inv if has_var else nan, ~np.isfinite(inv))
-                spectra["MUSE_PSF"] = Spectrum1D(flux, var,
-                                                 {"PSFSRC": (cfg.psf.source, "PSF from header, given or fitted")})
+                spectra["MUSE_PSF"] = Spectrum1D(
+                    flux, var, {"PSFSRC": (cfg.psf.source, "PSF from header, given, fitted or fallback")})
                 sums["MUSE_PSF"] = np.nan_to_num(s * inv)
-            elif cfg.psf_missing:
-                notes.append(cfg.psf_missing)
+            if cfg.psf_note:
+                notes.append(cfg.psf_note)
             if cfg.skysub:
                 if self.sky_cols is None:
                     notes.append("no sky spaxel: _SKYSUB spectra not computed")

@@ -1,5 +1,6 @@
-"""The PSF of a cube, decided in one place: given by the user, from header keywords, or fitted
-on the cube's stars (:mod:`ifu_extract.psffit`): :func:`resolve_psf`, with its named defaults.
+"""The PSF of a cube, decided in one place: given by the user, from header keywords, fitted
+on the cube's stars (:mod:`ifu_extract.psffit`), or the user's fallback FWHM when the cube gives
+none: :func:`resolve_psf`, with its named defaults.
 
 A :class:`PSFModel` gives FWHM(λ) in arcsec and β(λ) for a circular Moffat (or a Gaussian), and
 renders normalised PSF images on a pixel grid (:meth:`PSFModel.stamps`), integrated over
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["PSFModel", "DEFAULT_BETA", "CIRCLE_FWHM", "FILTER_FWHM", "resolve_fwhm", "SUPERSAMPLE",
            "subpixel_grid", "moffat_alpha", "moffat_image", "moffat_images", "psf_from_cube",
            "muse_fsf_keywords", "muse_fsf_curves", "fit_psf_on_star", "resolve_psf", "catalog_candidates",
-           "fsf_cards", "gaussian_image"]
+           "fsf_cards", "gaussian_image", "PSF_PRIORITY", "fallback_summary", "FALLBACK_NOTE"]
 
 
 log = logging.getLogger("ifu_extract")
@@ -87,19 +88,24 @@ def fit_psf_on_star(cube: Cube, x: float, y: float, *, kind: str = "moffat", nbi
 
 # ------------------------------------------------------------------------------ the one policy
 #: Where a PSF may come from, in order of priority (see :func:`resolve_psf`).
-PSF_PRIORITY = ("given", "header", "star", "fitted")
+PSF_PRIORITY = ("given", "header", "star", "fitted", "fallback")
+
+#: What every report of a fallback PSF says (Source and summary NOTES, psf.fits, the log).
+FALLBACK_NOTE = "PSF: fallback FWHM {fwhm:g} arcsec (--fwhm-fallback: no FSF keywords, no star fitted)"
 
 _FITTED: dict = {}  # in-process cache of fitted PSFs: run's steps share one fit
 
 
 def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = None,
                 fwhm_red: float | None = None, kind: str = "moffat", star: tuple | None = None,
-                candidates=None, required: bool = False, details: dict | None = None) -> PSFModel | None:
+                candidates=None, fallback_fwhm: float | None = None, required: bool = False,
+                details: dict | None = None) -> PSFModel | None:
     """The PSF of *cube*, decided in one place for mask, extract, deblend and the line scan.
 
     Priority: the user's FWHM (``--fwhm``, ``--fwhm-red``, ``--beta``) > the cube's MUSE FSF
     keywords > a named star (``--psf-star``) > the PSF fitted on the field's own point-like
-    stars (:func:`ifu_extract.psffit.fit_psf_from_stars`) > none.
+    stars (:func:`ifu_extract.psffit.fit_psf_from_stars`) > the user's fallback FWHM
+    (``--fwhm-fallback``: a PSF for cubes that give none, which never replaces one they give) > none.
 
     Parameters
     ----------
@@ -117,11 +123,16 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
     candidates : sequence of (id, x, y), optional
         Catalogue objects (0-based cube pixels) among which stars are looked for; default:
         detections on the white light.
+    fallback_fwhm : float, optional
+        FWHM, arcsec, of the PSF (*kind*, *beta* else :data:`DEFAULT_BETA`) used only when the
+        cube has no FSF keywords and no star could be fitted; its source is ``"fallback"``.
     required : bool
         Raise when no PSF can be found (deblending); else warn in one line and return None.
     details : dict, optional
         Filled with ``"fit"`` (the :class:`~ifu_extract.psffit.PSFFit`) when the PSF was fitted,
-        and ``"message"`` when none was found.
+        and ``"message"`` (the one-line error: why no PSF was read or fitted) when none was
+        found or the fallback was used, with ``"reason"`` (that error's problem alone, without
+        the file's path) for the fallback.
 
     Returns
     -------
@@ -133,11 +144,12 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
         Bad given values, unreadable FSF keywords, a failed *star* fit, or (with *required*) no PSF:
         one line naming ``--fwhm``.
     """
+    given = (("fwhm", fwhm), ("fwhm_red", fwhm_red)) if fwhm is not None else ()
+    for name, value in (*given, ("fallback_fwhm", fallback_fwhm)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ParameterError("{%s}" % name, f"{value} is not a positive FWHM",
+                                 "give the PSF FWHM in arcsec", params=(name,))
     if fwhm is not None:
-        for name, value in (("fwhm", fwhm), ("fwhm_red", fwhm_red)):
-            if value is not None and not (np.isfinite(value) and value > 0):
-                raise ParameterError("{%s}" % name, f"{value} is not a positive FWHM",
-                                     "give the PSF FWHM in arcsec", params=(name,))
         if fwhm_red is None:
             return psf_from_cube(cube, fwhm=fwhm, beta=beta, kind=kind)
         w0, w1 = float(cube.wave[0]), float(cube.wave[-1])
@@ -160,10 +172,15 @@ def resolve_psf(cube: Cube, *, fwhm: float | None = None, beta: float | None = N
                                       exc.fix)
     found = _FITTED[key]
     if isinstance(found, InputError):
-        if required:
-            raise found
         if details is not None:
             details["message"] = found.oneline()
+        if fallback_fwhm is not None:
+            if details is not None:
+                details["reason"] = " ".join(found.problem.split())
+            return PSFModel(kind, (float(fallback_fwhm),),
+                            (float(beta if beta is not None else DEFAULT_BETA),), "fallback")
+        if required:
+            raise found
         return None
     if details is not None:
         details["fit"] = found
@@ -189,7 +206,16 @@ def catalog_candidates(cube: Cube, table) -> list | None:
     return [(str(i), float(a), float(b)) for i, a, b in zip(table["ID"], np.atleast_1d(x), np.atleast_1d(y))]
 
 
-def resolve_fwhm(cube: Cube, fwhm: float | None = None, candidates=None) -> tuple[float, str]:
+def fallback_summary(model: PSFModel) -> str:
+    """The fallback PSF as ``ifu-extract info`` prints a PSF: one line saying it is the fallback."""
+    beta = f", beta {float(model.beta_coeffs[-1]):.2f}" if model.kind == "moffat" else ""
+    return (f"psf         fallback ({model.kind}): FWHM {float(model.fwhm_coeffs[-1]):.3f} arcsec"
+            f"{beta} at every wavelength, from --fwhm-fallback: the cube has no FSF keywords and "
+            "no star could be fitted")
+
+
+def resolve_fwhm(cube: Cube, fwhm: float | None = None, candidates=None,
+                 fallback_fwhm: float | None = None) -> tuple[float, str]:
     """The PSF FWHM for the circle fallback, arcsec, and where it came from.
 
     Parameters
@@ -199,14 +225,16 @@ def resolve_fwhm(cube: Cube, fwhm: float | None = None, candidates=None) -> tupl
         Given FWHM, arcsec; wins over the header.
     candidates : sequence of (id, x, y), optional
         Catalogue objects (0-based cube pixels) among which to look for stars.
+    fallback_fwhm : float, optional
+        FWHM, arcsec, when the cube has no FSF keywords and no star could be fitted.
 
     Returns
     -------
     fwhm : float
-        The PSF of :func:`ifu_extract.psf.resolve_psf` (given, the cube's FSF keywords, or fitted
-        on the field's stars) at the median wavelength; else :data:`CIRCLE_FWHM`.
+        The PSF of :func:`ifu_extract.psf.resolve_psf` (given, the cube's FSF keywords, fitted
+        on the field's stars, or *fallback_fwhm*) at the median wavelength; else :data:`CIRCLE_FWHM`.
     source : str
-        ``"given"``, ``"header"``, ``"fitted"`` or ``"default"``.
+        ``"given"``, ``"header"``, ``"fitted"``, ``"fallback"`` or ``"default"``.
     """
     if fwhm is not None:
         if not np.isfinite(fwhm) or fwhm <= 0:
@@ -215,7 +243,7 @@ def resolve_fwhm(cube: Cube, fwhm: float | None = None, candidates=None) -> tupl
         return float(fwhm), "given"
     details = {}
     try:
-        model = resolve_psf(cube, candidates=candidates, details=details)
+        model = resolve_psf(cube, candidates=candidates, fallback_fwhm=fallback_fwhm, details=details)
     except InputError as exc:
         details["message"] = exc.oneline()
         model = None

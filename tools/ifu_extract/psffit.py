@@ -37,7 +37,7 @@ from .psfmodel import DEFAULT_BETA, PSFModel, fsf_cards, gaussian_image, moffat_
 from .wcsutil import pixel_to_world
 
 __all__ = ["StarFit", "PSFFit", "fit_psf_on_star", "fit_psf_from_stars", "find_stars", "psf_summary",
-           "write_psf_product",
+           "write_psf_product", "write_fallback_psf_product",
            "FWHM_DEGREE", "BETA_DEGREE", "NBANDS", "LBRANGE", "MIN_SNR", "MAX_STARS",
            "MIN_SEPARATION", "POINT_TOLERANCE", "STAMP_HALF"]
 
@@ -712,4 +712,42 @@ def write_psf_product(path, fit: PSFFit, cube, *, inputs: dict | None = None):
                    "STATUS": [s.status for s in fit.stars]})
     hdul = fits.HDUList([prim, fits.table_to_hdu(curve), fits.table_to_hdu(stars)])
     hdul[1].name, hdul[2].name = "PSF", "STARS"
+    return write_hdulist(hdul, path)
+
+
+def write_fallback_psf_product(path, model: PSFModel, cube, *, reason: str = "", inputs: dict | None = None):
+    """Write the fallback PSF (``--fwhm-fallback``: the cube had no FSF keywords and no star could
+    be fitted) as :func:`write_psf_product` writes a fitted one: MUSE FSF keywords of a Moffat
+    model, ``PSFSRC = 'fallback'``, ``NSTARS = 0``, the reason no PSF was found (``PSFWHY``) and
+    the ``PSF`` table of FWHM and β per band (no ``STARS`` table: none was used).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    model : PSFModel
+        Source ``"fallback"``.
+    cube : ifu_extract.cubeio.Cube
+    reason : str, optional
+        Why the cube gave no PSF (the failed search's message).
+    inputs : dict, optional
+        Provenance ``{role: path}``.
+    """
+    prim = fits.PrimaryHDU()
+    if model.kind == "moffat":
+        for key, value, comment in fsf_cards(model, cube.wave):
+            prim.header[key] = (value, comment)
+    prim.header["PSFSRC"] = ("fallback", "PSF from --fwhm-fallback: the cube gave none")
+    prim.header["PSFKIND"] = (model.kind, "profile of the fallback PSF")
+    prim.header["NSTARS"] = (0, "stars the PSF was fitted on")
+    if reason:
+        prim.header["PSFWHY"] = (reason, "why no PSF was read or fitted")
+    add_provenance(prim.header, "psf", inputs)
+    edges = _band_edges(cube, 2 * NBANDS)
+    lam = np.array([np.mean(cube.wave[a:b]) for a, b in zip(edges[:-1], edges[1:]) if b > a])
+    curve = Table({"WAVE": lam, "FWHM": model.fwhm(lam) * np.ones_like(lam),
+                   "BETA": model.beta(lam) * np.ones_like(lam)})
+    for col, unit in (("WAVE", "Angstrom"), ("FWHM", "arcsec")):
+        curve[col].unit = unit
+    hdul = fits.HDUList([prim, fits.table_to_hdu(curve)])
+    hdul[1].name = "PSF"
     return write_hdulist(hdul, path)

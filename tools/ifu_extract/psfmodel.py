@@ -125,7 +125,8 @@ class PSFModel:
     beta_coeffs : tuple of float
         Coefficients of β(λ) (Moffat only), same variable.
     source : str
-        Where the model came from (``"header"``, ``"given"``, ``"fitted"``).
+        Where the model came from (``"header"``, ``"given"``, ``"fitted"``, ``"fallback"``: the
+        user's ``--fwhm-fallback`` for a cube that gave none).
     lbrange : (float, float), optional
         When set, the polynomials are in MPDAF's normalised wavelength
         ``(λ - lbrange[0]) / (lbrange[1] - lbrange[0]) - 0.5`` (``FSFMODE = 2``, ``FSFLB1``,

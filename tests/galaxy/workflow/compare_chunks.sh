@@ -3,9 +3,9 @@
 # catalogue in 3 chunks and in 1 chunk, and check that the 3-chunk run made 3 collection elements
 # and 3 jobs per per-chunk step, and that both give the same spectra arrays (compare_spectra.py).
 # Both runs take the workflow's defaults, so the 1-chunk run is the workflow as a user runs it
-# with the form unchanged: it must give what `ifu-extract run CUBE CATALOGUE --fwhm F` gives, F
-# the workflow's "PSF FWHM" default (`make demo` on the full cube): the same summary, column by
-# column, and the same spectra (compare_run.py).
+# with the form unchanged: it must give what `ifu-extract run CUBE CATALOGUE --fwhm-fallback F`
+# gives, F the default of the workflow's "PSF FWHM if the cube has no FSF keywords" (`make demo` on
+# the full cube): the same summary, column by column, and the same spectra (compare_run.py).
 #
 #   compare_chunks.sh [CUBE CATALOGUE]    default: test-data/wf_cube.fits test-data/wf_catalog.txt
 #
@@ -43,7 +43,7 @@ status=0
 log "3-chunk vs 1-chunk comparison in $((SECONDS - t0)) s"
 # The workflow's defaults are run's: the 1-chunk run against a plain run (no report: seconds).
 fwhm="$("$IFU_VENV/bin/python" "$HERE/compare_run.py" fwhm "$REPO_ROOT/workflows/ifu-spectral-extraction/ifu-spectral-extraction.ga")"
-"$IFU_VENV/bin/ifu-extract" run "$CUBE" "$CAT" -o "$OUT/run" --fwhm "$fwhm" --no-plots > "$OUT/run.log" 2>&1 ||
+"$IFU_VENV/bin/ifu-extract" run "$CUBE" "$CAT" -o "$OUT/run" --fwhm-fallback "$fwhm" --no-plots > "$OUT/run.log" 2>&1 ||
     { tail -n 20 "$OUT/run.log" >&2; die "ifu-extract run failed"; }
 "$IFU_VENV/bin/python" "$HERE/compare_run.py" "$OUT/chunks1" "$OUT/run" || status=1
 exit $status

@@ -3,8 +3,10 @@
     python compare_run.py WORKFLOW_RUN RUN_OUTDIR
 
 WORKFLOW_RUN is a download of run_workflow.py (summary.tsv, sources/); RUN_OUTDIR is the output
-folder of ``ifu-extract run CUBE CATALOGUE -o RUN_OUTDIR --fwhm F`` on the same cube and
-catalogue, F the workflow's "PSF FWHM" default (``fwhm`` prints it).  Runs with the package's
+folder of ``ifu-extract run CUBE CATALOGUE -o RUN_OUTDIR --fwhm-fallback F`` on the same cube and
+catalogue, F the default of the workflow's "PSF FWHM if the cube has no FSF keywords" (``fwhm``
+prints it): the workflow gives it to mask, extract and deblend as their ``--fwhm-fallback``, so
+that a cube's own PSF wins as it does in ``run``.  Runs with the package's
 venv (astropy).  Checks that both summaries have the same columns and, object by object in the
 same order, the same value in every column (ID, STATUS, NOTES, N_SPAXELS, N_SKY, the fluxes...),
 and that every ``SPE_*`` array of run's Source files is in the workflow's Source file of the same
@@ -12,7 +14,7 @@ object with the same values (float32 rounding, rtol 1e-6; the workflow's Source 
 the XCOR and DEBLEND spectra, which run makes only when asked).  Prints one line per check and
 exits 1 on the first difference.
 
-    python compare_run.py fwhm WORKFLOW.ga    the "PSF FWHM" default of the workflow
+    python compare_run.py fwhm WORKFLOW.ga    the workflow's fallback PSF FWHM default
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ import numpy as np
 
 from compare_spectra import spectra
 
-#: The label of the workflow's PSF input (run takes it as --fwhm).
-PSF_LABEL = "PSF FWHM"
+#: The label of the workflow's PSF input (run takes it as --fwhm-fallback).
+PSF_LABEL = "PSF FWHM if the cube has no FSF keywords"
 
 
 def psf_default(ga: Path) -> float:
-    """The default of the workflow's "PSF FWHM" input."""
+    """The default of the workflow's fallback PSF FWHM input."""
     steps = json.loads(ga.read_text())["steps"].values()
     step = next(s for s in steps if s.get("label") == PSF_LABEL)
     return float(json.loads(step["tool_state"])["default"])

@@ -51,6 +51,11 @@ from ._paths import OutputPath
 @click.option("--fwhm", type=click.FloatRange(min=0, min_open=True, max=10), default=None,
               help="PSF FWHM at the first channel, arcsec [default: the cube's FSF keywords, else "
                    "fitted on --psf-star, else on the field's point-like stars].")
+@click.option("--fwhm-fallback", "fallback_fwhm", type=click.FloatRange(min=0, min_open=True, max=10),
+              default=None, metavar="FWHM",
+              help="PSF FWHM, arcsec, used only when the cube has no FSF keywords and no star could "
+                   "be fitted (PSFSRC = 'fallback'); --fwhm, the cube's own PSF and --psf-star win "
+                   "over it.")
 @click.option("--fwhm-red", type=click.FloatRange(min=0, min_open=True, max=10), default=None,
               help="PSF FWHM at the last channel, arcsec (linear in between) [default: --fwhm].")
 @click.option("--beta", type=click.FloatRange(min=1, min_open=True, max=20), default=None,
@@ -90,7 +95,7 @@ from ._paths import OutputPath
 @cube_options
 @cube_name_option
 def cmd(cube, catalog, sources, sources_out, summary, output, pass_through, masks, segmap, image,
-        image_fwhm, model, fwhm, fwhm_red, beta, psf_kind, psf_star, overlap, max_group, nonneg,
+        image_fwhm, model, fwhm, fallback_fwhm, fwhm_red, beta, psf_kind, psf_star, overlap, max_group, nonneg,
         background, gradients, refine_psf, match_radius, size, model_cube, residual_cube, wave_range,
         catalog_format, **kwargs):
     """Deblend every CATALOG object: overlapping sources are fitted together, channel by channel,
@@ -104,7 +109,7 @@ def cmd(cube, catalog, sources, sources_out, summary, output, pass_through, mask
     cfg = DeblendStepConfig.from_options(
         model=model, overlap=overlap, max_group=max_group, nonneg=nonneg, background=background,
         image_fwhm=image_fwhm, match_radius=match_radius, gradients=gradients, refine_psf=refine_psf,
-        fwhm=fwhm, fwhm_red=fwhm_red, beta=beta, psf_kind=psf_kind, psf_star=psf_star,
+        fwhm=fwhm, fallback_fwhm=fallback_fwhm, fwhm_red=fwhm_red, beta=beta, psf_kind=psf_kind, psf_star=psf_star,
         wave_range=wave_range, size=size)
     res = run_deblend(cube, catalog, output, sources=list(sources), summary=summary,
                       sources_out=sources_out, masks=masks, segmap=segmap, image=image,

@@ -14,7 +14,8 @@ from ._paths import OutputPath
 
 # Abell 478 minicube: no FSF keywords in its header and no isolated star to fit one on; 0.75" is
 # the seeing of that MUSE WFM exposure's white light as measured on its compact galaxies, and the
-# default PSF FWHM of the Galaxy workflow.
+# default of the Galaxy workflow's "PSF FWHM if the cube has no FSF keywords".  Given as the
+# fallback (--fwhm-fallback), so that a cube with its own PSF would keep it.
 DEMO_FWHM = 0.75
 
 
@@ -36,11 +37,12 @@ def cmd(output, threads):
     (3681 x 40 x 40, DATA/STAT/DQ), merging its cat.txt with the detections."""
     cube, catalog = demo_data()
     report(f"demo: {cube.name} with {catalog.name} from the installed mpdaf")
-    # run's defaults, and the one setting the cube cannot give: its PSF (no FSF keywords, no
-    # isolated star in the cluster core), the same as the Galaxy workflow's default.
-    report(f"demo: ifu-extract run {cube.name} {catalog.name} -o {output} --fwhm {DEMO_FWHM}")
+    # run's defaults, and the one setting the cube cannot give: a PSF for when it has none (no FSF
+    # keywords, no isolated star in the cluster core), the same as the Galaxy workflow's default.
+    report(f"demo: ifu-extract run {cube.name} {catalog.name} -o {output} --fwhm-fallback {DEMO_FWHM}")
     with option_errors(run_cmd):
-        run_run(build_request(cube, catalog, output, options={"fwhm": DEMO_FWHM, "threads": threads}))
+        run_run(build_request(cube, catalog, output,
+                              options={"fallback_fwhm": DEMO_FWHM, "threads": threads}))
     index = Path(output) / "index.html"
     report(f"spectra: {output}/sources/  summary: {output}/summary.tsv")
     if index.exists():

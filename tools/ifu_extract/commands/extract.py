@@ -23,7 +23,13 @@ def extraction_options(func):
                           "(MPDAF's rule)."),
         click.option("--fwhm", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="PSF FWHM, arcsec, for MUSE_PSF [default: the cube's FSF keywords, else "
-                          "fitted on the field's stars; without any, MUSE_PSF is not computed]."),
+                          "fitted on the field's stars, else --fwhm-fallback; without any, MUSE_PSF "
+                          "is not computed]."),
+        click.option("--fwhm-fallback", "fallback_fwhm", type=click.FloatRange(min=0, min_open=True),
+                     default=None, metavar="FWHM",
+                     help="PSF FWHM, arcsec, used only when the cube has no FSF keywords and no "
+                          "star could be fitted (PSFSRC = 'fallback', said in NOTES); --fwhm and "
+                          "the cube's own PSF win over it."),
         click.option("--beta", type=click.FloatRange(min=1, min_open=True), default=None,
                      help="Moffat beta of the PSF [default: FSF keywords, else 2.8]."),
         click.option("--psf-kind", type=click.Choice(["moffat", "gaussian"]), default="moffat",
@@ -66,11 +72,12 @@ def _progress_bar(total: int):
 @catalog_format_option
 @cube_options
 @cube_name_option
-def cmd(cube, catalog, masks, output, apertures, aperture_method, fwhm, beta, psf_kind, psf_radius,
+def cmd(cube, catalog, masks, output, apertures, aperture_method, fwhm, fallback_fwhm, beta, psf_kind, psf_radius,
         skysub, weight_images, threads, resume, marz, white_path, wave_range, catalog_format, **kwargs):
     """Extract spectra of every CATALOG object: MUSE_TOT, MUSE_APER_<r>, MUSE_WHITE, MUSE_PSF,
     MUSE_SKY and *_SKYSUB, with variance, into one MPDAF Source file per object."""
     options = ExtractOptions(apertures=apertures, aperture_method=aperture_method, fwhm=fwhm,
+                             fallback_fwhm=fallback_fwhm,
                              beta=beta, psf_kind=psf_kind, psf_radius=psf_radius, skysub=skysub,
                              weight_images=weight_images, threads=threads, resume=resume,
                              wave_range=wave_range, catalog_format=catalog_format,

@@ -29,7 +29,12 @@ from ._paths import OutputPath
                    "falls back to the union.")
 @click.option("--fwhm", type=click.FloatRange(min=0, min_open=True), default=None,
               help="PSF FWHM, arcsec, radius of the circle used when no segment covers an object "
-                   "[default: from the cube's FSF keywords, else fitted on the field's stars, else 0.8].")
+                   "[default: from the cube's FSF keywords, else fitted on the field's stars, else "
+                   "--fwhm-fallback, else 0.8].")
+@click.option("--fwhm-fallback", "fallback_fwhm", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="FWHM",
+              help="PSF FWHM, arcsec, used only when the cube has no FSF keywords and no star could "
+                   "be fitted (FWHMSRC = 'fallback'); --fwhm and the cube's own PSF win over it.")
 @click.option("--match-radius", type=click.FloatRange(min=0, max=10), default=DEFAULT_MATCH_RADIUS,
               show_default=True,
               help="When an object's position falls on background, take the dominant segment not "
@@ -52,7 +57,7 @@ from ._paths import OutputPath
 @white_option
 @catalog_format_option
 @cube_options
-def cmd(cube, catalog, segmaps, output, size, mode, fwhm, match_radius, sky_grow, min_coverage,
+def cmd(cube, catalog, segmaps, output, size, mode, fwhm, fallback_fwhm, match_radius, sky_grow, min_coverage,
         split, voronoi, white_path, catalog_format, **kwargs):
     """Object and sky masks for every object of CATALOG on the grid of CUBE.
 
@@ -60,7 +65,7 @@ def cmd(cube, catalog, segmaps, output, size, mode, fwhm, match_radius, sky_grow
     Each object keeps a status: a PSF circle when no segment covers it, the union when the
     intersection is empty; objects off the field are listed without masks.
     """
-    config = MaskConfig(size=size, mode=mode, fwhm=fwhm, match_radius=match_radius,
+    config = MaskConfig(size=size, mode=mode, fwhm=fwhm, fallback_fwhm=fallback_fwhm, match_radius=match_radius,
                         sky_grow=sky_grow, min_coverage=min_coverage, split=split, voronoi=voronoi,
                         catalog_format=catalog_format, cube_kwargs=cube_kwargs(kwargs))
     result = run_mask(cube, catalog, segmaps, output, config, white=white_path)

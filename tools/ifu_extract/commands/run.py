@@ -261,7 +261,7 @@ def build_request(cube, catalog, output, *, config=None, options: dict | None = 
         given[verb].setdefault("threads", threads)
     params = {verb: verb_params(VERBS[verb], given[verb]) for verb in VERBS}
     # The deblend step shares the extraction's PSF and wavelength range (unless told otherwise).
-    for key in ("wave_range", "fwhm", "beta"):
+    for key in ("wave_range", "fwhm", "fallback_fwhm", "beta"):
         if params["deblend"].get(key) is None and params["extract"].get(key) is not None:
             params["deblend"][key] = params["extract"][key]
     # What run_options.json records: run's own options (the segmentation maps by content).
@@ -277,7 +277,8 @@ def build_request(cube, catalog, output, *, config=None, options: dict | None = 
 @click.argument("catalog", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=OutputPath(file_okay=False),
               help="Output folder (white.fits, detections.tsv, segmap.fits, catalog.tsv, psf.fits when "
-                   "the PSF was fitted on the field's stars, masks.fits, sources/, summary.tsv, qa/, "
+                   "the PSF was fitted on the field's stars or is the --fwhm-fallback, masks.fits, "
+                   "sources/, summary.tsv, qa/, "
                    "index.html, run_options.json; lines.tsv and line_images.fits with --line-scan).")
 @click.option("--config", type=click.Path(dir_okay=False), default=None,
               help="run.toml: one table per verb ([image], [detect], [mask], [extract], [report], "
@@ -299,6 +300,10 @@ def build_request(cube, catalog, output, *, config=None, options: dict | None = 
 @_verb_option("extract", "fwhm", ("mask", "fwhm"),
               help="PSF FWHM, arcsec, of every step (mask, extract, line scan, deblend) "
                    "[default: FSF keywords of the cube, else fitted on the field's stars].")
+@_verb_option("extract", "fallback_fwhm", ("mask", "fallback_fwhm"),
+              help="PSF FWHM, arcsec, of every step when the cube has no FSF keywords and no star "
+                   "could be fitted (PSFSRC = 'fallback', said in NOTES and psf.fits); --fwhm and "
+                   "the cube's own PSF win over it.")
 @_verb_option("extract", "beta", help="PSF Moffat beta.")
 @_verb_option("extract", "apertures")
 @_verb_option("extract", "weight_images")

@@ -324,7 +324,7 @@ def _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta
                              "joint: spectra and morphology fitted together; template: image light"),
                 "DBNONNEG": (bool(cfg.nonneg), "fluxes constrained >= 0"),
                 "DBBKG": (bool(cfg.background), "uniform background fitted"),
-                "PSFSRC": (psf.source, "PSF from header, given or fitted"),
+                "PSFSRC": (psf.source, "PSF from header, given, fitted or fallback"),
                 "DBPSFSCL": (float(psf_scale), "FWHM scale fitted on the group (1: as given)")}
         for key, per_member in meta_fit.items():
             value, comment = per_member

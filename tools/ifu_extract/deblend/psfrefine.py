@@ -19,16 +19,16 @@ log = logging.getLogger("ifu_extract")
 
 def resolve_psf(cube: Cube, *, psf: PSFModel | None = None, fwhm: float | None = None,
                 fwhm_red: float | None = None, beta: float | None = None, kind: str = "moffat",
-                star: tuple | None = None, candidates=None) -> PSFModel:
+                star: tuple | None = None, candidates=None, fallback_fwhm: float | None = None) -> PSFModel:
     """The PSF to deblend with: *psf* when given, else :func:`ifu_extract.psf.resolve_psf`
-    (given FWHM > FSF keywords > *star* > fitted on the field's stars), required.
+    (given FWHM > FSF keywords > *star* > fitted on the field's stars > *fallback_fwhm*), required.
 
     Parameters
     ----------
     cube : Cube
     psf : PSFModel, optional
         A ready model (wins over everything).
-    fwhm, fwhm_red, beta, kind, star, candidates : optional
+    fwhm, fwhm_red, beta, kind, star, candidates, fallback_fwhm : optional
         See :func:`ifu_extract.psf.resolve_psf`.
 
     Returns
@@ -43,7 +43,7 @@ def resolve_psf(cube: Cube, *, psf: PSFModel | None = None, fwhm: float | None =
     if psf is not None:
         return psf
     return resolve_cube_psf(cube, fwhm=fwhm, fwhm_red=fwhm_red, beta=beta, kind=kind, star=star,
-                            candidates=candidates, required=True)
+                            candidates=candidates, fallback_fwhm=fallback_fwhm, required=True)
 
 
 

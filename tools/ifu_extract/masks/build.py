@@ -440,7 +440,8 @@ def _warn_rows(pos: _Placement, status, fwhm: float) -> None:
 
 def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None = None,
                 size: float = DEFAULT_SIZE, mode: str = "union", fwhm: float | None = None,
-                match_radius: float = DEFAULT_MATCH_RADIUS, sky_grow: int = DEFAULT_SKY_GROW,
+                fallback_fwhm: float | None = None, match_radius: float = DEFAULT_MATCH_RADIUS,
+                sky_grow: int = DEFAULT_SKY_GROW,
                 split: bool = True, voronoi: bool = False, warn: bool = True) -> BuiltMasks:
     """Object and sky masks for every catalogue row.
 
@@ -464,6 +465,9 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
         when empty).
     fwhm : float, optional
         PSF FWHM, arcsec, radius of the circle fallback (see :func:`ifu_extract.psf.resolve_fwhm`).
+    fallback_fwhm : float, optional
+        PSF FWHM, arcsec, when the cube has no FSF keywords and no star could be fitted
+        (``FWHMSRC = 'fallback'``).
     match_radius : float
         Radius, arcsec, within which the dominant unclaimed label is taken when the position
         falls on background (0 = only the label at the position).
@@ -509,7 +513,8 @@ def build_masks(cube: Cube, catalog: Table, segmaps, *, white: np.ndarray | None
         white = band_image(cube).data
     valid = np.isfinite(np.asarray(white))
     pixscale = cube.pixscale
-    fwhm_val, fwhm_src = resolve_fwhm(cube, fwhm, catalog_candidates(cube, catalog) if fwhm is None else None)
+    fwhm_val, fwhm_src = resolve_fwhm(cube, fwhm, catalog_candidates(cube, catalog) if fwhm is None else None,
+                                      fallback_fwhm=fallback_fwhm)
     radius_pix = fwhm_val / pixscale
     labels = [g.labels for g in grids]
     nrow = len(catalog)
@@ -649,7 +654,7 @@ def make_masks(cube: Cube, catalog: Table, segmaps, *, min_coverage: float = DEF
     min_coverage : float
         Minimum area share for reprojected maps.
     **kwargs
-        Passed to :func:`build_masks` (``size``, ``mode``, ``fwhm``, ``match_radius``,
+        Passed to :func:`build_masks` (``size``, ``mode``, ``fwhm``, ``fallback_fwhm``, ``match_radius``,
         ``sky_grow``, ``split``, ``voronoi``, ``white``, ``warn``).
 
     Returns

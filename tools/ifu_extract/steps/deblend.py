@@ -55,6 +55,8 @@ class DeblendStepConfig:
         PSF FWHM at the first and last channel, arcsec (see :func:`ifu_extract.psf.resolve_psf`).
     beta : float, optional
         Moffat beta.
+    fallback_fwhm : float, optional
+        PSF FWHM, arcsec, used only when the cube has no FSF keywords and no star could be fitted.
     psf_kind : {"moffat", "gaussian"}
     psf_star : str, optional
         Catalogue ID of a star to fit the PSF on when neither a FWHM nor FSF keywords exist.
@@ -68,6 +70,7 @@ class DeblendStepConfig:
     fwhm: float | None = None
     fwhm_red: float | None = None
     beta: float | None = None
+    fallback_fwhm: float | None = None
     psf_kind: str = "moffat"
     psf_star: str | None = None
     wave_range: tuple | None = None
@@ -203,7 +206,8 @@ def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, 
             r = table[ids.index(str(cfg.psf_star))]
             star = world_to_pixel(cube.wcs, float(r["RA"]), float(r["DEC"]))
         psf = resolve_psf(cube, psf=psf, fwhm=cfg.fwhm, fwhm_red=cfg.fwhm_red, beta=cfg.beta,
-                          kind=cfg.psf_kind, star=star, candidates=catalog_candidates(cube, table))
+                          kind=cfg.psf_kind, star=star, candidates=catalog_candidates(cube, table),
+                          fallback_fwhm=cfg.fallback_fwhm)
         seg = None
         if masks is not None:
             _, mfile = read_masks(masks)

@@ -12,16 +12,16 @@ from ..catalog_extraction import extract_catalog
 from ..cubeio import open_cube
 from ..estimators import ExtractConfig
 from ..marz import marz_from_outdir
-from ..psf import PSFModel, catalog_candidates, resolve_psf
+from ..psf import FALLBACK_NOTE, PSFModel, catalog_candidates, fallback_summary, resolve_psf
 from ..psffit import psf_summary
 from ..weights import load_weight_images
 
-__all__ = ["NO_PSF_NOTE", "ExtractOptions", "ExtractResult", "build_config", "run_extract"]
+__all__ = ["NO_PSF_NOTE", "psf_note", "ExtractOptions", "ExtractResult", "build_config", "run_extract"]
 
 log = logging.getLogger("ifu_extract")
 
 #: The note of every object (summary.tsv NOTES, Source NOTES) when no PSF could be found.
-NO_PSF_NOTE = "no PSF: MUSE_PSF not computed (give --fwhm)"
+NO_PSF_NOTE = "no PSF: MUSE_PSF not computed (give --fwhm or --fwhm-fallback)"
 
 
 @dataclass
@@ -34,7 +34,10 @@ class ExtractOptions:
         Aperture radii, arcsec.
     aperture_method : {"exact", "center"}
     fwhm : float or None
-        PSF FWHM, arcsec (None: the cube's FSF keywords, else fitted on the field's stars).
+        PSF FWHM, arcsec (None: the cube's FSF keywords, else fitted on the field's stars, else
+        ``fallback_fwhm``).
+    fallback_fwhm : float or None
+        PSF FWHM, arcsec, used only when the cube has no FSF keywords and no star could be fitted.
     beta : float or None
         Moffat beta.
     psf_kind : {"moffat", "gaussian"}
@@ -58,6 +61,7 @@ class ExtractOptions:
     apertures: tuple = (1.0,)
     aperture_method: str = "exact"
     fwhm: float | None = None
+    fallback_fwhm: float | None = None
     beta: float | None = None
     psf_kind: str = "moffat"
     psf_radius: float = 2.0
@@ -99,16 +103,27 @@ class ExtractResult:
 
 
 def build_config(cube, apertures, aperture_method, fwhm, beta, psf_kind, psf_radius, skysub,
-                 table=None, details: dict | None = None, psf: PSFModel | None = None) -> ExtractConfig:
+                 table=None, details: dict | None = None, psf: PSFModel | None = None,
+                 fallback_fwhm: float | None = None) -> ExtractConfig:
     """ExtractConfig from the requested values (PSF resolved against the cube and, for the
     stars it may be fitted on, the catalogue *table*: :func:`ifu_extract.psf.resolve_psf`;
-    a *psf* already resolved is used as it is)."""
+    a *psf* already resolved is used as it is).  Every object's notes say when there is no PSF,
+    or when it is the fallback."""
     if psf is None:
-        psf = resolve_psf(cube, fwhm=fwhm, beta=beta, kind=psf_kind,
+        psf = resolve_psf(cube, fwhm=fwhm, beta=beta, kind=psf_kind, fallback_fwhm=fallback_fwhm,
                           candidates=catalog_candidates(cube, table), details=details)
     return ExtractConfig(apertures=tuple(sorted(set(apertures))), aperture_method=aperture_method,
                          psf=psf, psf_radius_fwhm=psf_radius, skysub=skysub, white=True,
-                         psf_missing="" if psf is not None else NO_PSF_NOTE)
+                         psf_note=psf_note(psf))
+
+
+def psf_note(psf: PSFModel | None) -> str:
+    """What every object's NOTES say of *psf*: why there is none, that it is the fallback, or nothing."""
+    if psf is None:
+        return NO_PSF_NOTE
+    if psf.source == "fallback":
+        return FALLBACK_NOTE.format(fwhm=float(psf.fwhm_coeffs[-1]))
+    return ""
 
 
 def run_extract(cube, catalog, masks, outdir, options: ExtractOptions | None = None, *,
@@ -136,12 +151,15 @@ def run_extract(cube, catalog, masks, outdir, options: ExtractOptions | None = N
     with open_cube(cube, **opt.cube_kwargs) as c:
         details = {}
         cfg = build_config(c, opt.apertures, opt.aperture_method, opt.fwhm, opt.beta, opt.psf_kind,
-                           opt.psf_radius, opt.skysub, table, details, psf=opt.psf)
+                           opt.psf_radius, opt.skysub, table, details, psf=opt.psf,
+                           fallback_fwhm=opt.fallback_fwhm)
         weights = load_weight_images(opt.weight_images, c)
         if cfg.psf is None:
             log.warning(f"warning: MUSE_PSF not computed: {details.get('message', 'no PSF')}")
         elif "fit" in details:
             log.info(psf_summary(details["fit"], c.wave))
+        elif opt.psf is None and cfg.psf.source == "fallback":  # run says it once for every step
+            log.info(fallback_summary(cfg.psf))
     wave_range = tuple(opt.wave_range) if opt.wave_range else None
     with progress(len(table)) if progress else contextlib.nullcontext() as update:
         rows = extract_catalog(cube, table, masks, outdir, cfg, cube_kwargs=opt.cube_kwargs,

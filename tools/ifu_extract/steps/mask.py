@@ -29,6 +29,8 @@ class MaskConfig:
     fwhm : float or None
         PSF FWHM, arcsec (None: from the cube or fitted, see
         :func:`~ifu_extract.masks.build.resolve_fwhm`).
+    fallback_fwhm : float or None
+        PSF FWHM, arcsec, used only when the cube has no FSF keywords and no star could be fitted.
     match_radius : float
         Arcsec.
     sky_grow : int
@@ -44,6 +46,7 @@ class MaskConfig:
     size: float = DEFAULT_SIZE
     mode: str = "union"
     fwhm: float | None = None
+    fallback_fwhm: float | None = None
     match_radius: float = DEFAULT_MATCH_RADIUS
     sky_grow: int = DEFAULT_SKY_GROW
     min_coverage: float = DEFAULT_MIN_COVERAGE
@@ -54,7 +57,7 @@ class MaskConfig:
 
     def params(self) -> dict:
         """The parameters recorded in the file's provenance (None left out)."""
-        params = {"size": self.size, "mode": self.mode, "fwhm": self.fwhm,
+        params = {"size": self.size, "mode": self.mode, "fwhm": self.fwhm, "fallback_fwhm": self.fallback_fwhm,
                   "match_radius": self.match_radius, "sky_grow": self.sky_grow,
                   "min_coverage": self.min_coverage, "split": self.split, "voronoi": self.voronoi}
         return {k: v for k, v in params.items() if v is not None}
@@ -115,7 +118,8 @@ def run_mask(cube, catalog, segmaps, output, config: MaskConfig | None = None, *
     with open_cube(cube, **config.cube_kwargs) as c:
         white_img = white_for_cube(c, white).data if white else None
         built = make_masks(c, table, segmaps, min_coverage=config.min_coverage, size=config.size,
-                           mode=config.mode, fwhm=config.fwhm, match_radius=config.match_radius,
+                           mode=config.mode, fwhm=config.fwhm, fallback_fwhm=config.fallback_fwhm,
+                           match_radius=config.match_radius,
                            sky_grow=config.sky_grow, split=config.split, voronoi=config.voronoi,
                            white=white_img)
         built.meta.update(cube_identity(c))  # extract checks the masks against its cube

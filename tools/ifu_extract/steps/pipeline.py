@@ -8,7 +8,7 @@
       │                              │
     CATALOG ──────── merge ──────────┴── (line scan) ── catalog.tsv, lines.tsv, line_images.fits
       │                                        │
-      ├─ PSF (resolved once: given, FSF keywords or fitted on the field's stars; psf.fits)
+      ├─ PSF (resolved once: given, FSF keywords, fitted on the field's stars, or the fallback; psf.fits)
       ├─ mask ── masks.fits
       ├─ extract ── sources/<ID>.fits, summary.tsv   (+ MUSE_NB of the emitters)
       ├─ (xcorr) ── XCOR spectra, xcorr.tsv
@@ -35,8 +35,8 @@ from ..catalog import merge_catalogs, read_catalog, write_catalog
 from ..cubeio import open_cube
 from ..emitters import add_emitter_spectra, read_emitter_images
 from ..linescan import ScanConfig
-from ..psf import PSFModel, catalog_candidates, resolve_psf
-from ..psffit import psf_summary, write_psf_product
+from ..psf import PSFModel, catalog_candidates, fallback_summary, resolve_psf
+from ..psffit import psf_summary, write_fallback_psf_product, write_psf_product
 from .contsub import ContsubConfig, run_contsub
 from .deblend import DeblendStepConfig, run_deblend
 from .detect import DetectConfig, DetectOutputs, run_detect
@@ -125,20 +125,32 @@ class RunResult:
 
 
 def _psf(cube, plan: RunPlan, table: Table, files: dict) -> tuple[PSFModel | None, object]:
-    """The one PSF of the run (given, FSF keywords, else fitted on *table*'s stars), with the
-    fit when it was fitted (written later to psf.fits)."""
+    """The one PSF of the run (given, FSF keywords, else fitted on *table*'s stars, else the
+    fallback), with the fit when it was fitted, or why the cube gave none when it is the
+    fallback (written later to psf.fits)."""
     ex = plan.extract
     with open_cube(cube, **plan.cube_ext) as c:
         details: dict = {}
-        model = resolve_psf(c, fwhm=ex.fwhm, beta=ex.beta, kind=ex.psf_kind,
+        model = resolve_psf(c, fwhm=ex.fwhm, beta=ex.beta, kind=ex.psf_kind, fallback_fwhm=ex.fallback_fwhm,
                             candidates=catalog_candidates(c, table), details=details)
+    if model is not None and model.source == "fallback":
+        return model, details.get("reason", "")
     return model, details.get("fit")
 
 
-def _write_psf(cube, plan: RunPlan, fit, files: dict) -> None:
-    """psf.fits when the PSF was fitted on the field's stars (the cube gave none)."""
+def _write_psf(cube, plan: RunPlan, fit, files: dict, psf: PSFModel | None = None) -> None:
+    """psf.fits when the PSF was fitted on the field's stars or is the fallback (the cube gave
+    none); *fit* is then the reason the cube gave none."""
+    inputs = {"cube": cube, "catalog": files["catalog"]}
+    if psf is not None and psf.source == "fallback":
+        with open_cube(cube, **plan.cube_ext) as c:
+            write_fallback_psf_product(files["psf"], psf, c, reason=fit or "", inputs=inputs)
+        log.info(f"      PSF: no FSF keywords in the cube and no star fitted; the fallback "
+                 f"(--fwhm-fallback) -> {files['psf']}")
+        log.info("      " + fallback_summary(psf))
+        return
     with open_cube(cube, **plan.cube_ext) as c:
-        write_psf_product(files["psf"], fit, c, inputs={"cube": cube, "catalog": files["catalog"]})
+        write_psf_product(files["psf"], fit, c, inputs=inputs)
         log.info(f"      PSF: no FSF keywords in the cube; fitted on its stars -> {files['psf']}")
         for line in psf_summary(fit, c.wave, c.pixscale).splitlines():
             log.info("      " + line)
@@ -213,7 +225,7 @@ def run_chain(cube, user_table: Table | None, outdir, plan: RunPlan, *,
         # The catalogue as written (and as mask and extract read it): the same stars.
         psf, fit = _psf(cube, plan, read_catalog(files["catalog"]), files)
     if fit is not None and plan.extract.fwhm is None:
-        _write_psf(cube, plan, fit, files)
+        _write_psf(cube, plan, fit, files, psf)
 
     segmaps = ([files["segmap"]] if plan.detect is not None else []) + list(plan.segmaps)
     log.info(f"[3/5] mask -> {files['masks']}")
@@ -266,7 +278,8 @@ def run_chain(cube, user_table: Table | None, outdir, plan: RunPlan, *,
 def _same_psf(deblend: DeblendStepConfig, extract: ExtractOptions) -> bool:
     """Whether deblend asks for the run's PSF (not a PSF of its own: a red FWHM, a star...)."""
     return (deblend.fwhm_red is None and deblend.psf_star is None and deblend.psf_kind == extract.psf_kind
-            and deblend.fwhm == extract.fwhm and deblend.beta == extract.beta)
+            and deblend.fwhm == extract.fwhm and deblend.beta == extract.beta
+            and deblend.fallback_fwhm == extract.fallback_fwhm)
 
 
 def _line_scan(cube, table: Table, plan: RunPlan, files: dict, psf) -> Table:
