@@ -25,10 +25,15 @@ How scarlet2 is set up (nothing here is tuned on the truth):
   (colour-gradient) scenes ``--bright-components 2`` gives the bright galaxy a compact core
   component inside an extended envelope component (each spectrum × morphology);
 * parameters: spectra ``positive`` with ``relative_step``, morphologies ``unit_interval`` with
-  step 0.1 (scarlet2's quickstart settings); ``Scene.fit`` (Adam) with ``--max-iter`` and
-  ``e_rel`` (relative parameter change) for convergence;
-* spectra scored: ``native`` = the faint source's model flux per channel (cube only, --bin 1),
-  ``linear`` = with scarlet2's fitted morphologies held fixed, each channel's amplitudes by
+  step 0.1 (scarlet2's quickstart settings) for ``--morph pixel``; for ``--morph sersic``
+  (``SersicMorphology``: n in [0.5, 8], size, ellipticity in the unit disk, centre; initial
+  n = 2, 0.4″ for the bright galaxy, n = 1, 0.8″ envelope + n = 2, 0.2″ core with two
+  components, n = 1, 0.2″ for the faint one; spectra initialised by the per-channel linear fit
+  of the initial profiles); ``Scene.fit`` (Adam) with ``--max-iter`` and ``e_rel`` (largest
+  relative parameter change per step) for convergence;
+* spectra scored: ``native`` = the faint source's own model flux per fitted channel (per band
+  with ``--bin`` > 1, then scored against the truths binned alike), ``linear`` = with
+  scarlet2's fitted morphologies held fixed, each channel's amplitudes by
   weighted least squares on the full-resolution cube (the morphologies rendered through that
   channel's PSF with scarlet2's own renderers) — the way a binned fit gives a full-resolution
   spectrum.
@@ -80,6 +85,11 @@ from ifu_extract.deblend import resolve_psf  # noqa: E402
 from ifu_extract.psfmodel import gaussian_image  # noqa: E402
 
 PSF_SIZE = 41
+#: scarlet2 0.5.1's multi-component ``Source`` (``source += Component(...)``) fails when evaluated
+#: (``Source.__call__`` reads ``super().bbox``, an instance field: AttributeError), so the bright
+#: galaxy's two components are two ``Source`` objects at its catalogue position whose spectra
+#: are summed -- the same model.
+_TWO_COMPONENTS = "two Sources"
 
 
 def _import_scarlet2():
@@ -137,9 +147,9 @@ def hst_observation(scarlet2, path):
 
 def fit_scene(cube, *, image_path=None, bright_components=1, morph="pixel", max_iter=300, e_rel=1e-4):
     """scarlet2 fit; returns (faint native spectrum or None, faint linear spectrum, bright linear,
-    iterations run, info)."""
+    info: iterations run, seconds in the fit and in the linear step, final loss)."""
     jax, jnp, scarlet2, constraints = _import_scarlet2()
-    from scarlet2.renderer import ChannelRenderer, ConvolutionRenderer, ResamplingRenderer
+    from scarlet2.renderer import ChannelRenderer, ResamplingRenderer
     import equinox as eqx
 
     nb = cube["nbin"]
@@ -188,22 +198,21 @@ def fit_scene(cube, *, image_path=None, bright_components=1, morph="pixel", max_
     with scarlet2.Scene(frame) as scene:
         if morph == "pixel":
             sb, mb = init(centres[0])
-            bright = scarlet2.Source(centres[0], sb, mb)
-            if bright_components == 2:
-                # base = the extended envelope (its box contains the core's), + a compact core
+            scarlet2.Source(centres[0], sb, mb)
+            if bright_components == 2:  # + a compact core (see _TWO_COMPONENTS)
                 sc, mc = init(centres[0], compact=True)
-                bright += scarlet2.Component(centres[0], sc * 0.5, mc)
+                scarlet2.Source(centres[0], sc * 0.5, mc)
             sf, mf = init(centres[1])
             scarlet2.Source(centres[1], sf, mf)
         else:
             ones = jnp.ones(frame.C)
-            if bright_components == 2:
-                bright = scarlet2.Source(centres[0], ones, sersic(1.0, 0.8))   # envelope
-                bright += scarlet2.Component(centres[0], ones, sersic(2.0, 0.2))  # core
+            if bright_components == 2:  # envelope + core (see _TWO_COMPONENTS)
+                scarlet2.Source(centres[0], ones, sersic(1.0, 0.8))
+                scarlet2.Source(centres[0], ones, sersic(2.0, 0.2))
             else:
                 scarlet2.Source(centres[0], ones, sersic(2.0, 0.4))
             scarlet2.Source(centres[1], ones, sersic(1.0, 0.2))
-    comps = [scene.sources[0]] + list(scene.sources[0].components) + [scene.sources[1]]
+    comps = list(scene.sources)  # bright (1 or 2 components), then the faint galaxy
     if morph == "sersic":
         # spectra initialised by the per-channel linear fit of the initial profiles
         morphs0 = _morphs(jax, jnp, scene, comps)
@@ -241,25 +250,29 @@ def fit_scene(cube, *, image_path=None, bright_components=1, morph="pixel", max_
             mx = max(float(jnp.max(x)) for x in jax.tree_util.tree_leaves(conv))
             print(f"  it {niter[0]} loss {float(loss):.6g} max_change {mx:.2e}", flush=True)
 
+    t_fit = time.perf_counter()
     scene_ = scene.fit(observations, max_iter=max_iter, e_rel=e_rel, progress_bar=False, callback=cb)
     # the fitted components, full model frame, (C, H, W)
-    src_b, src_f = scene_.sources
-    comps_ = [src_b] + list(src_b.components) + [src_f]
+    comps_ = list(scene_.sources)
+    src_f = comps_[-1]
 
     morphs = _morphs(jax, jnp, scene_, comps_)
     morphs = [m / m.sum() for m in morphs]
-    native = None
-    if image_path is None and nb == 1:
-        native = np.asarray(scene_.evaluate_source(src_f)).sum(axis=(1, 2))
+    # the faint source's own model flux per fitted channel (per band when binned; not the image's)
+    native = np.asarray(scene_.evaluate_source(src_f)).sum(axis=(1, 2))[:nch]
+    t_fit = time.perf_counter() - t_fit
+    t_lin = time.perf_counter()
     lin = linear_spectra(cube, scene_.frame, morphs, scarlet2, image=image_path is not None)
+    t_lin = time.perf_counter() - t_lin
     faint_lin = lin[-1]
     bright_lin = lin[:-1].sum(axis=0)
-    return native, faint_lin, bright_lin, niter[0]
+    return native, faint_lin, bright_lin, dict(iterations=niter[0], fit_s=t_fit, linear_s=t_lin,
+                                               final_loss=losses[-1] if losses else None)
 
 
 def _morphs(jax, jnp, scene, comps):
     """Each component's morphology on the model frame: its placed model summed over channels over
-    its spectrum's sum (a source's base component = the source minus its added components)."""
+    its spectrum's sum."""
     from scarlet2.bbox import overlap_slices
 
     def place(comp):
@@ -269,8 +282,6 @@ def _morphs(jax, jnp, scene, comps):
         return jax.lax.dynamic_update_slice(jnp.zeros(scene.frame.bbox.shape), sub, bb.start)
 
     placed = [np.asarray(place(c)) for c in comps]
-    if len(comps) == 3:
-        placed[0] = placed[0] - placed[1]
     return [p.sum(0) / np.asarray(c.spectrum).sum() for p, c in zip(placed, comps)]
 
 
@@ -331,21 +342,26 @@ def main(argv=None) -> int:
                 _, _, c_o = blend_scenes.score(built.oracle[1], built.t_faint, built.t_bright)
                 cube = load(built, nbin)
                 t0 = time.perf_counter()
-                native, f_lin, b_lin, nit = fit_scene(cube, image_path=built.image if args.image else None,
-                                                      bright_components=nc, morph=args.morph, max_iter=args.max_iter, e_rel=args.e_rel)
+                native, f_lin, b_lin, info = fit_scene(cube, image_path=built.image if args.image else None,
+                                                       bright_components=nc, morph=args.morph,
+                                                       max_iter=args.max_iter, e_rel=args.e_rel)
                 dt = time.perf_counter() - t0
                 a_l, _, c_l = blend_scenes.score(f_lin, built.t_faint, built.t_bright)
                 _, _, cb_l = blend_scenes.score(b_lin, built.t_bright, built.t_faint)
                 row = {"scene": scene.name, "seed": seed, "oracle": c_o, "linear": c_l, "linear_a": a_l,
-                       "linear_bright": cb_l, "components": nc, "morph": args.morph, "bin": nbin, "iterations": nit, "seconds": dt}
+                       "linear_bright": cb_l, "components": nc, "morph": args.morph, "bin": nbin, "seconds": dt, **info}
                 msg = f"linear {c_l:+.3f} (a {a_l:.2f})"
-                if native is not None:
-                    a_n, _, c_n = blend_scenes.score(native, built.t_faint, built.t_bright)
+                if native is not None:  # scored against the truths binned like the fit
+                    tf, tb = built.t_faint, built.t_bright
+                    if nbin > 1:
+                        tf, tb = _bin(tf, nbin), _bin(tb, nbin)
+                    a_n, _, c_n = blend_scenes.score(native, tf, tb)
                     row.update(native=c_n, native_a=a_n)
                     msg = f"native {c_n:+.3f} (a {a_n:.2f})  " + msg
                 rows.append(row)
                 print(f"{scene.name:16s} seed {seed}  oracle {c_o:+.3f}  {msg}  bright {cb_l:+.3f}  "
-                      f"[{nc} comp, bin {nbin}, {nit} it, {dt:.1f} s]", flush=True)
+                      f"[{nc} comp, bin {nbin}, {info['iterations']} it, {dt:.1f} s: fit {info['fit_s']:.1f}, "
+                      f"linear {info['linear_s']:.1f}]", flush=True)
                 if args.output:
                     Path(args.output).write_text(json.dumps(rows, indent=1))
     keys = [k for k in ("native", "linear") if any(k in r for r in rows)]
