@@ -156,7 +156,8 @@ def hst_observation(scarlet2, path):
     return obs
 
 
-def fit_scene(cube, *, image_path=None, bright_components=1, morph="pixel", max_iter=300, e_rel=1e-4):
+def fit_scene(cube, *, image_path=None, bright_components=1, morph="pixel", max_iter=300, e_rel=1e-4,
+              fine=1):
     """scarlet2 fit; returns (faint native spectrum or None, faint linear spectrum, bright linear,
     info: iterations run, seconds in the fit and in the linear step, final loss)."""
     jax, jnp, scarlet2, constraints = _import_scarlet2()
@@ -171,17 +172,29 @@ def fit_scene(cube, *, image_path=None, bright_components=1, morph="pixel", max_
     chans = list(range(nch))
     obs_cube = scarlet2.Observation(d, 1.0 / v, psf=st, wcs=cube["wcs"], channels=chans, name="cube")
     observations = [obs_cube]
-    if image_path is None:
+    if image_path is None and fine == 1:
         frame = scarlet2.Frame(scarlet2.Box(d.shape), psf=scarlet2.GaussianPSF(0.7), wcs=cube["wcs"],
                                channels=chans)
         obs_cube.match(frame)
     else:
-        obs_img = hst_observation(scarlet2, image_path)
-        observations.append(obs_img)
-        frame = scarlet2.Frame.from_observations(observations)
+        model_wcs = None
+        if image_path is not None:
+            obs_img = hst_observation(scarlet2, image_path)
+            observations.append(obs_img)
+        else:  # cube only on a grid *fine* times finer than the cube's (same outer edges)
+            model_wcs = cube["wcs"].deepcopy()
+            if model_wcs.wcs.has_cd():
+                model_wcs.wcs.cd = model_wcs.wcs.cd / fine
+            else:
+                model_wcs.wcs.cdelt = model_wcs.wcs.cdelt / fine
+            model_wcs.wcs.crpix = fine * (model_wcs.wcs.crpix - 0.5) + 0.5
+            model_wcs.pixel_shape = (d.shape[2] * fine, d.shape[1] * fine)
+        frame = scarlet2.Frame.from_observations(observations, model_wcs=model_wcs,
+                                                 model_psf=scarlet2.GaussianPSF(0.7) if model_wcs else None)
         obs_cube.match(frame, renderer=eqx.nn.Sequential([ChannelRenderer(frame, obs_cube.frame),
                                                           ResamplingRenderer(frame, obs_cube.frame, padding=2)]))
-        obs_img.match(frame)
+        if image_path is not None:
+            obs_img.match(frame)
     centres = [SkyCoord(r, dd, unit="deg") for r, dd in zip(cube["ra"], cube["dec"])]
 
     def init(center, compact=False):
@@ -229,7 +242,7 @@ def fit_scene(cube, *, image_path=None, bright_components=1, morph="pixel", max_
         morphs0 = _morphs(jax, jnp, scene, comps)
         lin0 = linear_spectra(dict(cube, data=np.asarray(obs_cube.data), var=1.0 / np.asarray(obs_cube.weights),
                                    stamps=st), frame, [m / m.sum() for m in morphs0], scarlet2,
-                              image=image_path is not None, channels=chans)
+                              image=image_path is not None or fine > 1, channels=chans)
         for i, c in enumerate(comps):
             sp = np.maximum(lin0[i] / morphs0[i].sum(), 1e-3 * max(lin0[i].max() / morphs0[i].sum(), 1e-10))
             if image_path is not None:  # the image channel: from the image's peak ratio
@@ -273,7 +286,7 @@ def fit_scene(cube, *, image_path=None, bright_components=1, morph="pixel", max_
     native = np.asarray(scene_.evaluate_source(src_f)).sum(axis=(1, 2))[:nch]
     t_fit = time.perf_counter() - t_fit
     t_lin = time.perf_counter()
-    lin = linear_spectra(cube, scene_.frame, morphs, scarlet2, image=image_path is not None)
+    lin = linear_spectra(cube, scene_.frame, morphs, scarlet2, image=image_path is not None or fine > 1)
     t_lin = time.perf_counter() - t_lin
     faint_lin = lin[-1]
     bright_lin = lin[:-1].sum(axis=0)
@@ -337,6 +350,7 @@ def main(argv=None) -> int:
     ap.add_argument("--bright-components", default="1", help="1, 2, or 'auto' (2 in the hard scenes)")
     ap.add_argument("--morph", default="pixel", choices=("pixel", "sersic"),
                     help="free pixel morphologies (scarlet2's quickstart) or Sérsic profiles")
+    ap.add_argument("--fine", type=int, default=1, help="cube only: model grid N times finer than the cube's")
     ap.add_argument("--max-iter", type=int, default=300)
     ap.add_argument("--e-rel", type=float, default=1e-4)
     ap.add_argument("--output", default=None, help="JSON file of all rows")
@@ -355,7 +369,7 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 native, f_lin, b_lin, info = fit_scene(cube, image_path=built.image if args.image else None,
                                                        bright_components=nc, morph=args.morph,
-                                                       max_iter=args.max_iter, e_rel=args.e_rel)
+                                                       max_iter=args.max_iter, e_rel=args.e_rel, fine=args.fine)
                 dt = time.perf_counter() - t0
                 a_l, _, c_l = blend_scenes.score(f_lin, built.t_faint, built.t_bright)
                 _, _, cb_l = blend_scenes.score(b_lin, built.t_bright, built.t_faint)
