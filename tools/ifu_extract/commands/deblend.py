@@ -71,7 +71,8 @@ from ._paths import OutputPath
               help="Sources whose footprints (segment grown to where the PSF falls to this "
                    "fraction of its peak) touch are fitted together.")
 @click.option("--max-group", type=click.IntRange(min=1, max=100), default=10, show_default=True,
-              help="Largest group fitted; the sources of larger groups get a status and are skipped.")
+              help="Largest group fitted at once; larger groups (crowded fields) are cut into parts of at "
+                   "most this many sources, each noted.")
 @click.option("--nonneg/--no-nonneg", default=False, show_default=True,
               help="Constrain every flux to be >= 0 in every channel.")
 @click.option("--background/--no-background", default=False, show_default=True,

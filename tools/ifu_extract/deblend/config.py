@@ -69,7 +69,8 @@ class DeblendConfig:
     overlap : float
         Footprint level, as a fraction of the PSF peak (0-1): smaller groups more sources.
     max_group : int
-        Largest group fitted; larger groups are refused (their members get a status).
+        Largest group fitted at once; larger groups are cut into parts of at most this many
+        members (:func:`~ifu_extract.deblend.groups.split_large_groups`), each member noted.
     nonneg : bool
         Constrain every flux to be >= 0 in every channel.
     background : bool
