@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table
 
 from ifu_extract.cubeio import open_cube
@@ -49,7 +50,9 @@ def test_scan_catalog_and_emitter_images_round_trip(tmp_path):
         assert img.wcs is not None and abs(img.meta["LINEWAVE"][0] - scan.catalog["LBDA"][0]) < 1.3
         from astropy.io import fits
         with fits.open(tmp_path / "nb.fits") as hdul:  # the calibration travels with the images
-            assert hdul[0].header["SNRTHR"] == 5.5 and hdul[0].header["NFALSE"] == scan.n_false
+            h = hdul[0].header
+            assert h["SNRTHR"] == scan.threshold and h["SNRMIN"] == 4.5 and h["MAXFALSE"] == 5
+            assert h["NFALSE"] == scan.n_false <= 5
         e = scan.catalog[0]
         a = extract_emitter(cube, e["X"], e["Y"], img, psf=psf)
         b = extract_emitter(cube, e["X"], e["Y"], direct, psf=psf)
@@ -71,3 +74,51 @@ def test_merge_into_a_detect_catalogue(tmp_path):
     assert merged["ID"][-1] == "L1" and merged["ORIGIN"][-1] == "linescan"
     assert [str(v) for v in merged["ID"][:-1]] == [str(v) for v in det["ID"]]
     assert np.isnan(merged["flux"][-1]) and abs(merged["LINE_WAVE"][-1] - LINE) < 3
+
+
+def test_workflow_chain_gives_runs_emitter_spectra(tmp_path, capfd):
+    """The Galaxy workflow's chain (white light; detect on it; detect on the cube with that
+    white light and the line scan, merged into the first catalogue; mask; extract with
+    --line-images) gives the detections of ``detect WHITE`` and the emitter's ``MUSE_NB``
+    spectrum that ``run --line-scan`` gives (one home: extract's --line-images)."""
+    from conftest import run_main
+
+    cube = tmp_path / "cube.fits"
+    _cube(cube, seed=4)
+    out = tmp_path / "run"
+    res = run_main(["run", cube, "-o", out, "--line-scan", "--fwhm", "0.7", "--no-plots"], capfd)
+    assert res.exit_code == 0, res.stderr
+    steps = [["image", cube, "-o", tmp_path / "white.fits"],
+             ["detect", tmp_path / "white.fits", "-o", tmp_path / "det.tsv", "--segmap", tmp_path / "seg.fits"],
+             ["detect", cube, "--white", tmp_path / "white.fits", "-o", tmp_path / "cat.tsv",
+              "--merge-catalog", tmp_path / "det.tsv", "--line-scan", "--line-fwhm", "0.7",
+              "--line-images", tmp_path / "nb.fits"],
+             ["mask", cube, tmp_path / "cat.tsv", "--segmap", tmp_path / "seg.fits", "-o", tmp_path / "masks.fits",
+              "--fwhm", "0.7"],
+             ["extract", cube, tmp_path / "cat.tsv", "--masks", tmp_path / "masks.fits", "-o", tmp_path / "ex",
+              "--fwhm", "0.7", "--line-images", tmp_path / "nb.fits"]]
+    for args in steps:
+        res = run_main(args, capfd)
+        assert res.exit_code == 0, (args[0], res.stderr)
+    det = Table.read(tmp_path / "det.tsv", format="ascii.tab")
+    res = run_main(["detect", cube, "--white", tmp_path / "white.fits", "-o", tmp_path / "det2.tsv"], capfd)
+    assert res.exit_code == 0 and "(cube," in res.stderr
+    det2 = Table.read(tmp_path / "det2.tsv", format="ascii.tab")
+    assert list(det["ID"]) == list(det2["ID"])
+    assert np.allclose(det["x"], det2["x"]) and np.allclose(det["RA"], det2["RA"])
+    cat = Table.read(tmp_path / "cat.tsv", format="ascii.tab")
+    emit = [str(i) for i, o in zip(cat["ID"], cat["ORIGIN"]) if str(o) == "linescan"]
+    assert emit == ["L1"]
+    with fits.open(out / "sources" / "L1.fits") as a, fits.open(tmp_path / "ex" / "sources" / "L1.fits") as b:
+        assert np.allclose(a["SPE_MUSE_NB_DATA"].data, b["SPE_MUSE_NB_DATA"].data, equal_nan=True, rtol=1e-6)
+        assert np.allclose(a["SPE_MUSE_NB_STAT"].data, b["SPE_MUSE_NB_STAT"].data, equal_nan=True, rtol=1e-6)
+    with fits.open(tmp_path / "ex" / "sources" / f"{det['ID'][0]}.fits") as c:
+        assert "SPE_MUSE_NB_DATA" not in c               # not an emitter: no MUSE_NB
+    # --white stands for a cube's white light: on an image input, or from another cube, refused.
+    res = run_main(["detect", tmp_path / "white.fits", "--white", tmp_path / "white.fits",
+                    "-o", tmp_path / "x.tsv"], capfd)
+    assert res.exit_code == 1 and "is not a cube" in res.stderr and "--white" in res.stderr
+    other = tmp_path / "other.fits"
+    _cube(other, seed=5)
+    res = run_main(["detect", other, "--white", tmp_path / "white.fits", "-o", tmp_path / "y.tsv"], capfd)
+    assert res.exit_code == 1 and "white-light image" in res.stderr and not (tmp_path / "y.tsv").exists()

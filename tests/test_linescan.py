@@ -87,7 +87,8 @@ def test_sky_windows_are_skipped(tmp_path):
         scan = scan_lines(cube, psf=psf, config=ScanConfig(sky_windows=DEFAULT_SKY_WINDOWS + (window,)))
         plain = scan_lines(cube, psf=psf)
         wave = cube.wave
-    assert len(plain.catalog) == 1 and len(scan.catalog) == 0
+    near = [np.abs(np.asarray(t.lines["LINE_WAVE"]) - LINE) <= 6.0 for t in (plain, scan)]
+    assert near[0].sum() == 1 and near[1].sum() == 0
     inside = (wave >= window[0]) & (wave <= window[1])
     assert inside.sum() >= 8 and not scan.scanned[inside].any() and plain.scanned[inside].all()
 
@@ -99,7 +100,8 @@ def test_scan_on_a_contsub_cube_and_bad_options(tmp_path):
     with open_cube(path) as cube, open_cube(tmp_path / "cs.fits") as cs:
         scan = scan_lines(cube, contsub=cs, psf=psf_from_cube(cube),
                           config=ScanConfig(side_width=0.0, continuum_width=0.0))
-        assert len(scan.catalog) == 1 and abs(scan.catalog["LBDA"][0] - LINE) <= 1.0
+        best = scan.catalog[np.argmax(scan.catalog["SNR"])]
+        assert abs(best["LBDA"] - LINE) <= 1.0 and best["SNR"] > 8
         with pytest.raises(InputError, match="narrower than one channel"):
             scan_lines(cube, config=ScanConfig(window=0.5))
         with pytest.raises(InputError, match="empty"):
@@ -214,16 +216,19 @@ def _found(truth, lines, pixscale):
 
 def test_minicube_injections_and_negated_purity(minicube):
     """Real MUSE data: injected point-like lines are recovered at the default threshold, and the
-    cube with DATA negated gives at most 5 lines (all false); its count is what the scan reports
-    as NFALSE.  The bench (bench/linescan_bench.py) measures the full completeness curve."""
+    cube with DATA negated gives at most 5 lines (all false) at that threshold, which needs to
+    climb little above its floor (4.5) on this cube.  The bench (bench/linescan_bench.py)
+    measures the full completeness curve."""
     from ifu_extract.linescan import ScanConfig as Cfg
 
     cube, data, var, ArrayCube = minicube
     cfg = Cfg(fwhm=0.7)
-    neg = scan_lines(ArrayCube(-data, var, cube), config=cfg)
-    print(f"\nnegated minicube: {len(neg.lines)} false lines at S/N {cfg.snr} "
-          f"(raw S/N spread {np.nanmedian(neg.spread):.2f})")
-    assert len(neg.lines) <= 5
+    real = scan_lines(ArrayCube(data, var, cube), config=cfg)
+    fixed = Cfg(fwhm=0.7, snr=real.threshold, max_false=None)
+    neg = scan_lines(ArrayCube(-data, var, cube), config=fixed)
+    print(f"\nminicube: threshold {real.threshold}; negated minicube: {len(neg.lines)} false lines "
+          f"there (raw S/N spread {np.nanmedian(neg.spread):.2f})")
+    assert len(neg.lines) == real.n_false <= 5 and real.threshold <= 5.0
     truths, found, reported = [], [], None
     for seed in (1, 2):
         truth, model = _inject(cube, var, seed, 30, (8.0, 20.0))
@@ -235,11 +240,11 @@ def test_minicube_injections_and_negated_purity(minicube):
     hi = truth[:, 3] >= 14
     print(f"recovered: S/N 8-20 {found.mean():.2f}, S/N 14-20 {found[hi].mean():.2f} "
           f"({len(found)} injections); NFALSE reported {reported}")
-    # Measured here: 0.48 and 0.75 (seeds 1, 2); the bench (bench/linescan_bench.py) measures the
-    # full curve.  The S/N is STAT's, which the data's noise exceeds 1.4-2.7 times in this cube
-    # (a STAT S/N of 8 is a real S/N of 3-6), so the S/N 8-20 rate is far from 1.
-    assert found.mean() >= 0.4
-    assert found[hi].mean() >= 0.65
+    # Measured here: 0.85 and 0.94 (seeds 1, 2; 0.48 and 0.75 before the sky residual and the
+    # spaxel spread in wavelength blocks); the bench measures the full curve.  The S/N is
+    # STAT's, which the data's noise exceeds about 1.4 times in this cube.
+    assert found.mean() >= 0.75
+    assert found[hi].mean() >= 0.88
     # The negated pass of the injected cubes finds as few false lines.
     assert reported <= 5
 
@@ -248,7 +253,7 @@ def test_negated_pass_is_the_negated_cube(minicube):
     """The purity pass is exactly the scan of the cube with DATA negated (the median, the filter
     and the spreads are odd or even in the data)."""
     cube, data, var, ArrayCube = minicube
-    cfg = ScanConfig(fwhm=0.7, snr=4.0, wave_range=(5200.0, 7400.0))
+    cfg = ScanConfig(fwhm=0.7, snr=4.0, max_false=None, wave_range=(5200.0, 7400.0))
     a = scan_lines(ArrayCube(data, var, cube), config=cfg)
     b = scan_lines(ArrayCube(-data, var, cube), config=cfg)
     assert len(a.false_lines) == len(b.lines) and len(b.false_lines) == len(a.lines)
@@ -268,7 +273,8 @@ def test_detect_cli_writes_one_row_per_line(tmp_path, capfd):
                                             shape=SHAPE, sigma=1.0, seed=3)
     synth.cube_hdulist(data, var, dq, hdr).writeto(tmp_path / "a.fits")
     res = run_main(["detect", tmp_path / "a.fits", "-o", tmp_path / "cat.tsv", "--line-scan",
-                    "--lines", tmp_path / "lines.ecsv", "--line-snr", "8"], capfd)
+                    "--lines", tmp_path / "lines.ecsv", "--line-snr", "8", "--line-max-false", "off"],
+                   capfd)
     assert res.exit_code == 0, res.stderr
     assert "false lines expected" in res.stderr
     lines = Table.read(tmp_path / "lines.ecsv")
@@ -276,7 +282,105 @@ def test_detect_cli_writes_one_row_per_line(tmp_path, capfd):
     assert len(lines) == 2 and len(set(lines["ID"])) == 1
     oid = lines["ID"][0]
     assert oid in [str(i) for i in cat["ID"]]
-    assert lines.meta["SNRTHR"] == 8.0 and "NFALSE" in lines.meta
+    assert lines.meta["SNRTHR"] == 8.0 and lines.meta["MAXFALSE"] == -1 and "NFALSE" in lines.meta
+    res = run_main(["detect", tmp_path / "a.fits", "-o", tmp_path / "c3.tsv", "--line-scan",
+                    "--line-max-false", "many"], capfd)
+    assert res.exit_code == 2 and "--line-max-false" in res.stderr and "'off'" in res.stderr
     res = run_main(["detect", tmp_path / "a.fits", "-o", tmp_path / "c2.tsv", "--lines", tmp_path / "l2.tsv"],
                    capfd)
     assert res.exit_code == 2 and "--line-scan" in res.stderr
+
+
+# ------------------------------------------------------------- calibration on real-data traits
+def _sky_residual_cube(path, seed, *, offset=0.6, red_boost=1.0):
+    """Noise cube (sigma 1, STAT = 1) with one emitter at S/N ~ 9 (STAT) and, as on real MUSE
+    cubes, a sky residual STAT does not know: a random offset per channel shared by every spaxel
+    (rms *offset* sigma) and, with *red_boost*, extra noise in one quadrant of the red half."""
+    from ifu_extract.synth import moffat_image
+
+    rng = np.random.default_rng(seed)
+    data, var, dq, hdr, _ = synth.make_cube([], shape=SHAPE, sigma=1.0, seed=seed)
+    nz, ny, nx = data.shape
+    data += (offset * rng.standard_normal(nz)).astype(data.dtype)[:, None, None]
+    if red_boost > 1.0:
+        red = slice(nz // 2, nz)
+        extra = np.sqrt(red_boost ** 2 - 1.0)
+        data[red, : ny // 2, : nx // 2] += (extra * rng.standard_normal((nz - nz // 2, ny // 2, nx // 2))
+                                            ).astype(data.dtype)
+    wave = 4750.0 + 1.25 * np.arange(nz)
+    m = (synth.emission_line(wave, LINE, 1.5, 1.0)[:, None, None]
+         * moffat_image((ny, nx), 28.0, 28.0, 0.7 / 0.2, 2.8)[None])
+    snr1 = float(np.sqrt(np.sum(m * m)))
+    data += (9.0 / snr1 * m).astype(data.dtype)
+    synth.cube_hdulist(data, var, dq, hdr).writeto(path)
+
+
+def test_sky_residual_shared_by_the_field_is_removed(tmp_path):
+    """A residual a channel shares over the field (0.6 sigma rms per spaxel; a PSF-sized filter
+    adds it up coherently) makes every spaxel's S/N noisier along wavelength; removing the median
+    residual of the faint spaxels gives the emitter back its S/N.  Without the correction its
+    calibrated S/N is lower by the spaxel spread the residual causes."""
+    path = tmp_path / "sky.fits"
+    _sky_residual_cube(path, seed=5)
+    with open_cube(path) as cube:
+        on = scan_lines(cube, config=ScanConfig(fwhm=0.7, max_false=None))
+        off = scan_lines(cube, config=ScanConfig(fwhm=0.7, max_false=None, sky_residual=False))
+
+    def emitter_snr(scan):
+        t = scan.lines
+        hit = (np.hypot(t["X"] - 28.0, t["Y"] - 28.0) < 2) & (np.abs(t["LINE_WAVE"] - LINE) < 3)
+        return float(np.max(t["SNR"][hit])) if hit.any() else 0.0
+
+    s_on, s_off = emitter_snr(on), emitter_snr(off)
+    print(f"\nemitter S/N: {s_on:.2f} corrected, {s_off:.2f} not; spaxel spread "
+          f"{np.median(on.spaxel_spread):.2f} vs {np.median(off.spaxel_spread):.2f}")
+    assert np.median(on.spaxel_spread) < 1.1 < 1.4 < np.median(off.spaxel_spread)
+    assert s_on > 1.3 * s_off and s_on > 6.0
+    # The calibrated S/N of the noise has unit spread again: the negated pass finds what
+    # Gaussian noise gives at 4.5 in this cube (0-3 lines), no more.
+    print(f"false lines: {list(on.false_lines['SNR'])} corrected, {list(off.false_lines['SNR'])} not")
+    assert on.n_false <= 3 and np.all(on.false_lines["SNR"] < 5.5)
+
+
+def test_spaxel_spread_in_wavelength_blocks(tmp_path):
+    """Noise that one part of the field has only in the red (1.8 x STAT in one quadrant, red
+    half) is calibrated where it is: the spaxel spread measured in blocks of wavelength is ~1.8
+    there and ~1 in the blue, and no false line comes from that quadrant's red.  (Blocks of 150
+    Angstrom here: the cube spans 600; the default is 1000.)"""
+    path = tmp_path / "red.fits"
+    _sky_residual_cube(path, seed=6, offset=0.0, red_boost=1.8)
+    with open_cube(path) as cube:
+        blocks = scan_lines(cube, config=ScanConfig(fwhm=0.7, max_false=None, spread_block=150))
+        whole = scan_lines(cube, config=ScanConfig(fwhm=0.7, max_false=None, spread_block=0))
+        nz = cube.nwave
+        wave = cube.wave
+    sp = blocks.spaxel_spread
+    q = (slice(4, 16), slice(4, 16))               # inside the noisy quadrant, away from its edge
+    first, last = sp[0][q], sp[-1][q]
+    print(f"\nblocks: {sp.shape[0]}; quadrant spread blue {np.median(first):.2f}, red "
+          f"{np.median(last):.2f}; whole range {np.median(whole.spaxel_spread[0][q]):.2f}")
+    assert sp.shape[0] >= 2 and whole.spaxel_spread.shape[0] == 1
+    assert np.median(first) < 1.15 and 1.5 < np.median(last) < 2.1
+    red = wave[nz // 2]
+
+    def quadrant_red(t):
+        return int(np.sum((t["X"] < 20) & (t["Y"] < 20) & (t["LINE_WAVE"] > red)))
+
+    assert quadrant_red(blocks.lines) + quadrant_red(blocks.false_lines) <= 1
+    assert quadrant_red(whole.lines) + quadrant_red(whole.false_lines) >= 3
+
+
+def test_threshold_raised_to_the_false_lines_asked(minicube):
+    """``max_false``: the threshold is the lowest S/N >= ``snr`` at which the negated cube holds at
+    most that many lines; the same lines as a fixed threshold there, and None keeps ``snr``."""
+    cube, data, var, ArrayCube = minicube
+    base = dict(fwhm=0.7, snr=3.5, wave_range=(6000.0, 9000.0))
+    free = scan_lines(ArrayCube(data, var, cube), config=ScanConfig(max_false=None, **base))
+    capped = scan_lines(ArrayCube(data, var, cube), config=ScanConfig(max_false=2, **base))
+    fs = np.sort(np.asarray(free.false_lines["SNR"]))[::-1]
+    print(f"\n{len(fs)} false lines at S/N 3.5; threshold for <= 2: {capped.threshold}")
+    assert free.threshold == 3.5 and len(fs) > 2
+    assert capped.n_false <= 2 and capped.threshold == pytest.approx(fs[2] + 0.001, abs=1e-6)
+    assert capped.lines.meta["SNRTHR"] == capped.threshold and capped.lines.meta["MAXFALSE"] == 2
+    keep = np.asarray(free.lines["SNR"]) >= capped.threshold
+    assert np.allclose(np.sort(capped.lines["SNR"]), np.sort(np.asarray(free.lines["SNR"])[keep]))

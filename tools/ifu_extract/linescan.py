@@ -8,6 +8,9 @@ finds their lines, one row per line, and groups the lines of one object:
    windows left out, interpolated back to every channel and subtracted.  A median is not dragged
    by a strong neighbouring line or an absorption band as mean side bands are.  On a cube that is
    already continuum-subtracted (``ifu-extract contsub``) ``continuum_width = 0`` skips it.
+   The median residual of the continuum-faint half of the spaxels is then subtracted from every
+   channel (``sky_residual``): the sky-subtraction residual a channel shares over the field,
+   which STAT does not know and which a spatial filter adds up coherently.
 2. **3-D matched filter.**  The template of a point-like line is the PSF at the chunk's
    wavelength (:func:`scan_psf`) times a Gaussian line profile of ``line_fwhm`` Angstrom, both of
    unit sum.  With the inverse variance ``w = 1/STAT`` of every voxel, the maximum-likelihood line
@@ -17,9 +20,10 @@ finds their lines, one row per line, and groups the lines of one object:
 3. **Calibration on the data.**  STAT misses the correlated noise of resampled cubes, so the S/N
    of step 2 is over-dispersed (robust spread 1.3-1.5 on real MUSE data).  It is divided by its
    robust spread (1.4826 × MAD) over the field in every channel, smoothed by a running median of
-   ``calib_window`` channels, then by the robust spread along wavelength of every spaxel (never
-   below 1: continuum residuals of bright galaxies), so that the calibrated S/N of noise has unit
-   spread.  The S/N map itself is thresholded (no background is subtracted from it).
+   ``calib_window`` channels, then by the robust spread along wavelength of every spaxel in
+   blocks of ``spread_block`` Angstrom (never below 1: continuum residuals of bright galaxies,
+   sky residuals of one part of the field in the red), so that the calibrated S/N of noise has
+   unit spread.  The S/N map itself is thresholded (no background is subtracted from it).
 4. **Detection.**  Voxels whose calibrated S/N reaches ``snr`` form 3-D connected groups; the
    local maxima of each group are candidates.  A candidate keeps the fraction ``POINT`` of its
    S/N that a point source still has when fitted jointly with a component shaped as the local
@@ -31,7 +35,9 @@ finds their lines, one row per line, and groups the lines of one object:
 5. **Purity.**  The same detection on the negated S/N cube (every line found there is false) is
    exactly the scan of the cube with DATA negated (the median, the filter and the spreads are all
    odd or even in the data): it counts the false lines at the threshold (``NFALSE``) and gives
-   every line a purity estimate, ``1 - N_false(≥ S/N) / N(≥ S/N)``.
+   every line a purity estimate, ``1 - N_false(≥ S/N) / N(≥ S/N)``.  With ``max_false`` (the
+   default, 5) the threshold is raised above ``snr`` until the negated cube holds at most that
+   many lines, so that a large cube does not get more false lines than a small one.
 
 Lines are flagged ``edge`` (within a PSF FWHM of the field's edge), ``continuum`` (on a spaxel
 whose continuum is above the noise per channel), ``sky`` (within ``line_fwhm`` of a fainter sky
@@ -114,7 +120,12 @@ class ScanConfig:
     Attributes
     ----------
     snr : float
-        Detection threshold on the calibrated matched-filter S/N.
+        Detection threshold on the calibrated matched-filter S/N; with *max_false*, the lowest
+        one.
+    max_false : int or None
+        Raise the threshold above *snr* until at most this many lines are found in the negated
+        cube (the expected false lines; None: the threshold is *snr*).  A fixed S/N threshold
+        gives false lines in proportion to the cube's volume; this keeps their number.
     line_fwhm : float
         FWHM of the Gaussian line profile of the filter, Angstrom.
     fwhm : float or None
@@ -135,6 +146,13 @@ class ScanConfig:
     sky_spaxels : bool
         Measure each channel's spread on the half of the spaxels that is faintest in continuum
         (the noise rather than the lines and absorption features of the objects).
+    sky_residual : bool
+        Subtract from every channel the median residual (after the continuum) of that half of
+        the spaxels: the sky-subtraction residual that a channel shares over the field.
+    spread_block : float
+        The spaxel spread of *spaxel_spread* is measured in blocks of this many Angstrom (0: one
+        block, the whole range): sky residuals of one part of the field are often worse in the
+        red, where the sky lines are.
     merge_radius : float
         Candidates (with *line_merge*) and lines closer than this (arcsec) are one line, one
         object.
@@ -149,7 +167,8 @@ class ScanConfig:
         the width of its continuum side bands and their gap (default ``window / 2``).
     """
 
-    snr: float = 5.5
+    snr: float = 4.5
+    max_false: int | None = 5
     line_fwhm: float = 4.0
     fwhm: float | None = None
     continuum_width: float = 150.0
@@ -158,6 +177,8 @@ class ScanConfig:
     continuum_test: bool = True
     spaxel_spread: bool = True
     sky_spaxels: bool = True
+    sky_residual: bool = True
+    spread_block: float = 1000.0
     merge_radius: float = 0.6
     line_merge: float | None = None
     sky_windows: tuple = DEFAULT_SKY_WINDOWS
@@ -195,7 +216,8 @@ class LineScan:
     spread : numpy.ndarray
         ``(n_wave,)`` robust spread of the raw S/N per channel (NaN where not scanned).
     spaxel_spread : numpy.ndarray
-        ``(ny, nx)`` robust spread along wavelength of the band-calibrated S/N (>= 1).
+        ``(n_block, ny, nx)`` robust spread along wavelength of the band-calibrated S/N (>= 1),
+        in the wavelength blocks of ``config.spread_block``.
     scanned : numpy.ndarray
         ``(n_wave,)`` bool: channels that can hold a line.
     config : ScanConfig
@@ -208,6 +230,11 @@ class LineScan:
     spaxel_spread: np.ndarray
     scanned: np.ndarray
     config: ScanConfig = field(default_factory=ScanConfig)
+
+    @property
+    def threshold(self) -> float:
+        """The calibrated S/N threshold used (``config.snr``, or above it with ``max_false``)."""
+        return float(self.lines.meta.get("SNRTHR", self.config.snr))
 
     @property
     def n_false(self) -> int:
@@ -243,13 +270,15 @@ def _check(cfg: ScanConfig, cube: Cube) -> None:
 
 
 def scan_psf(cube: Cube, fwhm: float | None = None, beta: float | None = None,
-             table: Table | None = None) -> PSFModel | None:
+             table: Table | None = None, fallback_fwhm: float | None = None) -> PSFModel | None:
     """The PSF the scan filters with: the package's one policy, :func:`ifu_extract.psf.resolve_psf`
     (given *fwhm*, else the cube's FSF keywords, else fitted on the stars among *table*'s objects
-    or the white light's detections, else None: a Gaussian of ``ScanConfig`` FWHM)."""
+    or the white light's detections, else the *fallback_fwhm* Moffat, else None: a Gaussian of
+    ``ScanConfig`` FWHM)."""
     from .psf import catalog_candidates, resolve_psf
 
-    return resolve_psf(cube, fwhm=fwhm, beta=beta, candidates=catalog_candidates(cube, table))
+    return resolve_psf(cube, fwhm=fwhm, beta=beta, candidates=catalog_candidates(cube, table),
+                       fallback_fwhm=fallback_fwhm)
 
 
 def sky_channels(wave, windows) -> np.ndarray:
@@ -328,8 +357,13 @@ def _continuum_at(bins, centre, z0: int, z1: int) -> np.ndarray:
     return bins[i0] * (1 - f) + bins[i0 + 1] * f
 
 
-def _filter_chunk(data, var, cont, weight_ok, g, kern):
-    """Matched-filter numerator and denominator of a block ``(n, ny, nx)``."""
+def _filter_chunk(data, var, cont, weight_ok, g, kern, sky_sample=None):
+    """Matched-filter numerator and denominator of a block ``(n, ny, nx)``.
+
+    With *sky_sample* (flat spaxel indexes), the median residual of those spaxels is subtracted
+    from each channel (a sky residual shared by the field; odd in the data, so the negated pass
+    stays the scan of the negated cube).
+    """
     good = np.isfinite(data) & weight_ok[:, None, None]
     if var is not None:
         good &= np.isfinite(var) & (var > 0)
@@ -338,6 +372,12 @@ def _filter_chunk(data, var, cont, weight_ok, g, kern):
         resid = data - cont
     else:
         resid = data
+    if sky_sample is not None:
+        n = resid.shape[0]
+        flat = np.where(good, resid, np.nan).reshape(n, -1)[:, sky_sample]
+        off = _row_median(flat)
+        off = np.where(np.isfinite(flat).sum(axis=1) >= 50, off, 0.0).astype(np.float32)
+        resid = resid - off[:, None, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         w = np.where(good, 1.0 / (var if var is not None else 1.0), 0.0).astype(np.float32)
     a = np.where(good, resid * w, 0.0).astype(np.float32)
@@ -498,8 +538,16 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
     chunk = max(16, int(chunk))
     cont = _continuum_bins(src, cfg, sky, z0, z1)
     spread = np.full(src.nwave, np.nan)
-    n_exceed = np.zeros((ny, nx), dtype=np.int64)
-    n_valid = np.zeros((ny, nx), dtype=np.int64)
+    # Wavelength blocks of the spaxel spread (a short last block joins the one before).
+    block = np.zeros(src.nwave, dtype=int)
+    if cfg.spread_block > 0:
+        span = abs(float(wave[z1 - 1] - wave[z0]))
+        nblock = max(1, int(np.floor(span / cfg.spread_block + 0.5)))
+        block[z0:z1] = np.minimum((np.abs(wave[z0:z1] - wave[z0]) / cfg.spread_block).astype(int),
+                                  nblock - 1)
+    nblock = int(block.max()) + 1
+    n_exceed = np.zeros((nblock, ny, nx), dtype=np.int64)
+    n_valid = np.zeros((nblock, ny, nx), dtype=np.int64)
     cands = {1: [], -1: []}
     valid_any = np.zeros((ny, nx), dtype=bool)
     cont_snr = np.zeros((ny, nx), dtype=np.float64)
@@ -521,7 +569,8 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
         data, var = src.window(0, nx, 0, ny, r0, r1)
         cc = None if cont is None else _continuum_at(cont[0], cont[1], r0, r1)
         kern = _spatial_kernel(psf, float(np.mean(wave[c0:c1])), cube.pixscale, fwhm_default)
-        num, den, resid = _filter_chunk(data, var, cc, ~sky[r0:r1], g, kern)
+        num, den, resid = _filter_chunk(data, var, cc, ~sky[r0:r1], g, kern,
+                                        sample if cfg.sky_residual else None)
         valid_any |= np.isfinite(data).any(axis=0)
         if cc is not None and var is not None:
             mid = (c0 + c1) // 2 - r0
@@ -556,8 +605,10 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
         snr /= sig_r[:, None, None]
         sl = slice(c0 - r0, c1 - r0)
         core = np.abs(snr[sl])
-        n_exceed += (core > 1.0).sum(axis=0)
-        n_valid += np.isfinite(core).sum(axis=0)
+        bk = block[c0:c1]
+        for b in np.unique(bk):
+            n_exceed[b] += (core[bk == b] > 1.0).sum(axis=0)
+            n_valid[b] += np.isfinite(core[bk == b]).sum(axis=0)
         del core
         for sign in (1, -1):
             for c in _candidates(snr, num, den, sl, cfg.snr, sign, cc, kern, resid, var, g, footprint):
@@ -566,8 +617,8 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
         del resid, var, cc, num, den, snr
         if progress:
             progress(c1 - c0)
-    # Spread along wavelength of each spaxel (never below 1), from the fraction of |S/N| > 1
-    # (0.3173 for unit Gaussian noise): a quantile estimate, as robust as the MAD.
+    # Spread along wavelength of each spaxel in each block (never below 1), from the fraction of
+    # |S/N| > 1 (0.3173 for unit Gaussian noise): a quantile estimate, as robust as the MAD.
     from scipy.special import ndtri
 
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -578,14 +629,22 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
     fw_pix = (float(np.median(psf.fwhm(wave[z0:z1]))) if psf is not None else fwhm_default) / cube.pixscale
     edge = ndimage.distance_transform_edt(np.pad(valid_any, 1))[1:-1, 1:-1] <= fw_pix
     cmap = cont_snr / max(ncont, 1)
-    ctx = dict(cube=cube, wave=wave, dw=dw, spax=spax, edge=edge, cont=cmap, cfg=cfg)
+    ctx = dict(cube=cube, wave=wave, dw=dw, spax=spax, block=block, edge=edge, cont=cmap, cfg=cfg)
     lines = _lines(cands[1], ctx)
     false = _lines(cands[-1], ctx)
+    thr = float(cfg.snr)
+    if cfg.max_false is not None and len(false) > cfg.max_false:
+        # Just above the (max_false + 1)-th false line (S/N are rounded to 0.001).
+        thr = round(float(np.sort(np.asarray(false["SNR"], dtype=float))[::-1][cfg.max_false]) + 0.001, 3)
+        lines = lines[np.asarray(lines["SNR"], dtype=float) >= thr]
+        false = false[np.asarray(false["SNR"], dtype=float) >= thr]
     _purity(lines, false)
     catalog = _objects(lines, cube, cfg)
     med_spread = float(np.nanmedian(spread)) if np.isfinite(spread).any() else np.nan
     for t in (lines, false):
-        t.meta.update({"SNRTHR": cfg.snr, "NFALSE": len(false), "NLINES": len(lines),
+        t.meta.update({"SNRTHR": thr, "SNRMIN": float(cfg.snr),
+                       "MAXFALSE": -1 if cfg.max_false is None else int(cfg.max_false),
+                       "NFALSE": len(false), "NLINES": len(lines),
                        "PURITY": round(1.0 - len(false) / len(lines), 4) if len(lines) else np.nan,
                        "SNRSPRD": round(med_spread, 4),
                        "LINEFWHM": cfg.line_fwhm})
@@ -597,7 +656,7 @@ def _lines(cands, ctx) -> Table:
     cube, wave, dw, spax, cfg = ctx["cube"], ctx["wave"], ctx["dw"], ctx["spax"], ctx["cfg"]
     rows = []
     for z, y, x, s, dz, dy, dx, amp, isd, area, nchan, rho, sig in cands:
-        sp = float(spax[y, x]) if cfg.spaxel_spread else 1.0
+        sp = float(spax[ctx["block"][z], y, x]) if cfg.spaxel_spread else 1.0
         snr = s / sp
         # A feature shaped like the continuum image (stellar absorption, continuum residuals;
         # either sign) keeps only the S/N it has beyond that shape.
@@ -710,6 +769,8 @@ def _objects(lines: Table, cube: Cube, cfg: ScanConfig) -> Table:
 
 #: Header cards of the calibration (key, LineScan.lines.meta key, comment).
 _CALIB_CARDS = (("SNRTHR", "SNRTHR", "calibrated S/N threshold of the line scan"),
+                ("SNRMIN", "SNRMIN", "lowest threshold asked (--line-snr)"),
+                ("MAXFALSE", "MAXFALSE", "threshold raised to <= this many false lines (-1: no)"),
                 ("NLINES", "NLINES", "lines found at the threshold"),
                 ("NFALSE", "NFALSE", "lines found in the negated cube (false) at the threshold"),
                 ("PURITY", "PURITY", "1 - NFALSE / NLINES"),

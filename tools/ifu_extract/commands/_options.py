@@ -33,6 +33,26 @@ class FiniteFloatRange(click.FloatRange):
 BOX_SIZE = FiniteFloatRange(min=0, min_open=True)
 
 
+class MaxFalse(click.ParamType):
+    """A count of false lines (integer >= 0) or ``off`` (None)."""
+
+    name = "INTEGER|off"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        if text in ("off", "none"):
+            return None
+        try:
+            n = int(text)
+        except ValueError:
+            n = -1
+        if n < 0:
+            self.fail(f"{value!r} is neither a count of lines (0 or more) nor 'off'", param, ctx)
+        return n
+
+
 def cube_options(func):
     """``--data-ext/--var-ext/--dq-ext``: override the cube layout detection."""
     options = [

@@ -15,7 +15,7 @@ from ..detect import DEFAULTS, FILTER_TYPES, KERNELS, THRESH_TYPES
 from ..linescan import DEFAULT_SKY_WINDOWS, ScanConfig
 from ..steps.detect import DetectConfig, DetectOutputs, run_detect
 from ..steps.linescan import LineScanRequest
-from ._options import cube_options, option_errors, report
+from ._options import MaxFalse, cube_options, option_errors, report, white_option
 from .image import image_options
 from ._paths import OutputPath
 
@@ -118,9 +118,13 @@ CATALOG_FORMATS = ("auto", "tsv", "csv", "ecsv", "fits")
 @click.option("--lines", "lines_path", type=OutputPath(dir_okay=False), default=None,
               help="Write the line table here: one row per line (LINE_ID, ID of its object, RA, DEC, "
                    "LINE_WAVE, LINE_FLUX, LINE_FLUX_ERR, SNR, PURITY, EXTENT...); format by suffix.")
-@click.option("--line-snr", type=click.FloatRange(min=0, min_open=True), default=5.5,
+@click.option("--line-snr", type=click.FloatRange(min=0, min_open=True), default=4.5,
               show_default=True,
-              help="Detection threshold: matched-filter S/N calibrated on the data (unit spread on noise).")
+              help="Lowest detection threshold: matched-filter S/N calibrated on the data (unit "
+                   "spread on noise); raised by --line-max-false.")
+@click.option("--line-max-false", type=MaxFalse(), default="5", show_default=True,
+              help="Raise the threshold above --line-snr until at most this many lines are found "
+                   "in the negated cube (false lines); 'off' keeps --line-snr.")
 @click.option("--line-profile-fwhm", type=click.FloatRange(min=0, min_open=True), default=4.0,
               show_default=True, help="FWHM of the Gaussian line profile of the filter, Angstrom.")
 @click.option("--line-continuum-width", type=click.FloatRange(min=0), default=150.0, show_default=True,
@@ -130,7 +134,12 @@ CATALOG_FORMATS = ("auto", "tsv", "csv", "ecsv", "fits")
               help="Lines closer than this (arcsec) are one object; emitters this close to a "
                    "catalogue object are that object.")
 @click.option("--line-fwhm", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="PSF FWHM for the matched filter, arcsec [default: FSF keywords, else 0.7].")
+              help="PSF FWHM for the matched filter, arcsec [default: FSF keywords, else the "
+                   "field's stars, else --fwhm-fallback, else a 0.7 Gaussian].")
+@click.option("--fwhm-fallback", "fallback_fwhm", type=click.FloatRange(min=0, min_open=True),
+              default=None, metavar="FWHM",
+              help="PSF FWHM of the line scan, arcsec, used only when the cube has no FSF keywords "
+                   "and no star could be fitted; --line-fwhm and the cube's own PSF win over it.")
 @click.option("--line-window", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True,
               help="Narrow-band width of the emitters' images (--line-images), Angstrom.")
@@ -152,12 +161,14 @@ CATALOG_FORMATS = ("auto", "tsv", "csv", "ecsv", "fits")
                    "(mask finds each object's segment by position).")
 @click.option("--match-radius", type=click.FloatRange(min=0), default=0.6, show_default=True,
               help="Radius within which a detection is a --merge-catalog object, arcsec.")
+@white_option
 def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wave_range,
         line, width, side_width, gap, data_ext, var_ext, dq_ext, allow_no_wcs, mask_path,
         filter_kernel, filter_file, filter_fwhm, line_scan, lines_path, line_snr,
-        line_profile_fwhm, line_continuum_width, line_merge_radius, line_fwhm, line_window,
+        line_max_false, line_profile_fwhm, line_continuum_width, line_merge_radius, line_fwhm,
+        fallback_fwhm, line_window,
         line_side_width, sky_windows, no_default_sky, contsub_cube, line_images, merge_catalog,
-        match_radius, **sep_options):
+        match_radius, white_path, **sep_options):
     """Detect sources in IMAGE_OR_CUBE with SEP (SExtractor's algorithms).
 
     IMAGE_OR_CUBE is a FITS cube (collapsed to white light, or to the band of --wave-range or
@@ -172,17 +183,18 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
         raise click.UsageError("--line and --wave-range are exclusive")
     if filter_file is not None and filter_kernel != "default":
         raise click.UsageError("--filter-file and --filter-kernel are exclusive")
-    if (lines_path or line_images) and not line_scan:
-        raise click.UsageError("--lines and --line-images need --line-scan")
+    if (lines_path or line_images or fallback_fwhm is not None) and not line_scan:
+        raise click.UsageError("--lines, --line-images and --fwhm-fallback need --line-scan")
     scan = None
     if line_scan:
         scan = LineScanRequest(
-            ScanConfig(snr=line_snr, line_fwhm=line_profile_fwhm,
+            ScanConfig(snr=line_snr, max_false=line_max_false, line_fwhm=line_profile_fwhm,
                        continuum_width=0.0 if contsub_cube else line_continuum_width,
                        merge_radius=line_merge_radius, window=line_window,
                        side_width=0.0 if contsub_cube else line_side_width,
                        sky_windows=(() if no_default_sky else DEFAULT_SKY_WINDOWS) + tuple(sky_windows)),
-            contsub=contsub_cube, fwhm=line_fwhm, lines=lines_path, images=line_images)
+            contsub=contsub_cube, fwhm=line_fwhm, fallback_fwhm=fallback_fwhm, lines=lines_path,
+            images=line_images)
     config = DetectConfig(wave_range=tuple(wave_range) if wave_range else None, line=line,
                           width=width, side_width=side_width, gap=gap, data_ext=data_ext,
                           var_ext=var_ext, dq_ext=dq_ext, allow_no_wcs=allow_no_wcs,
@@ -191,10 +203,10 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
     outputs = DetectOutputs(output, catalog_format, segmap=segmap, background=background, rms=rms,
                             plot=plot)
     # The library's names of detect's options (the others are the options' own names).
-    with option_errors(extra={"mask": "--mask", "kernel": "--filter-kernel",
+    with option_errors(extra={"mask": "--mask", "white": "--white", "kernel": "--filter-kernel",
                               "kernel_fwhm": "--filter-fwhm"}):
         res = run_detect(image_or_cube, outputs, config, mask=mask_path, filter_file=filter_file,
-                         merge_catalog=merge_catalog)
+                         merge_catalog=merge_catalog, white=white_path)
     name = Path(image_or_cube).name
     for message in res.warnings:
         click.echo(f"warning: {name}: {message}", err=True)
@@ -205,7 +217,7 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
     if res.scan is not None:
         report(f"line scan: {len(res.scan.lines)} lines in {len(res.scan.catalog)} objects, "
                f"{res.n_scan_new} new; {res.scan.n_false} false lines expected at S/N "
-               f"{line_snr:g} (negated cube)")
+               f"{res.scan.threshold:g} (negated cube)")
     plural = "" if len(res.detection) == 1 else "s"
     report(f"detected {len(res.detection)} source{plural} in {name} ({res.kind}, "
            f"{res.image.shape[1]} x {res.image.shape[0]} pixels, threshold "

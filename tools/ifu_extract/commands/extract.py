@@ -67,13 +67,17 @@ def _progress_bar(total: int):
 @extraction_options
 @click.option("--marz", type=OutputPath(dir_okay=False), default=None,
               help="Also write the best spectrum of every object to this MARZ FITS file.")
+@click.option("--line-images", type=click.Path(dir_okay=False), default=None,
+              help="The emitters' narrow-band images from 'detect --line-scan --line-images': the "
+                   "catalogue's line emitters get a MUSE_NB spectrum weighted by their image.")
 @white_option
 @wave_range_option
 @catalog_format_option
 @cube_options
 @cube_name_option
 def cmd(cube, catalog, masks, output, apertures, aperture_method, fwhm, fallback_fwhm, beta, psf_kind, psf_radius,
-        skysub, weight_images, threads, resume, marz, white_path, wave_range, catalog_format, **kwargs):
+        skysub, weight_images, threads, resume, marz, line_images, white_path, wave_range,
+        catalog_format, **kwargs):
     """Extract spectra of every CATALOG object: MUSE_TOT, MUSE_APER_<r>, MUSE_WHITE, MUSE_PSF,
     MUSE_SKY and *_SKYSUB, with variance, into one MPDAF Source file per object."""
     options = ExtractOptions(apertures=apertures, aperture_method=aperture_method, fwhm=fwhm,
@@ -84,7 +88,7 @@ def cmd(cube, catalog, masks, output, apertures, aperture_method, fwhm, fallback
                              cube_kwargs=cube_kwargs(kwargs))
     show = sys.stderr.isatty() and not (click.get_current_context().find_root().obj or {}).get("quiet")
     result = run_extract(cube, catalog, masks, output, options, white=white_path, marz=marz,
-                         progress=_progress_bar if show else None)
+                         line_images=line_images, progress=_progress_bar if show else None)
     report(f"wrote {result.n_ok} Source files of {len(result.rows)} objects to {output}/sources; "
            f"summary in {output}/summary.tsv")
     batch_exit(result.n_ok, len(result.rows))

@@ -157,8 +157,24 @@ def product_hdul(data, image: Image, result: DetectionResult, product: str, buni
     return fits.HDUList([fits.PrimaryHDU(data, hdr)])
 
 
+def _given_white(cube_path, white, cfg: DetectConfig):
+    """The white-light image *white* of the cube *cube_path*, checked against it."""
+    from ..cubeio import open_cube
+    from ..image import is_cube_file, white_for_cube
+
+    if cfg.wave_range or cfg.line is not None:
+        raise ParameterError(None, "{white} is the white light; it cannot be used with {wave_range} "
+                             "or {line}", "drop {white}", params=("white", "wave_range", "line"))
+    if not is_cube_file(cube_path):
+        raise ParameterError(cube_path, "is not a cube, so {white} (the white light of a cube) "
+                             "has nothing to stand for", "give the cube, or drop {white}",
+                             params=("white",))
+    with open_cube(cube_path, **cfg.cube_ext) as cube:
+        return white_for_cube(cube, white), "cube"
+
+
 def run_detect(image_or_cube, outputs: DetectOutputs, config: DetectConfig | None = None, *,
-               mask=None, filter_file=None, merge_catalog=None) -> DetectResult:
+               mask=None, filter_file=None, merge_catalog=None, white=None) -> DetectResult:
     """Detect the sources of *image_or_cube* and write the products of *outputs*.
 
     Parameters
@@ -174,6 +190,10 @@ def run_detect(image_or_cube, outputs: DetectOutputs, config: DetectConfig | Non
     merge_catalog : str or os.PathLike, optional
         Catalogue the detections are merged into (its rows and IDs win within
         ``config.match_radius`` arcsec).
+    white : str or os.PathLike, optional
+        White-light image of the cube *image_or_cube* (``ifu-extract image``), detected on
+        instead of collapsing the cube again (the line scan still reads the cube): the same
+        detections as ``detect WHITE``.
 
     Raises
     ------
@@ -193,9 +213,12 @@ def run_detect(image_or_cube, outputs: DetectOutputs, config: DetectConfig | Non
     if cfg.scan is not None:
         check_writable({"lines_path": cfg.scan.lines, "line_images": cfg.scan.images})
 
-    image, kind = lib.read_detection_image(
-        image_or_cube, wave_range=tuple(cfg.wave_range) if cfg.wave_range else None, line=cfg.line,
-        width=cfg.width, side_width=cfg.side_width, gap=cfg.gap, **cfg.cube_ext)
+    if white is not None:
+        image, kind = _given_white(image_or_cube, white, cfg)
+    else:
+        image, kind = lib.read_detection_image(
+            image_or_cube, wave_range=tuple(cfg.wave_range) if cfg.wave_range else None,
+            line=cfg.line, width=cfg.width, side_width=cfg.side_width, gap=cfg.gap, **cfg.cube_ext)
     if image.wcs is None and kind == "fits" and not cfg.allow_no_wcs:
         raise ParameterError(image_or_cube, "has no celestial WCS, so the catalogue cannot have "
                              "RA/DEC", "add CTYPE/CRVAL/CRPIX/CD keywords, or pass {allow_no_wcs}",
@@ -215,7 +238,8 @@ def run_detect(image_or_cube, outputs: DetectOutputs, config: DetectConfig | Non
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
     inputs = {role: path for role, path in
-              (("image", image_or_cube), ("mask", mask), ("filter", filter_file)) if path}
+              (("image", image_or_cube), ("white", white), ("mask", mask), ("filter", filter_file))
+              if path}
     params = {k: v for k, v in result.params.items()
               if k not in ("masked_pixels", "back_masked_pixels")}
     if kind == "cube":

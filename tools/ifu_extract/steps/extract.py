@@ -127,7 +127,7 @@ def psf_note(psf: PSFModel | None) -> str:
 
 
 def run_extract(cube, catalog, masks, outdir, options: ExtractOptions | None = None, *,
-                white=None, marz=None, progress=None) -> ExtractResult:
+                white=None, marz=None, line_images=None, progress=None) -> ExtractResult:
     """Extract every object of *catalog* from *cube* with the masks of *masks* into *outdir*.
 
     Parameters
@@ -142,6 +142,10 @@ def run_extract(cube, catalog, masks, outdir, options: ExtractOptions | None = N
         band's own image).
     marz : str or os.PathLike, optional
         Also write the best spectrum of every object to this MARZ FITS file.
+    line_images : str or os.PathLike, optional
+        The emitters' narrow-band images of the line scan (``detect --line-images``): the
+        catalogue's line emitters (``ORIGIN = linescan``) get their ``MUSE_NB`` spectrum, the
+        optimal extraction weighted by their image.
     progress : callable, optional
         ``progress(n_objects)`` gives a context manager yielding a function that is called
         with the number of objects finished, as they finish (a progress bar).
@@ -166,5 +170,12 @@ def run_extract(cube, catalog, masks, outdir, options: ExtractOptions | None = N
                                wave_range=wave_range, threads=opt.threads, resume=opt.resume,
                                weight_images=weights, white_path=None if wave_range else white,
                                progress=update)
+    if line_images is not None:
+        from ..emitters import add_emitter_spectra, read_emitter_images
+
+        images = read_emitter_images(line_images)
+        with open_cube(cube, **opt.cube_kwargs) as c:
+            n = add_emitter_spectra(outdir, c, table, images, psf=cfg.psf, wave_range=wave_range)
+        log.info(f"      MUSE_NB spectra for {n} line emitters")
     marz_path = marz_from_outdir(outdir, marz) if marz else None
     return ExtractResult(Path(outdir), rows, marz_path)

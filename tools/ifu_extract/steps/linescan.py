@@ -45,6 +45,9 @@ class LineScanRequest:
         continuum removal and side bands are then off (``continuum_width = side_width = 0``).
     fwhm : float, optional
         PSF FWHM, arcsec (default: :func:`ifu_extract.psf.resolve_psf`'s policy).
+    fallback_fwhm : float, optional
+        FWHM, arcsec, of the PSF used only when the cube has no FSF keywords and no star could be
+        fitted (``--fwhm-fallback``).
     lines, images : str or os.PathLike, optional
         Where to write the line table (format by suffix) and the emitters' narrow-band images.
     """
@@ -52,6 +55,7 @@ class LineScanRequest:
     config: ScanConfig = field(default_factory=ScanConfig)
     contsub: object = None
     fwhm: float | None = None
+    fallback_fwhm: float | None = None
     lines: object = None
     images: object = None
 
@@ -95,7 +99,7 @@ def run_line_scan(cube_path, table: Table | None, request: LineScanRequest, *,
             check_product(cs.primary_header, cs.path, cube, cube.path,
                           what="continuum-subtracted cube", channels=False)
         if psf is None:
-            psf = scan_psf(cube, request.fwhm, table=table)
+            psf = scan_psf(cube, request.fwhm, table=table, fallback_fwhm=request.fallback_fwhm)
         try:
             merged, scan = scan_catalog(cube, table, contsub=cs, psf=psf, config=request.config)
         except ParameterError as exc:

@@ -33,7 +33,6 @@ from astropy.table import Table
 
 from ..catalog import merge_catalogs, read_catalog, write_catalog
 from ..cubeio import open_cube
-from ..emitters import add_emitter_spectra, read_emitter_images
 from ..linescan import ScanConfig
 from ..psf import PSFModel, catalog_candidates, fallback_summary, resolve_psf
 from ..psffit import psf_summary, write_fallback_psf_product, write_psf_product
@@ -237,15 +236,10 @@ def run_chain(cube, user_table: Table | None, outdir, plan: RunPlan, *,
              f"{mres.count('circle')} PSF circle)")
     log.info(f"[4/5] extract -> {out}/sources")
     xres = run_extract(cube, files["catalog"], files["masks"], str(out),
-                       dataclasses.replace(plan.extract, psf=psf), white=white)
+                       dataclasses.replace(plan.extract, psf=psf), white=white,
+                       line_images=files["line_images"] if plan.line_scan else None)
     log.info(f"wrote {xres.n_ok} Source files of {len(xres.rows)} objects to {out}/sources; "
              f"summary in {out}/summary.tsv")
-    if plan.line_scan:
-        images = read_emitter_images(files["line_images"])
-        with open_cube(cube, **plan.cube_ext) as c:
-            n = add_emitter_spectra(out, c, table, images, psf=psf,
-                                    wave_range=plan.extract.wave_range)
-        log.info(f"      MUSE_NB spectra for {n} line emitters")
     if plan.xcorr is not None:
         log.info("[4/5] xcorr: cross-correlation maps")
         xc = run_xcorr(cube, files["catalog"], files["masks"], output=str(out),
