@@ -58,14 +58,8 @@ FIELDS = {
 #: Every parameter through which a step takes the fallback PSF FWHM, and the one that would
 #: override the cube's own PSF (left empty by the workflow).
 PSF_PARAMS = {"mask": "advanced|fwhm_fallback", "extract": "psf_weights|fwhm_fallback",
-              "deblend": "psf|fwhm_fallback", "line scan": "lines|fwhm_fallback"}
-FWHM_PARAMS = {"mask": "advanced|fwhm", "extract": "psf_weights|fwhm", "deblend": "psf|fwhm",
-               "line scan": "lines|line_fwhm"}
-#: The line-scan step's options -> the fields of run's ScanConfig (run --line-scan).
-SCAN_FIELDS = {"lines|line_snr": "snr", "lines|line_max_false": "max_false",
-               "lines|line_profile_fwhm": "line_fwhm", "lines|line_continuum_width": "continuum_width",
-               "lines|line_merge_radius": "merge_radius", "lines|line_window": "window",
-               "lines|line_side_width": "side_width"}
+              "deblend": "psf|fwhm_fallback"}
+FWHM_PARAMS = {"mask": "advanced|fwhm", "extract": "psf_weights|fwhm", "deblend": "psf|fwhm"}
 
 
 def _steps():
@@ -133,31 +127,6 @@ def test_step_parameters_are_runs_defaults(workflow, label):
         if not same:
             differ.append(f"{path}: workflow {got!r}, run {want!r}")
     assert not differ, f"the workflow's {label} step differs from run's: " + "; ".join(differ)
-
-
-def test_line_scan_step_is_runs_line_scan(workflow):
-    """The conditional line-scan step runs when "Find line emitters" is on (default off, as
-    ``run``), scans the cube with its white light given, and has run's scan options; its
-    catalogue, when it ran, is the object list."""
-    from ifu_extract.linescan import ScanConfig
-
-    by_label, by_id = workflow
-    step = by_label["line scan"]
-    switch = by_id[step["input_connections"]["when"]["id"]]
-    assert step["when"] == "$(inputs.when)" and switch["label"] == "Find line emitters"
-    assert _input_default(switch) is False
-    assert by_id[step["input_connections"]["image_or_cube"]["id"]]["label"] == "Datacube"
-    assert by_id[step["input_connections"]["white"]["id"]]["label"] == "white_light"
-    cfg = ScanConfig()
-    differ = {path: (_value(step, path, by_id), getattr(cfg, field)) for path, field in SCAN_FIELDS.items()
-              if _value(step, path, by_id) != getattr(cfg, field)}
-    assert not differ, f"the line-scan step differs from run --line-scan: {differ}"
-    pick = by_label["object list"]
-    assert pick["type"] == "pick_value"
-    assert [by_id[pick["input_connections"][k]["id"]]["label"] for k in ("input_0", "input_1")] == \
-        ["line scan", "detect"]
-    for label in ("split", "mask", "deblend", "merge"):
-        assert by_label[label]["input_connections"]["catalog"]["id"] == pick["id"], label
 
 
 def test_image_fwhm_input_reaches_deblend(workflow):
