@@ -37,9 +37,9 @@ Methods:
   once per cube, then per SExtractor ``DETECT_THRESH`` (``--muselet-thresh``, MUSELET's
   default 2.5) SExtractor on every narrow band, the 5-sigma / edge / weight cleaning and the
   merging into lines; its lines (``cat_lines.fit``) are the lines.  ``MEMORY_PIXSTACK`` is
-  lowered to 30000 (16x less CPU, byte-identical catalogues and segmentation maps).  Rows
+  lowered to 30000 (15-20x less CPU, byte-identical catalogues and segmentation maps).  Rows
   ``MUSELET+cut``: the 5-sigma cleaning (S/N of the 1" aperture flux in the narrow band) made
-  stricter (``--muselet-snr``), threshold "DETECT_THRESH/cut".  About 190 s CPU per cube for
+  stricter (``--muselet-snr``), threshold "DETECT_THRESH/cut".  About 205 s CPU per cube for
   four thresholds.
 
 **Speed** (``--speed``): :func:`scan_lines` on a synthetic 300 x 300 x 3681 float32 DATA+STAT
@@ -79,7 +79,7 @@ REPORT_BINS = np.array([5, 8, 11, 14, 17, 20])   # reported completeness bins
 LINE_FWHM_RANGE = (2.5, 6.0)           # Angstrom
 MATCH_ARCSEC, MATCH_ANGSTROM = 0.8, 5.0
 MUSELET_SKYCLEAN = ((5573.5, 5578.8), (6297.0, 6300.5))   # muselet()'s defaults
-MUSELET_PIXSTACK = 30000   # SExtractor's MEMORY_PIXSTACK: ~16x faster than 4e6, same catalogues
+MUSELET_PIXSTACK = 30000   # SExtractor's MEMORY_PIXSTACK: 15-20x less CPU than 4e6, same catalogues
 
 
 def minicube_path() -> str:
