@@ -80,8 +80,7 @@ def main(argv: list[str]) -> None:
             print(f"refresh_ga: step {step['label']}: {built['errors']}", file=sys.stderr)
         state = plain(built["tool_state"])
         for name in step["input_connections"]:
-            if name != "when":  # the step's condition, not a tool parameter
-                mark_connected(state, name)
+            mark_connected(state, name)
         state["__page__"] = None
         state["__rerun_remap_job_id__"] = None
         step["tool_state"] = json.dumps(state)
