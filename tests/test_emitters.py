@@ -77,10 +77,10 @@ def test_merge_into_a_detect_catalogue(tmp_path):
 
 
 def test_workflow_chain_gives_runs_emitter_spectra(tmp_path, capfd):
-    """The Galaxy workflow's chain (white light; detect on it; detect on the cube with that
-    white light and the line scan, merged into the first catalogue; mask; extract with
-    --line-images) gives the detections of ``detect WHITE`` and the emitter's ``MUSE_NB``
-    spectrum that ``run --line-scan`` gives (one home: extract's --line-images)."""
+    """The Galaxy workflow's chain ("Find line emitters" on: white light; detect on the cube
+    with that white light and the line scan; mask; extract with --line-images) gives the
+    detections of ``detect WHITE`` and the catalogue and the emitter's ``MUSE_NB`` spectrum
+    that ``run --line-scan`` gives (one home: extract's --line-images)."""
     from conftest import run_main
 
     cube = tmp_path / "cube.fits"
@@ -89,9 +89,9 @@ def test_workflow_chain_gives_runs_emitter_spectra(tmp_path, capfd):
     res = run_main(["run", cube, "-o", out, "--line-scan", "--fwhm", "0.7", "--no-plots"], capfd)
     assert res.exit_code == 0, res.stderr
     steps = [["image", cube, "-o", tmp_path / "white.fits"],
-             ["detect", tmp_path / "white.fits", "-o", tmp_path / "det.tsv", "--segmap", tmp_path / "seg.fits"],
+             ["detect", tmp_path / "white.fits", "-o", tmp_path / "det.tsv"],
              ["detect", cube, "--white", tmp_path / "white.fits", "-o", tmp_path / "cat.tsv",
-              "--merge-catalog", tmp_path / "det.tsv", "--line-scan", "--line-fwhm", "0.7",
+              "--segmap", tmp_path / "seg.fits", "--line-scan", "--line-fwhm", "0.7",
               "--line-images", tmp_path / "nb.fits"],
              ["mask", cube, tmp_path / "cat.tsv", "--segmap", tmp_path / "seg.fits", "-o", tmp_path / "masks.fits",
               "--fwhm", "0.7"],
@@ -109,9 +109,13 @@ def test_workflow_chain_gives_runs_emitter_spectra(tmp_path, capfd):
     cat = Table.read(tmp_path / "cat.tsv", format="ascii.tab")
     emit = [str(i) for i, o in zip(cat["ID"], cat["ORIGIN"]) if str(o) == "linescan"]
     assert emit == ["L1"]
+    runcat = Table.read(out / "catalog.tsv", format="ascii.tab")
+    assert list(cat["ID"]) == list(runcat["ID"]) and np.allclose(cat["RA"], runcat["RA"])
     with fits.open(out / "sources" / "L1.fits") as a, fits.open(tmp_path / "ex" / "sources" / "L1.fits") as b:
-        assert np.allclose(a["SPE_MUSE_NB_DATA"].data, b["SPE_MUSE_NB_DATA"].data, equal_nan=True, rtol=1e-6)
-        assert np.allclose(a["SPE_MUSE_NB_STAT"].data, b["SPE_MUSE_NB_STAT"].data, equal_nan=True, rtol=1e-6)
+        # detect's catalogue has RA/DEC to 1e-7 deg (0.4 mas), run's in full: float32 rounding.
+        for ext in ("SPE_MUSE_NB_DATA", "SPE_MUSE_NB_STAT"):
+            scale = np.nanmax(np.abs(a[ext].data))
+            assert np.allclose(a[ext].data, b[ext].data, equal_nan=True, rtol=1e-6, atol=1e-6 * scale), ext
     with fits.open(tmp_path / "ex" / "sources" / f"{det['ID'][0]}.fits") as c:
         assert "SPE_MUSE_NB_DATA" not in c               # not an emitter: no MUSE_NB
     # --white stands for a cube's white light: on an image input, or from another cube, refused.
@@ -122,3 +126,54 @@ def test_workflow_chain_gives_runs_emitter_spectra(tmp_path, capfd):
     _cube(other, seed=5)
     res = run_main(["detect", other, "--white", tmp_path / "white.fits", "-o", tmp_path / "y.tsv"], capfd)
     assert res.exit_code == 1 and "white-light image" in res.stderr and not (tmp_path / "y.tsv").exists()
+
+
+def test_line_scan_off_writes_files_holding_no_line(tmp_path, capfd):
+    """``detect --no-line-scan --lines --line-images`` (the workflow's line-scan switch off):
+    the catalogue of ``detect`` without the scan, a line table with no row and an images file
+    with no image (``LINESCAN = F``), from which extract adds no ``MUSE_NB`` and gives the
+    spectra it gives without ``--line-images``; without --line-scan or --no-line-scan the line
+    files are refused, and a scan's own files say ``LINESCAN = T``."""
+    from conftest import run_main
+
+    cube = tmp_path / "cube.fits"
+    _cube(cube, seed=4)
+    res = run_main(["detect", cube, "-o", tmp_path / "plain.tsv"], capfd)
+    assert res.exit_code == 0, res.stderr
+    res = run_main(["detect", cube, "-o", tmp_path / "cat.tsv", "--segmap", tmp_path / "seg.fits",
+                    "--no-line-scan", "--lines", tmp_path / "lines.ecsv", "--line-images", tmp_path / "nb.fits",
+                    "--fwhm-fallback", "0.7"], capfd)
+    assert res.exit_code == 0, res.stderr
+    assert "line scan off" in res.stderr
+    assert (tmp_path / "cat.tsv").read_bytes() == (tmp_path / "plain.tsv").read_bytes()
+    lines = Table.read(tmp_path / "lines.ecsv")
+    assert len(lines) == 0 and lines.colnames[:3] == ["LINE_ID", "ID", "RA"]
+    assert lines.meta["LINESCAN"] is False
+    with fits.open(tmp_path / "nb.fits") as h:
+        assert len(h) == 1 and h[0].header["LINESCAN"] is False and h[0].header["NEMIT"] == 0
+    res = run_main(["mask", cube, tmp_path / "cat.tsv", "--segmap", tmp_path / "seg.fits",
+                    "-o", tmp_path / "masks.fits", "--fwhm", "0.7"], capfd)
+    assert res.exit_code == 0, res.stderr
+    for name, extra in (("ex", ["--line-images", tmp_path / "nb.fits"]), ("ex0", [])):
+        res = run_main(["extract", cube, tmp_path / "cat.tsv", "--masks", tmp_path / "masks.fits",
+                        "-o", tmp_path / name,
+                        "--fwhm", "0.7", *extra], capfd)
+        assert res.exit_code == 0, res.stderr
+    ids = [str(i) for i in Table.read(tmp_path / "cat.tsv", format="ascii.tab")["ID"]]
+    assert ids
+    for i in ids:
+        with fits.open(tmp_path / "ex" / "sources" / f"{i}.fits") as a, \
+                fits.open(tmp_path / "ex0" / "sources" / f"{i}.fits") as b:
+            assert "SPE_MUSE_NB_DATA" not in a
+            assert [h.name for h in a] == [h.name for h in b]
+            for h in a[1:]:
+                if h.data is not None:
+                    assert np.array_equal(h.data, b[h.name].data, equal_nan=True), h.name
+    res = run_main(["detect", cube, "-o", tmp_path / "x.tsv", "--line-images", tmp_path / "x.fits"], capfd)
+    assert res.exit_code == 2 and "--no-line-scan" in res.stderr
+    assert not (tmp_path / "x.tsv").exists() and not (tmp_path / "x.fits").exists()
+    res = run_main(["detect", cube, "-o", tmp_path / "s.tsv", "--line-scan", "--line-fwhm", "0.7",
+                    "--line-images", tmp_path / "s.fits"], capfd)
+    assert res.exit_code == 0, res.stderr
+    with fits.open(tmp_path / "s.fits") as h:
+        assert h[0].header["LINESCAN"] is True and h[0].header["NEMIT"] >= 1

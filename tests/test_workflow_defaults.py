@@ -136,3 +136,31 @@ def test_image_fwhm_input_reaches_deblend(workflow):
     assert by_id[conn["id"]]["label"] == "Ancillary image PSF FWHM"
     plan = build_request("cube.fits", "cat.txt", "out", flags={"deblend": True}).plan
     assert _input_default(by_id[conn["id"]]) == plan.deblend.fit.image_fwhm == 0.0
+
+
+def test_line_scan_switch_is_runs(workflow):
+    """"Find line emitters" is ``run --line-scan``: off by default as in run; when on, detect
+    scans the cube (its detections from the white-light step's image, ``--white``) with run's
+    scan defaults and the fallback PSF, and extract reads its emitter images (``MUSE_NB``)."""
+    from ifu_extract.linescan import ScanConfig
+
+    by_label, by_id = workflow
+    det, ext = by_label["detect"], by_label["extract"]
+    conn = det["input_connections"]["lines|line_scan"]
+    assert by_id[conn["id"]]["label"] == "Find line emitters"
+    plan = build_request("cube.fits", "cat.txt", "out", options={"fallback_fwhm": DEMO_FWHM}).plan
+    assert _input_default(by_id[conn["id"]]) is plan.line_scan is False
+    assert by_id[det["input_connections"]["image_or_cube"]["id"]]["label"] == "Datacube"
+    assert by_id[det["input_connections"]["white"]["id"]]["label"] == "white_light"
+    assert by_id[det["input_connections"]["lines|fwhm_fallback"]["id"]]["label"] == PSF_LABEL
+    assert _value(det, "lines|line_fwhm", by_id) is None        # the cube's own PSF first
+    cfg = ScanConfig(merge_radius=plan.match_radius)             # what run's scan uses
+    for path, want in (("lines|line_snr", cfg.snr), ("lines|line_max_false", cfg.max_false),
+                       ("lines|line_profile_fwhm", cfg.line_fwhm),
+                       ("lines|line_continuum_width", cfg.continuum_width),
+                       ("lines|line_merge_radius", cfg.merge_radius),
+                       ("lines|line_window", cfg.window), ("lines|line_side_width", cfg.side_width),
+                       ("lines|no_default_sky", False), ("lines|line_images", True)):
+        assert _value(det, path, by_id) == pytest.approx(want), path
+    conn = ext["input_connections"]["line_images"]
+    assert conn == {"id": det["id"], "output_name": "line_images_out"}

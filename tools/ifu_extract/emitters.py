@@ -44,6 +44,7 @@ __all__ = [
     "emitter_profile",
     "extract_emitter",
     "write_emitter_images",
+    "write_no_emitter_images",
     "read_emitter_images",
     "emitter_key",
     "add_emitter_spectra",
@@ -397,6 +398,20 @@ def write_emitter_images(path, cube: Cube, scan: LineScan, *, contsub: Cube | No
         if img.var is not None:
             hdus.append(fits.ImageHDU(img.var, hdr, name=f"NB_{row['ID']}_STAT"))
     return write_hdulist(fits.HDUList(hdus), path)
+
+
+def write_no_emitter_images(path, *, inputs: dict | None = None):
+    """Write the images file of a line scan that was off: one primary HDU, ``LINESCAN = F``,
+    ``NEMIT = 0`` (:func:`read_emitter_images` reads no image from it)."""
+    from astropy.io import fits
+
+    from .fitsout import add_provenance, write_hdulist
+
+    prim = fits.PrimaryHDU()
+    add_provenance(prim.header, "detect", inputs, {"line_scan": False})
+    prim.header["NEMIT"] = (0, "line emitters")
+    prim.header["LINESCAN"] = (False, "line scan run (F: it was off; no line)")
+    return write_hdulist(fits.HDUList([prim]), path)
 
 
 def read_emitter_images(path) -> dict:

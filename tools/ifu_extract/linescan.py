@@ -82,6 +82,7 @@ __all__ = [
     "ArrayCube",
     "EMITTER_COLUMNS",
     "LINE_COLUMNS",
+    "empty_line_table",
 ]
 
 
@@ -111,6 +112,14 @@ LINE_COLUMNS = ("LINE_ID", "ID", "RA", "DEC", "X", "Y", "LINE_WAVE", "LINE_FLUX"
 _LINE_DTYPES = (str, str, float, float, float, float, float, float, float, float, float, float, int,
                 float, str)
 _FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
+def empty_line_table() -> Table:
+    """The line table of a scan that was not run: :data:`LINE_COLUMNS`, no row,
+    ``LINESCAN = False`` in its meta (a scan's own table has ``LINESCAN = True``)."""
+    t = Table(names=LINE_COLUMNS, dtype=_LINE_DTYPES)
+    t.meta.update({"LINESCAN": False, "NLINES": 0})
+    return t
 
 
 @dataclass
@@ -642,7 +651,7 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
     catalog = _objects(lines, cube, cfg)
     med_spread = float(np.nanmedian(spread)) if np.isfinite(spread).any() else np.nan
     for t in (lines, false):
-        t.meta.update({"SNRTHR": thr, "SNRMIN": float(cfg.snr),
+        t.meta.update({"LINESCAN": True, "SNRTHR": thr, "SNRMIN": float(cfg.snr),
                        "MAXFALSE": -1 if cfg.max_false is None else int(cfg.max_false),
                        "NFALSE": len(false), "NLINES": len(lines),
                        "PURITY": round(1.0 - len(false) / len(lines), 4) if len(lines) else np.nan,
@@ -768,7 +777,8 @@ def _objects(lines: Table, cube: Cube, cfg: ScanConfig) -> Table:
 
 
 #: Header cards of the calibration (key, LineScan.lines.meta key, comment).
-_CALIB_CARDS = (("SNRTHR", "SNRTHR", "calibrated S/N threshold of the line scan"),
+_CALIB_CARDS = (("LINESCAN", "LINESCAN", "line scan run (F: it was off; no line)"),
+                ("SNRTHR", "SNRTHR", "calibrated S/N threshold of the line scan"),
                 ("SNRMIN", "SNRMIN", "lowest threshold asked (--line-snr)"),
                 ("MAXFALSE", "MAXFALSE", "threshold raised to <= this many false lines (-1: no)"),
                 ("NLINES", "NLINES", "lines found at the threshold"),

@@ -6,6 +6,7 @@
 # with the form unchanged: it must give what `ifu-extract run CUBE CATALOGUE --fwhm-fallback F`
 # gives, F the default of the workflow's "PSF FWHM if the cube has no FSF keywords" (`make demo` on
 # the full cube): the same summary, column by column, and the same spectra (compare_run.py).
+# A third run, in 2 chunks with "Find line emitters" on, must give what `run --line-scan` gives.
 #
 #   compare_chunks.sh [CUBE CATALOGUE]    default: test-data/wf_cube.fits test-data/wf_catalog.txt
 #
@@ -30,11 +31,15 @@ p3=$!
 "$PLANEMO_VENV/bin/python" "$HERE/run_workflow.py" "$url" "$key" --cube "$CUBE" --catalogue "$CAT" \
     --chunks 1 --out "$OUT/chunks1" > "$OUT/run1.log" 2>&1 &
 p1=$!
-s3=0; s1=0
+"$PLANEMO_VENV/bin/python" "$HERE/run_workflow.py" "$url" "$key" --cube "$CUBE" --catalogue "$CAT" \
+    --chunks 2 --param "Find line emitters=true" --out "$OUT/lines2" > "$OUT/runl.log" 2>&1 &
+pl=$!
+s3=0; s1=0; sl=0
 wait $p3 || s3=$?
 wait $p1 || s1=$?
-if [ $s3 -ne 0 ] || [ $s1 -ne 0 ]; then
-    tail -n 20 "$OUT/run3.log" "$OUT/run1.log" >&2
+wait $pl || sl=$?
+if [ $s3 -ne 0 ] || [ $s1 -ne 0 ] || [ $sl -ne 0 ]; then
+    tail -n 20 "$OUT/run3.log" "$OUT/run1.log" "$OUT/runl.log" >&2
     die "a workflow run failed"
 fi
 status=0
@@ -46,4 +51,9 @@ fwhm="$("$IFU_VENV/bin/python" "$HERE/compare_run.py" fwhm "$REPO_ROOT/workflows
 "$IFU_VENV/bin/ifu-extract" run "$CUBE" "$CAT" -o "$OUT/run" --fwhm-fallback "$fwhm" --no-plots > "$OUT/run.log" 2>&1 ||
     { tail -n 20 "$OUT/run.log" >&2; die "ifu-extract run failed"; }
 "$IFU_VENV/bin/python" "$HERE/compare_run.py" "$OUT/chunks1" "$OUT/run" || status=1
+# "Find line emitters" on is run --line-scan.
+"$IFU_VENV/bin/ifu-extract" run "$CUBE" "$CAT" -o "$OUT/run-lines" --line-scan --fwhm-fallback "$fwhm" --no-plots \
+    > "$OUT/run-lines.log" 2>&1 || { tail -n 20 "$OUT/run-lines.log" >&2; die "ifu-extract run --line-scan failed"; }
+log "the workflow with 'Find line emitters' (2 chunks) against run --line-scan:"
+"$IFU_VENV/bin/python" "$HERE/compare_run.py" "$OUT/lines2" "$OUT/run-lines" || status=1
 exit $status

@@ -112,9 +112,11 @@ CATALOG_FORMATS = ("auto", "tsv", "csv", "ecsv", "fits")
 @click.option("--min-radius", type=click.FloatRange(min=0, min_open=True),
               default=DEFAULTS["min_radius"], show_default=True,
               help="Circular aperture radius for sources smaller than a Kron aperture, pixels.")
-@click.option("--line-scan", is_flag=True,
+@click.option("--line-scan/--no-line-scan", default=None,
               help="Cube input: also find emission lines with a calibrated 3-D matched filter and "
-                   "add the objects they belong to (invisible in white light) to the catalogue.")
+                   "add the objects they belong to (invisible in white light) to the catalogue.  "
+                   "--no-line-scan: the scan is off, and --lines and --line-images are written "
+                   "holding no line (LINESCAN = F), for a workflow's on/off switch.")
 @click.option("--lines", "lines_path", type=OutputPath(dir_okay=False), default=None,
               help="Write the line table here: one row per line (LINE_ID, ID of its object, RA, DEC, "
                    "LINE_WAVE, LINE_FLUX, LINE_FLUX_ERR, SNR, PURITY, EXTENT...); format by suffix.")
@@ -183,10 +185,13 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
         raise click.UsageError("--line and --wave-range are exclusive")
     if filter_file is not None and filter_kernel != "default":
         raise click.UsageError("--filter-file and --filter-kernel are exclusive")
-    if (lines_path or line_images or fallback_fwhm is not None) and not line_scan:
-        raise click.UsageError("--lines, --line-images and --fwhm-fallback need --line-scan")
+    if (lines_path or line_images or fallback_fwhm is not None) and line_scan is None:
+        raise click.UsageError("--lines, --line-images and --fwhm-fallback need --line-scan (or "
+                               "--no-line-scan, which writes the line files holding no line)")
     scan = None
-    if line_scan:
+    if line_scan is False and (lines_path or line_images):
+        scan = LineScanRequest(lines=lines_path, images=line_images, enabled=False)
+    elif line_scan:
         scan = LineScanRequest(
             ScanConfig(snr=line_snr, max_false=line_max_false, line_fwhm=line_profile_fwhm,
                        continuum_width=0.0 if contsub_cube else line_continuum_width,
@@ -218,6 +223,9 @@ def cmd(image_or_cube, output, catalog_format, segmap, background, rms, plot, wa
         report(f"line scan: {len(res.scan.lines)} lines in {len(res.scan.catalog)} objects, "
                f"{res.n_scan_new} new; {res.scan.n_false} false lines expected at S/N "
                f"{res.scan.threshold:g} (negated cube)")
+    elif scan is not None:
+        written = " and ".join(str(p) for p in (lines_path, line_images) if p)
+        report(f"line scan off (--no-line-scan): {written} written holding no line")
     plural = "" if len(res.detection) == 1 else "s"
     report(f"detected {len(res.detection)} source{plural} in {name} ({res.kind}, "
            f"{res.image.shape[1]} x {res.image.shape[0]} pixels, threshold "

@@ -24,7 +24,7 @@ from ..fitsout import add_provenance, write_hdulist
 from ..image import Image
 from ..linescan import LineScan
 from ._outputs import OutputSet, check_writable
-from .linescan import LineScanRequest, run_line_scan
+from .linescan import LineScanRequest, run_line_scan, write_scan_off
 
 __all__ = ["DetectConfig", "DetectOutputs", "DetectResult", "run_detect", "product_hdul"]
 
@@ -38,7 +38,8 @@ class DetectConfig:
     :func:`ifu_extract.detect.read_detection_image`; the detection parameters those of
     :func:`ifu_extract.detect.detect_sources` (:meth:`sep_kwargs`), with the filter named
     ``filter_kernel``/``filter_fwhm``; ``match_radius`` (arcsec) is the radius within which a
-    detection is an object of the merge catalogue; ``scan`` asks for the line scan.
+    detection is an object of the merge catalogue; ``scan`` asks for the line scan (or, with
+    ``scan.enabled`` False, for its files holding no line).
     """
 
     wave_range: tuple | None = None
@@ -264,7 +265,9 @@ def run_detect(image_or_cube, outputs: DetectOutputs, config: DetectConfig | Non
     # Every product goes to a temporary file, renamed with the others at the end: an error in
     # any of them leaves no output at all.
     with OutputSet() as products:
-        if cfg.scan is not None:
+        if cfg.scan is not None and not cfg.scan.enabled:
+            write_scan_off(cfg.scan, products, inputs={"cube": image_or_cube})
+        elif cfg.scan is not None:
             if kind != "cube":
                 raise ParameterError(None, "{line_scan} needs a cube as input",
                                      "give the cube, or drop {line_scan}", params=("line_scan",))

@@ -15,14 +15,14 @@ from astropy.table import Table
 
 from ..catalog import write_catalog
 from ..cubeio import open_cube
-from ..emitters import scan_catalog, write_emitter_images
+from ..emitters import scan_catalog, write_emitter_images, write_no_emitter_images
 from ..errors import ParameterError
 from ..identity import check_product
-from ..linescan import LineScan, ScanConfig, scan_psf
+from ..linescan import LineScan, ScanConfig, empty_line_table, scan_psf
 from ..psf import PSFModel
 from ._outputs import OutputSet
 
-__all__ = ["LineScanRequest", "run_line_scan", "SCAN_PARAMS"]
+__all__ = ["LineScanRequest", "run_line_scan", "write_scan_off", "SCAN_PARAMS"]
 
 #: :class:`ScanConfig` field -> the name the steps give it (``detect``'s parameters), so that
 #: an error of the scan names the step's parameter (``line_snr``), not the field (``snr``).
@@ -50,6 +50,10 @@ class LineScanRequest:
         fitted (``--fwhm-fallback``).
     lines, images : str or os.PathLike, optional
         Where to write the line table (format by suffix) and the emitters' narrow-band images.
+    enabled : bool
+        False: the scan is off, and *lines* and *images* are written holding no line
+        (``LINESCAN = F``; :func:`write_scan_off`), so that a workflow's on/off switch always
+        gives the next steps the datasets they read.
     """
 
     config: ScanConfig = field(default_factory=ScanConfig)
@@ -58,6 +62,7 @@ class LineScanRequest:
     fallback_fwhm: float | None = None
     lines: object = None
     images: object = None
+    enabled: bool = True
 
 
 def run_line_scan(cube_path, table: Table | None, request: LineScanRequest, *,
@@ -110,3 +115,17 @@ def run_line_scan(cube_path, table: Table | None, request: LineScanRequest, *,
             write_emitter_images(outputs.path(request.images, suffix=".fits"), cube, scan,
                                  contsub=cs, inputs=inputs or {"cube": str(cube_path)})
     return merged, scan
+
+
+def write_scan_off(request: LineScanRequest, outputs: OutputSet, *, inputs: dict | None = None,
+                   lines_format: str = "auto") -> None:
+    """Write the line table and the images file of *request* holding no line: the scan is off.
+
+    The table has the line table's columns and no row, ``LINESCAN = False`` in its meta; the
+    images file one primary HDU with ``LINESCAN = F`` and ``NEMIT = 0``.  Read back, they give
+    no line and no emitter (``extract --line-images`` adds no ``MUSE_NB`` spectrum).
+    """
+    if request.lines:
+        write_catalog(empty_line_table(), outputs.path(request.lines), lines_format)
+    if request.images:
+        write_no_emitter_images(outputs.path(request.images, suffix=".fits"), inputs=inputs)
