@@ -13,6 +13,9 @@
                      0.2 arcsec, Moffat PSF (beta 2.8, FWHM 0.73 arcsec here) with FSF keywords,
                      noise giving S/N 5 per channel in the bright galaxy's brightest spaxel
 ``wf_blend_catalog.txt``   their positions (ID 1 bright, ID 2 faint)
+``wf_blend_image.fits``   an HST-like image of the blend (``tests/blend_scenes.hst_image``): the
+                     three components' light in the 7000-7069 Angstrom band on a 0.05 arcsec
+                     grid aligned with the cube's, Gaussian PSF of 0.1 arcsec FWHM, peak S/N 200
 
 The cut reuses ``make_galaxy_data.make_cube`` with a wider window and fewer channels, so that the
 workflow test has several objects while the file stays well under 1 MB.  Usage:
@@ -34,8 +37,9 @@ import make_galaxy_data as gx  # noqa: E402  (same cutting code, other window)
 BLEND_LINE = 7010.0
 
 
-def make_blend(cube_path: Path, cat_path: Path, seed: int = 3) -> None:
-    """The synthetic blend of the workflow test (see the module docstring)."""
+def make_blend(cube_path: Path, cat_path: Path, seed: int = 3, image_path: Path | None = None) -> None:
+    """The synthetic blend of the workflow test (see the module docstring); with *image_path*,
+    its HST-like image too."""
     import numpy as np
 
     from ifu_extract import synth
@@ -78,6 +82,13 @@ def make_blend(cube_path: Path, cat_path: Path, seed: int = 3) -> None:
     ra, dec = pixel_to_world(WCS(hdr).celestial, np.array([xb, xf]), np.array([yb, yf]))
     cat_path.write_text("ID RA DEC\n" + "".join(f"{i} {r:.7f} {d:.7f}\n"
                                                  for i, (r, d) in enumerate(zip(ra, dec), start=1)))
+    if image_path is not None:
+        sys.path.insert(0, str(HERE.parent / "tests"))
+        import blend_scenes
+
+        img = blend_scenes.hst_image(sources, wave, hdr, np.random.default_rng(seed + 1), shape=25)
+        img[0].header["OBJECT"] = "ifu-extract synthetic blend, HST-like image (test-data/make_workflow_data.py)"
+        img.writeto(image_path, overwrite=True, checksum=True)
 
 
 def main() -> None:
@@ -86,7 +97,8 @@ def main() -> None:
     cube_src, cat_src = gx.minicube_paths()
     wcs = gx.make_cube(cube_src, HERE / "wf_cube.fits")
     gx.make_catalog(cat_src, HERE / "wf_catalog.txt", wcs)
-    make_blend(HERE / "wf_blend_cube.fits", HERE / "wf_blend_catalog.txt")
+    make_blend(HERE / "wf_blend_cube.fits", HERE / "wf_blend_catalog.txt",
+               image_path=HERE / "wf_blend_image.fits")
     for path in sorted(HERE.glob("wf_*")):
         size = path.stat().st_size
         assert size < 1_000_000, f"{path.name} is {size} bytes: test files stay well under 1 MB"

@@ -227,11 +227,12 @@ def build(scene: Scene, seed: int, outdir, *, nwave: int = 1841, peak_snr: float
 
 
 def hst_image(srcs, wave, cube_header, rng, *, sub: int = 4, fwhm: float = HST_FWHM,
-              band=(7000.0, 9000.0), snr: float = 200.0) -> fits.HDUList:
+              band=(7000.0, 9000.0), snr: float = 200.0, shape: int = SHAPE) -> fits.HDUList:
     """The sources' intrinsic light in one broad band on a grid *sub* times finer than the
-    cube's, with a Gaussian PSF of *fwhm* arcsec and noise (peak S/N *snr*), and a WCS aligned
-    with the cube's (same tangent point; the grids share their outer edges)."""
-    n = SHAPE * sub
+    cube's (*shape* x *shape* spaxels of 0.2″, tangent point at the centre), with a Gaussian PSF
+    of *fwhm* arcsec and noise (peak S/N *snr*), and a WCS aligned with the cube's (same
+    tangent point; the grids share their outer edges)."""
+    n = shape * sub
     inband = (wave >= band[0]) & (wave <= band[1])
     img = np.zeros((n, n))
     for s in srcs:

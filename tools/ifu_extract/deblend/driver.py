@@ -29,7 +29,7 @@ from .groups import (cut_footprints, find_groups, footprint_radius, object_label
 from .joint import POOR_CHI2, GroupComponents, hat_weights, joint_fit
 from .models import ModelImages, build_group_model, psf_nodes
 from .psfrefine import BinnedGroup, refine_group_psf
-from .solver import solve_layers
+from .solver import GroupChiSquare, solve_layers
 
 log = logging.getLogger("ifu_extract")
 
@@ -238,7 +238,7 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
                    None if dvar is None else dvar.reshape(L, -1)[:, sel], models)
 
     if gm.summed:
-        flux, var = _solve_summed(cube, gm, box, region, z0, z1, step, cfg, model_cube)
+        flux, var, meta_fit = _solve_summed(cube, gm, box, region, z0, z1, step, cfg, model_cube)
         _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta_fit)
         return
     # Pass 1 (groups with gradient shapes): every column free in every channel.  The gradient
@@ -261,6 +261,7 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
         first = {"flux": coef[:, :K], "var": cvar[:, :K]}
     flux = np.full((nz, K), np.nan)
     var = np.full((nz, K), np.nan)
+    acc = GroupChiSquare(K)
     for s0, s1, d, v, models in blocks():
         m = models[:, :, sel]
         if ncol > K:
@@ -268,6 +269,10 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
         f, cov = solve_layers(d, v, m[:, :K], nonneg=cfg.nonneg, background=cfg.background)
         flux[s0:s1] = f[:, :K]
         var[s0:s1] = np.einsum("lkk->lk", cov)[:, :K]
+        if v is not None:
+            parts = np.nan_to_num(f[:, :K])[:, :, None] * m[:, :K]
+            acc.add_residual(d, v, parts.sum(axis=1) + (np.nan_to_num(f[:, K:K + 1]) if cfg.background else 0.0),
+                             parts)
         if model_cube is not None:
             fz = np.nan_to_num(f)
             shape = (s1 - s0, by1 - by0, bx1 - bx0)
@@ -280,12 +285,17 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
     if kept.any():
         flux[kept] = first["flux"][kept]
         var[kept] = first["var"][kept]
+    if cube.has_var:
+        # Gradient amplitudes are smoothed along wavelength: not counted as free parameters.
+        chi2, chi2_group = acc.result(nz, 1, K + (1 if cfg.background else 0))
+        meta_fit = _fit_meta(gm, chi2, chi2_group)
     _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta_fit)
 
 
 def _solve_summed(cube, gm, box, region, z0, z1, step, cfg, model_cube):
     """Fluxes of a group whose columns are all free parts of its members (sharp-image
-    templates): every column fitted per channel, a member's flux the sum of its parts'."""
+    templates): every column fitted per channel, a member's flux the sum of its parts'; with
+    the fit's χ²/dof (``DBCHI2``...) as the third value."""
     bx0, bx1, by0, by1 = box
     sel = region.ravel()
     K = len(gm.rows)
@@ -293,23 +303,32 @@ def _solve_summed(cube, gm, box, region, z0, z1, step, cfg, model_cube):
     S = (gm.col_member[:, None] == np.arange(K)[None, :]).astype(float)   # (ncol, K)
     flux = np.full((z1 - z0, K), np.nan)
     var = np.full((z1 - z0, K), np.nan)
+    acc = GroupChiSquare(K)
     for c0 in range(z0, z1, step):
         c1 = min(c0 + step, z1)
         L = c1 - c0
         data, dvar = cube.window(bx0, bx1, by0, by1, c0, c1)
         models = gm.at(cube.wave[c0:c1]).reshape(L, ncol, -1)
-        f, cov = solve_layers(data.reshape(L, -1)[:, sel],
-                              None if dvar is None else dvar.reshape(L, -1)[:, sel],
-                              models[:, :, sel], nonneg=cfg.nonneg, background=cfg.background)
+        d = data.reshape(L, -1)[:, sel]
+        v = None if dvar is None else dvar.reshape(L, -1)[:, sel]
+        f, cov = solve_layers(d, v, models[:, :, sel], nonneg=cfg.nonneg, background=cfg.background)
         flux[c0 - z0:c1 - z0] = f[:, :ncol] @ S
         var[c0 - z0:c1 - z0] = np.einsum("lij,ik,jk->lk", cov[:, :ncol, :ncol], S, S)
+        if v is not None:
+            parts = np.einsum("lc,lcp,ck->lkp", np.nan_to_num(f[:, :ncol]), models[:, :, sel], S)
+            acc.add_residual(d, v, parts.sum(axis=1) + (np.nan_to_num(f[:, ncol:ncol + 1]) if cfg.background
+                                                         else 0.0), parts)
         if model_cube is not None:
             fz = np.nan_to_num(f)
             block = np.einsum("lk,lkp->lp", fz[:, :ncol], models).reshape(L, by1 - by0, bx1 - bx0)
             if cfg.background:
                 block += fz[:, ncol][:, None, None] * region[None]
             _add_box(model_cube, block, box, c0 - z0, cube.ny, cube.nx)
-    return flux, var
+    if not cube.has_var:
+        return flux, var, {}
+    # Every part of a member is a flux free in every channel.
+    chi2, chi2_group = acc.result(z1 - z0, S.sum(axis=0), ncol + (1 if cfg.background else 0))
+    return flux, var, _fit_meta(gm, chi2, chi2_group)
 
 
 def _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta_fit):
@@ -391,8 +410,7 @@ def _solve_joint(cube, gm, images, box, region, z0, z1, cfg, model_cube):
     for k, i in enumerate(gm.rows):
         if res.clipped[k]:
             gm.notes[i].append(f"{int(res.clipped[k])} channels below -4 sigma refitted with fluxes >= 0")
-        if res.chi2[k] > POOR_CHI2:
-            gm.notes[i].append(f"poor model: chi2/dof {res.chi2[k]:.2f}")
+    meta = _fit_meta(gm, res.chi2, res.chi2_group)
     if model_cube is not None:
         Hm = hat_weights(wave, res.morph_wave)
         Hn = hat_weights(wave, gm.node_wave)
@@ -407,15 +425,23 @@ def _solve_joint(cube, gm, images, box, region, z0, z1, cfg, model_cube):
             if res.background is not None:
                 block += res.background[c0:c1, None, None] * region[None]
             _add_box(model_cube, block.astype(np.float32), box, c0, cube.ny, cube.nx)
-    def _fin(v):  # FITS headers hold no NaN: -1 when the cube has no variance
+    meta.update({"DBNCLIP": ([int(v) for v in res.clipped], "channels refitted with fluxes >= 0"),
+                 "DBNITER": (int(res.iterations), "joint fit iterations")})
+    return res.flux, res.var, meta
+
+
+def _fit_meta(gm, chi2, chi2_group) -> dict:
+    """``DBCHI2``/``DBGCHI2``/``DBPOOR`` of a group's fit (per member, over the group; -1 when
+    the cube has no variance), and a note on each member whose model is poor."""
+    def fin(v):  # FITS headers hold no NaN
         return round(float(v), 4) if np.isfinite(v) else -1.0
 
-    meta = {"DBCHI2": ([_fin(v) for v in res.chi2], "chi2/dof on its own spaxels (-1: no STAT)"),
-            "DBGCHI2": (_fin(res.chi2_group), "chi2/dof of the fit over the group"),
-            "DBPOOR": ([bool(v > POOR_CHI2) for v in res.chi2], f"model poor: DBCHI2 > {POOR_CHI2}"),
-            "DBNCLIP": ([int(v) for v in res.clipped], "channels refitted with fluxes >= 0"),
-            "DBNITER": (int(res.iterations), "joint fit iterations")}
-    return res.flux, res.var, meta
+    for k, i in enumerate(gm.rows):
+        if chi2[k] > POOR_CHI2:
+            gm.notes[i].append(f"poor model: chi2/dof {chi2[k]:.2f}")
+    return {"DBCHI2": ([fin(v) for v in chi2], "chi2/dof on its own spaxels (-1: no STAT)"),
+            "DBGCHI2": (fin(chi2_group), "chi2/dof of the fit over the group"),
+            "DBPOOR": ([bool(v > POOR_CHI2) for v in chi2], f"model poor: DBCHI2 > {POOR_CHI2}")}
 
 
 def _smooth_amplitudes(amp: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -30,8 +30,8 @@ After the last iteration the fluxes are solved once more per channel; channels w
 member's flux falls below ``-NEG_SIGMA`` standard deviations, which only model mismatch
 produces (e.g. a neighbour's emission line whose morphology differs from its continuum's), are
 re-solved with every member's flux >= 0, and counted.  The fit's χ² per degree of freedom over
-each member's own spaxels (where its model is at least ``OWN_FRACTION`` of the group's) and
-over the group is returned for the spectra's headers.
+each member's own spaxels (where its model is at least ``solver.OWN_FRACTION`` of the group's)
+and over the group is returned for the spectra's headers (:class:`~.solver.GroupChiSquare`).
 
 Arrays: data ``(n_wave, n_pix)`` over the group's fitted spaxels (NaN: left out); component
 node images ``(n_nodes, n_comp, n_pix)``.  Deterministic: no random numbers.
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from .solver import solve_layers
+from .solver import GroupChiSquare, solve_layers
 
 __all__ = ["GroupComponents", "JointResult", "joint_fit", "hat_weights", "MORPH_NODES",
            "JOINT_ITERATIONS", "NEG_SIGMA", "POOR_CHI2"]
@@ -57,8 +57,6 @@ JOINT_ITERATIONS = 30
 JOINT_TOL = 1e-3
 #: Channels where a flux falls below this many standard deviations are solved with fluxes >= 0.
 NEG_SIGMA = 4.0
-#: A member's spaxels are those where its model is at least this fraction of the group's.
-OWN_FRACTION = 0.3
 #: χ²/dof above which a member's model is flagged as poor (DBPOOR).
 POOR_CHI2 = 1.5
 #: Largest number of channels per morphology bin (the PSF changes by < 2 % within one).
@@ -303,8 +301,7 @@ def joint_fit(data, var, wave, comps: GroupComponents, *, background: bool = Fal
         fvar = np.full((L, Ko), np.nan)
         bkg = np.zeros(L) if background else None
         clipped = np.zeros(Ko, int)
-        chi = np.zeros((Ko, 2))
-        tot = np.zeros(2)
+        acc = GroupChiSquare(Ko)
         for c0 in range(0, L, block):
             sl = slice(c0, min(c0 + block, L))
             m = _models(comps, amp, Hm, Hn, sl)
@@ -337,20 +334,14 @@ def joint_fit(data, var, wave, comps: GroupComponents, *, background: bool = Fal
             fz = np.nan_to_num(f)
             parts = np.einsum("lk,lkp,ka->lap", fz[:, :K], m, Smat)          # (l, Ko, P)
             model = parts.sum(axis=1) + (fz[:, K:K + 1] if background else 0.0)
-            chi2 = (d[sl] - model) ** 2 * iv[sl]
-            tot += (chi2.sum(), (iv[sl] > 0).sum())
-            with np.errstate(invalid="ignore", divide="ignore"):
-                share = np.abs(parts) / np.maximum(np.abs(parts).sum(axis=1, keepdims=True), 1e-300)
-            own = share >= OWN_FRACTION
-            chi[:, 0] += np.einsum("lkp,lp->k", own, chi2)
-            chi[:, 1] += np.einsum("lkp,lp->k", own, (iv[sl] > 0).astype(float))
-        return flux, fvar, bkg, clipped, chi, tot
+            acc.add((d[sl] - model) ** 2 * iv[sl], iv[sl] > 0, parts)
+        return flux, fvar, bkg, clipped, acc
 
-    flux, _, bkg, _, _, _ = fluxes(amp)
+    flux, _, bkg, _, _ = fluxes(amp)
     n_iter = 0
     for n_iter in range(1, iterations + 1):
         amp = _morphology_step(comps, d, iv, flux, bkg, Hm, Hn, bins, amp)
-        new, _, bkg, _, _, _ = fluxes(amp)
+        new, _, bkg, _, _ = fluxes(amp)
         # Each member's own change, relative to its own flux: a faint member's spectrum moves
         # by amounts that are nothing on its bright neighbour's scale.
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -359,13 +350,11 @@ def joint_fit(data, var, wave, comps: GroupComponents, *, background: bool = Fal
         flux = new
         if change < JOINT_TOL:
             break
-    flux, fvar, bkg, clipped, chi, tot = fluxes(amp, final=True)
+    flux, fvar, bkg, clipped, acc = fluxes(amp, final=True)
     # Degrees of freedom: fluxes per channel, amplitudes (few) neglected.
-    n_par = K + (1 if background else 0)
-    dof_group = max(tot[1] - n_par * L, 1.0)
-    chi2_group = float(tot[0] / dof_group) if var is not None else np.nan
-    with np.errstate(invalid="ignore", divide="ignore"):
-        chi2 = chi[:, 0] / np.maximum(chi[:, 1] - L, 1.0) if var is not None else np.full(Ko, np.nan)
+    chi2, chi2_group = acc.result(L, 1, K + (1 if background else 0))
+    if var is None:
+        chi2, chi2_group = np.full(Ko, np.nan), np.nan
     return JointResult(flux, fvar, bkg, amp, morph_wave, chi2, chi2_group, clipped, n_iter, sub_flux)
 
 

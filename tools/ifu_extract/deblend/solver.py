@@ -134,3 +134,54 @@ def _batched_nnls(N, r, usable, can_clamp):
         free[layer] = False
         free[layer, u] = (xl != 0) | ~cc
     return x, free
+
+
+#: A spaxel is a member's own when the member's model is at least this fraction of the group's.
+OWN_FRACTION = 0.3
+
+
+class GroupChiSquare:
+    """χ² of a group's fit, accumulated block by block of channels: over the whole group and
+    over each member's own spaxels (where its model is at least :data:`OWN_FRACTION` of the
+    group's model), for the DEBLEND spectra's headers (``DBCHI2``, ``DBGCHI2``, ``DBPOOR``).
+
+    Parameters
+    ----------
+    n_members : int
+        Members of the group (*K*).
+    """
+
+    def __init__(self, n_members: int):
+        self.own = np.zeros((n_members, 2))    # (χ², valid voxels) on each member's own spaxels
+        self.total = np.zeros(2)               # the same over the group
+
+    def add(self, chi2: np.ndarray, valid: np.ndarray, parts: np.ndarray) -> None:
+        """Add one block: *chi2* ``(n_wave, n_pix)`` the weighted squared residuals (0 where not
+        *valid*), *parts* ``(n_wave, K, n_pix)`` each member's model (fluxes times shapes)."""
+        self.total += (chi2.sum(), valid.sum())
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.abs(parts) / np.maximum(np.abs(parts).sum(axis=1, keepdims=True), 1e-300)
+        own = share >= OWN_FRACTION
+        self.own[:, 0] += np.einsum("lkp,lp->k", own, chi2)
+        self.own[:, 1] += np.einsum("lkp,lp->k", own, valid.astype(float))
+
+    def add_residual(self, data, var, model, parts) -> None:
+        """Add one block from its *data*, *var* and *model* ``(n_wave, n_pix)`` (NaN data or a
+        non-positive variance: left out) and the members' *parts* ``(n_wave, K, n_pix)``."""
+        d = np.asarray(data, dtype=np.float64)
+        v = np.asarray(var, dtype=np.float64)
+        valid = np.isfinite(d) & np.isfinite(v) & (v > 0) & np.isfinite(model)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            chi2 = np.where(valid, (d - model) ** 2 / np.where(valid, v, 1.0), 0.0)
+        self.add(chi2, valid, np.nan_to_num(parts))
+
+    def result(self, n_wave: int, params_member, params_group: int) -> tuple[np.ndarray, float]:
+        """χ²/dof on each member's own spaxels and over the group.
+
+        *params_member* (scalar or ``(K,)``) are the fluxes fitted per channel for a member,
+        *params_group* those of the whole group; *n_wave* channels.
+        """
+        dof_group = max(self.total[1] - params_group * n_wave, 1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            chi2 = self.own[:, 0] / np.maximum(self.own[:, 1] - np.asarray(params_member) * n_wave, 1.0)
+        return chi2, float(self.total[0] / dof_group)
