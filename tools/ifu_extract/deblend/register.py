@@ -273,19 +273,27 @@ def register_image(image: Image, cube, psf, *, white: Image, image_fwhm: float =
     fine = resample_to_grid(image, finer_wcs(target, scale) if scale > 1 else target,
                             (Ny * scale, Nx * scale)).astype(np.float64)
     off = ~np.isfinite(fine).reshape(Ny, scale, Nx, scale).all(axis=(1, 3))
-    parts = _parts(np.nan_to_num(fine), scale, pad, positions)
+    fine = np.nan_to_num(fine)
     k = np.hypot(np.fft.fftfreq(Ny * scale)[:, None], np.fft.rfftfreq(Nx * scale)[None, :]) * scale
     node_ft = np.stack([psf_ft(psf.kind, float(psf.fwhm(w)) / pixscale, float(psf.beta(w)), k) for w in node_wave])
     kernel = np.tensordot(channel_weights(node_wave, wave), node_ft, axes=1)
     if image_fwhm > 0:
         # Divide out the image's own PSF where it is not negligible (it is much the sharper).
         kernel = kernel / np.maximum(psf_ft("gaussian", image_fwhm / pixscale, 2.8, k), 1e-3)
-    models = np.stack([np.fft.irfft2(np.fft.rfft2(p) * kernel, s=p.shape).reshape(Ny, scale, Nx, scale)
-                       .mean(axis=(1, 3)) for p in parts])
     var = None if white.var is None else np.asarray(white.var, float)
-    sx, sy, ex, ey, n, reason = fit_image_shift(models, np.asarray(white.data, float), var, pad=pad,
-                                                max_shift_pix=max_shift / pixscale, off=off,
-                                                signal_snr=signal_snr, min_spaxels=min_spaxels)
+    sx = sy = 0.0
+    # Twice: the second time the cells are cut around the sources' positions moved by the first
+    # fit, onto the image's light (a cell off its source's light pulls the shift).
+    for _ in range(2 if positions is not None else 1):
+        cells = None if positions is None else (np.asarray(positions[0], float) + (0.0 if np.isnan(sx) else sx),
+                                                np.asarray(positions[1], float) + (0.0 if np.isnan(sy) else sy))
+        models = np.stack([np.fft.irfft2(np.fft.rfft2(p) * kernel, s=p.shape).reshape(Ny, scale, Nx, scale)
+                           .mean(axis=(1, 3)) for p in _parts(fine, scale, pad, cells)])
+        sx, sy, ex, ey, n, reason = fit_image_shift(models, np.asarray(white.data, float), var, pad=pad,
+                                                    max_shift_pix=max_shift / pixscale, off=off,
+                                                    signal_snr=signal_snr, min_spaxels=min_spaxels)
+        if reason:
+            break
     if reason:
         return ImageRegistration(np.nan, np.nan, np.nan, (np.nan, np.nan), n, False, reason)
     cd = cube.wcs.celestial.pixel_scale_matrix * 3600.0            # arcsec per spaxel, (world, pixel)
