@@ -162,7 +162,7 @@ class Built:
 
 
 def build(scene: Scene, seed: int, outdir, *, nwave: int = 1841, peak_snr: float = 10.0,
-          image: bool = False, oracle: bool = False) -> Built:
+          image: bool = False, oracle: bool = False, image_offset=(0.0, 0.0)) -> Built:
     """Write the scene's cube (MUSE layout, exact FSF keywords), ``cat.txt`` and optionally the
     HST-like image.
 
@@ -174,6 +174,9 @@ def build(scene: Scene, seed: int, outdir, *, nwave: int = 1841, peak_snr: float
         S/N per channel of the bright galaxy's brightest spaxel (median over channels).
     image : bool
         Also write ``hst.fits`` (see the module docstring).
+    image_offset : (float, float)
+        Error of the image's astrometry, arcsec along RA·cos(Dec) and Dec: its CRVAL is moved by
+        it, so every source lies that far from its cube position in the image's WCS.
     oracle : bool
         Also return the fluxes fitted with the true spatial models (the noise's share of the
         score; see ``tests/test_deblend.py``).
@@ -210,7 +213,7 @@ def build(scene: Scene, seed: int, outdir, *, nwave: int = 1841, peak_snr: float
     img_path = None
     if image:
         img_path = outdir / "hst.fits"
-        hst_image(srcs, wave, hdr, rng).writeto(img_path, overwrite=True)
+        hst_image(srcs, wave, hdr, rng, offset=image_offset).writeto(img_path, overwrite=True)
     orc = None
     if oracle:
         from ifu_extract.deblend import solve_layers
@@ -227,11 +230,13 @@ def build(scene: Scene, seed: int, outdir, *, nwave: int = 1841, peak_snr: float
 
 
 def hst_image(srcs, wave, cube_header, rng, *, sub: int = 4, fwhm: float = HST_FWHM,
-              band=(7000.0, 9000.0), snr: float = 200.0, shape: int = SHAPE) -> fits.HDUList:
+              band=(7000.0, 9000.0), snr: float = 200.0, offset=(0.0, 0.0),
+              shape: int = SHAPE) -> fits.HDUList:
     """The sources' intrinsic light in one broad band on a grid *sub* times finer than the
     cube's (*shape* x *shape* spaxels of 0.2″, tangent point at the centre), with a Gaussian PSF
     of *fwhm* arcsec and noise (peak S/N *snr*), and a WCS aligned with the cube's (same
-    tangent point; the grids share their outer edges)."""
+    tangent point; the grids share their outer edges), whose CRVAL is then moved by *offset*
+    (arcsec, RA·cos(Dec) and Dec: a wrong astrometry)."""
     n = shape * sub
     inband = (wave >= band[0]) & (wave <= band[1])
     img = np.zeros((n, n))
@@ -253,6 +258,8 @@ def hst_image(srcs, wave, cube_header, rng, *, sub: int = 4, fwhm: float = HST_F
     h = fits.Header()
     for key in ("CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "CRVAL1", "CRVAL2", "RADESYS"):
         h[key] = cube_header[key]
+    h["CRVAL1"] = h["CRVAL1"] + offset[0] / 3600.0 / np.cos(np.deg2rad(h["CRVAL2"]))
+    h["CRVAL2"] = h["CRVAL2"] + offset[1] / 3600.0
     h["CRPIX1"] = (n + 1) / 2.0
     h["CRPIX2"] = (n + 1) / 2.0
     h["CD1_1"] = cube_header["CD1_1"] / sub

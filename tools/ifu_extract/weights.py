@@ -10,7 +10,7 @@ from .errors import InputError, ParameterError
 from .image import read_image
 from .wcsutil import finer_wcs, pixel_scale_arcsec, same_grid
 
-__all__ = ["fine_scale", "load_weight_images", "model_images", "resample_to_cube"]
+__all__ = ["fine_scale", "load_weight_images", "model_images", "resample_to_cube", "resample_to_grid"]
 
 _TAG = re.compile(r"^[A-Z0-9_]+$")
 
@@ -35,6 +35,28 @@ def resample_to_cube(image, cube, scale: int = 1) -> np.ndarray:
     """
     shape = (cube.ny * scale, cube.nx * scale)
     target = cube.wcs.celestial if scale == 1 else finer_wcs(cube.wcs, scale)
+    return resample_to_grid(image, target, shape)
+
+
+def resample_to_grid(image, wcs, shape) -> np.ndarray:
+    """Image resampled onto any celestial grid (area-weighted, ``reproject_exact``).
+
+    Parameters
+    ----------
+    image : ifu_extract.image.Image
+        Must have a celestial WCS.
+    wcs : astropy.wcs.WCS
+        Celestial WCS of the target grid.
+    shape : (int, int)
+        ``(ny, nx)`` of the target grid.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``shape`` float32, the mean surface brightness of *image* over each pixel (NaN off
+        the image).
+    """
+    target = wcs
     if same_grid(image.wcs, image.shape, target, shape):
         return image.data.astype(np.float32)
     from reproject import reproject_exact

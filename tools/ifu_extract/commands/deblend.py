@@ -45,6 +45,10 @@ from ._paths import OutputPath
                    "convolved with the cube's PSF, is its model [default: the cube's white light].")
 @click.option("--image-fwhm", type=click.FloatRange(min=0, max=5), default=0.0, show_default=True,
               help="PSF FWHM of --image, arcsec (0: sharp compared with the cube).")
+@click.option("--register-image/--no-register-image", default=True, show_default=True,
+              help="Fit one offset of --image's astrometry to the cube's (the image convolved to the "
+                   "cube's PSF against the white light, up to 1 arcsec) and remove it before the models "
+                   "are made; not applied when poorly constrained.  Headers: DBIMGREG, DBIMGDX, DBIMGDY.")
 @click.option("--model", type=click.Choice(MODELS), default="profile", show_default=True,
               help="Spatial models: 'profile' = concentric Gaussians per source fitted jointly on the "
                    "image; 'segment' = the segment-restricted image itself (for a sharp --image).")
@@ -96,8 +100,8 @@ from ._paths import OutputPath
 @cube_options
 @cube_name_option
 def cmd(cube, catalog, sources, sources_out, summary, output, pass_through, masks, segmap, image,
-        image_fwhm, model, fwhm, fallback_fwhm, fwhm_red, beta, psf_kind, psf_star, overlap, max_group, nonneg,
-        background, gradients, refine_psf, match_radius, size, model_cube, residual_cube, wave_range,
+        image_fwhm, register_image, model, fwhm, fallback_fwhm, fwhm_red, beta, psf_kind, psf_star, overlap,
+        max_group, nonneg, background, gradients, refine_psf, match_radius, size, model_cube, residual_cube, wave_range,
         catalog_format, **kwargs):
     """Deblend every CATALOG object: overlapping sources are fitted together, channel by channel,
     with the wavelength-dependent PSF; DEBLEND is each source's total flux with its variance."""
@@ -109,7 +113,8 @@ def cmd(cube, catalog, sources, sources_out, summary, output, pass_through, mask
         raise click.UsageError("give --sources-out and --summary (and --source files to update), or -o/--output")
     cfg = DeblendStepConfig.from_options(
         model=model, overlap=overlap, max_group=max_group, nonneg=nonneg, background=background,
-        image_fwhm=image_fwhm, match_radius=match_radius, gradients=gradients, refine_psf=refine_psf,
+        image_fwhm=image_fwhm, register_image=register_image, match_radius=match_radius, gradients=gradients,
+        refine_psf=refine_psf,
         fwhm=fwhm, fallback_fwhm=fallback_fwhm, fwhm_red=fwhm_red, beta=beta, psf_kind=psf_kind, psf_star=psf_star,
         wave_range=wave_range, size=size)
     res = run_deblend(cube, catalog, output, sources=list(sources), summary=summary,

@@ -329,6 +329,10 @@ def build_request(cube, catalog, output, *, config=None, options: dict | None = 
 @_verb_option("deblend", "image_fwhm", decls=["--deblend-image-fwhm", "deblend_image_fwhm"],
               help="PSF FWHM, arcsec, of --deblend-image (e.g. 0.1 for HST ACS in the red) "
                    "[default: 0, sharp compared with the cube].")
+@_verb_option("deblend", "register_image",
+              decls=["--deblend-register-image/--no-deblend-register-image", "deblend_register_image"],
+              help="Fit the offset of --deblend-image's astrometry to the cube's and remove it before "
+                   "the models are made (DBIMGDX, DBIMGDY) [default: on].")
 @click.option("--line-scan", "do_line_scan", is_flag=True,
               help="Find line emitters with a narrow-band scan and extract them (MUSE_NB spectra).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write the QA report.")

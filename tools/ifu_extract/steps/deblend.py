@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from dataclasses import dataclass, field
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,8 @@ from ..deblend import (
 from ..errors import InputError, ParameterError
 from ..fitsout import ensure_dir
 from ..identity import check_product
-from ..image import read_image
+from ..deblend.register import register_image, shift_image_wcs
+from ..image import band_image, read_image
 from ..masks import read_masks
 from ..psf import PSFModel, catalog_candidates
 from ..segmap import read_segmap, segmap_on_grid
@@ -39,6 +41,8 @@ from ..wcsutil import world_to_pixel
 from ..weights import model_images
 from ._outputs import OutputSet, check_writable
 from ._sources import copy_sources, source_ids
+
+log = logging.getLogger("ifu_extract")
 
 __all__ = ["DeblendStepConfig", "DeblendStepResult", "run_deblend"]
 
@@ -64,6 +68,9 @@ class DeblendStepConfig:
         Angstrom; default the whole cube.
     size : float
         Stamp side (arcsec) of the Source files created by the step.
+    register_image : bool
+        Fit the offset of an ancillary image's astrometry to the cube's and remove it before the
+        models are made (:func:`ifu_extract.deblend.register.register_image`).
     """
 
     fit: DeblendConfig = field(default_factory=DeblendConfig)
@@ -75,6 +82,7 @@ class DeblendStepConfig:
     psf_star: str | None = None
     wave_range: tuple | None = None
     size: float = 5.0
+    register_image: bool = True
 
     @classmethod
     def from_options(cls, **options) -> "DeblendStepConfig":
@@ -109,6 +117,8 @@ class DeblendStepResult:
         Groups the placed objects formed.
     n_copied : int
         Source files given and copied to *sources_out*.
+    registration : ImageRegistration, optional
+        The image's fitted offset (None without an image or with ``register_image`` off).
     """
 
     rows: list
@@ -119,6 +129,7 @@ class DeblendStepResult:
     n_ok: int
     n_groups: int
     n_copied: int = 0
+    registration: object = None
 
 
 def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, sources_out=None,
@@ -216,12 +227,16 @@ def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, 
                 seg = mfile.segmap(1)
         elif segmap is not None:
             seg, _, _ = segmap_on_grid(read_segmap(segmap), cube.wcs, (cube.ny, cube.nx))
-        model_image = model_fine = None
+        model_image = model_fine = registration = None
         if image is not None:
             img = read_image(image)
             if img.wcs is None:
                 raise InputError(image, "has no celestial WCS, so it cannot be aligned with the cube",
                                  "give an image with RA/Dec WCS keywords")
+            if cfg.register_image:
+                registration = _register(img, cube, psf, table, cfg)
+                if registration.applied:
+                    img = shift_image_wcs(img, registration.dx, registration.dy)
             model_image, model_fine = model_images(img, cube, fine=cfg.fit.image_templates)
             if not np.isfinite(model_image).any():
                 raise InputError(image, "does not overlap the cube", "give an image of the same field")
@@ -241,10 +256,30 @@ def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, 
                     write_model_cube(cube, model, outs.path(model_cube, ".fits"), z0, z1, inputs=inputs)
                 if residual_cube is not None:
                     write_residual_cube(cube, model, outs.path(residual_cube, ".fits"), z0, z1, inputs=inputs)
+        if registration is not None:
+            for src in result.sources:
+                if src.spectrum is not None:
+                    src.spectrum.meta.update(registration.cards())
         copied = copy_sources(given, sources_dir)   # the given Source files get DEBLEND added
         rows = write_deblend(result, cube, table, sources_dir, summary, size=cfg.size, inputs=inputs)
     return DeblendStepResult(rows=rows, summary=summary, sources_dir=sources_dir,
                              model_cube=None if model_cube is None else Path(model_cube),
                              residual_cube=None if residual_cube is None else Path(residual_cube),
                              n_ok=sum(bool(r["FILE"]) for r in rows),
-                             n_groups=len({r["GROUP"] for r in rows if r["GROUP"]}), n_copied=len(copied))
+                             n_groups=len({r["GROUP"] for r in rows if r["GROUP"]}), n_copied=len(copied),
+                             registration=registration)
+
+
+def _register(img, cube, psf, table, cfg):
+    """The image's offset to the cube, fitted on the white light over the deblending's channels,
+    with one scale per catalogue source's cell; logged in one line."""
+    ra = np.ma.filled(np.ma.asarray(table["RA"], dtype=float), np.nan)
+    dec = np.ma.filled(np.ma.asarray(table["DEC"], dtype=float), np.nan)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    if "STATUS" in table.colnames:
+        ok &= np.array([str(v) == "ok" for v in table["STATUS"]])
+    positions = world_to_pixel(cube.wcs, ra[ok], dec[ok]) if ok.any() else None
+    reg = register_image(img, cube, psf, white=band_image(cube, cfg.wave_range), image_fwhm=cfg.fit.image_fwhm,
+                         positions=positions, wave_range=cfg.wave_range)
+    log.info(reg.describe())
+    return reg
