@@ -48,7 +48,8 @@ from ._paths import OutputPath
 @click.option("--register-image/--no-register-image", default=True, show_default=True,
               help="Fit one offset of --image's astrometry to the cube's (the image convolved to the "
                    "cube's PSF against the white light, up to 1 arcsec) and remove it before the models "
-                   "are made; not applied when poorly constrained.  Headers: DBIMGREG, DBIMGDX, DBIMGDY.")
+                   "are made; not applied when poorly constrained.  Headers: DBIMGREG, DBIMGDX, DBIMGDY.  "
+                   "Relies on --image-fwhm being the image's PSF.")
 @click.option("--model", type=click.Choice(MODELS), default="profile", show_default=True,
               help="Spatial models: 'profile' = concentric Gaussians per source fitted jointly on the "
                    "image; 'segment' = the segment-restricted image itself (for a sharp --image).")
