@@ -14,11 +14,11 @@ on this cube, as ``step06`` does), and the fixed pairs ``--pairs`` (threshold on
 threshold on the STD cube).  Writes, per pair, the lines (x, y 0-based pixels, wavelength, the
 statistic: T_GLR, or STD for lines found on the STD cube only) and the CPU times, as JSON.
 
-Compatibility with the current stack (numpy 2, photutils >= 1.13): the NumPy aliases muse_origin
+Compatibility with the current stack (numpy 2.4, photutils 1.13): the NumPy aliases muse_origin
 3.2 uses (``np.int`` ...) are set back to the builtins they were; photutils must be < 2 (1.13:
 ``from photutils import detect_sources, deblend_sources`` still works; ``make_source_mask``,
 used only by ``compute_deblended_segmap``, outside these steps, does not); ``deblend_sources``
-is given the segmentation array wrapped in a ``SegmentationImage``, as photutils < 1.? accepted.
+is given the segmentation array wrapped in a ``SegmentationImage`` (older photutils took the array).
 ``step08_compute_spectra`` fails with numpy 2 (``float()`` of a 1-element array in
 ``GridAnalysis``: "only 0-dimensional arrays can be converted to Python scalars"), so the lines
 are step07's catalogue ``Cat1`` (after ORIGIN's spatio-spectral merging), not step09's
@@ -50,7 +50,7 @@ def main():
     for alias, typ in (("int", int), ("float", float), ("complex", complex), ("object", object), ("str", str)):
         if alias not in np.__dict__:
             setattr(np, alias, typ)
-    # ... and calls photutils.deblend_sources with a plain array (photutils >= 1.? wants a
+    # ... and calls photutils.deblend_sources with a plain array (photutils 1.13 wants a
     # SegmentationImage): the array wrapped, as older photutils did itself.
     import types
 
