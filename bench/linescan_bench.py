@@ -54,7 +54,7 @@ Methods:
   fixed, the same for every cube: rows ``ORIGIN``, the pairs ORIGIN's purity estimate gives on
   the minicube without injection for each purity ``--origin-purity`` (threshold = purity);
   rows ``ORIGIN T_GLR only``, thresholds ``--origin-tglr`` on T_GLR with the STD-cube detection
-  off.  About 16 s CPU per cube.
+  off.  About 13 s CPU per cube.
 
 **Speed** (``--speed``): :func:`scan_lines` on a synthetic 300 x 300 x 3681 float32 DATA+STAT
 cube (Gaussian noise, a few line emitters), CPU seconds of the process (the negated-cube pass is
