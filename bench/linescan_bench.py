@@ -1,4 +1,4 @@
-"""Benchmark: line-emitter scan vs LSDCat's classic method (and MUSELET) on the real minicube.
+"""Benchmark: line-emitter scan vs LSDCat's classic method (and MUSELET, ORIGIN) on the real minicube.
 
 **Completeness.**  Point-like line emitters are injected into the real MUSE minicube shipped
 with mpdaf (``mpdaf/data/sdetect/minicube.fits``, 3681 x 40 x 40 with STAT): a Moffat PSF
@@ -42,6 +42,20 @@ Methods:
   stricter (``--muselet-snr``), threshold "DETECT_THRESH/cut".  About 205 s CPU per cube for
   four thresholds.
 
+* ``ORIGIN`` (``--origin``): ``muse_origin`` 3.2 (Mary et al. 2020, A&A 635, A194), installed
+  in its own venv (``ORIGIN_PYTHON``, default ``/work/origin-venv/bin/python``: ``pip install
+  muse_origin``, then ``photutils==1.13.0`` and ``scikit-image``), run per cube as a subprocess
+  (``bench/linescan_origin_worker.py``; the cube written to a temporary FITS file) on the first
+  ``--origin-realisations`` realisations (the same seeds, hence the same lines).  Its steps 1-6
+  (DCT continuum, areas, PCA threshold, greedy PCA, GLR test, purity) with their defaults, once
+  per cube, given the injections' PSF (Moffat ``--fwhm``, β 2.8, constant in wavelength), then
+  its detection (step 7) per threshold pair (T_GLR, STD-cube threshold); its lines are step 7's
+  catalogue ``Cat1`` (step 8 fails under numpy 2, see the worker's docstring).  The pairs are
+  fixed, the same for every cube: rows ``ORIGIN``, the pairs ORIGIN's purity estimate gives on
+  the minicube without injection for each purity ``--origin-purity`` (threshold = purity);
+  rows ``ORIGIN T_GLR only``, thresholds ``--origin-tglr`` on T_GLR with the STD-cube detection
+  off.  About 13 s CPU per cube.
+
 **Speed** (``--speed``): :func:`scan_lines` on a synthetic 300 x 300 x 3681 float32 DATA+STAT
 cube (Gaussian noise, a few line emitters), CPU seconds of the process (the negated-cube pass is
 part of it), one thread.
@@ -50,9 +64,11 @@ Usage::
 
     .venv/bin/python bench/linescan_bench.py [--realisations 50] [--per-cube 30] [--speed]
     .venv/bin/python bench/linescan_bench.py --realisations 17 --muselet [--muselet-realisations 17]
+    .venv/bin/python bench/linescan_bench.py --realisations 30 --origin [--origin-realisations 30]
 
 Results are printed as Markdown and saved to ``bench/out/linescan_bench.json``
-(``bench/out/linescan_muselet.json`` with ``--muselet``).
+(``bench/out/linescan_muselet.json`` with ``--muselet``, ``bench/out/linescan_origin.json`` with
+``--origin``).
 """
 
 from __future__ import annotations
@@ -283,6 +299,59 @@ def muselet_lines(data, var, workdir, thresholds, snr_cuts=()):
     return out
 
 
+ORIGIN_PYTHON = os.environ.get("ORIGIN_PYTHON", "/work/origin-venv/bin/python")
+ORIGIN_WORKER = HERE / "linescan_origin_worker.py"
+
+
+def _write_minicube(path, data, var) -> None:
+    """The minicube's FITS file with DATA, STAT replaced by *data*, *var*."""
+    from astropy.io import fits
+
+    with fits.open(minicube_path()) as hdul:
+        hdul["DATA"].data = np.asarray(data, dtype=np.float32)
+        hdul["STAT"].data = np.asarray(var, dtype=np.float32)
+        hdul.writeto(path, overwrite=True)
+
+
+def origin_psf(path, nz, fwhm_pix, size=25) -> None:
+    """ORIGIN's PSF cube (*nz*, *size*, *size*): the injections' Moffat (β 2.8), unit sum."""
+    from astropy.io import fits
+
+    h = size // 2
+    p = _psf_image((size, size), h, h, fwhm_pix)
+    p = (p / p.sum()).astype(np.float32)
+    fits.writeto(path, np.broadcast_to(p, (nz, size, size)).copy(), overwrite=True)
+
+
+def origin_lines(data, var, workdir, psf, fwhm_pix, purities=(), pairs=()) -> dict:
+    """ORIGIN's lines on the minicube with DATA, STAT replaced by *data*, *var*.
+
+    Runs :mod:`linescan_origin_worker` in ORIGIN's venv (``ORIGIN_PYTHON``): ORIGIN's steps 1-6
+    with their defaults once, then its detection (step 7) per threshold pair, the pairs ORIGIN
+    derives from its purity estimate on this cube for each of *purities* and the fixed *pairs*
+    ``(T_GLR threshold, STD threshold)``.  Returns the worker's JSON, its ``lines`` as
+    ``{label: (n, 4) array of (x, y, wave, T_GLR or STD)}``, x, y 0-based pixels.
+    """
+    import subprocess
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "cube.fits"
+    _write_minicube(path, data, var)
+    cmd = [ORIGIN_PYTHON, str(ORIGIN_WORKER), str(path), str(psf), f"{fwhm_pix:.6g}", str(workdir / "origin.json")]
+    if purities:
+        cmd += ["--purity", *(f"{p:g}" for p in purities)]
+    if pairs:
+        cmd += ["--pairs", *(f"{a:.6g}:{b:.6g}" for a, b in pairs)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"ORIGIN failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    out = json.loads((workdir / "origin.json").read_text())
+    out["lines"] = {k: np.asarray(v, float).reshape(-1, 4) for k, v in out["lines"].items()}
+    return out
+
+
 def _cpu_with_children() -> float:
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
@@ -421,6 +490,81 @@ def muselet_run(args, out) -> None:
                   f"{wall / (r + 1):.0f} s wall per realisation, load {os.getloadavg()[0]:.1f})",
                   file=sys.stderr, flush=True)
             (OUT / "linescan_muselet.partial.json").write_text(json.dumps(out))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _pair_key(a, b) -> str:
+    return f"{a:.6g}:{b:.6g}"
+
+
+def origin_run(args, out) -> None:
+    """Add ORIGIN to *out* (a :func:`completeness_run` result): its lines on the negated minicube
+    and its recovery of the injections of the first ``--origin-realisations`` realisations (the
+    same seeds, hence the same lines), at fixed threshold pairs (T_GLR, STD) applied alike to
+    every cube: method ``ORIGIN``, the pairs ORIGIN derives from its purity estimate on the
+    minicube itself (no injection) for each ``--origin-purity`` (threshold = that purity);
+    method ``ORIGIN T_GLR only``, thresholds ``--origin-tglr`` on T_GLR with the detection on
+    ORIGIN's STD cube switched off (its threshold 1e9)."""
+    import shutil
+    import tempfile
+
+    from ifu_extract.linescan import DEFAULT_SKY_WINDOWS
+
+    cube, data, var = load_minicube()
+    nreal = min(args.origin_realisations, out["conditions"]["realisations"])
+    snr_all = np.asarray(out["snr"])
+    fpix = args.fwhm / cube.pixscale
+    root = Path(tempfile.mkdtemp(prefix="linescan_origin_"))
+    psf = root / "psf.fits"
+    origin_psf(psf, data.shape[0], fpix)
+    purities = sorted({float(p) for p in args.origin_purity})
+    res = {m: {"false": {}, "rec": {}, "false_lines": {}} for m in ("ORIGIN", "ORIGIN T_GLR only")}
+    cond = {"realisations": 0, "purities": purities, "date": time.strftime("%Y-%m-%d"),
+            "load_start": os.getloadavg(), "python": ORIGIN_PYTHON, "own_thresholds": []}
+    out["methods"].update(res)
+    out["conditions"]["origin"] = cond
+    cpu = wall = 0.0
+    try:
+        ref = origin_lines(data, var, root / "ref", psf, fpix, purities=purities)
+        cond.update(version=ref["version"], steps=ref["steps"], step06_bins=ref["step06_bins"],
+                    reference_pairs=ref["pairs"])
+        rows = {}   # pair key -> (method, threshold label)
+        for p in purities:
+            a, b = ref["pairs"][f"purity {p:g}"]
+            if np.isfinite(a) and np.isfinite(b):
+                rows[_pair_key(a, b)] = ("ORIGIN", p)
+        for t in sorted({float(t) for t in args.origin_tglr}):
+            rows[_pair_key(t, 1e9)] = ("ORIGIN T_GLR only", t)
+        pairs = [tuple(float(v) for v in k.split(":")) for k in rows]
+        for m, th in rows.values():
+            res[m]["rec"][th] = []
+        c0, w0 = _cpu_with_children(), time.perf_counter()
+        neg = origin_lines(-data, var, root / "neg", psf, fpix, purities=purities, pairs=pairs)
+        cond["negated_cpu_s"] = _cpu_with_children() - c0
+        cond["negated_own_thresholds"] = {k: v for k, v in neg["pairs"].items() if k.startswith("purity")}
+        for k, (m, th) in rows.items():
+            res[m]["false"][th] = int(len(neg["lines"][k]))
+            res[m]["false_lines"][th] = neg["lines"][k].tolist()
+        print(f"ORIGIN {ref['version']} negated: ({cond['negated_cpu_s']:.0f} s CPU, "
+              f"{time.perf_counter() - w0:.0f} s)", file=sys.stderr, flush=True)
+        for r in range(nreal):
+            truth, model = injections(cube, var, 1000 + r, args.per_cube, args.fwhm, DEFAULT_SKY_WINDOWS)
+            if not np.array_equal(truth[:, 4], snr_all[r * args.per_cube:(r + 1) * args.per_cube]):
+                raise RuntimeError("ORIGIN's injections differ from the other methods'")
+            c0, w0 = _cpu_with_children(), time.perf_counter()
+            found = origin_lines(data + model, var, root / "inj", psf, fpix, purities=purities, pairs=pairs)
+            cpu += _cpu_with_children() - c0
+            wall += time.perf_counter() - w0
+            cond["own_thresholds"].append({k: v for k, v in found["pairs"].items() if k.startswith("purity")})
+            for k, (m, th) in rows.items():
+                res[m]["rec"][th].extend(recovered(truth, found["lines"][k], cube.pixscale, -np.inf).tolist())
+            cond.update(realisations=r + 1, cpu_s_per_realisation=cpu / (r + 1),
+                        wall_s_per_realisation=wall / (r + 1), load_end=os.getloadavg())
+            print(f"ORIGIN realisation {r + 1}/{nreal} ({cpu / (r + 1):.0f} s CPU, "
+                  f"{wall / (r + 1):.0f} s wall per realisation, load {os.getloadavg()[0]:.1f})",
+                  file=sys.stderr, flush=True)
+            (OUT / "linescan_origin.partial.json").write_text(json.dumps(out))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -576,6 +720,13 @@ def main(argv=None):
                     help="MUSELET on the first N realisations only")
     ap.add_argument("--muselet-snr", type=float, nargs="*", default=[7, 10, 15, 20, 30],
                     help="stricter cuts than MUSELET's 5-sigma cleaning, rows MUSELET+cut")
+    ap.add_argument("--origin", action="store_true",
+                    help="also ORIGIN (muse_origin, run in its own venv: ORIGIN_PYTHON)")
+    ap.add_argument("--origin-realisations", type=int, default=50, help="ORIGIN on the first N realisations only")
+    ap.add_argument("--origin-purity", type=float, nargs="+", default=[0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98],
+                    help="purities whose thresholds ORIGIN derives on the minicube (its default: 0.9)")
+    ap.add_argument("--origin-tglr", type=float, nargs="+", default=list(np.arange(5.0, 13.01, 0.5)),
+                    help="T_GLR thresholds of the rows 'ORIGIN T_GLR only' (no STD-cube detection)")
     ap.add_argument("--speed", action="store_true", help="only the speed benchmark")
     ap.add_argument("--oracle-noise", action="store_true",
                     help="only the noise of the optimal estimate (true template) vs STAT's")
@@ -605,6 +756,9 @@ def main(argv=None):
     if args.muselet:
         muselet_run(args, out)
         name = "linescan_muselet.json"
+    if args.origin:
+        origin_run(args, out)
+        name = "linescan_origin.json"
     (OUT / name).write_text(json.dumps(out))
     print(json.dumps(out["conditions"], indent=1))
     print(report(out))
