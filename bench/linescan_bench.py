@@ -43,7 +43,7 @@ Methods:
   four thresholds.
 
 * ``ORIGIN`` (``--origin``): ``muse_origin`` 3.2 (Mary et al. 2020, A&A 635, A194), installed
-  in its own venv (``ORIGIN_PYTHON``, default ``/work/origin-venv/bin/python``: ``pip install
+  in its own venv (``ORIGIN_PYTHON``, default ``~/.cache/ifu-extract/origin-venv/bin/python``: ``pip install
   muse_origin``, then ``photutils==1.13.0`` and ``scikit-image``), run per cube as a subprocess
   (``bench/linescan_origin_worker.py``; the cube written to a temporary FITS file) on the first
   ``--origin-realisations`` realisations (the same seeds, hence the same lines).  Its steps 1-6
@@ -299,7 +299,8 @@ def muselet_lines(data, var, workdir, thresholds, snr_cuts=()):
     return out
 
 
-ORIGIN_PYTHON = os.environ.get("ORIGIN_PYTHON", "/work/origin-venv/bin/python")
+ORIGIN_PYTHON = os.environ.get("ORIGIN_PYTHON",
+                               str(Path.home() / ".cache" / "ifu-extract" / "origin-venv" / "bin" / "python"))
 ORIGIN_WORKER = HERE / "linescan_origin_worker.py"
 
 
