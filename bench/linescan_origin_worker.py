@@ -2,7 +2,7 @@
 
 Usage (not meant to be run by hand)::
 
-    /work/origin-venv/bin/python bench/linescan_origin_worker.py CUBE.fits PSF.fits FWHM_PIX OUT.json \
+    ~/.cache/ifu-extract/origin-venv/bin/python bench/linescan_origin_worker.py CUBE.fits PSF.fits FWHM_PIX OUT.json \
         [--purity 0.5 0.8 ...] [--pairs T_GLR:STD ...]
 
 Runs ORIGIN's standard steps (``step01_preprocessing`` ... ``step06_compute_purity_threshold``)
