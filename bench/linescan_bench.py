@@ -485,14 +485,20 @@ def muselet_run(args, out) -> None:
             for k in keys:
                 m, label = method_key(k)
                 res[m]["rec"][label].extend(recovered(truth, found[k], cube.pixscale, -np.inf).tolist())
-            cond.update(realisations=r + 1, cpu_s_per_realisation=cpu / (r + 1),
-                        wall_s_per_realisation=wall / (r + 1), load_end=os.getloadavg())
-            print(f"MUSELET realisation {r + 1}/{nreal} ({cpu / (r + 1):.0f} s CPU, "
-                  f"{wall / (r + 1):.0f} s wall per realisation, load {os.getloadavg()[0]:.1f})",
-                  file=sys.stderr, flush=True)
-            (OUT / "linescan_muselet.partial.json").write_text(json.dumps(out))
+            _realisation_done("MUSELET", r, nreal, cpu, wall, cond, out, "linescan_muselet.partial.json")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _realisation_done(name, r, nreal, cpu, wall, cond, out, partial) -> None:
+    """After a peer's realisation *r* (0-based): its costs into *cond*, one progress line, and
+    the results so far saved to ``bench/out/<partial>`` (a long run can be read while it goes)."""
+    cond.update(realisations=r + 1, cpu_s_per_realisation=cpu / (r + 1),
+                wall_s_per_realisation=wall / (r + 1), load_end=os.getloadavg())
+    print(f"{name} realisation {r + 1}/{nreal} ({cpu / (r + 1):.0f} s CPU, "
+          f"{wall / (r + 1):.0f} s wall per realisation, load {os.getloadavg()[0]:.1f})",
+          file=sys.stderr, flush=True)
+    (OUT / partial).write_text(json.dumps(out))
 
 
 def _pair_key(a, b) -> str:
@@ -560,12 +566,7 @@ def origin_run(args, out) -> None:
             cond["own_thresholds"].append({k: v for k, v in found["pairs"].items() if k.startswith("purity")})
             for k, (m, th) in rows.items():
                 res[m]["rec"][th].extend(recovered(truth, found["lines"][k], cube.pixscale, -np.inf).tolist())
-            cond.update(realisations=r + 1, cpu_s_per_realisation=cpu / (r + 1),
-                        wall_s_per_realisation=wall / (r + 1), load_end=os.getloadavg())
-            print(f"ORIGIN realisation {r + 1}/{nreal} ({cpu / (r + 1):.0f} s CPU, "
-                  f"{wall / (r + 1):.0f} s wall per realisation, load {os.getloadavg()[0]:.1f})",
-                  file=sys.stderr, flush=True)
-            (OUT / "linescan_origin.partial.json").write_text(json.dumps(out))
+            _realisation_done("ORIGIN", r, nreal, cpu, wall, cond, out, "linescan_origin.partial.json")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

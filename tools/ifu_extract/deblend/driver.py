@@ -38,7 +38,7 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
                     image_var: np.ndarray | None = None, image_is_cube: bool = True,
                     image_fine: np.ndarray | None = None,
                     segmap: np.ndarray | None = None, config: DeblendConfig | None = None,
-                    wave_range=None, model_cube=None, progress=None) -> DeblendResult:
+                    wave_range=None, model_cube=None, progress=None, white=None) -> DeblendResult:
     """Deblend every catalogue object: groups, models, fluxes per channel.
 
     Parameters
@@ -69,6 +69,9 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
         model is added.
     progress : callable, optional
         Called with the number of groups done, as they finish.
+    white : ifu_extract.image.Image, optional
+        The cube's white light over *wave_range* (:func:`ifu_extract.image.band_image`), when
+        the caller already made it; default: made here when needed.
 
     Returns
     -------
@@ -92,8 +95,9 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
     z0, z1 = cube.channel_range(*(wave_range or (None, None)))
     wave = cube.wave[z0:z1]
     pixscale = cube.pixscale
-    if image is None:
+    if white is None and (image is None or (not image_is_cube and cfg.fit_centres and cfg.model == "profile")):
         white = band_image(cube, (float(wave[0]), float(wave[-1])))
+    if image is None:
         images = ModelImages(white.data.astype(np.float64),
                              None if white.var is None else white.var.astype(np.float64), True)
     else:
@@ -111,7 +115,6 @@ def deblend_catalog(cube: Cube, catalog: Table, psf: PSFModel, *, image: np.ndar
                                      "resample it with resample_to_cube(..., scale=s)", params=("image",))
             images.fine, images.fine_scale = np.asarray(image_fine, dtype=np.float64), scale
         if not image_is_cube and cfg.fit_centres and cfg.model == "profile":
-            white = band_image(cube, (float(wave[0]), float(wave[-1])))
             images.white = ModelImages(white.data.astype(np.float64),
                                        None if white.var is None else white.var.astype(np.float64), True)
     if segmap is not None and segmap.shape != (cube.ny, cube.nx):

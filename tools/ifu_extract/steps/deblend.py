@@ -227,14 +227,17 @@ def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, 
                 seg = mfile.segmap(1)
         elif segmap is not None:
             seg, _, _ = segmap_on_grid(read_segmap(segmap), cube.wcs, (cube.ny, cube.nx))
-        model_image = model_fine = registration = None
+        model_image = model_fine = registration = white = None
         if image is not None:
             img = read_image(image)
             if img.wcs is None:
                 raise InputError(image, "has no celestial WCS, so it cannot be aligned with the cube",
                                  "give an image with RA/Dec WCS keywords")
             if cfg.register_image:
-                registration = _register(img, cube, psf, table, cfg)
+                # The white light the fit needs is the deblending's own: made once, given to both.
+                z0, z1 = cube.channel_range(*(cfg.wave_range or (None, None)))
+                white = band_image(cube, (float(cube.wave[z0]), float(cube.wave[z1 - 1])))
+                registration = _register(img, cube, psf, table, cfg, white)
                 if registration.applied:
                     img = shift_image_wcs(img, registration.dx, registration.dy)
             model_image, model_fine = model_images(img, cube, fine=cfg.fit.image_templates)
@@ -250,7 +253,7 @@ def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, 
                                                               (z1 - z0, cube.ny, cube.nx)))
             result = deblend_catalog(cube, table, psf, image=model_image, image_is_cube=model_image is None,
                                      image_fine=model_fine, segmap=seg, config=cfg.fit, wave_range=cfg.wave_range,
-                                     model_cube=model, progress=progress)
+                                     model_cube=model, progress=progress, white=white)
             with OutputSet() as outs:   # both cubes or neither
                 if model_cube is not None:
                     write_model_cube(cube, model, outs.path(model_cube, ".fits"), z0, z1, inputs=inputs)
@@ -270,7 +273,7 @@ def run_deblend(cube_path, catalog, output=None, *, sources=None, summary=None, 
                              registration=registration)
 
 
-def _register(img, cube, psf, table, cfg):
+def _register(img, cube, psf, table, cfg, white):
     """The image's offset to the cube, fitted on the white light over the deblending's channels,
     with one scale per catalogue source's cell; logged in one line."""
     ra = np.ma.filled(np.ma.asarray(table["RA"], dtype=float), np.nan)
@@ -279,7 +282,7 @@ def _register(img, cube, psf, table, cfg):
     if "STATUS" in table.colnames:
         ok &= np.array([str(v) == "ok" for v in table["STATUS"]])
     positions = world_to_pixel(cube.wcs, ra[ok], dec[ok]) if ok.any() else None
-    reg = register_image(img, cube, psf, white=band_image(cube, cfg.wave_range), image_fwhm=cfg.fit.image_fwhm,
+    reg = register_image(img, cube, psf, white=white, image_fwhm=cfg.fit.image_fwhm,
                          positions=positions, wave_range=cfg.wave_range)
     log.info(reg.describe())
     return reg
