@@ -198,12 +198,22 @@ def _parts(fine, scale, pad, positions):
     # Centred on the image's own light (the catalogue's positions are the cube's, or off): a
     # radial term off its source's centre mimics a shift.
     pos = np.clip(fine, 0.0, None)
+
+    def window(c, n):
+        """Fine-pixel slice holding every pixel within CENTROID_RADIUS of spaxel coordinate *c*
+        (a crowded catalogue must not scan the whole grid once per source)."""
+        lo = int(np.floor((c - CENTROID_RADIUS + 0.5 + pad) * scale - 0.5)) - 1
+        hi = int(np.ceil((c + CENTROID_RADIUS + 0.5 + pad) * scale - 0.5)) + 2
+        return slice(min(max(lo, 0), n), min(max(hi, 0), n))
+
     for _ in range(3):
         for i in range(len(px)):
-            near = (gx - px[i]) ** 2 + (gy - py[i]) ** 2 <= CENTROID_RADIUS ** 2
-            f = pos[near]
+            win = (window(py[i], fine.shape[0]), window(px[i], fine.shape[1]))
+            wx, wy = gx[win], gy[win]
+            near = (wx - px[i]) ** 2 + (wy - py[i]) ** 2 <= CENTROID_RADIUS ** 2
+            f = pos[win][near]
             if f.sum() > 0:
-                px[i], py[i] = (gx[near] @ f) / f.sum(), (gy[near] @ f) / f.sum()
+                px[i], py[i] = (wx[near] @ f) / f.sum(), (wy[near] @ f) / f.sum()
     tree = cKDTree(np.column_stack([px, py]))
     dist, label = tree.query(np.column_stack([gx.ravel(), gy.ravel()]))
     dist, label = dist.reshape(fine.shape), label.reshape(fine.shape)
