@@ -16,7 +16,7 @@ Gaussian PSF and a little noise, with a celestial WCS aligned with the cube's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +162,8 @@ class Built:
 
 
 def build(scene: Scene, seed: int, outdir, *, nwave: int = 1841, peak_snr: float = 10.0,
-          image: bool = False, oracle: bool = False, image_offset=(0.0, 0.0)) -> Built:
+          image: bool = False, oracle: bool = False, image_offset=(0.0, 0.0),
+          image_faint: float = 1.0) -> Built:
     """Write the scene's cube (MUSE layout, exact FSF keywords), ``cat.txt`` and optionally the
     HST-like image.
 
@@ -177,6 +178,9 @@ def build(scene: Scene, seed: int, outdir, *, nwave: int = 1841, peak_snr: float
     image_offset : (float, float)
         Error of the image's astrometry, arcsec along RA·cos(Dec) and Dec: its CRVAL is moved by
         it, so every source lies that far from its cube position in the image's WCS.
+    image_faint : float
+        The faint galaxy's light in the image, relative to the cube's band (0: invisible there,
+        e.g. below a shallow image's noise).
     oracle : bool
         Also return the fluxes fitted with the true spatial models (the noise's share of the
         score; see ``tests/test_deblend.py``).
@@ -213,7 +217,8 @@ def build(scene: Scene, seed: int, outdir, *, nwave: int = 1841, peak_snr: float
     img_path = None
     if image:
         img_path = outdir / "hst.fits"
-        hst_image(srcs, wave, hdr, rng, offset=image_offset).writeto(img_path, overwrite=True)
+        seen = [replace(s, spectrum=s.spectrum * image_faint) if s.id == "faint" else s for s in srcs]
+        hst_image(seen, wave, hdr, rng, offset=image_offset).writeto(img_path, overwrite=True)
     orc = None
     if oracle:
         from ifu_extract.deblend import solve_layers

@@ -47,7 +47,7 @@ from ._paths import OutputPath
               help="PSF FWHM of --image, arcsec (0: sharp compared with the cube).")
 @click.option("--register-image/--no-register-image", default=True, show_default=True,
               help="Fit one offset of --image's astrometry to the cube's (the image convolved to the "
-                   "cube's PSF against the white light, up to 1 arcsec) and remove it before the models "
+                   "cube's PSF against the white light, up to 2.5 arcsec) and remove it before the models "
                    "are made; not applied when poorly constrained.  Headers: DBIMGREG, DBIMGDX, DBIMGDY.  "
                    "Relies on --image-fwhm being the image's PSF.")
 @click.option("--model", type=click.Choice(MODELS), default="profile", show_default=True,

@@ -53,6 +53,9 @@ CENTRE_MIN_RATIO = 0.02
 #: Smallest sigma (spaxels) of the components that share a sharp ancillary image's light out
 #: (:func:`ifu_extract.deblend.models._image_templates`); the image's own PSF when larger.
 IMAGE_MIN_SIGMA = 0.25
+#: Members below this S/N in a sharp ancillary image get their model from the cube's white
+#: light instead (:func:`ifu_extract.deblend.driver._faint_in_image_from_cube`).
+IMAGE_MIN_SNR = 5.0
 #: With a sharp ancillary image, compact members keep the shape fitted on it in the joint fit.
 IMAGE_FIXES_COMPACT = True
 

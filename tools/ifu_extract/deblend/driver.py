@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 from astropy.table import Table
@@ -19,6 +20,7 @@ from .config import (
     GRADIENT_SMOOTH,
     GRADIENT_SPLIT,
     IMAGE_FIXES_COMPACT,
+    IMAGE_MIN_SNR,
     MODELS,
     DeblendConfig,
     DeblendResult,
@@ -29,7 +31,7 @@ from .groups import (cut_footprints, find_groups, footprint_radius, object_label
 from .joint import POOR_CHI2, GroupComponents, hat_weights, joint_fit
 from .models import ModelImages, build_group_model, psf_nodes
 from .psfrefine import BinnedGroup, refine_group_psf
-from .solver import GroupChiSquare, solve_layers
+from .solver import NEG_SIGMA, GroupChiSquare, clip_negative, solve_layers
 
 log = logging.getLogger("ifu_extract")
 
@@ -220,6 +222,9 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
                                    wave, pixscale, cfg, spectrum, gm.layout)
             for i in members:
                 gm.notes[i].append(note)
+    if gm.summed and gm.image_snr is not None and images.white is not None:
+        gm = _faint_in_image_from_cube(gm, members, box, region, x, y, segments, images, psf, node_wave,
+                                       wave, pixscale, cfg, spectrum, centres)
     K = len(members)
     meta_fit = {}
     if cfg.solver == "joint" and gm.parts is not None:
@@ -290,9 +295,42 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
         var[kept] = first["var"][kept]
     if cube.has_var:
         # Gradient amplitudes are smoothed along wavelength: not counted as free parameters.
-        chi2, chi2_group = acc.result(nz, 1, K + (1 if cfg.background else 0))
+        chi2, chi2_group = acc.result(nz, K + (1 if cfg.background else 0))
         meta_fit = _fit_meta(gm, chi2, chi2_group)
     _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta_fit)
+
+
+def _faint_in_image_from_cube(gm, members, box, region, x, y, segments, images, psf, node_wave, wave,
+                              pixscale, cfg, spectrum, centres):
+    """Members too faint in the ancillary image (S/N below :data:`IMAGE_MIN_SNR`) modelled on
+    the cube's white light instead.
+
+    A shallow image (the minicube's 600 s WFPC2 F814W cut-out) holds its faint members at the
+    noise: their templates are noise, their light in the image goes to the bright neighbour's
+    template, and their DEBLEND spectra come out near zero or negative while the cube sees them
+    at S/N 20.  Their profile models fitted on the white light (with the group's other members,
+    so that the split of the light there is the cube's) replace their image templates; the
+    other members keep theirs.  When every member is faint in the image, the group is fitted
+    on the white light alone (the joint fit)."""
+    faint = np.asarray(gm.image_snr) < IMAGE_MIN_SNR
+    if not faint.any():
+        return gm
+    wgm = build_group_model(members, box, region, x, y, segments, images.white, psf, node_wave, wave,
+                            pixscale, cfg, spectrum, centres=centres)
+    notes = {i: [n for n in gm.notes[i] if not (faint[k] and n.startswith("no light in the model image"))]
+             for k, i in enumerate(members)}
+    for k in np.flatnonzero(faint):
+        notes[members[k]].append(f"S/N {gm.image_snr[k]:.1f} in the image (< {IMAGE_MIN_SNR:g}): "
+                                 "modelled on the cube's white light")
+    if faint.all():
+        return replace(wgm, notes=notes, image_snr=gm.image_snr)
+    keep = ~faint[gm.col_member]
+    cols = np.concatenate([gm.col_nodes[:, keep], wgm.col_nodes[:, np.flatnonzero(faint)]], axis=1)
+    col_member = np.concatenate([gm.col_member[keep], np.flatnonzero(faint)])
+    # IMA_ of a member modelled on the white light: that model (its light in the image is noise).
+    image_models = gm.image_models.copy()
+    image_models[faint] = wgm.image_models[faint]
+    return replace(gm, col_nodes=cols, col_member=col_member, image_models=image_models, notes=notes)
 
 
 def _solve_summed(cube, gm, box, region, z0, z1, step, cfg, model_cube):
@@ -307,6 +345,7 @@ def _solve_summed(cube, gm, box, region, z0, z1, step, cfg, model_cube):
     flux = np.full((z1 - z0, K), np.nan)
     var = np.full((z1 - z0, K), np.nan)
     acc = GroupChiSquare(K)
+    clipped = np.zeros(K, int)
     for c0 in range(z0, z1, step):
         c1 = min(c0 + step, z1)
         L = c1 - c0
@@ -314,11 +353,20 @@ def _solve_summed(cube, gm, box, region, z0, z1, step, cfg, model_cube):
         models = gm.at(cube.wave[c0:c1]).reshape(L, ncol, -1)
         d = data.reshape(L, -1)[:, sel]
         v = None if dvar is None else dvar.reshape(L, -1)[:, sel]
-        f, cov = solve_layers(d, v, models[:, :, sel], nonneg=cfg.nonneg, background=cfg.background)
-        flux[c0 - z0:c1 - z0] = f[:, :ncol] @ S
-        var[c0 - z0:c1 - z0] = np.einsum("lij,ik,jk->lk", cov[:, :ncol, :ncol], S, S)
+        m = models[:, :, sel]
+        f, cov = solve_layers(d, v, m, nonneg=cfg.nonneg, background=cfg.background)
+        if not cfg.nonneg:
+            f, cov, low = clip_negative(
+                lambda rows: solve_layers(d[rows], None if v is None else v[rows], m[rows], nonneg=True,
+                                          background=cfg.background), f, cov, S)
+            clipped += low.sum(axis=0)
+        flux[c0 - z0:c1 - z0] = np.nan_to_num(f[:, :ncol]) @ S
+        var[c0 - z0:c1 - z0] = np.einsum("lij,ik,jk->lk", np.nan_to_num(cov[:, :ncol, :ncol]), S, S)
+        nan = ~np.isfinite(f[:, :ncol]) @ S > 0      # a member with an unusable part: no flux there
+        flux[c0 - z0:c1 - z0][nan] = np.nan
+        var[c0 - z0:c1 - z0][nan] = np.nan
         if v is not None:
-            parts = np.einsum("lc,lcp,ck->lkp", np.nan_to_num(f[:, :ncol]), models[:, :, sel], S)
+            parts = np.einsum("lc,lcp,ck->lkp", np.nan_to_num(f[:, :ncol]), m, S)
             acc.add_residual(d, v, parts.sum(axis=1) + (np.nan_to_num(f[:, ncol:ncol + 1]) if cfg.background
                                                          else 0.0), parts)
         if model_cube is not None:
@@ -327,11 +375,15 @@ def _solve_summed(cube, gm, box, region, z0, z1, step, cfg, model_cube):
             if cfg.background:
                 block += fz[:, ncol][:, None, None] * region[None]
             _add_box(model_cube, block, box, c0 - z0, cube.ny, cube.nx)
+    for k, i in enumerate(gm.rows):
+        if clipped[k]:
+            gm.notes[i].append(f"{int(clipped[k])} channels below -{NEG_SIGMA:g} sigma refitted with fluxes >= 0")
+    meta = {"DBNCLIP": ([int(v) for v in clipped], "channels refitted with fluxes >= 0")}
     if not cube.has_var:
-        return flux, var, {}
+        return flux, var, meta
     # Every part of a member is a flux free in every channel.
-    chi2, chi2_group = acc.result(z1 - z0, S.sum(axis=0), ncol + (1 if cfg.background else 0))
-    return flux, var, _fit_meta(gm, chi2, chi2_group)
+    chi2, chi2_group = acc.result(z1 - z0, ncol + (1 if cfg.background else 0))
+    return flux, var, {**_fit_meta(gm, chi2, chi2_group), **meta}
 
 
 def _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta_fit):
@@ -412,7 +464,7 @@ def _solve_joint(cube, gm, images, box, region, z0, z1, cfg, model_cube):
     del data, var
     for k, i in enumerate(gm.rows):
         if res.clipped[k]:
-            gm.notes[i].append(f"{int(res.clipped[k])} channels below -4 sigma refitted with fluxes >= 0")
+            gm.notes[i].append(f"{int(res.clipped[k])} channels below -{NEG_SIGMA:g} sigma refitted with fluxes >= 0")
     meta = _fit_meta(gm, res.chi2, res.chi2_group)
     if model_cube is not None:
         Hm = hat_weights(wave, res.morph_wave)
@@ -442,7 +494,7 @@ def _fit_meta(gm, chi2, chi2_group) -> dict:
     for k, i in enumerate(gm.rows):
         if chi2[k] > POOR_CHI2:
             gm.notes[i].append(f"poor model: chi2/dof {chi2[k]:.2f}")
-    return {"DBCHI2": ([fin(v) for v in chi2], "chi2/dof on its own spaxels (-1: no STAT)"),
+    return {"DBCHI2": ([fin(v) for v in chi2], "chi2/dof on its own spaxels (-1: no STAT or none own)"),
             "DBGCHI2": (fin(chi2_group), "chi2/dof of the fit over the group"),
             "DBPOOR": ([bool(v > POOR_CHI2) for v in chi2], f"model poor: DBCHI2 > {POOR_CHI2}")}
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from .solver import GroupChiSquare, solve_layers
+from .solver import NEG_SIGMA, GroupChiSquare, clip_negative, solve_layers
 
 __all__ = ["GroupComponents", "JointResult", "joint_fit", "hat_weights", "MORPH_NODES",
            "JOINT_ITERATIONS", "NEG_SIGMA", "POOR_CHI2"]
@@ -55,8 +55,6 @@ MORPH_NODES = 4
 #: which they stop early).
 JOINT_ITERATIONS = 30
 JOINT_TOL = 1e-3
-#: Channels where a flux falls below this many standard deviations are solved with fluxes >= 0.
-NEG_SIGMA = 4.0
 #: χ²/dof above which a member's model is flagged as poor (DBPOOR).
 POOR_CHI2 = 1.5
 #: Largest number of channels per morphology bin (the PSF changes by < 2 % within one).
@@ -311,21 +309,10 @@ def joint_fit(data, var, wave, comps: GroupComponents, *, background: bool = Fal
                 if background:
                     bkg[sl] = f[:, K]
                 continue
-            # A source's flux far below zero is model mismatch, not noise: those channels
-            # are solved again with every flux >= 0.
-            fs = f[:, :K] @ Smat
-            fv = np.einsum("ka,lkj,ja->la", Smat, cov[:, :K, :K], Smat)
-            with np.errstate(invalid="ignore"):
-                low = fs < -NEG_SIGMA * np.sqrt(fv)
-            rows = np.flatnonzero(low.any(axis=1))
-            if rows.size:
-                f2, cov2 = _flux_step(d[sl][rows], iv[sl][rows], m[rows], background, nonneg=True)
-                f[rows], cov[rows] = f2, cov2
-                clipped += low[rows].sum(axis=0)
-            # Clamped fluxes have NaN covariances with the others: their variance stands alone.
-            cz = np.where(np.isfinite(cov), cov, 0.0)
-            diag = np.einsum("lkk->lk", cov)
-            cz[:, np.arange(cov.shape[1]), np.arange(cov.shape[1])] = diag
+            f, cz, low = clip_negative(
+                lambda rows: _flux_step(d[sl][rows], iv[sl][rows], m[rows], background, nonneg=True),
+                f, cov, Smat)
+            clipped += low.sum(axis=0)
             flux[sl] = f[:, :K] @ Smat
             sub_flux[sl] = f[:, :K]
             fvar[sl] = np.einsum("ka,lkj,ja->la", Smat, cz[:, :K, :K], Smat)
@@ -352,7 +339,7 @@ def joint_fit(data, var, wave, comps: GroupComponents, *, background: bool = Fal
             break
     flux, fvar, bkg, clipped, acc = fluxes(amp, final=True)
     # Degrees of freedom: fluxes per channel, amplitudes (few) neglected.
-    chi2, chi2_group = acc.result(L, 1, K + (1 if background else 0))
+    chi2, chi2_group = acc.result(L, K + (1 if background else 0))
     if var is None:
         chi2, chi2_group = np.full(Ko, np.nan), np.nan
     return JointResult(flux, fvar, bkg, amp, morph_wave, chi2, chi2_group, clipped, n_iter, sub_flux)

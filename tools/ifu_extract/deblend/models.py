@@ -74,6 +74,7 @@ class _GroupModel:
     layout: tuple | None = None  # ("profile") members' component caps and intrinsic shapes
     parts: dict | None = None   # ("profile") components for the joint fit (.joint)
     summed: bool = False        # every column has a free flux, summed into its member's
+    image_snr: np.ndarray | None = None  # (K,) members' S/N in an ancillary image (templates)
 
     @property
     def n_columns(self) -> int:
@@ -389,6 +390,7 @@ def _image_templates(rows, box, region, img, ivar, good, params, owner, comp_sig
     design = full[:, p:p + ny, p:p + nx]
     amp = _fit_amplitudes(design.reshape(len(params), -1), img.ravel(),
                           None if ivar is None else ivar.ravel(), good.ravel(), cfg.background)
+    snr = _image_snr(design, amp, owner, K, img, ivar, good)
     groups = []
     for k in range(K):
         mine = owner == k
@@ -456,7 +458,22 @@ def _image_templates(rows, box, region, img, ivar, good, params, owner, comp_sig
         conv = np.fft.irfft2(fts[j][None] * kernels, s=shape_f, axes=(-2, -1))
         cols[:, j] = to_box(conv)
     return _GroupModel(rows, box, region, node_wave, cols, part_member, image_models,
-                       notes, layout, None, summed=True)
+                       notes, layout, None, summed=True, image_snr=snr)
+
+
+def _image_snr(design, amp, owner, K, img, ivar, good) -> np.ndarray:
+    """Each member's S/N in the ancillary image: that of its model's flux fitted with the
+    model's own shape (``‖m_k‖ / σ``), σ the image's noise per pixel on the cube grid (from
+    *ivar*, else the robust spread of the fit's residual, which a few cosmic rays do not move).
+    """
+    models = np.stack([np.tensordot(amp[owner == k], design[owner == k], axes=1) for k in range(K)])
+    if ivar is not None:
+        return np.sqrt(np.einsum("kyx,yx->k", np.where(good, models, 0.0) ** 2, ivar))
+    resid = (img - models.sum(axis=0))[good]
+    sigma = 1.4826 * float(np.median(np.abs(resid - np.median(resid)))) if resid.size else 0.0
+    norm = np.sqrt(np.sum(np.where(good, models, 0.0) ** 2, axis=(1, 2)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sigma > 0, norm / sigma, np.inf)
 
 
 def _centre_movable(pflux, px, py) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Registration of a sharp ancillary image onto the cube: one global offset of its astrometry.
 
-HST and MUSE astrometry differ by 0.05-0.3″; at MUSE's 0.2″ spaxels a 0.1-0.2″ error moves
+HST and MUSE astrometry differ by 0.05-0.3″ (by 1.25″ for mpdaf's WFPC2 cut-out of the
+minicube's field, ``a478hst-cutout.fits``); at MUSE's 0.2″ spaxels a 0.1-0.2″ error moves
 every image template of the deblending and throws a bright neighbour's light into a faint
 source.  :func:`register_image` fits the offset by comparing the image, convolved to the cube's
 PSF and resampled onto the cube's grid, with the cube's white light; :func:`shift_image_wcs`
@@ -23,8 +24,9 @@ from .models import channel_weights, psf_nodes
 
 __all__ = ["ImageRegistration", "fit_image_shift", "register_image", "shift_image_wcs"]
 
-#: Largest offset (arcsec) accepted by default: real HST-MUSE offsets are 0.05-0.3″.
-MAX_SHIFT = 1.0
+#: Largest offset (arcsec) accepted by default: HST-MUSE offsets are 0.05-0.3″ with Gaia-tied
+#: astrometry, up to 1-2″ before (the minicube's WFPC2 cut-out: 1.25″).
+MAX_SHIFT = 2.5
 #: Fewest spaxels with signal on which an offset is fitted.
 MIN_SPAXELS = 20
 #: A spaxel has signal when its white light is this many sigma above zero.
