@@ -53,6 +53,10 @@ CENTRE_MIN_RATIO = 0.02
 #: Smallest sigma (spaxels) of the components that share a sharp ancillary image's light out
 #: (:func:`ifu_extract.deblend.models._image_templates`); the image's own PSF when larger.
 IMAGE_MIN_SIGMA = 0.25
+#: The image's departures from the members' smooth models are soft-thresholded at this many
+#: times their robust spread before the templates share the image out
+#: (:func:`ifu_extract.deblend.models._shrink_residual`; 0: the image's pixels as they are).
+RESID_SHRINK = 2.0
 #: Members below this S/N in a sharp ancillary image get their model from the cube's white
 #: light instead (:func:`ifu_extract.deblend.driver._faint_in_image_from_cube`).
 IMAGE_MIN_SNR = 5.0
