@@ -280,7 +280,7 @@ def _check(cfg: ScanConfig, cube: Cube) -> None:
     if cfg.window < dw:
         raise bad("window", f"{cfg.window:g} Angstrom is narrower than one channel ({dw:.3g})",
                   f"give at least {dw:.3g}")
-    for name in ("merge_radius", "side_width", "continuum_width"):
+    for name in ("merge_radius", "side_width", "continuum_width", "background_box"):
         if getattr(cfg, name) < 0:
             raise bad(name, "must not be negative", "check the scan options")
     if cfg.continuum_width > 0 and cfg.continuum_width < 3 * max(cfg.continuum_bin, dw):
