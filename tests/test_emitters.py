@@ -51,7 +51,7 @@ def test_scan_catalog_and_emitter_images_round_trip(tmp_path):
         from astropy.io import fits
         with fits.open(tmp_path / "nb.fits") as hdul:  # the calibration travels with the images
             h = hdul[0].header
-            assert h["SNRTHR"] == scan.threshold and h["SNRMIN"] == 4.5 and h["MAXFALSE"] == 5
+            assert h["SNRTHR"] == scan.threshold and h["SNRMIN"] == 5.0 and h["MAXFALSE"] == 5
             assert h["NFALSE"] == scan.n_false <= 5
         e = scan.catalog[0]
         a = extract_emitter(cube, e["X"], e["Y"], img, psf=psf)

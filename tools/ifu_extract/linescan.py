@@ -17,6 +17,9 @@ finds their lines, one row per line, and groups the lines of one object:
    amplitude at each voxel and its S/N are ``A = (K ⋆ r w) / (K² ⋆ w)`` and
    ``S/N = (K ⋆ r w) / sqrt(K² ⋆ w)`` (separable: a 1-D correlation along wavelength, then an FFT
    convolution per channel, float32, chunked over wavelength).  ``A × Δλ`` is the line flux.
+   The spatial filter is compensated (``background_box``): the PSF minus its mean over a square
+   of 5″, so that residuals correlated over the field (continuum and sky residuals, the
+   resampling) add nothing where they are flat on that scale.
 3. **Calibration on the data.**  STAT misses the correlated noise of resampled cubes, so the S/N
    of step 2 is over-dispersed (robust spread 1.3-1.5 on real MUSE data).  It is divided by its
    robust spread (1.4826 × MAD) over the field in every channel, smoothed by a running median of
@@ -25,13 +28,14 @@ finds their lines, one row per line, and groups the lines of one object:
    sky residuals of one part of the field in the red), so that the calibrated S/N of noise has
    unit spread.  The S/N map itself is thresholded (no background is subtracted from it).
 4. **Detection.**  Voxels whose calibrated S/N reaches ``snr`` form 3-D connected groups; the
-   local maxima of each group are candidates.  A candidate keeps the fraction ``POINT`` of its
-   S/N that a point source still has when fitted jointly with a component shaped as the local
-   continuum image (on the line's narrow band): features of continuum objects that follow their
-   light (stellar absorption, continuum residuals; the negated cube turns absorption into
-   emission) lose most of it.  Candidates closer than ``merge_radius`` (arcsec) in position
-   *and* ``line_merge`` (Angstrom) in wavelength are one line, at its highest S/N (sub-pixel and
-   sub-channel positions from parabolas).  Lines closer than ``merge_radius`` are one object.
+   local maxima of each group are candidates.  ``POINT`` is the fraction of its S/N that a point
+   source still has when fitted jointly with a component shaped as the local continuum image (on
+   the line's narrow band): features of continuum objects that follow their light (stellar
+   absorption, continuum residuals; the negated cube turns absorption into emission) keep
+   little of it.  With ``continuum_test`` (off by default) the S/N is multiplied by it.
+   Candidates closer than ``merge_radius`` (arcsec) in position *and* ``line_merge`` (Angstrom)
+   in wavelength are one line, at its highest S/N (sub-pixel and sub-channel positions from
+   parabolas).  Lines closer than ``merge_radius`` are one object.
 5. **Purity.**  The same detection on the negated S/N cube (every line found there is false) is
    exactly the scan of the cube with DATA negated (the median, the filter and the spreads are all
    odd or even in the data): it counts the false lines at the threshold (``NFALSE``) and gives
@@ -130,13 +134,19 @@ class ScanConfig:
     ----------
     snr : float
         Detection threshold on the calibrated matched-filter S/N; with *max_false*, the lowest
-        one.
+        one (5: on the real MUSE minicube the compensated filter's negated pass holds 7 lines at
+        5, 27 at 4.5).
     max_false : int or None
         Raise the threshold above *snr* until at most this many lines are found in the negated
         cube (the expected false lines; None: the threshold is *snr*).  A fixed S/N threshold
         gives false lines in proportion to the cube's volume; this keeps their number.
     line_fwhm : float
         FWHM of the Gaussian line profile of the filter, Angstrom.
+    background_box : float
+        The spatial filter is compensated: the PSF minus its mean over a square of this width
+        (arcsec; 0: the PSF alone), so that a background flat on that scale adds nothing (on
+        real MUSE data the residuals after the continuum and the sky residual are correlated
+        over the field; at equal false lines the compensated filter recovers more lines).
     fwhm : float or None
         PSF FWHM, arcsec, when no PSF model is given (default 0.7).
     continuum_width : float
@@ -149,7 +159,9 @@ class ScanConfig:
     continuum_test : bool
         Discount what a candidate shares with the continuum image around it (see
         :func:`scan_lines`, step 4): features of bright continuum objects that follow their light
-        (stellar absorption, continuum residuals) are not lines.
+        (stellar absorption, continuum residuals) are not lines.  Off by default: with the
+        compensated filter (*background_box*) it costs more lines than false lines at equal
+        false counts; ``POINT`` is measured either way.
     spaxel_spread : bool
         Also divide the S/N by each spaxel's robust spread along wavelength (never below 1).
     sky_spaxels : bool
@@ -176,14 +188,15 @@ class ScanConfig:
         the width of its continuum side bands and their gap (default ``window / 2``).
     """
 
-    snr: float = 4.5
+    snr: float = 5.0
     max_false: int | None = 5
     line_fwhm: float = 4.0
+    background_box: float = 5.0
     fwhm: float | None = None
     continuum_width: float = 150.0
     continuum_bin: float = 10.0
     calib_window: int = 9
-    continuum_test: bool = True
+    continuum_test: bool = False
     spaxel_spread: bool = True
     sky_spaxels: bool = True
     sky_residual: bool = True
@@ -267,7 +280,7 @@ def _check(cfg: ScanConfig, cube: Cube) -> None:
     if cfg.window < dw:
         raise bad("window", f"{cfg.window:g} Angstrom is narrower than one channel ({dw:.3g})",
                   f"give at least {dw:.3g}")
-    for name in ("merge_radius", "side_width", "continuum_width"):
+    for name in ("merge_radius", "side_width", "continuum_width", "background_box"):
         if getattr(cfg, name) < 0:
             raise bad(name, "must not be negative", "check the scan options")
     if cfg.continuum_width > 0 and cfg.continuum_width < 3 * max(cfg.continuum_bin, dw):
@@ -309,6 +322,22 @@ def _spatial_kernel(psf: PSFModel | None, lam: float, pixscale: float, default_f
     else:
         k = gaussian_image((n, n), h, h, fpix)
     return (k / k.sum()).astype(np.float32)
+
+
+def _compensated(kern: np.ndarray, width_pix: float) -> np.ndarray:
+    """*kern* minus its mean over a square of about *width_pix* pixels (never smaller than
+    *kern*'s grid): a zero-sum filter, blind to a background flat on that scale.  Scaled so that
+    the amplitude still estimates a source of shape *kern* (``sum(k * kern) = sum(k * k)``);
+    *kern* itself when *width_pix* <= 0."""
+    if not width_pix > 0:
+        return kern
+    h = kern.shape[0] // 2
+    hb = max(h, int(round(0.5 * width_pix)))
+    kp = np.zeros((2 * hb + 1, 2 * hb + 1))
+    kp[hb - h:hb + h + 1, hb - h:hb + h + 1] = kern
+    k = kp - kp.sum() / kp.size
+    k *= (k * kp).sum() / (k * k).sum()
+    return k.astype(np.float32)
 
 
 def _line_kernel(line_fwhm: float, dw: float) -> np.ndarray:
@@ -367,7 +396,8 @@ def _continuum_at(bins, centre, z0: int, z1: int) -> np.ndarray:
 
 
 def _filter_chunk(data, var, cont, weight_ok, g, kern, sky_sample=None):
-    """Matched-filter numerator and denominator of a block ``(n, ny, nx)``.
+    """Matched-filter numerator and denominator of a block ``(n, ny, nx)``, for the line
+    profile *g* and the spatial filter *kern* (compensated or not).
 
     With *sky_sample* (flat spaxel indexes), the median residual of those spaxels is subtracted
     from each channel (a sky residual shared by the field; odd in the data, so the negated pass
@@ -578,7 +608,9 @@ def scan_lines(cube: Cube, *, contsub: Cube | None = None, psf: PSFModel | None 
         data, var = src.window(0, nx, 0, ny, r0, r1)
         cc = None if cont is None else _continuum_at(cont[0], cont[1], r0, r1)
         kern = _spatial_kernel(psf, float(np.mean(wave[c0:c1])), cube.pixscale, fwhm_default)
-        num, den, resid = _filter_chunk(data, var, cc, ~sky[r0:r1], g, kern,
+        # The compensated filter detects; the PSF itself shapes the continuum test's fit.
+        kfilt = _compensated(kern, cfg.background_box / cube.pixscale)
+        num, den, resid = _filter_chunk(data, var, cc, ~sky[r0:r1], g, kfilt,
                                         sample if cfg.sky_residual else None)
         valid_any |= np.isfinite(data).any(axis=0)
         if cc is not None and var is not None:

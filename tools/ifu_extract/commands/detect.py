@@ -120,7 +120,7 @@ CATALOG_FORMATS = ("auto", "tsv", "csv", "ecsv", "fits")
 @click.option("--lines", "lines_path", type=OutputPath(dir_okay=False), default=None,
               help="Write the line table here: one row per line (LINE_ID, ID of its object, RA, DEC, "
                    "LINE_WAVE, LINE_FLUX, LINE_FLUX_ERR, SNR, PURITY, EXTENT...); format by suffix.")
-@click.option("--line-snr", type=click.FloatRange(min=0, min_open=True), default=4.5,
+@click.option("--line-snr", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True,
               help="Lowest detection threshold: matched-filter S/N calibrated on the data (unit "
                    "spread on noise); raised by --line-max-false.")
