@@ -201,7 +201,7 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
         data, dvar = cube.window(bx0, bx1, by0, by1, c0, min(c0 + 512, z1), with_var=refine)
         binned.add(c0 - z0, data, dvar)
     spectrum = binned.spectrum
-    centres = None
+    centres = white = None
     if cfg.fit_centres and images.white is not None and cfg.model == "profile":
         # With an ancillary image the centres are fitted on the cube's own white light: the
         # image's astrometry and sampling are not the cube's, and a model 0.02″ off the cube's
@@ -224,7 +224,8 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
                 gm.notes[i].append(note)
     if gm.summed and gm.image_snr is not None and images.white is not None:
         gm = _faint_in_image_from_cube(gm, members, box, region, x, y, segments, images, psf, node_wave,
-                                       wave, pixscale, cfg, spectrum, centres)
+                                       wave, pixscale, cfg, spectrum, centres,
+                                       white if psf_scale == 1.0 else None)
     K = len(members)
     meta_fit = {}
     if cfg.solver == "joint" and gm.parts is not None:
@@ -301,7 +302,7 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
 
 
 def _faint_in_image_from_cube(gm, members, box, region, x, y, segments, images, psf, node_wave, wave,
-                              pixscale, cfg, spectrum, centres):
+                              pixscale, cfg, spectrum, centres, wgm=None):
     """Members too faint in the ancillary image (S/N below :data:`IMAGE_MIN_SNR`) modelled on
     the cube's white light instead.
 
@@ -311,12 +312,14 @@ def _faint_in_image_from_cube(gm, members, box, region, x, y, segments, images, 
     at S/N 20.  Their profile models fitted on the white light (with the group's other members,
     so that the split of the light there is the cube's) replace their image templates; the
     other members keep theirs.  When every member is faint in the image, the group is fitted
-    on the white light alone (the joint fit)."""
+    on the white light alone (the joint fit).  *wgm*: that white-light model when the caller
+    already built it with the same PSF (the centres' fit), else built here."""
     faint = np.asarray(gm.image_snr) < IMAGE_MIN_SNR
     if not faint.any():
         return gm
-    wgm = build_group_model(members, box, region, x, y, segments, images.white, psf, node_wave, wave,
-                            pixscale, cfg, spectrum, centres=centres)
+    if wgm is None:
+        wgm = build_group_model(members, box, region, x, y, segments, images.white, psf, node_wave, wave,
+                                pixscale, cfg, spectrum, centres=centres)
     notes = {i: [n for n in gm.notes[i] if not (faint[k] and n.startswith("no light in the model image"))]
              for k, i in enumerate(members)}
     for k in np.flatnonzero(faint):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from astropy.stats import mad_std
 from scipy.optimize import lsq_linear
 
 from ..errors import ParameterError
@@ -476,8 +477,7 @@ def _shrink_residual(sky, model, use, shrink: float):
     if not shrink > 0 or not use.any():
         return sky
     resid = np.where(use, sky - model, 0.0)
-    r = resid[use]
-    sigma = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+    sigma = float(mad_std(resid[use]))
     shrunk = model + np.sign(resid) * np.maximum(np.abs(resid) - shrink * sigma, 0.0)
     return np.where(use, shrunk, sky)
 
@@ -491,7 +491,7 @@ def _image_snr(design, amp, owner, K, img, ivar, good) -> np.ndarray:
     if ivar is not None:
         return np.sqrt(np.einsum("kyx,yx->k", np.where(good, models, 0.0) ** 2, ivar))
     resid = (img - models.sum(axis=0))[good]
-    sigma = 1.4826 * float(np.median(np.abs(resid - np.median(resid)))) if resid.size else 0.0
+    sigma = float(mad_std(resid)) if resid.size else 0.0
     norm = np.sqrt(np.sum(np.where(good, models, 0.0) ** 2, axis=(1, 2)))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(sigma > 0, norm / sigma, np.inf)
