@@ -53,9 +53,9 @@ CENTRE_MIN_RATIO = 0.02
 #: Smallest sigma (spaxels) of the components that share a sharp ancillary image's light out
 #: (:func:`ifu_extract.deblend.models._image_templates`); the image's own PSF when larger.
 IMAGE_MIN_SIGMA = 0.25
-#: The image's departures from the members' smooth models are soft-thresholded at this many
-#: times their robust spread before the templates share the image out
-#: (:func:`ifu_extract.deblend.models._shrink_residual`; 0: the image's pixels as they are).
+#: Default of :attr:`DeblendConfig.image_shrink`: a sharp image's departures from the members'
+#: smooth models, smoothed to the cube's PSF, are soft-thresholded at this many σ before the
+#: templates share the image out (:func:`ifu_extract.deblend.models._shrink_residual`).
 RESID_SHRINK = 2.0
 #: Members below this S/N in a sharp ancillary image get their model from the cube's white
 #: light instead (:func:`ifu_extract.deblend.driver._faint_in_image_from_cube`).
@@ -108,6 +108,12 @@ class DeblendConfig:
         Fit the centres of the members that dominate their surroundings on the cube's white
         light (:func:`ifu_extract.deblend.joint.refine_centres`) instead of using the
         catalogue positions as they are.
+    image_shrink : float
+        A sharp ancillary image's departures from the members' smooth models are kept where
+        they are significant on the cube's PSF scale, soft-thresholded at this many σ
+        (:func:`~ifu_extract.deblend.models._shrink_residual`); 0 keeps the image's pixels as
+        they are.  With the cube's variance, each group keeps whichever of the two fits its
+        binned data better (:func:`~ifu_extract.deblend.driver._solve_group`).
     """
 
     model: str = "profile"
@@ -123,6 +129,7 @@ class DeblendConfig:
     solver: str = "joint"
     fit_centres: bool = True
     image_templates: bool = True
+    image_shrink: float = RESID_SHRINK
 
 
 @dataclass

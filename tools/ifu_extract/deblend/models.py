@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.stats import mad_std
+from scipy.ndimage import gaussian_filter
 from scipy.optimize import lsq_linear
 
 from ..errors import ParameterError
@@ -17,7 +18,6 @@ from .config import (
     ELONGATION,
     GRADIENT_SPLIT,
     IMAGE_MIN_SIGMA,
-    RESID_SHRINK,
     NEIGHBOUR_FRACTION,
     NO_SEGMENT_CAP,
     NODE_STEP,
@@ -432,7 +432,10 @@ def _image_templates(rows, box, region, img, ivar, good, params, owner, comp_sig
     use = on & np.isfinite(sky) & (total > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(use, inner_parts / np.where(use, total, 1.0), 0.0)
-    sky = _shrink_residual(sky, total, use, RESID_SHRINK)
+    # The departures' significance on the scale of the cube's PSF (middle of the band), in pixels
+    # of the image's grid.
+    smooth = float(np.median([psf.fwhm(w) for w in node_wave])) / 2.3548 / pixscale * scale
+    sky = _shrink_residual(sky, total, use, cfg.image_shrink, smooth)
     cols = np.zeros((len(node_wave), len(groups), ny, nx), dtype=np.float32)
     image_models = np.zeros((K, ny, nx), dtype=np.float32)
     shape_f = (grid.ny * scale, grid.nx * scale)
@@ -464,22 +467,35 @@ def _image_templates(rows, box, region, img, ivar, good, params, owner, comp_sig
                        notes, layout, None, summed=True, image_snr=snr)
 
 
-def _shrink_residual(sky, model, use, shrink: float):
-    """*sky* with its departures from *model* soft-thresholded at *shrink* times their robust
-    spread over *use* (elsewhere *sky* is left as is).
+def _shrink_residual(sky, model, use, shrink: float, smooth: float):
+    """*sky* with its departures from *model* kept where they are significant on the cube's
+    PSF scale, soft-thresholded at *shrink* σ there (elsewhere, outside *use*, *sky* as is).
 
     The templates are the image's pixels shared out in proportion to the members' smooth models:
-    where the image departs from them by more than its noise (a Sérsic cusp, spiral structure)
-    the departure is real light and kept; below, it is mostly the image's noise, which in a
-    bright neighbour's template becomes its light in the faint member's spectrum.  Shrinking it
-    (2σ) halves the worst contamination of the eight noise-free blend scenes with a peak-S/N 200
-    image (bench/README.md, "Image noise in the templates")."""
+    where the image departs from them by more than its noise (a Sérsic cusp, a real galaxy's
+    envelope, spiral structure) the departure is real light and kept; below, it is mostly the
+    image's noise, which in a bright neighbour's template becomes its light in the faint
+    member's spectrum.  Significance is judged on the departures smoothed by a Gaussian of
+    *smooth* pixels (the cube's PSF), the scale on which they reach the cube: a faint but
+    coherent departure (the real WFPC2 image of the minicube's BCG) is far above the smoothed
+    noise although below the noise of one pixel, which a per-pixel threshold removed
+    (bench/README.md, "Image noise in the templates").  The noise of the smoothed map is the
+    pixels' robust spread times the kernel's norm (white noise; the spread of the departures
+    themselves, an upper bound where they are broad)."""
     if not shrink > 0 or not use.any():
         return sky
     resid = np.where(use, sky - model, 0.0)
-    sigma = float(mad_std(resid[use]))
-    shrunk = model + np.sign(resid) * np.maximum(np.abs(resid) - shrink * sigma, 0.0)
-    return np.where(use, shrunk, sky)
+    weight = gaussian_filter(use.astype(float), smooth, mode="constant")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        smoothed = np.where(use, gaussian_filter(resid, smooth, mode="constant") / weight, 0.0)
+    delta = np.zeros((2 * int(4 * smooth) + 1,) * 2)
+    delta[delta.shape[0] // 2, delta.shape[1] // 2] = 1.0
+    norm = float(np.sqrt(np.sum(gaussian_filter(delta, smooth, mode="constant") ** 2)))
+    sigma = float(mad_std(resid[use])) * norm
+    size = np.abs(smoothed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        keep = np.where(size > 0, np.maximum(size - shrink * sigma, 0.0) / size, 0.0)
+    return np.where(use, model + resid * keep, sky)
 
 
 def _image_snr(design, amp, owner, K, img, ivar, good) -> np.ndarray:

@@ -103,11 +103,50 @@ class BinnedGroup:
             n = np.where(self._n > 0, self._n, np.nan)
             return self._sum / n, self._var / n**2
 
+    def odd_data(self, node_wave, wave, n_members: int):
+        """What a model is judged on: the odd channels' bin means and variances
+        (:meth:`images`), where they are usable, and each bin's weights of the PSF nodes
+        ``(n_bins, n_nodes)`` (the group's spectrum over its odd channels); None when there are
+        too few data for *n_members* members."""
+        dimg, dvar = self.images()
+        ok = np.isfinite(dimg) & np.isfinite(dvar) & (dvar > 0)
+        if ok.sum() < 4 * (n_members + 2) * len(dimg):
+            return None
+        odd = np.arange(len(wave)) % 2 == 1
+        mix = np.stack([channel_weights(node_wave, wave[e0:e1][odd[e0:e1]], self.spectrum[e0:e1][odd[e0:e1]])
+                        for e0, e1 in zip(self.edges[:-1], self.edges[1:])])
+        return dimg, dvar, ok, mix
+
     def even_image(self) -> tuple[np.ndarray, np.ndarray]:
         """Even channels: mean image ``(ny, nx)`` of the box and its variance (NaN: no data)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             n = np.where(self._in > 0, self._in, np.nan)
             return self._img / n, self._varsum / n**2
+
+
+def _binned_chi2(gm, mix, dimg, dvar, ok, sel, K, cfg) -> tuple[float, int]:
+    """χ² of a group model solved on the binned odd channels (all columns free per bin, a
+    uniform background always fitted: a sky residual under the group would otherwise pull the
+    models' wings), and the number of fitted parameters."""
+    cols = gm.col_nodes.reshape(mix.shape[1], gm.n_columns, -1)[:, :, sel]
+    models = np.tensordot(mix, cols, axes=1)                  # (n_bins, n_columns, n_pix)
+    f, _ = solve_layers(np.where(ok, dimg, np.nan), dvar, models, nonneg=cfg.nonneg,
+                        background=True, signed=np.arange(gm.n_columns) >= K)
+    f = np.nan_to_num(f)
+    fit = np.einsum("bk,bkp->bp", f[:, :gm.n_columns], models) + f[:, -1:]
+    return float(np.sum(np.where(ok, (dimg - fit) ** 2 / np.where(ok, dvar, 1.0), 0.0))), f.size
+
+
+def binned_chi2(binned: BinnedGroup, gm, node_wave, wave, region, cfg) -> float | None:
+    """χ² of the group model *gm* on the group's data averaged in wide wavelength bins (the
+    odd channels, see :class:`BinnedGroup`), or None when the bins were not kept or hold too
+    few data.  Judges models made from an ancillary image against the cube."""
+    K = len(gm.rows)
+    judged = binned.odd_data(node_wave, wave, K) if binned.keep else None
+    if judged is None:
+        return None
+    dimg, dvar, ok, mix = judged
+    return _binned_chi2(gm, mix, dimg, dvar, ok, region.ravel(), K, cfg)[0]
 
 
 def _scaled_psf(psf: PSFModel, scale: float) -> PSFModel:
@@ -151,17 +190,13 @@ def refine_group_psf(binned: BinnedGroup, layout, members, box, region, x, y, se
     note : str
         What was done, for the members' notes.
     """
-    dimg, dvar = binned.images()
-    ok = np.isfinite(dimg) & np.isfinite(dvar) & (dvar > 0)
-    if ok.sum() < 4 * (len(members) + 2) * len(dimg):
+    judged = binned.odd_data(node_wave, wave, len(members))
+    if judged is None:
         return psf, 1.0, "PSF as given (too few data to refine it)"
-    edges = binned.edges
+    dimg, dvar, ok, mix = judged
     K = len(members)
     sel = region.ravel()
     odd = np.arange(len(wave)) % 2 == 1
-    mix = np.stack([channel_weights(node_wave, wave[e0:e1][odd[e0:e1]],
-                                    binned.spectrum[e0:e1][odd[e0:e1]])
-                    for e0, e1 in zip(edges[:-1], edges[1:])])
     if images.from_cube:
         # The models are built on the even channels' image, on a frame of the cube's size.
         bx0, bx1, by0, by1 = box
@@ -184,16 +219,9 @@ def refine_group_psf(binned: BinnedGroup, layout, members, box, region, x, y, se
         trial = _scaled_psf(psf, scale)
         gm = build_group_model(members, box, region, x, y, segments, images, trial, node_wave, wave,
                                pixscale, cfg, spectrum, layout)
-        cols = gm.col_nodes.reshape(len(node_wave), gm.n_columns, -1)[:, :, sel]
-        models = np.tensordot(mix, cols, axes=1)                  # (n_bins, n_columns, n_pix)
-        # A uniform background is always fitted here: a sky residual under the group would
-        # otherwise pull the PSF's wings.
-        f, _ = solve_layers(np.where(ok, dimg, np.nan), dvar, models, nonneg=cfg.nonneg,
-                            background=True, signed=np.arange(gm.n_columns) >= K)
-        f = np.nan_to_num(f)
-        n_params.append(f.size)
-        fit = np.einsum("bk,bkp->bp", f[:, :gm.n_columns], models) + f[:, -1:]
-        return float(np.sum(np.where(ok, (dimg - fit) ** 2 / np.where(ok, dvar, 1.0), 0.0)))
+        value, size = _binned_chi2(gm, mix, dimg, dvar, ok, sel, K, cfg)
+        n_params.append(size)
+        return value
 
     n = int(round((1.0 - REFINE_LOWEST) / REFINE_STEP))
     grid = 1.0 - REFINE_STEP * np.arange(n, -1, -1)               # ascending, ends at 1
