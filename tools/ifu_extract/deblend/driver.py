@@ -225,12 +225,20 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
             for i in members:
                 gm.notes[i].append(note)
     wgm = white if psf_scale == 1.0 else None
-    if gm.summed and gm.image_snr is not None and images.white is not None:
-        gm = _faint_in_image_from_cube(gm, members, box, region, x, y, segments, images, psf, node_wave,
-                                       wave, pixscale, cfg, spectrum, centres, wgm)
+
+    def faint_from_cube(model, cfg_):
+        if model.summed and model.image_snr is not None and images.white is not None:
+            return _faint_in_image_from_cube(model, members, box, region, x, y, segments, images, psf,
+                                             node_wave, wave, pixscale, cfg_, spectrum, centres, wgm)
+        return model
+
+    gm = faint_from_cube(gm, cfg)
     if gm.summed and cfg.image_shrink > 0:
-        gm = _shrink_or_not(gm, binned, members, box, region, x, y, segments, images, psf, node_wave,
-                            wave, pixscale, cfg, spectrum, centres, wgm)
+        raw_cfg = replace(cfg, image_shrink=0.0)
+        gm = _shrink_or_not(gm, lambda: faint_from_cube(
+            build_group_model(members, box, region, x, y, segments, images, psf, node_wave, wave, pixscale,
+                              raw_cfg, spectrum, gm.layout, centres=centres), raw_cfg),
+            binned, node_wave, wave, region, cfg)
     K = len(members)
     meta_fit = {}
     if cfg.solver == "joint" and gm.parts is not None:
@@ -306,10 +314,10 @@ def _solve_group(cube, members, foot, x, y, segments, images, psf, node_wave, pi
     _store_group(results, members, gm, box, flux, var, cfg, psf, psf_scale, meta_fit)
 
 
-def _shrink_or_not(gm, binned, members, box, region, x, y, segments, images, psf, node_wave, wave,
-                   pixscale, cfg, spectrum, centres, wgm):
+def _shrink_or_not(gm, build_raw, binned, node_wave, wave, region, cfg):
     """The image templates with the image's departures from the smooth models shrunk
-    (*gm*, ``cfg.image_shrink``) or as they are, whichever fits the group's binned cube better.
+    (*gm*, ``cfg.image_shrink``) or as they are (``build_raw()``, the same model built with
+    ``image_shrink=0``), whichever fits the group's binned cube better.
 
     Shrinking removes the image's noise from the templates (a bright neighbour's noise is
     otherwise light in a faint member's spectrum: +3.8 % against +1.6 % on the synthetic
@@ -320,17 +328,12 @@ def _shrink_or_not(gm, binned, members, box, region, x, y, segments, images, psf
     shrunk = binned_chi2(binned, gm, node_wave, wave, region, cfg)
     if shrunk is None:
         return gm
-    raw_cfg = replace(cfg, image_shrink=0.0)
-    raw = build_group_model(members, box, region, x, y, segments, images, psf, node_wave, wave, pixscale,
-                            raw_cfg, spectrum, gm.layout, centres=centres)
-    if raw.image_snr is not None and images.white is not None:
-        raw = _faint_in_image_from_cube(raw, members, box, region, x, y, segments, images, psf, node_wave,
-                                        wave, pixscale, raw_cfg, spectrum, centres, wgm)
+    raw = build_raw()
     as_is = binned_chi2(binned, raw, node_wave, wave, region, cfg)
-    log.debug("deblend: group %s binned chi2 shrunk %.1f, as is %.1f", members, shrunk, as_is)
+    log.debug("deblend: group %s binned chi2 shrunk %.1f, as is %.1f", gm.rows, shrunk, as_is)
     if as_is is None or as_is >= shrunk:
         return gm
-    for i in members:
+    for i in gm.rows:
         raw.notes[i].append(f"image's pixels as they are (binned chi2 {as_is:.0f} against {shrunk:.0f} shrunk)")
     return raw
 
